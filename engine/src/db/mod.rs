@@ -1,0 +1,281 @@
+//! The rootpath: a directory of tables owned by one process at a time.
+//!
+//! Invariants:
+//! - While a [`Database`] (or any table handle from it) is alive, this process
+//!   holds the exclusive owner lock on `raiz.owner` in the rootpath. Another process
+//!   gets [`Error::RootpathLocked`] naming the owner's pid. The lock is the kernel's
+//!   (`flock`), so a crashed owner's lock is gone and the next opener takes over,
+//!   logging the stale owner it replaced.
+//! - A table is open at most once per process: every handle on it shares one
+//!   [`crate::table::TableShared`], found through a registry of weak references.
+//! - Every path is built from a validated table name inside the rootpath.
+
+mod names;
+mod session;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+pub use names::{validate_table_name, MAX_TABLE_NAME};
+pub use session::Session;
+
+use crate::error::{Error, Result};
+use crate::page::{BufferPool, PoolStats};
+use crate::schema::Schema;
+use crate::storage::{FileStorage, LockAttempt, Storage, StorageLock};
+use crate::table::{OpenReport, TableCore, TableOptions, TablePaths, TableShared};
+
+/// Name of the owner lock file in a rootpath.
+pub const OWNER_FILE: &str = "raiz.owner";
+
+/// Default buffer pool budget (64 MiB).
+pub const DEFAULT_POOL_BYTES: usize = 64 << 20;
+
+/// How a database is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bytes of pages the buffer pool may cache.
+    pub pool_bytes: usize,
+    /// Where the files live.
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pool_bytes: DEFAULT_POOL_BYTES,
+            storage: Arc::new(FileStorage::new()),
+        }
+    }
+}
+
+impl Options {
+    /// Sets the buffer pool budget.
+    pub fn pool_bytes(mut self, bytes: usize) -> Self {
+        self.pool_bytes = bytes;
+        self
+    }
+
+    /// Sets the storage.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+}
+
+#[derive(Debug)]
+struct DbInner {
+    root: PathBuf,
+    storage: Arc<dyn Storage>,
+    pool: Arc<BufferPool>,
+    tables: Mutex<HashMap<String, Weak<TableShared>>>,
+    repairs: Mutex<Vec<(String, OpenReport)>>,
+    _owner: Box<dyn StorageLock>,
+}
+
+/// An embedded rootpath. Cloning gives another handle on the same database.
+///
+/// ```
+/// use raiz_engine::{Database, Field, FieldType, Schema, TableOptions};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = Database::open(dir.path())?;
+/// db.create_table("items", &Schema::new(vec![Field::new("CODE", FieldType::Char(8))]), TableOptions::default())?;
+/// assert_eq!(db.list_tables()?, vec!["items".to_string()]);
+/// db.drop_table("items")?;
+/// assert!(db.list_tables()?.is_empty());
+/// # Ok::<(), raiz_engine::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Database {
+    inner: Arc<DbInner>,
+}
+
+fn owner_pid(owner: &str) -> u32 {
+    owner
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn owner_description() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let program = std::env::args().next().unwrap_or_default();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "pid={} host={} program={} since={since}\n",
+        std::process::id(),
+        host.trim(),
+        program.replace(char::is_whitespace, "_")
+    )
+}
+
+impl Database {
+    /// Opens (creating if needed) the rootpath at `root` on the real file system.
+    pub fn open(root: impl AsRef<Path>) -> Result<Database> {
+        Database::open_with(root, Options::default())
+    }
+
+    /// Opens (creating if needed) the rootpath at `root` with `options`.
+    pub fn open_with(root: impl AsRef<Path>, options: Options) -> Result<Database> {
+        let root = root.as_ref();
+        let storage = options.storage;
+        storage.create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let root = storage.canonicalize(root).map_err(|e| Error::io(root, e))?;
+        let lock_path = root.join(OWNER_FILE);
+        let owner = match storage
+            .try_lock(&lock_path, &owner_description())
+            .map_err(|e| Error::io(&lock_path, e))?
+        {
+            LockAttempt::Held { owner } => {
+                return Err(Error::RootpathLocked {
+                    path: root,
+                    pid: owner_pid(&owner),
+                    owner: owner.trim().to_owned(),
+                })
+            }
+            LockAttempt::Acquired { guard, previous } => {
+                if let Some(prev) = previous {
+                    tracing::warn!(root = %root.display(), previous = %prev.trim(), pid = owner_pid(&prev),
+                        "the previous owner of this rootpath did not close it (crashed?); taking over");
+                }
+                guard
+            }
+        };
+        // A create interrupted by a crash leaves a `.rzd.new`; it never became a table.
+        for name in storage.list(&root).map_err(|e| Error::io(&root, e))? {
+            if name.ends_with(".rzd.new") {
+                tracing::info!(file = %name, "removing an unfinished table create");
+                let _ = storage.remove(&root.join(&name));
+            }
+        }
+        Ok(Database {
+            inner: Arc::new(DbInner {
+                root,
+                storage,
+                pool: BufferPool::new(options.pool_bytes),
+                tables: Mutex::new(HashMap::new()),
+                repairs: Mutex::new(Vec::new()),
+                _owner: owner,
+            }),
+        })
+    }
+
+    /// The rootpath (absolute).
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// A new session.
+    pub fn session(&self) -> Session {
+        Session::new(self.clone())
+    }
+
+    /// The buffer pool's counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Repairs made when tables were opened, oldest first.
+    pub fn repairs(&self) -> Vec<(String, OpenReport)> {
+        self.inner.repairs.lock().clone()
+    }
+
+    /// Names of the tables in the rootpath, sorted.
+    pub fn list_tables(&self) -> Result<Vec<String>> {
+        let root = &self.inner.root;
+        let names = self.inner.storage.list(root).map_err(|e| Error::io(root, e))?;
+        Ok(names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".rzd"))
+            .filter(|n| validate_table_name(n).is_ok())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// True when table `name` exists.
+    pub fn table_exists(&self, name: &str) -> Result<bool> {
+        let name = validate_table_name(name)?;
+        let path = TablePaths::new(&self.inner.root, &name).data;
+        self.inner.storage.exists(&path).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Creates table `name`.
+    pub fn create_table(&self, name: &str, schema: &Schema, opts: TableOptions) -> Result<()> {
+        let name = validate_table_name(name)?;
+        let tables = self.inner.tables.lock();
+        if self.table_exists(&name)? {
+            return Err(Error::TableExists { table: name });
+        }
+        TableCore::create(&self.inner.storage, &self.inner.pool, &self.inner.root, &name, schema, &opts)?;
+        drop(tables);
+        tracing::info!(table = %name, format = ?opts.format, page_size = opts.page_size, "table created");
+        Ok(())
+    }
+
+    pub(crate) fn open_shared(&self, name: &str) -> Result<Arc<TableShared>> {
+        let name = validate_table_name(name)?;
+        let mut tables = self.inner.tables.lock();
+        if let Some(shared) = tables.get(&name).and_then(Weak::upgrade) {
+            return Ok(shared);
+        }
+        let (core, report) = TableCore::open(&self.inner.storage, &self.inner.pool, &self.inner.root, &name)?;
+        if report != OpenReport::default() {
+            self.inner.repairs.lock().push((name.clone(), report));
+        }
+        let keepalive: Arc<dyn std::any::Any + Send + Sync> = self.inner.clone();
+        let shared = Arc::new(TableShared {
+            core: parking_lot::RwLock::new(core),
+            _keepalive: keepalive,
+        });
+        tables.insert(name, Arc::downgrade(&shared));
+        Ok(shared)
+    }
+
+    /// Removes table `name` and its files. Refused while it has open handles.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        let name = validate_table_name(name)?;
+        let mut tables = self.inner.tables.lock();
+        if let Some(shared) = tables.get(&name).and_then(Weak::upgrade) {
+            return Err(Error::TableInUse {
+                table: name,
+                handles: Arc::strong_count(&shared) - 1,
+            });
+        }
+        tables.remove(&name);
+        let paths = TablePaths::new(&self.inner.root, &name);
+        let storage = &self.inner.storage;
+        match storage.remove(&paths.data) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::TableNotFound {
+                    table: name,
+                    root: self.inner.root.clone(),
+                })
+            }
+            Err(e) => return Err(Error::io(&paths.data, e)),
+        }
+        if storage.exists(&paths.blobs).unwrap_or(false) {
+            storage.remove(&paths.blobs).map_err(|e| Error::io(&paths.blobs, e))?;
+        }
+        storage
+            .sync_dir(&self.inner.root)
+            .map_err(|e| Error::io(&self.inner.root, e))?;
+        tracing::info!(table = %name, "table dropped");
+        Ok(())
+    }
+
+    /// Writes every open table's changes to disk and syncs them.
+    pub fn flush(&self) -> Result<()> {
+        let open: Vec<Arc<TableShared>> = self.inner.tables.lock().values().filter_map(Weak::upgrade).collect();
+        for t in open {
+            t.core.write().flush()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,380 @@
+//! A file seen as numbered pages through the buffer pool.
+//!
+//! Page `n` lives at byte `n * page_size`. Every page read from disk is verified
+//! (checksum, page number, type) before anyone sees it; every page written back is
+//! sealed with its checksum first. Growing the file writes the new page at once, so
+//! a full disk is reported by [`PageFile::allocate`] — before the caller changed
+//! anything — rather than later by a flush. A failed sync poisons the file: later
+//! writes get [`Error::Poisoned`], reads keep working.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::lock_api::{ArcRwLockReadGuard, ArcRwLockWriteGuard};
+use parking_lot::{Mutex, RawRwLock};
+
+use super::layout::{self, PageFault, PageType};
+use super::pool::{BufferPool, Frame, Lookup, FAILED, LOADING, READY};
+use crate::error::{Error, Result};
+use crate::storage::StorageFile;
+
+static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// State of an open paged file shared by its frames.
+#[derive(Debug)]
+pub(crate) struct FileShared {
+    pub(super) id: u64,
+    pub(super) path: PathBuf,
+    pub(super) file: Arc<dyn StorageFile>,
+    pub(super) page_size: u32,
+    poisoned: AtomicBool,
+    dirty: Mutex<BTreeSet<u64>>,
+}
+
+impl FileShared {
+    /// Writes a frame's page to disk, sealed. Clears its dirty flag first so a
+    /// concurrent change marks it dirty again.
+    pub(super) fn write_back(&self, frame: &Frame) -> Result<()> {
+        let mut image = {
+            let data = frame.data.read();
+            frame.dirty.store(false, Ordering::Release);
+            data.to_vec()
+        };
+        layout::seal(&mut image, frame.page_no);
+        let offset = frame.page_no * self.page_size as u64;
+        if let Err(e) = self.file.write_at(offset, &image) {
+            frame.dirty.store(true, Ordering::Release);
+            return Err(Error::io(&self.path, e));
+        }
+        if !frame.dirty.load(Ordering::Acquire) {
+            self.dirty.lock().remove(&frame.page_no);
+        }
+        Ok(())
+    }
+}
+
+/// A page held for reading. Others may read it at the same time.
+pub struct PageRef {
+    _frame: Arc<Frame>,
+    guard: ArcRwLockReadGuard<RawRwLock, Box<[u8]>>,
+}
+
+impl std::ops::Deref for PageRef {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.guard
+    }
+}
+
+/// A page held for writing. It is marked dirty and written back by a flush or
+/// when evicted.
+pub struct PageMut {
+    _frame: Arc<Frame>,
+    guard: ArcRwLockWriteGuard<RawRwLock, Box<[u8]>>,
+}
+
+impl std::ops::Deref for PageMut {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for PageMut {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.guard
+    }
+}
+
+/// One file of pages. See the module docs.
+#[derive(Debug)]
+pub struct PageFile {
+    shared: Arc<FileShared>,
+    pool: Arc<BufferPool>,
+    pages: AtomicU64,
+    grow: Mutex<()>,
+}
+
+impl PageFile {
+    /// Wraps an open storage file. A trailing partial page (a torn extension) is
+    /// ignored and will be overwritten by the next allocation.
+    pub fn open(
+        pool: Arc<BufferPool>,
+        file: Arc<dyn StorageFile>,
+        path: &Path,
+        page_size: u32,
+    ) -> Result<PageFile> {
+        let len = file.len().map_err(|e| Error::io(path, e))?;
+        let pages = len / page_size as u64;
+        if len % page_size as u64 != 0 {
+            tracing::warn!(file = %path.display(), len, "file ends with a partial page; ignoring it");
+        }
+        Ok(PageFile {
+            shared: Arc::new(FileShared {
+                id: NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed),
+                path: path.to_path_buf(),
+                file,
+                page_size,
+                poisoned: AtomicBool::new(false),
+                dirty: Mutex::new(BTreeSet::new()),
+            }),
+            pool,
+            pages: AtomicU64::new(pages),
+            grow: Mutex::new(()),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Page size in bytes.
+    pub fn page_size(&self) -> u32 {
+        self.shared.page_size
+    }
+
+    /// Number of whole pages in the file.
+    pub fn page_count(&self) -> u64 {
+        self.pages.load(Ordering::Acquire)
+    }
+
+    /// The underlying storage file (for header pages, which bypass the pool).
+    pub fn storage(&self) -> &Arc<dyn StorageFile> {
+        &self.shared.file
+    }
+
+    /// True after a failed sync.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Refuses writes after a failed sync.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.is_poisoned() {
+            Err(Error::Poisoned {
+                path: self.shared.path.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_range(&self, page_no: u64) -> Result<()> {
+        let pages = self.page_count();
+        if page_no >= pages {
+            return Err(Error::CorruptPage {
+                path: self.shared.path.clone(),
+                page: page_no,
+                reason: format!("page is beyond the end of the file ({pages} pages)"),
+            });
+        }
+        Ok(())
+    }
+
+    fn load(&self, page_no: u64, buf: &mut [u8]) -> Result<()> {
+        let path = &self.shared.path;
+        self.shared
+            .file
+            .read_at(page_no * self.shared.page_size as u64, buf)
+            .map_err(|e| Error::io(path, e))?;
+        layout::verify(buf, page_no).map_err(|f| fault_error(path, page_no, f))
+    }
+
+    /// Reads page `page_no`, verified.
+    pub fn read(&self, page_no: u64) -> Result<PageRef> {
+        self.check_range(page_no)?;
+        loop {
+            match self.pool.lookup(&self.shared, page_no, LOADING)? {
+                Lookup::Cached(frame) => {
+                    let guard = frame.data.read_arc();
+                    if frame.state.load(Ordering::Acquire) == FAILED {
+                        continue;
+                    }
+                    return Ok(PageRef {
+                        _frame: frame,
+                        guard,
+                    });
+                }
+                Lookup::Load(frame, mut guard) => {
+                    if let Err(e) = self.load(page_no, &mut guard) {
+                        frame.state.store(FAILED, Ordering::Release);
+                        self.pool.forget(&frame);
+                        return Err(e);
+                    }
+                    frame.state.store(READY, Ordering::Release);
+                    let guard = ArcRwLockWriteGuard::downgrade(guard);
+                    return Ok(PageRef {
+                        _frame: frame,
+                        guard,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Opens page `page_no` for writing; it becomes dirty.
+    pub fn write(&self, page_no: u64) -> Result<PageMut> {
+        self.check_writable()?;
+        self.check_range(page_no)?;
+        loop {
+            let (frame, guard) = match self.pool.lookup(&self.shared, page_no, LOADING)? {
+                Lookup::Cached(frame) => {
+                    let guard = frame.data.write_arc();
+                    if frame.state.load(Ordering::Acquire) == FAILED {
+                        continue;
+                    }
+                    (frame, guard)
+                }
+                Lookup::Load(frame, mut guard) => {
+                    if let Err(e) = self.load(page_no, &mut guard) {
+                        frame.state.store(FAILED, Ordering::Release);
+                        self.pool.forget(&frame);
+                        return Err(e);
+                    }
+                    frame.state.store(READY, Ordering::Release);
+                    (frame, guard)
+                }
+            };
+            self.mark_dirty(&frame);
+            return Ok(PageMut {
+                _frame: frame,
+                guard,
+            });
+        }
+    }
+
+    fn mark_dirty(&self, frame: &Frame) {
+        frame.dirty.store(true, Ordering::Release);
+        self.shared.dirty.lock().insert(frame.page_no);
+    }
+
+    /// Appends a new page of type `ty` to the file. The formatted page is written
+    /// to disk at once, so a full disk fails here and leaves the file as it was.
+    pub fn allocate(&self, ty: PageType) -> Result<(u64, PageMut)> {
+        self.check_writable()?;
+        let _grow = self.grow.lock();
+        let page_no = self.page_count();
+        let size = self.shared.page_size as usize;
+        let mut image = vec![0u8; size];
+        layout::format(&mut image, ty);
+        layout::seal(&mut image, page_no);
+        self.shared
+            .file
+            .write_at(page_no * size as u64, &image)
+            .map_err(|e| Error::io(&self.shared.path, e))?;
+        self.pages.store(page_no + 1, Ordering::Release);
+        let (frame, mut guard) = match self.pool.lookup(&self.shared, page_no, READY)? {
+            Lookup::Cached(frame) => {
+                let guard = frame.data.write_arc();
+                (frame, guard)
+            }
+            Lookup::Load(frame, guard) => (frame, guard),
+        };
+        guard.copy_from_slice(&image);
+        frame.state.store(READY, Ordering::Release);
+        self.mark_dirty(&frame);
+        Ok((
+            page_no,
+            PageMut {
+                _frame: frame,
+                guard,
+            },
+        ))
+    }
+
+    /// Writes every dirty page of this file back to disk, in page order.
+    pub fn write_dirty(&self) -> Result<()> {
+        let pages: Vec<u64> = self.shared.dirty.lock().iter().copied().collect();
+        for page_no in pages {
+            match self.pool.cached(self.shared.id, page_no) {
+                Some(frame) if frame.dirty.load(Ordering::Acquire) => {
+                    self.shared.write_back(&frame)?;
+                    self.pool
+                        .writebacks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => {
+                    self.shared.dirty.lock().remove(&page_no);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs the file. A failure poisons it.
+    pub fn sync(&self) -> Result<()> {
+        self.check_writable()?;
+        if let Err(e) = self.shared.file.sync() {
+            self.shared.poisoned.store(true, Ordering::Release);
+            tracing::error!(file = %self.shared.path.display(), error = %e, "sync failed; file poisoned");
+            return Err(Error::SyncFailed {
+                path: self.shared.path.clone(),
+                source: e,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes back every dirty page, then syncs.
+    pub fn flush(&self) -> Result<()> {
+        self.check_writable()?;
+        self.write_dirty()?;
+        self.sync()
+    }
+
+    /// Number of pages waiting to be written back.
+    pub fn dirty_pages(&self) -> usize {
+        self.shared.dirty.lock().len()
+    }
+
+    /// Reads a page straight from disk (no pool), verified.
+    pub fn read_direct(&self, page_no: u64, buf: &mut [u8]) -> Result<()> {
+        self.load(page_no, buf)
+    }
+
+    /// Writes a page straight to disk (no pool), sealing it.
+    pub fn write_direct(&self, page_no: u64, image: &mut [u8]) -> Result<()> {
+        self.check_writable()?;
+        layout::seal(image, page_no);
+        self.shared
+            .file
+            .write_at(page_no * self.shared.page_size as u64, image)
+            .map_err(|e| Error::io(&self.shared.path, e))?;
+        if page_no >= self.page_count() {
+            self.pages.store(page_no + 1, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PageFile {
+    fn drop(&mut self) {
+        // Frames of a closed file are useless; unflushed changes are dropped on
+        // purpose (the owner flushes before a clean close).
+        self.pool.evict_file(self.shared.id);
+    }
+}
+
+pub(crate) fn fault_error(path: &Path, page: u64, f: PageFault) -> Error {
+    match f {
+        PageFault::Checksum { stored, computed } => Error::Checksum {
+            path: path.to_path_buf(),
+            page,
+            stored,
+            computed,
+        },
+        PageFault::Misplaced { found } => Error::CorruptPage {
+            path: path.to_path_buf(),
+            page,
+            reason: format!("page claims to be page {found} (misdirected write)"),
+        },
+        PageFault::BadType(t) => Error::CorruptPage {
+            path: path.to_path_buf(),
+            page,
+            reason: format!("unknown page type {t}"),
+        },
+    }
+}

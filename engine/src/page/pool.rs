@@ -1,0 +1,252 @@
+//! A bounded buffer pool shared by every file of a database.
+//!
+//! Frames are keyed by (file id, page number) and evicted with the CLOCK algorithm
+//! when the pool's byte budget is reached. Invariants:
+//!
+//! - A frame is *pinned* while a guard on it exists (its `Arc` count exceeds the
+//!   pool's own reference). New references are only handed out under the pool
+//!   mutex, so a frame seen unpinned there cannot be pinned during its eviction.
+//! - A frame being loaded is write-locked by its loader until the bytes are in and
+//!   verified; a waiter that then finds it failed retries the lookup.
+//! - A dirty frame is written back (checksummed) before it leaves the pool. Clean
+//!   frames are preferred as victims; a dirty victim is written back under the pool
+//!   mutex so that no reader can load the stale on-disk copy in between.
+//! - When every frame is pinned the pool grows past its budget rather than fail.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::file::FileShared;
+use crate::error::Result;
+
+/// The smallest budget a pool accepts (eight 4 KiB pages).
+pub const MIN_POOL_BYTES: usize = 32 << 10;
+
+pub(super) const LOADING: u8 = 0;
+pub(super) const READY: u8 = 1;
+pub(super) const FAILED: u8 = 2;
+
+/// One cached page.
+#[derive(Debug)]
+pub(super) struct Frame {
+    pub(super) page_no: u64,
+    pub(super) file: Arc<FileShared>,
+    pub(super) data: Arc<RwLock<Box<[u8]>>>,
+    pub(super) dirty: AtomicBool,
+    pub(super) state: AtomicU8,
+    referenced: AtomicBool,
+}
+
+impl Frame {
+    pub(super) fn new(file: Arc<FileShared>, page_no: u64, state: u8) -> Frame {
+        let size = file.page_size as usize;
+        Frame {
+            page_no,
+            file,
+            data: Arc::new(RwLock::new(vec![0u8; size].into_boxed_slice())),
+            dirty: AtomicBool::new(false),
+            state: AtomicU8::new(state),
+            referenced: AtomicBool::new(true),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.file.page_size as usize
+    }
+}
+
+/// Counters describing the pool's work since it was created.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Page requests served from memory.
+    pub hits: u64,
+    /// Page requests that read the disk.
+    pub misses: u64,
+    /// Frames evicted to make room.
+    pub evictions: u64,
+    /// Dirty frames written back (evictions and flushes).
+    pub writebacks: u64,
+    /// Bytes currently cached.
+    pub cached_bytes: u64,
+    /// The budget in bytes.
+    pub capacity_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<(u64, u64), usize>,
+    slots: Vec<Option<Arc<Frame>>>,
+    free: Vec<usize>,
+    hand: usize,
+    used: usize,
+}
+
+/// The buffer pool. See the module docs for its invariants.
+#[derive(Debug)]
+pub struct BufferPool {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    pub(super) writebacks: AtomicU64,
+}
+
+/// What a lookup found.
+pub(super) enum Lookup {
+    /// The frame was cached (it may still be loading).
+    Cached(Arc<Frame>),
+    /// A new frame, write-locked by the caller, which must load it.
+    Load(Arc<Frame>, parking_lot::ArcRwLockWriteGuard<parking_lot::RawRwLock, Box<[u8]>>),
+}
+
+impl BufferPool {
+    /// A pool that caches up to `capacity_bytes` of pages (at least
+    /// [`MIN_POOL_BYTES`]).
+    pub fn new(capacity_bytes: usize) -> Arc<BufferPool> {
+        Arc::new(BufferPool {
+            inner: Mutex::new(Inner::default()),
+            capacity: capacity_bytes.max(MIN_POOL_BYTES),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            writebacks: AtomicU64::new(0),
+        })
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> PoolStats {
+        let used = self.inner.lock().used;
+        PoolStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            writebacks: self.writebacks.load(Ordering::Relaxed),
+            cached_bytes: used as u64,
+            capacity_bytes: self.capacity as u64,
+        }
+    }
+
+    /// Finds the frame for a page, or installs a new one for the caller to fill
+    /// (`state` is the new frame's initial state: LOADING for reads, READY for a
+    /// freshly formatted page).
+    pub(super) fn lookup(&self, file: &Arc<FileShared>, page_no: u64, state: u8) -> Result<Lookup> {
+        let key = (file.id, page_no);
+        let mut inner = self.inner.lock();
+        if let Some(&slot) = inner.map.get(&key) {
+            let frame = inner.slots[slot].clone().expect("mapped slot holds a frame");
+            frame.referenced.store(true, Ordering::Relaxed);
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Lookup::Cached(frame));
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let frame = Arc::new(Frame::new(file.clone(), page_no, state));
+        self.make_room(&mut inner, frame.size())?;
+        let guard = frame.data.write_arc();
+        let slot = match inner.free.pop() {
+            Some(s) => {
+                inner.slots[s] = Some(frame.clone());
+                s
+            }
+            None => {
+                inner.slots.push(Some(frame.clone()));
+                inner.slots.len() - 1
+            }
+        };
+        inner.map.insert(key, slot);
+        inner.used += frame.size();
+        Ok(Lookup::Load(frame, guard))
+    }
+
+    /// Drops a frame whose load failed.
+    pub(super) fn forget(&self, frame: &Arc<Frame>) {
+        let mut inner = self.inner.lock();
+        let key = (frame.file.id, frame.page_no);
+        if let Some(&slot) = inner.map.get(&key) {
+            if inner.slots[slot].as_ref().is_some_and(|f| Arc::ptr_eq(f, frame)) {
+                inner.map.remove(&key);
+                inner.slots[slot] = None;
+                inner.free.push(slot);
+                inner.used -= frame.size();
+            }
+        }
+    }
+
+    /// The cached frame of a page, if any.
+    pub(super) fn cached(&self, file_id: u64, page_no: u64) -> Option<Arc<Frame>> {
+        let inner = self.inner.lock();
+        inner
+            .map
+            .get(&(file_id, page_no))
+            .and_then(|&s| inner.slots[s].clone())
+    }
+
+    /// Removes every frame of a file (which must have been flushed or is being
+    /// discarded on purpose).
+    pub(super) fn evict_file(&self, file_id: u64) {
+        let mut inner = self.inner.lock();
+        let keys: Vec<(u64, u64)> = inner.map.keys().filter(|k| k.0 == file_id).copied().collect();
+        for key in keys {
+            if let Some(slot) = inner.map.remove(&key) {
+                if let Some(f) = inner.slots[slot].take() {
+                    inner.used -= f.size();
+                }
+                inner.free.push(slot);
+            }
+        }
+    }
+
+    fn make_room(&self, inner: &mut Inner, need: usize) -> Result<()> {
+        // Two sweeps prefer clean frames; the third accepts dirty ones.
+        let mut sweeps = 0;
+        let mut scanned = 0;
+        while inner.used + need > self.capacity && !inner.slots.is_empty() {
+            if inner.hand >= inner.slots.len() {
+                inner.hand = 0;
+            }
+            let idx = inner.hand;
+            inner.hand += 1;
+            scanned += 1;
+            if scanned > inner.slots.len() {
+                scanned = 0;
+                sweeps += 1;
+                if sweeps >= 4 {
+                    // Everything is pinned: grow past the budget.
+                    return Ok(());
+                }
+            }
+            let Some(frame) = inner.slots[idx].clone() else { continue };
+            if frame.pinned_excluding(1) || frame.state.load(Ordering::Acquire) != READY {
+                continue;
+            }
+            if frame.referenced.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            let dirty = frame.dirty.load(Ordering::Acquire);
+            if dirty && sweeps < 2 {
+                continue;
+            }
+            if dirty {
+                frame.file.write_back(&frame)?;
+                self.writebacks.fetch_add(1, Ordering::Relaxed);
+            }
+            inner.map.remove(&(frame.file.id, frame.page_no));
+            inner.slots[idx] = None;
+            inner.free.push(idx);
+            inner.used -= frame.size();
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl Frame {
+    /// Pinned by someone other than the pool's slot and `extra` references held by
+    /// the caller. Guards hold both the frame and its data lock.
+    fn pinned_excluding(self: &Arc<Frame>, extra: usize) -> bool {
+        Arc::strong_count(self) > 1 + extra || Arc::strong_count(&self.data) > 1
+    }
+}

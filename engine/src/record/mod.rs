@@ -1,0 +1,64 @@
+//! Records: their encoding, the slots that address them by recno, and the blob
+//! file that holds memos and the bodies of variable-length records.
+
+mod blob;
+mod codec;
+mod slots;
+
+use std::sync::Arc;
+
+pub use blob::BlobStore;
+pub use codec::Codec;
+pub use slots::{SlotMap, SlotStatus, FIRST_RECORD_PAGE, VAR_SLOT_BODY};
+
+use crate::schema::{Schema, Value};
+
+/// A record read from a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    recno: u64,
+    deleted: bool,
+    values: Vec<Value>,
+    schema: Arc<Schema>,
+}
+
+impl Record {
+    pub(crate) fn new(recno: u64, deleted: bool, values: Vec<Value>, schema: Arc<Schema>) -> Record {
+        Record {
+            recno,
+            deleted,
+            values,
+            schema,
+        }
+    }
+
+    /// The record number (1-based, stable until the table is packed).
+    pub fn recno(&self) -> u64 {
+        self.recno
+    }
+
+    /// True when the record is logically deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// All values, in schema order. Memo fields hold a reference, not the bytes.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// Takes the values (for an update).
+    pub fn into_values(self) -> Vec<Value> {
+        self.values
+    }
+
+    /// The value of the field named `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.schema.position(name).map(|i| &self.values[i])
+    }
+
+    /// The table's schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+}

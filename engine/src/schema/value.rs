@@ -1,0 +1,427 @@
+//! Field values: exact decimals, xBase dates, memos, and the [`Value`] enum.
+//!
+//! There is no NULL: every type has an empty value (blanks, zero, the empty date,
+//! false, an empty memo) and a freshly appended field holds it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// An exact decimal number: `mantissa × 10^-scale`.
+///
+/// ```
+/// use raiz_engine::Decimal;
+/// let d: Decimal = "-12.50".parse().unwrap();
+/// assert_eq!(d.mantissa(), -1250);
+/// assert_eq!(d.scale(), 2);
+/// assert_eq!(d.to_string(), "-12.50");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Decimal {
+    mantissa: i128,
+    scale: u8,
+}
+
+/// Why a text is not a decimal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a decimal number")]
+pub struct ParseDecimalError(pub String);
+
+impl Decimal {
+    /// Most digits a decimal may hold.
+    pub const MAX_DIGITS: u32 = 38;
+
+    /// `mantissa × 10^-scale`.
+    pub const fn new(mantissa: i128, scale: u8) -> Decimal {
+        Decimal { mantissa, scale }
+    }
+
+    /// Zero with no decimals.
+    pub const ZERO: Decimal = Decimal::new(0, 0);
+
+    /// The unscaled integer.
+    pub fn mantissa(&self) -> i128 {
+        self.mantissa
+    }
+
+    /// Digits after the decimal point.
+    pub fn scale(&self) -> u8 {
+        self.scale
+    }
+
+    /// The same number with exactly `scale` decimals, if that is exact (no digit
+    /// is dropped and nothing overflows).
+    pub fn rescale(&self, scale: u8) -> Option<Decimal> {
+        if scale >= self.scale {
+            let f = 10i128.checked_pow(u32::from(scale - self.scale))?;
+            Some(Decimal::new(self.mantissa.checked_mul(f)?, scale))
+        } else {
+            let f = 10i128.checked_pow(u32::from(self.scale - scale))?;
+            (self.mantissa % f == 0).then(|| Decimal::new(self.mantissa / f, scale))
+        }
+    }
+
+    /// Digits before the decimal point (at least 1, as in `0.5`).
+    pub fn integer_digits(&self) -> u32 {
+        let f = 10u128.pow(u32::from(self.scale));
+        let int = self.mantissa.unsigned_abs() / f;
+        if int == 0 {
+            1
+        } else {
+            int.ilog10() + 1
+        }
+    }
+
+    /// An `f64` approximation (for display and conversions only).
+    pub fn to_f64(&self) -> f64 {
+        self.mantissa as f64 / 10f64.powi(i32::from(self.scale))
+    }
+}
+
+impl Default for Decimal {
+    fn default() -> Self {
+        Decimal::ZERO
+    }
+}
+
+impl FromStr for Decimal {
+    type Err = ParseDecimalError;
+
+    fn from_str(s: &str) -> Result<Decimal, ParseDecimalError> {
+        let err = || ParseDecimalError(s.to_owned());
+        let t = s.trim();
+        let (neg, digits) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if int.is_empty() && frac.is_empty() {
+            return Err(err());
+        }
+        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        let scale = u8::try_from(frac.len()).map_err(|_| err())?;
+        if int.trim_start_matches('0').len() + frac.len() > Decimal::MAX_DIGITS as usize {
+            return Err(err());
+        }
+        let mut m: i128 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            m = m
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(i128::from(b - b'0')))
+                .ok_or_else(err)?;
+        }
+        Ok(Decimal::new(if neg { -m } else { m }, scale))
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.mantissa < 0 { "-" } else { "" };
+        let abs = self.mantissa.unsigned_abs();
+        if self.scale == 0 {
+            return write!(f, "{sign}{abs}");
+        }
+        let p = 10u128.pow(u32::from(self.scale));
+        write!(f, "{sign}{}.{:0width$}", abs / p, abs % p, width = self.scale as usize)
+    }
+}
+
+impl From<i64> for Decimal {
+    fn from(v: i64) -> Decimal {
+        Decimal::new(i128::from(v), 0)
+    }
+}
+
+/// A calendar date, or the empty date. Stored as `yyyymmdd`; `0` is empty.
+///
+/// [`Date::ymd`] does not check its arguments, so an impossible date can be built
+/// and is rejected, naming the field, when written ([`Date::is_valid`]).
+///
+/// ```
+/// use raiz_engine::Date;
+/// assert!(Date::ymd(2024, 2, 29).is_valid());
+/// assert!(!Date::ymd(2023, 2, 29).is_valid());
+/// assert_eq!(Date::parse("20261123").unwrap().to_string(), "2026-11-23");
+/// assert!(Date::EMPTY.is_empty());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Date(u32);
+
+impl Date {
+    /// The empty date (xBase blank date).
+    pub const EMPTY: Date = Date(0);
+
+    /// A date from its parts, unchecked.
+    pub const fn ymd(year: u16, month: u8, day: u8) -> Date {
+        Date(year as u32 * 10000 + month as u32 * 100 + day as u32)
+    }
+
+    /// A date from `yyyymmdd`, unchecked.
+    pub const fn from_yyyymmdd(v: u32) -> Date {
+        Date(v)
+    }
+
+    /// Parses `yyyymmdd` or `yyyy-mm-dd`; an empty or blank text is the empty date.
+    pub fn parse(s: &str) -> Option<Date> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Some(Date::EMPTY);
+        }
+        let digits: String = t.chars().filter(|c| *c != '-').collect();
+        if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let d = Date(digits.parse().ok()?);
+        d.is_valid().then_some(d)
+    }
+
+    /// `yyyymmdd`, `0` when empty.
+    pub fn yyyymmdd(&self) -> u32 {
+        self.0
+    }
+
+    /// Year, month, day.
+    pub fn parts(&self) -> (u32, u32, u32) {
+        (self.0 / 10000, self.0 / 100 % 100, self.0 % 100)
+    }
+
+    /// True for the empty date.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// True for the empty date and for real calendar dates in years 1..=9999.
+    pub fn is_valid(&self) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let (y, m, d) = self.parts();
+        if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || self.0 > 9999_12_31 {
+            return false;
+        }
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let days = match m {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        d <= days
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("        ");
+        }
+        let (y, m, d) = self.parts();
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// Where a stored memo lives: read it with [`crate::Table::read_memo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemoRef {
+    pub(crate) blob: u64,
+    pub(crate) len: u32,
+}
+
+impl MemoRef {
+    /// Length of the memo in bytes.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// True for an empty memo.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A memo field's value. Reading a record yields [`Memo::Stored`] (the bytes are
+/// read only on demand); writing takes [`Memo::Data`] to store new content, or the
+/// record's own [`Memo::Stored`] to keep it unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Memo {
+    /// No content.
+    #[default]
+    Empty,
+    /// Content already stored with this record.
+    Stored(MemoRef),
+    /// New content to store.
+    Data(Vec<u8>),
+}
+
+/// A field value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Text of a `Char(n)` field; read back blank-padded to `n` bytes.
+    Char(String),
+    /// An exact decimal for a `Numeric(len, dec)` field.
+    Numeric(Decimal),
+    /// A `Date` field's value.
+    Date(Date),
+    /// A `Logical` field's value.
+    Logical(bool),
+    /// A `Memo` field's value.
+    Memo(Memo),
+    /// An `Int64` field's value.
+    Int64(i64),
+    /// A `Float64` field's value (finite).
+    Float64(f64),
+    /// A `Binary(n)` field's bytes (up to `n`, length kept exactly).
+    Binary(Vec<u8>),
+}
+
+impl Value {
+    /// The value's type name, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Char(_) => "Char",
+            Value::Numeric(_) => "Numeric",
+            Value::Date(_) => "Date",
+            Value::Logical(_) => "Logical",
+            Value::Memo(_) => "Memo",
+            Value::Int64(_) => "Int64",
+            Value::Float64(_) => "Float64",
+            Value::Binary(_) => "Binary",
+        }
+    }
+
+    /// The text, if this is a `Char` value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Char(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is an `Int64` value.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int64(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The decimal, if this is a `Numeric` value.
+    pub fn as_decimal(&self) -> Option<Decimal> {
+        match self {
+            Value::Numeric(d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// The memo reference, if this is a stored memo.
+    pub fn as_memo(&self) -> Option<&Memo> {
+        match self {
+            Value::Memo(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Char(s) => write!(f, "{s:?}"),
+            Value::Numeric(d) => write!(f, "{d}"),
+            Value::Date(d) if d.is_empty() => f.write_str("empty date"),
+            Value::Date(d) => {
+                let (y, m, day) = d.parts();
+                write!(f, "{y:04}-{m:02}-{day:02}")
+            }
+            Value::Logical(b) => write!(f, "{b}"),
+            Value::Memo(Memo::Empty) => f.write_str("empty memo"),
+            Value::Memo(Memo::Stored(r)) => write!(f, "stored memo of {} bytes", r.len),
+            Value::Memo(Memo::Data(d)) => write!(f, "memo of {} bytes", d.len()),
+            Value::Int64(v) => write!(f, "{v}"),
+            Value::Float64(v) => write!(f, "{v}"),
+            Value::Binary(b) => write!(f, "{} bytes", b.len()),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Char(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Char(s)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int64(v)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Float64(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Logical(v)
+    }
+}
+
+impl From<Decimal> for Value {
+    fn from(v: Decimal) -> Value {
+        Value::Numeric(v)
+    }
+}
+
+impl From<Date> for Value {
+    fn from(v: Date) -> Value {
+        Value::Date(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_parse_and_print() {
+        for s in ["0", "1.5", "-0.25", "123456789.01", "-7"] {
+            assert_eq!(s.parse::<Decimal>().unwrap().to_string(), s);
+        }
+        assert_eq!(".5".parse::<Decimal>().unwrap().to_string(), "0.5");
+        for bad in ["", "-", "1.2.3", "abc", "1e5", "."] {
+            assert!(bad.parse::<Decimal>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decimal_rescale_is_exact_or_refused() {
+        let d: Decimal = "1.50".parse().unwrap();
+        assert_eq!(d.rescale(1), Some(Decimal::new(15, 1)));
+        assert_eq!(d.rescale(4), Some(Decimal::new(15000, 4)));
+        assert_eq!("1.55".parse::<Decimal>().unwrap().rescale(1), None);
+        assert_eq!(Decimal::new(5, 1).integer_digits(), 1);
+        assert_eq!(Decimal::new(-12345, 2).integer_digits(), 3);
+    }
+
+    #[test]
+    fn dates() {
+        assert!(Date::ymd(2000, 2, 29).is_valid());
+        assert!(!Date::ymd(1900, 2, 29).is_valid());
+        assert!(!Date::ymd(2024, 13, 1).is_valid());
+        assert!(!Date::ymd(2024, 4, 31).is_valid());
+        assert!(!Date::ymd(0, 1, 1).is_valid());
+        assert_eq!(Date::parse("2024-02-30"), None);
+        assert_eq!(Date::parse(""), Some(Date::EMPTY));
+    }
+}

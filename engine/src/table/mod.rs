@@ -1,0 +1,94 @@
+//! Tables: the self-describing header, the open table's record operations, and the
+//! [`Table`] handle (a cursor) that sessions use.
+
+mod core;
+mod handle;
+pub mod header;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::core::OpenReport;
+pub use handle::Table;
+pub use header::{IndexBinding, RepairStats};
+
+pub(crate) use self::core::{TableCore, TablePaths};
+pub(crate) use handle::{CursorOptions, TableShared};
+
+use crate::page::DEFAULT_PAGE_SIZE;
+use crate::schema::{Durability, RecordFormat};
+
+/// Choices made when a table is created.
+///
+/// ```
+/// use raiz_engine::{RecordFormat, TableOptions};
+/// let opts = TableOptions::default().format(RecordFormat::Variable).page_size(16384);
+/// assert_eq!(opts.page_size, 16384);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableOptions {
+    /// Fixed or variable-length records.
+    pub format: RecordFormat,
+    /// Page size in bytes: a power of two in 4096..=65536.
+    pub page_size: u32,
+    /// How the table survives a crash.
+    pub durability: Durability,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            format: RecordFormat::Fixed,
+            page_size: DEFAULT_PAGE_SIZE,
+            durability: Durability::Unlogged,
+        }
+    }
+}
+
+impl TableOptions {
+    /// Sets the record format.
+    pub fn format(mut self, format: RecordFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sets the page size.
+    pub fn page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// Sets the durability level.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
+/// What `info` reports about a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// The table's name.
+    pub name: String,
+    /// Unique id of its data file.
+    pub file_id: u128,
+    /// Absolute path of the data file as recorded in its header.
+    pub path: String,
+    /// Record format.
+    pub format: RecordFormat,
+    /// Durability level.
+    pub durability: Durability,
+    /// Page size.
+    pub page_size: u32,
+    /// Records, deleted ones included.
+    pub record_count: u64,
+    /// Logically deleted records.
+    pub deleted_count: u64,
+    /// Fields.
+    pub schema: crate::schema::Schema,
+    /// Repair counters.
+    pub stats: RepairStats,
+    /// Pages in the data file.
+    pub data_pages: u64,
+    /// Pages in the blob file (0 if none).
+    pub blob_pages: u64,
+}
