@@ -47,6 +47,9 @@ struct State {
     free_head: u64,
     fill: u64,
     reusable: Vec<u64>,
+    /// Blobs retired by an update, freed only once the data file no longer
+    /// points to them durably (see [`BlobStore::retire`]).
+    retired: Vec<u64>,
 }
 
 /// Blob storage over one paged file.
@@ -366,7 +369,30 @@ impl BlobStore {
         Ok(data)
     }
 
-    /// Frees blob `id`.
+    /// Schedules blob `id` to be freed by the next [`BlobStore::release_retired`].
+    ///
+    /// A blob replaced by an update stays allocated until the data file's new slot
+    /// is synced: were its space reused sooner, a crash could leave the old slot
+    /// pointing at another record's bytes.
+    pub fn retire(&self, id: u64) {
+        self.state.lock().retired.push(id);
+    }
+
+    /// Frees the retired blobs. Call only after the data file was synced.
+    pub fn release_retired(&self) -> Result<()> {
+        let retired = std::mem::take(&mut self.state.lock().retired);
+        for id in retired {
+            self.free(id)?;
+        }
+        Ok(())
+    }
+
+    /// Blobs waiting for [`BlobStore::release_retired`].
+    pub fn retired(&self) -> usize {
+        self.state.lock().retired.len()
+    }
+
+    /// Frees blob `id` at once (for blobs nothing durable points to).
     pub fn free(&self, id: u64) -> Result<()> {
         self.file.check_writable()?;
         let (flags, bytes) = self.slot(id)?;

@@ -228,11 +228,7 @@ impl TableCore {
         }
         if report != OpenReport::default() {
             // Repairs are written back before anyone uses the table.
-            core.data.write_dirty()?;
-            if let Some(b) = &core.blobs {
-                b.flush()?;
-            }
-            core.data.sync()?;
+            core.write_all()?;
             core.body.clean = true;
             core.persist_header()?;
         }
@@ -488,6 +484,16 @@ impl TableCore {
         Ok((out, written, replaced))
     }
 
+    /// Schedules replaced blobs to be freed after the next sync of the data file.
+    fn retire_all(&self, blobs: &[u64]) {
+        if let Some(store) = &self.blobs {
+            for &b in blobs {
+                store.retire(b);
+            }
+        }
+    }
+
+    /// Frees blobs nothing durable points to (a failed write's new blobs).
     fn free_all(&self, blobs: &[u64]) {
         if let Some(store) = &self.blobs {
             for &b in blobs {
@@ -570,8 +576,10 @@ impl TableCore {
             self.free_all(&written);
             return Err(e);
         }
-        self.free_body(&old_slot);
-        self.free_all(&replaced);
+        if self.body.format == RecordFormat::Variable {
+            self.retire_all(&[var_slot(&old_slot).0]);
+        }
+        self.retire_all(&replaced);
         Ok(())
     }
 
@@ -592,16 +600,29 @@ impl TableCore {
         Ok(true)
     }
 
+    /// Writes blobs, then records, syncing each; then frees the blobs that
+    /// updates replaced (no synced slot points to them any more).
+    fn write_all(&mut self) -> Result<()> {
+        if let Some(b) = &self.blobs {
+            b.flush()?;
+        }
+        self.data.write_dirty()?;
+        self.data.sync()?;
+        if let Some(b) = &self.blobs {
+            if b.retired() > 0 {
+                b.release_retired()?;
+                b.flush()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes every change to disk and syncs (the table stays open, marked dirty).
     pub fn flush(&mut self) -> Result<()> {
         if !self.marked_dirty {
             return Ok(());
         }
-        self.data.write_dirty()?;
-        if let Some(b) = &self.blobs {
-            b.flush()?;
-        }
-        self.data.sync()?;
+        self.write_all()?;
         // The header's counters are brought up to date too (still marked dirty).
         self.persist_header()
     }
@@ -611,11 +632,7 @@ impl TableCore {
         if !self.marked_dirty {
             return Ok(());
         }
-        self.data.write_dirty()?;
-        if let Some(b) = &self.blobs {
-            b.flush()?;
-        }
-        self.data.sync()?;
+        self.write_all()?;
         self.body.clean = true;
         self.persist_header()?;
         self.marked_dirty = false;
