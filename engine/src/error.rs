@@ -87,7 +87,9 @@ pub enum Error {
     },
 
     /// The file was written by an incompatible format version.
-    #[error("{path}: format version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "{path}: format version {found} is not supported (this build reads version {supported})"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -143,7 +145,9 @@ pub enum Error {
     },
 
     /// Another process owns the rootpath.
-    #[error("rootpath {path} is in use by process {pid} ({owner}); stop it or open another rootpath")]
+    #[error(
+        "rootpath {path} is in use by process {pid} ({owner}); stop it or open another rootpath"
+    )]
     RootpathLocked {
         /// The rootpath.
         path: PathBuf,

@@ -48,5 +48,7 @@ pub mod table;
 pub use db::{validate_table_name, Database, Options, Session};
 pub use error::{Error, Result};
 pub use record::Record;
-pub use schema::{Date, Decimal, Durability, Field, FieldType, Memo, MemoRef, RecordFormat, Schema, Value};
+pub use schema::{
+    Date, Decimal, Durability, Field, FieldType, Memo, MemoRef, RecordFormat, Schema, Value,
+};
 pub use table::{Table, TableInfo, TableOptions};

@@ -13,7 +13,11 @@ use raiz_engine::{Database, Error, Memo, RecordFormat, TableOptions, Value};
 const PAGE: u64 = 8192;
 
 fn flip(path: &Path, offset: u64) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, offset).unwrap();
     b[0] ^= 0x20;
@@ -23,8 +27,12 @@ fn flip(path: &Path, offset: u64) {
 /// A closed table of 500 records with memos on every tenth.
 fn make(dir: &Path, format: RecordFormat) -> (PathBuf, PathBuf) {
     let db = Database::open(dir).unwrap();
-    db.create_table("t", &common::all_types(), TableOptions::default().format(format))
-        .unwrap();
+    db.create_table(
+        "t",
+        &common::all_types(),
+        TableOptions::default().format(format),
+    )
+    .unwrap();
     let mut t = db.session().open_table("t").unwrap();
     for i in 0..500 {
         let memo = (i % 10 == 0).then(|| vec![b'm'; 3000 + i as usize]);
@@ -106,7 +114,10 @@ fn one_damaged_header_copy_is_repaired_from_the_other() {
         let t = db.session().open_table("t").unwrap();
         assert_eq!(t.record_count(), 500);
         for r in [1, 250, 500] {
-            assert_eq!(t.read(r).unwrap().values()[6], Value::Int64(r as i64 - 1 - 1000));
+            assert_eq!(
+                t.read(r).unwrap().values()[6],
+                Value::Int64(r as i64 - 1 - 1000)
+            );
         }
         assert!(t.info().stats.header_repairs >= 1);
         let repairs = db.repairs();
@@ -129,7 +140,9 @@ fn not_a_data_file_is_bad_magic() {
     let db = Database::open(dir.path()).unwrap();
     for name in ["junk", "tiny"] {
         match db.session().open_table(name) {
-            Err(Error::BadMagic { path, kind: "data" }) => assert!(path.ends_with(format!("{name}.rzd"))),
+            Err(Error::BadMagic { path, kind: "data" }) => {
+                assert!(path.ends_with(format!("{name}.rzd")))
+            }
             other => panic!("{name}: expected bad magic, got {other:?}"),
         }
     }
@@ -139,7 +152,11 @@ fn not_a_data_file_is_bad_magic() {
 fn unknown_format_version_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = make(dir.path(), RecordFormat::Fixed);
-    let f = OpenOptions::new().read(true).write(true).open(&data).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&data)
+        .unwrap();
     for copy in 0..2u64 {
         let mut page = vec![0u8; PAGE as usize];
         f.read_exact_at(&mut page, copy * PAGE).unwrap();
@@ -149,7 +166,11 @@ fn unknown_format_version_is_refused_by_name() {
     }
     let db = Database::open(dir.path()).unwrap();
     match db.session().open_table("t") {
-        Err(Error::UnsupportedVersion { found: 99, supported: 1, path }) => assert!(path.ends_with("t.rzd")),
+        Err(Error::UnsupportedVersion {
+            found: 99,
+            supported: 1,
+            path,
+        }) => assert!(path.ends_with("t.rzd")),
         other => panic!("expected an unsupported version, got {other:?}"),
     }
 }
@@ -182,11 +203,17 @@ fn damaged_memo_pointer_is_detected() {
     // A variable table whose slot is rewired to another record's body: the owner
     // check refuses it instead of returning the wrong record.
     let (storage, db) = common::mem_db(1 << 20);
-    db.create_table("v", &common::all_types(), TableOptions::default().format(RecordFormat::Variable))
-        .unwrap();
+    db.create_table(
+        "v",
+        &common::all_types(),
+        TableOptions::default().format(RecordFormat::Variable),
+    )
+    .unwrap();
     let mut t = db.session().open_table("v").unwrap();
-    t.append(&common::all_types_row(1, Some(b"one".to_vec()))).unwrap();
-    t.append(&common::all_types_row(2, Some(b"two".to_vec()))).unwrap();
+    t.append(&common::all_types_row(1, Some(b"one".to_vec())))
+        .unwrap();
+    t.append(&common::all_types_row(2, Some(b"two".to_vec())))
+        .unwrap();
     let r1 = t.read(1).unwrap();
     // Record 2 may not adopt record 1's memo by reference.
     let mut v2 = t.read(2).unwrap().into_values();

@@ -13,23 +13,44 @@ use raiz_engine::{Database, Error, Memo, RecordFormat, TableOptions, Value};
 const POOL: usize = 64 << 10;
 
 fn seeds() -> u64 {
-    std::env::var("RAIZ_FAULT_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40)
+    std::env::var("RAIZ_FAULT_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40)
 }
 
 fn create(db: &Database, format: RecordFormat) {
-    db.create_table("t", &common::all_types(), TableOptions::default().format(format).page_size(4096))
-        .unwrap();
+    db.create_table(
+        "t",
+        &common::all_types(),
+        TableOptions::default().format(format).page_size(4096),
+    )
+    .unwrap();
 }
 
 fn row(i: u64) -> Vec<Value> {
-    common::all_types_row(i, (i % 4 == 0).then(|| vec![i as u8; 100 + (i as usize * 37) % 6000]))
+    common::all_types_row(
+        i,
+        i.is_multiple_of(4)
+            .then(|| vec![i as u8; 100 + (i as usize * 37) % 6000]),
+    )
 }
 
 fn expect_row(t: &raiz_engine::Table, recno: u64, i: u64) {
-    let rec = t.read(recno).unwrap_or_else(|e| panic!("record {recno}: {e}"));
-    assert_eq!(rec.values()[6], Value::Int64(i as i64 - 1000), "record {recno}");
+    let rec = t
+        .read(recno)
+        .unwrap_or_else(|e| panic!("record {recno}: {e}"));
+    assert_eq!(
+        rec.values()[6],
+        Value::Int64(i as i64 - 1000),
+        "record {recno}"
+    );
     let memo = t.read_memo(recno, "NOTES").unwrap();
-    let want = if i % 4 == 0 { vec![i as u8; 100 + (i as usize * 37) % 6000] } else { vec![] };
+    let want = if i.is_multiple_of(4) {
+        vec![i as u8; 100 + (i as usize * 37) % 6000]
+    } else {
+        vec![]
+    };
     assert_eq!(memo, want, "memo of {recno}");
 }
 
@@ -175,7 +196,8 @@ fn run_seed(seed: u64, format: RecordFormat) {
     for step in 0..1200u64 {
         let result = if step % 5 == 4 && !model.is_empty() {
             let r = (step * 7919 + seed) % model.len() as u64 + 1;
-            t.update(r, &row(20_000 + step)).map(|_| model[r as usize - 1] = 20_000 + step)
+            t.update(r, &row(20_000 + step))
+                .map(|_| model[r as usize - 1] = 20_000 + step)
         } else if step % 97 == 96 {
             t.flush().map(|_| durable = model.clone())
         } else {
@@ -186,7 +208,13 @@ fn run_seed(seed: u64, format: RecordFormat) {
         };
         if let Err(e) = result {
             assert!(
-                matches!(e, Error::DiskFull { .. } | Error::SyncFailed { .. } | Error::Io { .. } | Error::Poisoned { .. }),
+                matches!(
+                    e,
+                    Error::DiskFull { .. }
+                        | Error::SyncFailed { .. }
+                        | Error::Io { .. }
+                        | Error::Poisoned { .. }
+                ),
                 "seed {seed}: unexpected error {e}"
             );
             failed = Some(e);
@@ -210,7 +238,10 @@ fn run_seed(seed: u64, format: RecordFormat) {
         let got = (t.read(r).unwrap().values()[6].as_i64().unwrap() + 1000) as u64;
         // A record updated after the flush may show either version.
         if got != v {
-            assert!(got >= 20_000 && model.get(i) == Some(&got), "seed {seed}: record {r} is {got}, flushed {v}");
+            assert!(
+                got >= 20_000 && model.get(i) == Some(&got),
+                "seed {seed}: record {r} is {got}, flushed {v}"
+            );
         }
         expect_row(&t, r, got);
     }
@@ -239,13 +270,17 @@ fn torn_writes_and_random_crashes_give_clear_errors_never_panics() {
                     match t.read(r).and_then(|_| t.read_memo(r, "NOTES")) {
                         Ok(_) => {}
                         Err(
-                            Error::Checksum { .. } | Error::CorruptPage { .. } | Error::CorruptRecord { .. },
+                            Error::Checksum { .. }
+                            | Error::CorruptPage { .. }
+                            | Error::CorruptRecord { .. },
                         ) => {}
                         Err(e) => panic!("seed {seed}: unexpected {e}"),
                     }
                 }
             }
-            Err(Error::Checksum { .. } | Error::CorruptPage { .. } | Error::CorruptRecord { .. }) => {}
+            Err(
+                Error::Checksum { .. } | Error::CorruptPage { .. } | Error::CorruptRecord { .. },
+            ) => {}
             Err(e) => panic!("seed {seed}: unexpected open error {e}"),
         }
     }

@@ -7,7 +7,8 @@ use raiz_engine::{Error, Field, FieldType, Schema, TableOptions, Value};
 fn table_with(n: u64) -> (raiz_engine::Database, raiz_engine::Session) {
     let (_s, db) = common::mem_db(1 << 20);
     let schema = Schema::new(vec![Field::new("N", FieldType::Int64)]);
-    db.create_table("t", &schema, TableOptions::default()).unwrap();
+    db.create_table("t", &schema, TableOptions::default())
+        .unwrap();
     let session = db.session();
     let mut t = session.open_table("t").unwrap();
     for i in 1..=n {
@@ -67,9 +68,23 @@ fn goto_reaches_any_existing_record_and_refuses_others() {
     t.delete(4).unwrap();
     s.set_hide_deleted(true);
     t.goto(4).unwrap();
-    assert_eq!(t.recno(), 4, "goto ignores the hide-deleted option, like xBase GOTO");
-    assert!(matches!(t.goto(0), Err(Error::NoSuchRecord { recno: 0, .. })));
-    assert!(matches!(t.goto(6), Err(Error::NoSuchRecord { recno: 6, count: 5, .. })));
+    assert_eq!(
+        t.recno(),
+        4,
+        "goto ignores the hide-deleted option, like xBase GOTO"
+    );
+    assert!(matches!(
+        t.goto(0),
+        Err(Error::NoSuchRecord { recno: 0, .. })
+    ));
+    assert!(matches!(
+        t.goto(6),
+        Err(Error::NoSuchRecord {
+            recno: 6,
+            count: 5,
+            ..
+        })
+    ));
     assert_eq!(t.recno(), 4, "a failed goto does not move");
 }
 

@@ -14,15 +14,22 @@ const CHILD_MODE: &str = "RAIZ_TEST_CHILD_MODE";
 #[test]
 #[ignore = "entry point of the child process the ownership tests spawn"]
 fn child_process_entry() {
-    let Ok(root) = std::env::var(CHILD_ROOT) else { return };
+    let Ok(root) = std::env::var(CHILD_ROOT) else {
+        return;
+    };
     let db = Database::open(&root).unwrap();
     if !db.table_exists("t").unwrap() {
-        let schema = Schema::new(vec![Field::new("N", FieldType::Int64), Field::new("PAD", FieldType::Char(200))]);
-        db.create_table("t", &schema, TableOptions::default()).unwrap();
+        let schema = Schema::new(vec![
+            Field::new("N", FieldType::Int64),
+            Field::new("PAD", FieldType::Char(200)),
+        ]);
+        db.create_table("t", &schema, TableOptions::default())
+            .unwrap();
     }
     let mut t = db.session().open_table("t").unwrap();
     for i in 0..1000 {
-        t.append(&[Value::Int64(i), Value::from("x".repeat(150).as_str())]).unwrap();
+        t.append(&[Value::Int64(i), Value::from("x".repeat(150).as_str())])
+            .unwrap();
     }
     t.flush().unwrap();
     println!("ready");
@@ -41,7 +48,13 @@ fn child_process_entry() {
 
 fn spawn(root: &Path, mode: &str) -> Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process_entry", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ROOT, root)
         .env(CHILD_MODE, mode)
         .stdin(Stdio::piped())
@@ -97,11 +110,18 @@ fn a_killed_owner_is_taken_over_and_its_table_verified() {
     let t = db.session().open_table("t").unwrap();
     let repairs = db.repairs();
     assert_eq!(repairs.len(), 1);
-    assert!(repairs[0].1.verified, "the killed writer left the table unclean");
+    assert!(
+        repairs[0].1.verified,
+        "the killed writer left the table unclean"
+    );
     assert!(t.record_count() >= 1000);
     for r in 1..=t.record_count() {
         let rec = t.read(r).unwrap();
-        assert_eq!(rec.get("N"), Some(&Value::Int64(r as i64 - 1)), "record {r}");
+        assert_eq!(
+            rec.get("N"),
+            Some(&Value::Int64(r as i64 - 1)),
+            "record {r}"
+        );
     }
     assert!(t.info().stats.unclean_opens == 1);
 }

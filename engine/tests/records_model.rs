@@ -12,7 +12,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use raiz_engine::storage::MemoryStorage;
 use raiz_engine::{
-    Database, Date, Decimal, Field, FieldType, Memo, RecordFormat, Schema, Table, TableOptions, Value,
+    Database, Date, Decimal, Field, FieldType, Memo, RecordFormat, Schema, Table, TableOptions,
+    Value,
 };
 
 const POOL: usize = 32 << 10;
@@ -64,12 +65,16 @@ fn row_values(s: u32) -> Vec<Value> {
     vec![
         Value::Char(name),
         Value::Numeric(Decimal::new(i128::from(s % 2_000_000) - 1_000_000, 2)),
-        Value::Date(if s % 5 == 0 {
+        Value::Date(if s.is_multiple_of(5) {
             Date::EMPTY
         } else {
-            Date::ymd(1990 + (s % 40) as u16, (s % 12 + 1) as u8, (s % 28 + 1) as u8)
+            Date::ymd(
+                1990 + (s % 40) as u16,
+                (s % 12 + 1) as u8,
+                (s % 28 + 1) as u8,
+            )
         }),
-        Value::Logical(s % 2 == 0),
+        Value::Logical(s.is_multiple_of(2)),
         Value::Memo(Memo::Empty),
         Value::Int64(i64::from(s) * -3),
         Value::Binary(vec![s as u8; (s % 41) as usize]),
@@ -113,8 +118,12 @@ impl Harness {
     fn new(format: RecordFormat) -> Harness {
         let storage = MemoryStorage::new();
         let db = common::open_on(Arc::new(storage.clone()), POOL);
-        db.create_table("m", &schema(), TableOptions::default().format(format).page_size(4096))
-            .unwrap();
+        db.create_table(
+            "m",
+            &schema(),
+            TableOptions::default().format(format).page_size(4096),
+        )
+        .unwrap();
         let session = db.session();
         let table = session.open_table("m").unwrap();
         Harness {
@@ -140,7 +149,10 @@ impl Harness {
         self.table = Some(session.open_table("m").unwrap());
         self.session = Some(session);
         self.db = Some(db);
-        assert!(self.db.as_ref().unwrap().repairs().is_empty(), "a clean close needs no repair");
+        assert!(
+            self.db.as_ref().unwrap().repairs().is_empty(),
+            "a clean close needs no repair"
+        );
     }
 }
 
@@ -148,7 +160,10 @@ fn check(h: &mut Harness, model: &[Row]) {
     let hide = h.hide;
     let t = h.t();
     assert_eq!(t.record_count(), model.len() as u64);
-    assert_eq!(t.deleted_count(), model.iter().filter(|r| r.deleted).count() as u64);
+    assert_eq!(
+        t.deleted_count(),
+        model.iter().filter(|r| r.deleted).count() as u64
+    );
     for (i, row) in model.iter().enumerate() {
         let recno = i as u64 + 1;
         let rec = t.read(recno).unwrap();
@@ -161,7 +176,11 @@ fn check(h: &mut Harness, model: &[Row]) {
         }
         got[4] = Value::Memo(Memo::Empty);
         assert_eq!(got, expected(&row.values), "recno {recno}");
-        assert_eq!(t.read_memo(recno, "TEXT").unwrap(), row.memo, "memo of {recno}");
+        assert_eq!(
+            t.read_memo(recno, "TEXT").unwrap(),
+            row.memo,
+            "memo of {recno}"
+        );
     }
     let visible: Vec<u64> = model
         .iter()
@@ -204,7 +223,11 @@ fn run(format: RecordFormat, bulk: u32, ops: Vec<Op>) {
             Op::Append(s, memo) => {
                 let mut v = row_values(s);
                 let m = memo.map(|l| memo_bytes(s, l)).unwrap_or_default();
-                v[4] = Value::Memo(if m.is_empty() { Memo::Empty } else { Memo::Data(m.clone()) });
+                v[4] = Value::Memo(if m.is_empty() {
+                    Memo::Empty
+                } else {
+                    Memo::Data(m.clone())
+                });
                 let r = h.t().append(&v).unwrap();
                 assert_eq!(r, model.len() as u64 + 1);
                 v[4] = Value::Memo(Memo::Empty);
@@ -262,11 +285,17 @@ fn run(format: RecordFormat, bulk: u32, ops: Vec<Op>) {
     h.reopen();
     check(&mut h, &model);
     let stats = h.db.as_ref().unwrap().pool_stats();
-    assert!(stats.cached_bytes <= stats.capacity_bytes + 4096 * 4, "{stats:?}");
+    assert!(
+        stats.cached_bytes <= stats.capacity_bytes + 4096 * 4,
+        "{stats:?}"
+    );
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
 }
 
 proptest! {
@@ -293,7 +322,10 @@ fn pool_is_much_smaller_than_the_data() {
     let info = h.t().info();
     let data_bytes = info.data_pages * 4096;
     let stats = h.db.as_ref().unwrap().pool_stats();
-    assert!(data_bytes > 8 * stats.capacity_bytes, "{data_bytes} vs {stats:?}");
+    assert!(
+        data_bytes > 8 * stats.capacity_bytes,
+        "{data_bytes} vs {stats:?}"
+    );
     assert!(stats.evictions > 0);
     for s in (0u32..3000).rev() {
         let rec = h.t().read(u64::from(s) + 1).unwrap();

@@ -5,16 +5,22 @@ mod common;
 
 use raiz_engine::schema::MAX_VAR_FIELD;
 use raiz_engine::{
-    Database, Date, Decimal, Durability, Error, Field, FieldType, Memo, RecordFormat, Schema, TableOptions, Value,
+    Database, Date, Decimal, Durability, Error, Field, FieldType, Memo, RecordFormat, Schema,
+    TableOptions, Value,
 };
 
 fn setup(format: RecordFormat) -> (Database, raiz_engine::Table) {
     let (_s, db) = common::mem_db(1 << 20);
-    db.create_table("items", &common::all_types(), TableOptions::default().format(format))
-        .unwrap();
+    db.create_table(
+        "items",
+        &common::all_types(),
+        TableOptions::default().format(format),
+    )
+    .unwrap();
     let mut t = db.session().open_table("items").unwrap();
     for i in 0..3 {
-        t.append(&common::all_types_row(i, Some(b"memo".to_vec()))).unwrap();
+        t.append(&common::all_types_row(i, Some(b"memo".to_vec())))
+            .unwrap();
     }
     (db, t)
 }
@@ -23,7 +29,11 @@ fn snapshot(t: &raiz_engine::Table) -> Vec<(Vec<Value>, bool, Vec<u8>)> {
     (1..=t.record_count())
         .map(|r| {
             let rec = t.read(r).unwrap();
-            (rec.values().to_vec(), rec.is_deleted(), t.read_memo(r, "NOTES").unwrap())
+            (
+                rec.values().to_vec(),
+                rec.is_deleted(),
+                t.read_memo(r, "NOTES").unwrap(),
+            )
         })
         .collect()
 }
@@ -38,7 +48,12 @@ fn refused(field: usize, bad: Value, reason_part: &str) {
         v[field] = bad.clone();
         for result in [t.append(&v).map(|_| ()), t.update(2, &v)] {
             match result {
-                Err(Error::InvalidValue { table, field: f, reason, value }) => {
+                Err(Error::InvalidValue {
+                    table,
+                    field: f,
+                    reason,
+                    value,
+                }) => {
                     assert_eq!(table, "items");
                     assert_eq!(f, common::all_types().fields()[field].name);
                     assert!(reason.contains(reason_part), "{reason} / {value}");
@@ -58,27 +73,55 @@ fn too_wide_text_is_refused() {
 
 #[test]
 fn numbers_that_do_not_fit_their_precision_are_refused() {
-    refused(1, Value::Numeric("1234567890.00".parse().unwrap()), "holds 12");
+    refused(
+        1,
+        Value::Numeric("1234567890.00".parse().unwrap()),
+        "holds 12",
+    );
     refused(1, Value::Numeric("1.005".parse().unwrap()), "round");
-    refused(1, Value::Numeric("-123456789.99".parse().unwrap()), "holds 12");
+    refused(
+        1,
+        Value::Numeric("-123456789.99".parse().unwrap()),
+        "holds 12",
+    );
     refused(2, Value::Numeric("1.0000001".parse().unwrap()), "round");
 }
 
 #[test]
 fn impossible_dates_are_refused() {
-    refused(3, Value::Date(Date::ymd(2023, 2, 29)), "not a real calendar date");
-    refused(3, Value::Date(Date::ymd(2024, 0, 10)), "not a real calendar date");
-    refused(3, Value::Date(Date::from_yyyymmdd(99_999_999)), "not a real calendar date");
+    refused(
+        3,
+        Value::Date(Date::ymd(2023, 2, 29)),
+        "not a real calendar date",
+    );
+    refused(
+        3,
+        Value::Date(Date::ymd(2024, 0, 10)),
+        "not a real calendar date",
+    );
+    refused(
+        3,
+        Value::Date(Date::from_yyyymmdd(99_999_999)),
+        "not a real calendar date",
+    );
 }
 
 #[test]
 fn wrong_types_are_refused() {
     refused(0, Value::Int64(5), "cannot be stored in a Char(8)");
-    refused(1, Value::Float64(1.5), "cannot be stored in a Numeric(12,2)");
+    refused(
+        1,
+        Value::Float64(1.5),
+        "cannot be stored in a Numeric(12,2)",
+    );
     refused(3, Value::from("20240101"), "cannot be stored in a Date");
     refused(4, Value::Int64(1), "cannot be stored in a Logical");
     refused(5, Value::from("text"), "cannot be stored in a Memo");
-    refused(6, Value::Numeric(Decimal::new(1, 0)), "cannot be stored in a Int64");
+    refused(
+        6,
+        Value::Numeric(Decimal::new(1, 0)),
+        "cannot be stored in a Int64",
+    );
     refused(7, Value::Float64(f64::INFINITY), "finite");
     refused(8, Value::Binary(vec![0; 7]), "do not fit in Binary(6)");
 }
@@ -93,8 +136,14 @@ fn exact_conversions_are_accepted() {
     let r = t.append(&v).unwrap();
     let rec = t.read(r).unwrap();
     assert_eq!(rec.values()[0], Value::from("ABCDEFGH"));
-    assert_eq!(rec.values()[1], Value::Numeric(Decimal::new(-9_999_999_900, 2)));
-    assert_eq!(rec.values()[2].as_decimal().unwrap().to_string(), "12.500000");
+    assert_eq!(
+        rec.values()[1],
+        Value::Numeric(Decimal::new(-9_999_999_900, 2))
+    );
+    assert_eq!(
+        rec.values()[2].as_decimal().unwrap().to_string(),
+        "12.500000"
+    );
 }
 
 #[test]
@@ -102,7 +151,14 @@ fn wrong_field_count_is_refused() {
     let (_db, mut t) = setup(RecordFormat::Fixed);
     let before = snapshot(&t);
     let v = common::all_types_row(1, None);
-    assert!(matches!(t.append(&v[..3]), Err(Error::FieldCount { expected: 9, found: 3, .. })));
+    assert!(matches!(
+        t.append(&v[..3]),
+        Err(Error::FieldCount {
+            expected: 9,
+            found: 3,
+            ..
+        })
+    ));
     assert!(matches!(t.update(1, &[]), Err(Error::FieldCount { .. })));
     assert_eq!(snapshot(&t), before);
 }
@@ -113,15 +169,27 @@ fn missing_records_are_errors_not_appends() {
     let before = snapshot(&t);
     let v = common::all_types_row(1, None);
     for recno in [0, 4, u64::MAX] {
-        assert!(matches!(t.update(recno, &v), Err(Error::NoSuchRecord { count: 3, .. })));
+        assert!(matches!(
+            t.update(recno, &v),
+            Err(Error::NoSuchRecord { count: 3, .. })
+        ));
         assert!(matches!(t.delete(recno), Err(Error::NoSuchRecord { .. })));
         assert!(matches!(t.recall(recno), Err(Error::NoSuchRecord { .. })));
         assert!(matches!(t.read(recno), Err(Error::NoSuchRecord { .. })));
-        assert!(matches!(t.read_memo(recno, "NOTES"), Err(Error::NoSuchRecord { .. })));
+        assert!(matches!(
+            t.read_memo(recno, "NOTES"),
+            Err(Error::NoSuchRecord { .. })
+        ));
     }
     assert_eq!(snapshot(&t), before);
-    assert!(matches!(t.read_memo(1, "NOPE"), Err(Error::NoSuchField { .. })));
-    assert!(matches!(t.read_memo(1, "CODE"), Err(Error::InvalidValue { .. })));
+    assert!(matches!(
+        t.read_memo(1, "NOPE"),
+        Err(Error::NoSuchField { .. })
+    ));
+    assert!(matches!(
+        t.read_memo(1, "CODE"),
+        Err(Error::InvalidValue { .. })
+    ));
 }
 
 #[test]
@@ -146,15 +214,42 @@ fn bad_definitions_are_refused() {
     let (_s, db) = common::mem_db(1 << 20);
     let one = |ty| Schema::new(vec![Field::new("F", ty)]);
     let cases: Vec<(Schema, TableOptions, &str)> = vec![
-        (Schema::new(vec![]), TableOptions::default(), "at least one field"),
-        (one(FieldType::Char(0)), TableOptions::default(), "width 0"),
-        (one(FieldType::Numeric { len: 39, dec: 0 }), TableOptions::default(), "outside 1..=38"),
-        (one(FieldType::Numeric { len: 3, dec: 2 }), TableOptions::default(), "no room"),
-        (one(FieldType::Char(9000)), TableOptions::default(), "does not fit in a page"),
-        (one(FieldType::Char(MAX_VAR_FIELD + 1)), TableOptions::default().format(RecordFormat::Variable), "limit"),
-        (one(FieldType::Int64), TableOptions::default().page_size(5000), "page size"),
         (
-            Schema::new(vec![Field::new("A", FieldType::Int64), Field::new("a", FieldType::Int64)]),
+            Schema::new(vec![]),
+            TableOptions::default(),
+            "at least one field",
+        ),
+        (one(FieldType::Char(0)), TableOptions::default(), "width 0"),
+        (
+            one(FieldType::Numeric { len: 39, dec: 0 }),
+            TableOptions::default(),
+            "outside 1..=38",
+        ),
+        (
+            one(FieldType::Numeric { len: 3, dec: 2 }),
+            TableOptions::default(),
+            "no room",
+        ),
+        (
+            one(FieldType::Char(9000)),
+            TableOptions::default(),
+            "does not fit in a page",
+        ),
+        (
+            one(FieldType::Char(MAX_VAR_FIELD + 1)),
+            TableOptions::default().format(RecordFormat::Variable),
+            "limit",
+        ),
+        (
+            one(FieldType::Int64),
+            TableOptions::default().page_size(5000),
+            "page size",
+        ),
+        (
+            Schema::new(vec![
+                Field::new("A", FieldType::Int64),
+                Field::new("a", FieldType::Int64),
+            ]),
             TableOptions::default(),
             "defined twice",
         ),
@@ -167,7 +262,10 @@ fn bad_definitions_are_refused() {
             }
             other => panic!("expected InvalidSchema({part}), got {other:?}"),
         }
-        assert!(!db.table_exists("bad").unwrap(), "a refused create leaves nothing");
+        assert!(
+            !db.table_exists("bad").unwrap(),
+            "a refused create leaves nothing"
+        );
     }
     for bad_name in ["", "1X", "A B", "a-b", "ñ"] {
         let s = Schema::new(vec![Field::new(bad_name, FieldType::Int64)]);
@@ -176,14 +274,26 @@ fn bad_definitions_are_refused() {
             Err(Error::InvalidName { what: "field", .. })
         ));
     }
-    let many: Vec<Field> = (0..400).map(|i| Field::new(format!("FIELD_WITH_A_LONG_NAME_{i:05}"), FieldType::Logical)).collect();
-    match db.create_table("wide", &Schema::new(many), TableOptions::default().page_size(4096)) {
-        Err(Error::InvalidSchema { reason, .. }) => assert!(reason.contains("larger page size"), "{reason}"),
+    let many: Vec<Field> = (0..400)
+        .map(|i| Field::new(format!("FIELD_WITH_A_LONG_NAME_{i:05}"), FieldType::Logical))
+        .collect();
+    match db.create_table(
+        "wide",
+        &Schema::new(many),
+        TableOptions::default().page_size(4096),
+    ) {
+        Err(Error::InvalidSchema { reason, .. }) => {
+            assert!(reason.contains("larger page size"), "{reason}")
+        }
         other => panic!("expected a header-size error, got {other:?}"),
     }
     for d in [Durability::Logged, Durability::Temporary] {
         assert!(matches!(
-            db.create_table("later", &one(FieldType::Int64), TableOptions::default().durability(d)),
+            db.create_table(
+                "later",
+                &one(FieldType::Int64),
+                TableOptions::default().durability(d)
+            ),
             Err(Error::Unsupported(_))
         ));
     }
@@ -200,11 +310,26 @@ fn variable_records_reach_sixteen_mebibytes_and_refuse_beyond_the_limit() {
         Field::new("EVEN", FieldType::Binary(MAX_VAR_FIELD)),
         Field::new("LAST", FieldType::Binary(MAX_VAR_FIELD)),
     ]);
-    db.create_table("big", &schema, TableOptions::default().format(RecordFormat::Variable))
-        .unwrap();
+    db.create_table(
+        "big",
+        &schema,
+        TableOptions::default().format(RecordFormat::Variable),
+    )
+    .unwrap();
     let mut t = db.session().open_table("big").unwrap();
-    let big: Vec<u8> = (0..MAX_VAR_FIELD as usize).map(|i| (i % 251) as u8).collect();
-    let small = |id| vec![Value::Int64(id), Value::Binary(vec![]), Value::from(""), Value::Binary(vec![]), Value::Binary(vec![]), Value::Binary(vec![])];
+    let big: Vec<u8> = (0..MAX_VAR_FIELD as usize)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let small = |id| {
+        vec![
+            Value::Int64(id),
+            Value::Binary(vec![]),
+            Value::from(""),
+            Value::Binary(vec![]),
+            Value::Binary(vec![]),
+            Value::Binary(vec![]),
+        ]
+    };
     t.append(&small(1)).unwrap();
     let mut v = small(2);
     v[1] = Value::Binary(big.clone());
@@ -214,7 +339,14 @@ fn variable_records_reach_sixteen_mebibytes_and_refuse_beyond_the_limit() {
     assert_eq!(rec.values()[1], Value::Binary(big.clone()));
     // Five full fields exceed the 64 MiB record limit.
     let full = Value::Binary(big.clone());
-    let v = vec![Value::Int64(4), full.clone(), Value::from("x"), full.clone(), full.clone(), full];
+    let v = vec![
+        Value::Int64(4),
+        full.clone(),
+        Value::from("x"),
+        full.clone(),
+        full.clone(),
+        full,
+    ];
     assert!(matches!(t.append(&v), Err(Error::RecordTooLarge { .. })));
     assert_eq!(t.record_count(), 3);
     assert_eq!(t.read(3).unwrap().values()[0], Value::Int64(3));

@@ -7,7 +7,7 @@
 //!   (`flock`), so a crashed owner's lock is gone and the next opener takes over,
 //!   logging the stale owner it replaced.
 //! - A table is open at most once per process: every handle on it shares one
-//!   [`crate::table::TableShared`], found through a registry of weak references.
+//!   open table, found through a registry of weak references.
 //! - Every path is built from a validated table name inside the rootpath.
 
 mod names;
@@ -125,7 +125,9 @@ impl Database {
     pub fn open_with(root: impl AsRef<Path>, options: Options) -> Result<Database> {
         let root = root.as_ref();
         let storage = options.storage;
-        storage.create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        storage
+            .create_dir_all(root)
+            .map_err(|e| Error::io(root, e))?;
         let root = storage.canonicalize(root).map_err(|e| Error::io(root, e))?;
         let lock_path = root.join(OWNER_FILE);
         let owner = match storage
@@ -189,7 +191,11 @@ impl Database {
     /// Names of the tables in the rootpath, sorted.
     pub fn list_tables(&self) -> Result<Vec<String>> {
         let root = &self.inner.root;
-        let names = self.inner.storage.list(root).map_err(|e| Error::io(root, e))?;
+        let names = self
+            .inner
+            .storage
+            .list(root)
+            .map_err(|e| Error::io(root, e))?;
         Ok(names
             .iter()
             .filter_map(|n| n.strip_suffix(".rzd"))
@@ -202,7 +208,10 @@ impl Database {
     pub fn table_exists(&self, name: &str) -> Result<bool> {
         let name = validate_table_name(name)?;
         let path = TablePaths::new(&self.inner.root, &name).data;
-        self.inner.storage.exists(&path).map_err(|e| Error::io(&path, e))
+        self.inner
+            .storage
+            .exists(&path)
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// Creates table `name`.
@@ -212,7 +221,14 @@ impl Database {
         if self.table_exists(&name)? {
             return Err(Error::TableExists { table: name });
         }
-        TableCore::create(&self.inner.storage, &self.inner.pool, &self.inner.root, &name, schema, &opts)?;
+        TableCore::create(
+            &self.inner.storage,
+            &self.inner.pool,
+            &self.inner.root,
+            &name,
+            schema,
+            &opts,
+        )?;
         drop(tables);
         tracing::info!(table = %name, format = ?opts.format, page_size = opts.page_size, "table created");
         Ok(())
@@ -224,7 +240,12 @@ impl Database {
         if let Some(shared) = tables.get(&name).and_then(Weak::upgrade) {
             return Ok(shared);
         }
-        let (core, report) = TableCore::open(&self.inner.storage, &self.inner.pool, &self.inner.root, &name)?;
+        let (core, report) = TableCore::open(
+            &self.inner.storage,
+            &self.inner.pool,
+            &self.inner.root,
+            &name,
+        )?;
         if report != OpenReport::default() {
             self.inner.repairs.lock().push((name.clone(), report));
         }
@@ -261,7 +282,9 @@ impl Database {
             Err(e) => return Err(Error::io(&paths.data, e)),
         }
         if storage.exists(&paths.blobs).unwrap_or(false) {
-            storage.remove(&paths.blobs).map_err(|e| Error::io(&paths.blobs, e))?;
+            storage
+                .remove(&paths.blobs)
+                .map_err(|e| Error::io(&paths.blobs, e))?;
         }
         storage
             .sync_dir(&self.inner.root)
@@ -272,7 +295,13 @@ impl Database {
 
     /// Writes every open table's changes to disk and syncs them.
     pub fn flush(&self) -> Result<()> {
-        let open: Vec<Arc<TableShared>> = self.inner.tables.lock().values().filter_map(Weak::upgrade).collect();
+        let open: Vec<Arc<TableShared>> = self
+            .inner
+            .tables
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
         for t in open {
             t.core.write().flush()?;
         }

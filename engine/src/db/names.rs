@@ -39,7 +39,10 @@ pub fn validate_table_name(name: &str) -> Result<String> {
     if name.bytes().any(|b| b.is_ascii_control()) {
         return reject("it contains a control character");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return reject("only ASCII letters, digits, _ and - are allowed");
     }
     if name.starts_with('-') {
@@ -58,7 +61,20 @@ mod tests {
             assert!(validate_table_name(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(65);
-        for bad in ["", "..", "../x", "a/b", "a\\b", "a\0b", "a\nb", "a.b", "-a", "é", long.as_str(), "/abs"] {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "a.b",
+            "-a",
+            "é",
+            long.as_str(),
+            "/abs",
+        ] {
             assert!(validate_table_name(bad).is_err(), "{bad:?}");
         }
     }

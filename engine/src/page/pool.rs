@@ -100,7 +100,10 @@ pub(super) enum Lookup {
     /// The frame was cached (it may still be loading).
     Cached(Arc<Frame>),
     /// A new frame, write-locked by the caller, which must load it.
-    Load(Arc<Frame>, parking_lot::ArcRwLockWriteGuard<parking_lot::RawRwLock, Box<[u8]>>),
+    Load(
+        Arc<Frame>,
+        parking_lot::ArcRwLockWriteGuard<parking_lot::RawRwLock, Box<[u8]>>,
+    ),
 }
 
 impl BufferPool {
@@ -137,7 +140,9 @@ impl BufferPool {
         let key = (file.id, page_no);
         let mut inner = self.inner.lock();
         if let Some(&slot) = inner.map.get(&key) {
-            let frame = inner.slots[slot].clone().expect("mapped slot holds a frame");
+            let frame = inner.slots[slot]
+                .clone()
+                .expect("mapped slot holds a frame");
             frame.referenced.store(true, Ordering::Relaxed);
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Lookup::Cached(frame));
@@ -166,7 +171,10 @@ impl BufferPool {
         let mut inner = self.inner.lock();
         let key = (frame.file.id, frame.page_no);
         if let Some(&slot) = inner.map.get(&key) {
-            if inner.slots[slot].as_ref().is_some_and(|f| Arc::ptr_eq(f, frame)) {
+            if inner.slots[slot]
+                .as_ref()
+                .is_some_and(|f| Arc::ptr_eq(f, frame))
+            {
                 inner.map.remove(&key);
                 inner.slots[slot] = None;
                 inner.free.push(slot);
@@ -188,7 +196,12 @@ impl BufferPool {
     /// discarded on purpose).
     pub(super) fn evict_file(&self, file_id: u64) {
         let mut inner = self.inner.lock();
-        let keys: Vec<(u64, u64)> = inner.map.keys().filter(|k| k.0 == file_id).copied().collect();
+        let keys: Vec<(u64, u64)> = inner
+            .map
+            .keys()
+            .filter(|k| k.0 == file_id)
+            .copied()
+            .collect();
         for key in keys {
             if let Some(slot) = inner.map.remove(&key) {
                 if let Some(f) = inner.slots[slot].take() {
@@ -218,7 +231,9 @@ impl BufferPool {
                     return Ok(());
                 }
             }
-            let Some(frame) = inner.slots[idx].clone() else { continue };
+            let Some(frame) = inner.slots[idx].clone() else {
+                continue;
+            };
             if frame.pinned_excluding(1) || frame.state.load(Ordering::Acquire) != READY {
                 continue;
             }

@@ -508,7 +508,11 @@ mod tests {
         for (_, data) in ids.iter().step_by(2) {
             b.put(data).unwrap();
         }
-        assert!(b.file().page_count() < pages_before * 2, "{} vs {pages_before}", b.file().page_count());
+        assert!(
+            b.file().page_count() < pages_before * 2,
+            "{} vs {pages_before}",
+            b.file().page_count()
+        );
         assert!(b.get(ids[0].0, ids[0].1.len() as u64).is_err());
     }
 

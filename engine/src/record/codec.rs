@@ -20,7 +20,9 @@
 //! stored record that does not decode is reported as corrupt, never a panic.
 
 use crate::error::{Error, Result};
-use crate::schema::{binary_prefix, Date, Decimal, FieldType, Memo, MemoRef, RecordFormat, Schema, Value};
+use crate::schema::{
+    binary_prefix, Date, Decimal, FieldType, Memo, MemoRef, RecordFormat, Schema, Value,
+};
 
 /// Encodes and decodes the records of one schema.
 #[derive(Debug, Clone)]
@@ -94,7 +96,9 @@ impl Codec {
                 out.extend_from_slice(&r.len.to_le_bytes());
             }
             (FieldType::Int64, Value::Int64(i)) => out.extend_from_slice(&i.to_le_bytes()),
-            (FieldType::Float64, Value::Float64(f)) => out.extend_from_slice(&f.to_bits().to_le_bytes()),
+            (FieldType::Float64, Value::Float64(f)) => {
+                out.extend_from_slice(&f.to_bits().to_le_bytes())
+            }
             (FieldType::Binary(n), Value::Binary(b)) => {
                 if var {
                     put_varint(out, b.len() as u64);
@@ -120,11 +124,12 @@ impl Codec {
 
     /// Decodes a stored record.
     pub fn decode(&self, bytes: &[u8], table: &str, recno: u64) -> Result<Vec<Value>> {
-        self.decode_inner(bytes).map_err(|reason| Error::CorruptRecord {
-            table: table.to_owned(),
-            recno,
-            reason,
-        })
+        self.decode_inner(bytes)
+            .map_err(|reason| Error::CorruptRecord {
+                table: table.to_owned(),
+                recno,
+                reason,
+            })
     }
 
     fn decode_inner(&self, bytes: &[u8]) -> Result<Vec<Value>, Corrupt> {
@@ -152,7 +157,8 @@ impl Codec {
                 } else {
                     r.take(n as usize)?
                 };
-                let s = std::str::from_utf8(raw).map_err(|_| "text is not valid UTF-8".to_owned())?;
+                let s =
+                    std::str::from_utf8(raw).map_err(|_| "text is not valid UTF-8".to_owned())?;
                 let mut s = s.to_owned();
                 s.extend(std::iter::repeat_n(' ', n as usize - raw.len()));
                 Value::Char(s)
@@ -312,6 +318,9 @@ mod tests {
         let mut out = Vec::new();
         c.encode(&values(), &mut out);
         out.truncate(out.len() - 1);
-        assert!(matches!(c.decode(&out, "T", 3), Err(Error::CorruptRecord { recno: 3, .. })));
+        assert!(matches!(
+            c.decode(&out, "T", 3),
+            Err(Error::CorruptRecord { recno: 3, .. })
+        ));
     }
 }

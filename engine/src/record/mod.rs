@@ -23,7 +23,12 @@ pub struct Record {
 }
 
 impl Record {
-    pub(crate) fn new(recno: u64, deleted: bool, values: Vec<Value>, schema: Arc<Schema>) -> Record {
+    pub(crate) fn new(
+        recno: u64,
+        deleted: bool,
+        values: Vec<Value>,
+        schema: Arc<Schema>,
+    ) -> Record {
         Record {
             recno,
             deleted,

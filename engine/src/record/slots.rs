@@ -92,7 +92,13 @@ impl SlotMap {
     }
 
     /// Writes `recno`'s slot.
-    pub fn write(&self, file: &PageFile, recno: u64, status: SlotStatus, body: &[u8]) -> Result<()> {
+    pub fn write(
+        &self,
+        file: &PageFile,
+        recno: u64,
+        status: SlotStatus,
+        body: &[u8],
+    ) -> Result<()> {
         debug_assert_eq!(body.len() + 1, self.slot_len);
         let (page, off) = self.locate(recno);
         let mut p = file.write(page)?;

@@ -43,7 +43,9 @@ pub fn check_value(table: &str, field: &Field, value: &Value) -> Result<()> {
                 + if dec > 0 { 1 + u32::from(dec) } else { 0 }
                 + u32::from(scaled.mantissa() < 0);
             if width > u32::from(len) {
-                return fail(format!("needs {width} characters; Numeric({len},{dec}) holds {len}"));
+                return fail(format!(
+                    "needs {width} characters; Numeric({len},{dec}) holds {len}"
+                ));
             }
         }
         (FieldType::Date, Value::Date(d)) => {
@@ -61,7 +63,10 @@ pub fn check_value(table: &str, field: &Field, value: &Value) -> Result<()> {
         (FieldType::Memo, Value::Memo(m)) => {
             if let Memo::Data(d) = m {
                 if d.len() > MAX_MEMO {
-                    return fail(format!("a memo of {} bytes exceeds the limit of {MAX_MEMO}", d.len()));
+                    return fail(format!(
+                        "a memo of {} bytes exceeds the limit of {MAX_MEMO}",
+                        d.len()
+                    ));
                 }
             }
         }
@@ -76,7 +81,10 @@ pub fn check_value(table: &str, field: &Field, value: &Value) -> Result<()> {
             }
         }
         (ty, v) => {
-            return fail(format!("a {} value cannot be stored in a {ty} field", v.type_name()));
+            return fail(format!(
+                "a {} value cannot be stored in a {ty} field",
+                v.type_name()
+            ));
         }
     }
     Ok(())
@@ -113,7 +121,11 @@ mod tests {
         assert!(check(ty, Value::Numeric("1.234".parse().unwrap())).is_err());
         assert!(check(ty, Value::Numeric("1.230".parse().unwrap())).is_ok());
         assert!(check(ty, Value::Int64(999)).is_ok());
-        assert!(check(FieldType::Numeric { len: 3, dec: 0 }, Value::Numeric(Decimal::new(-99, 0))).is_ok());
+        assert!(check(
+            FieldType::Numeric { len: 3, dec: 0 },
+            Value::Numeric(Decimal::new(-99, 0))
+        )
+        .is_ok());
     }
 
     #[test]

@@ -185,7 +185,10 @@ impl Schema {
             return Err(bad("a table needs at least one field".into()));
         }
         if self.fields.len() > MAX_FIELDS {
-            return Err(bad(format!("{} fields; the limit is {MAX_FIELDS}", self.fields.len())));
+            return Err(bad(format!(
+                "{} fields; the limit is {MAX_FIELDS}",
+                self.fields.len()
+            )));
         }
         for (i, f) in self.fields.iter().enumerate() {
             validate_field_name(&f.name)?;

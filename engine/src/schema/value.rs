@@ -126,7 +126,13 @@ impl fmt::Display for Decimal {
             return write!(f, "{sign}{abs}");
         }
         let p = 10u128.pow(u32::from(self.scale));
-        write!(f, "{sign}{}.{:0width$}", abs / p, abs % p, width = self.scale as usize)
+        write!(
+            f,
+            "{sign}{}.{:0width$}",
+            abs / p,
+            abs % p,
+            width = self.scale as usize
+        )
     }
 }
 
@@ -148,7 +154,9 @@ impl From<i64> for Decimal {
 /// assert_eq!(Date::parse("20261123").unwrap().to_string(), "2026-11-23");
 /// assert!(Date::EMPTY.is_empty());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Date(u32);
 
 impl Date {
@@ -200,7 +208,7 @@ impl Date {
             return true;
         }
         let (y, m, d) = self.parts();
-        if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || self.0 > 9999_12_31 {
+        if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || self.0 > 99_991_231 {
             return false;
         }
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;

@@ -195,7 +195,10 @@ impl FaultStorage {
 
     /// Flips one byte of a file in both images (corruption on the medium).
     pub fn corrupt_byte(&self, path: &Path, offset: u64) -> io::Result<()> {
-        let f = self.shared.ns.open_with(path, OpenMode::Existing, || unreachable!())?;
+        let f = self
+            .shared
+            .ns
+            .open_with(path, OpenMode::Existing, || unreachable!())?;
         for img in [&mut *f.seen.write(), &mut *f.durable.lock()] {
             if let Some(b) = img.get_mut(offset as usize) {
                 *b ^= 0x5a;
@@ -235,7 +238,8 @@ impl FaultStorage {
                             1 => write_into(&mut img, *off, data),
                             _ => {
                                 let sectors = data.len().div_ceil(512);
-                                let keep = (rng.random_range(0..sectors.max(1)) * 512).min(data.len());
+                                let keep =
+                                    (rng.random_range(0..sectors.max(1)) * 512).min(data.len());
                                 write_into(&mut img, *off, &data[..keep]);
                             }
                         },
@@ -245,7 +249,9 @@ impl FaultStorage {
             let nf = out
                 .shared
                 .ns
-                .open_with(path, OpenMode::CreateNew, || FaultFile::new(out.shared.clone()))
+                .open_with(path, OpenMode::CreateNew, || {
+                    FaultFile::new(out.shared.clone())
+                })
                 .expect("fresh namespace");
             *nf.seen.write() = img.clone();
             *nf.durable.lock() = img;
@@ -351,7 +357,9 @@ impl StorageFile for FaultFile {
         self.check_growth(offset + data.len() as u64)?;
         let data = if tear { &data[..data.len() / 2] } else { data };
         write_into(&mut self.seen.write(), offset, data);
-        self.pending.lock().push(Pending::Write(offset, data.to_vec()));
+        self.pending
+            .lock()
+            .push(Pending::Write(offset, data.to_vec()));
         Ok(())
     }
 

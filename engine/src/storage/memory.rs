@@ -27,7 +27,10 @@ pub(super) fn normalise(path: &Path) -> PathBuf {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
 }
 
 /// A map of paths to files, plus directories and owner locks.

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::page::{BufferPool, PageFile, PAGE_HEADER};
 use crate::record::{BlobStore, Codec, Record, SlotMap, SlotStatus, VAR_SLOT_BODY};
-use crate::schema::{check_value, Durability, FieldType, Memo, MemoRef, RecordFormat, Schema, Value, MAX_VAR_RECORD};
+use crate::schema::{
+    check_value, Durability, FieldType, Memo, MemoRef, RecordFormat, Schema, Value, MAX_VAR_RECORD,
+};
 use crate::storage::{OpenMode, Storage};
 
 use super::header::{self, HeaderBody, RepairStats};
@@ -54,7 +56,7 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// What [`TableCore::open`] repaired.
+/// What opening a table repaired (see [`crate::Database::repairs`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OpenReport {
     /// The table had not been closed cleanly and was verified.
@@ -97,7 +99,10 @@ impl TableCore {
         if !crate::page::layout::valid_page_size(opts.page_size) {
             return Err(Error::InvalidSchema {
                 table: name.to_owned(),
-                reason: format!("page size {} is not a power of two in 4096..=65536", opts.page_size),
+                reason: format!(
+                    "page size {} is not a power of two in 4096..=65536",
+                    opts.page_size
+                ),
             });
         }
         if opts.durability != Durability::Unlogged {
@@ -113,7 +118,10 @@ impl TableCore {
         let body = HeaderBody {
             file_id: rand::random(),
             table: name.to_owned(),
-            path: abs.join(format!("{name}.rzd")).to_string_lossy().into_owned(),
+            path: abs
+                .join(format!("{name}.rzd"))
+                .to_string_lossy()
+                .into_owned(),
             created_at: now_secs(),
             schema: schema.clone(),
             format: opts.format,
@@ -180,7 +188,9 @@ impl TableCore {
         let data = PageFile::open(pool.clone(), f, &paths.data, loaded.page_size)?;
         let mut body = loaded.body;
         let blobs = if needs_blobs(&body.schema, body.format) {
-            let bf = storage.open(&paths.blobs, OpenMode::Existing).map_err(|e| Error::io(&paths.blobs, e))?;
+            let bf = storage
+                .open(&paths.blobs, OpenMode::Existing)
+                .map_err(|e| Error::io(&paths.blobs, e))?;
             let file = PageFile::open(pool.clone(), bf, &paths.blobs, loaded.page_size)?;
             Some(BlobStore::open(file, body.clean)?)
         } else {
@@ -260,7 +270,8 @@ impl TableCore {
         for &recno in &empty {
             let blank = self.schema.empty_record();
             let slot = self.store_body(recno, &blank)?;
-            self.slots.write(&self.data, recno, SlotStatus::Deleted, &slot)?;
+            self.slots
+                .write(&self.data, recno, SlotStatus::Deleted, &slot)?;
             deleted += 1;
         }
         if !empty.is_empty() {
@@ -381,7 +392,11 @@ impl TableCore {
 
     /// Checks a blob's owner prefix and checksum; returns its payload.
     fn unwrap_blob<'a>(&self, recno: u64, bytes: &'a [u8], field: Option<u16>) -> Result<&'a [u8]> {
-        let prefix = if field.is_some() { MEMO_PREFIX } else { BODY_PREFIX };
+        let prefix = if field.is_some() {
+            MEMO_PREFIX
+        } else {
+            BODY_PREFIX
+        };
         if bytes.len() < prefix {
             return Err(self.corrupt(recno, "blob shorter than its prefix"));
         }
@@ -405,10 +420,13 @@ impl TableCore {
 
     /// Reads the memo in field `field` of `recno`.
     pub fn read_memo(&self, recno: u64, field: &str) -> Result<Vec<u8>> {
-        let idx = self.schema.position(field).ok_or_else(|| Error::NoSuchField {
-            table: self.name.clone(),
-            field: field.to_owned(),
-        })?;
+        let idx = self
+            .schema
+            .position(field)
+            .ok_or_else(|| Error::NoSuchField {
+                table: self.name.clone(),
+                field: field.to_owned(),
+            })?;
         if self.schema.fields()[idx].ty != FieldType::Memo {
             return Err(Error::InvalidValue {
                 table: self.name.clone(),
@@ -420,7 +438,9 @@ impl TableCore {
         let rec = self.read(recno)?;
         match &rec.values()[idx] {
             Value::Memo(Memo::Stored(r)) => {
-                let bytes = self.blobs()?.get(r.blob, r.len as u64 + MEMO_PREFIX as u64)?;
+                let bytes = self
+                    .blobs()?
+                    .get(r.blob, r.len as u64 + MEMO_PREFIX as u64)?;
                 Ok(self.unwrap_blob(recno, &bytes, Some(idx as u16))?.to_vec())
             }
             _ => Ok(Vec::new()),
@@ -441,7 +461,12 @@ impl TableCore {
     /// Stores new memos of `values` for `recno`; `old` are the record's current
     /// values (for an update). Returns the values with memos resolved, the blobs
     /// written (to free on failure) and the blobs replaced (to free on success).
-    fn resolve_memos(&self, recno: u64, values: &[Value], old: Option<&[Value]>) -> Result<(Vec<Value>, Vec<u64>, Vec<u64>)> {
+    fn resolve_memos(
+        &self,
+        recno: u64,
+        values: &[Value],
+        old: Option<&[Value]>,
+    ) -> Result<(Vec<Value>, Vec<u64>, Vec<u64>)> {
         let mut out = values.to_vec();
         let mut written = Vec::new();
         let mut replaced = Vec::new();
@@ -464,16 +489,21 @@ impl TableCore {
                         reason: "a stored memo reference can only keep this record's own memo; pass Memo::Data to copy content".into(),
                     });
                 }
-                Value::Memo(Memo::Data(d)) if !d.is_empty() => match self.put_blob(recno, Some(i as u16), d) {
-                    Ok(blob) => {
-                        written.push(blob);
-                        Value::Memo(Memo::Stored(MemoRef { blob, len: d.len() as u32 }))
+                Value::Memo(Memo::Data(d)) if !d.is_empty() => {
+                    match self.put_blob(recno, Some(i as u16), d) {
+                        Ok(blob) => {
+                            written.push(blob);
+                            Value::Memo(Memo::Stored(MemoRef {
+                                blob,
+                                len: d.len() as u32,
+                            }))
+                        }
+                        Err(e) => {
+                            self.free_all(&written);
+                            return Err(e);
+                        }
                     }
-                    Err(e) => {
-                        self.free_all(&written);
-                        return Err(e);
-                    }
-                },
+                }
                 _ => Value::Memo(Memo::Empty),
             };
             if let Some(r) = current {
@@ -563,7 +593,8 @@ impl TableCore {
         let old = self.read(recno)?;
         let (status, old_slot) = self.slots.read(&self.data, recno)?;
         self.mark_dirty()?;
-        let (resolved, written, replaced) = self.resolve_memos(recno, values, Some(old.values()))?;
+        let (resolved, written, replaced) =
+            self.resolve_memos(recno, values, Some(old.values()))?;
         let slot = match self.store_body(recno, &resolved) {
             Ok(s) => s,
             Err(e) => {
@@ -586,7 +617,11 @@ impl TableCore {
     /// Sets `recno`'s deleted flag. Returns false when it already had that state.
     pub fn set_deleted(&mut self, recno: u64, deleted: bool) -> Result<bool> {
         let status = self.status(recno)?;
-        let want = if deleted { SlotStatus::Deleted } else { SlotStatus::Live };
+        let want = if deleted {
+            SlotStatus::Deleted
+        } else {
+            SlotStatus::Live
+        };
         if status == want {
             return Ok(false);
         }

@@ -163,12 +163,20 @@ impl Table {
 
     /// Deletes record `recno` logically: it keeps its recno and stays readable.
     pub fn delete(&mut self, recno: u64) -> Result<()> {
-        self.shared.core.write().set_deleted(recno, true).map(|_| ())
+        self.shared
+            .core
+            .write()
+            .set_deleted(recno, true)
+            .map(|_| ())
     }
 
     /// Undeletes record `recno`.
     pub fn recall(&mut self, recno: u64) -> Result<()> {
-        self.shared.core.write().set_deleted(recno, false).map(|_| ())
+        self.shared
+            .core
+            .write()
+            .set_deleted(recno, false)
+            .map(|_| ())
     }
 
     /// True when record `recno` is deleted.
@@ -268,6 +276,8 @@ impl Table {
     }
 
     /// Moves to the next visible record; past the last one sets eof.
+    // The xBase name; a cursor move that can fail is not an `Iterator`.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<bool> {
         let shared = self.shared.clone();
         let core = shared.core.read();

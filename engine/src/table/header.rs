@@ -170,16 +170,28 @@ fn read_copy(file: &dyn StorageFile, path: &Path, page_no: u64, page_size: u32) 
         });
     }
     if get_u32(&page, PAGE_HEADER + 12) != page_size {
-        return Copy::Bad(bad_header(path, page_no, "page size disagrees with the other copy"));
+        return Copy::Bad(bad_header(
+            path,
+            page_no,
+            "page size disagrees with the other copy",
+        ));
     }
     let generation = get_u64(&page, PAGE_HEADER + 16);
     let len = get_u32(&page, PAGE_HEADER + 24) as usize;
     if BODY + len > page.len() {
-        return Copy::Bad(bad_header(path, page_no, "header body longer than its page"));
+        return Copy::Bad(bad_header(
+            path,
+            page_no,
+            "header body longer than its page",
+        ));
     }
     match postcard::from_bytes::<HeaderBody>(&page[BODY..BODY + len]) {
         Ok(body) => Copy::Good(generation, body),
-        Err(e) => Copy::Bad(bad_header(path, page_no, format!("header body does not decode: {e}"))),
+        Err(e) => Copy::Bad(bad_header(
+            path,
+            page_no,
+            format!("header body does not decode: {e}"),
+        )),
     }
 }
 
@@ -193,7 +205,8 @@ pub fn read(file: &dyn StorageFile, path: &Path) -> Result<LoadedHeader> {
             kind: "data",
         });
     }
-    file.read_at(0, &mut prefix).map_err(|e| Error::io(path, e))?;
+    file.read_at(0, &mut prefix)
+        .map_err(|e| Error::io(path, e))?;
     let stated = get_u32(&prefix, PAGE_HEADER + 12);
     // The page size is read from copy 0; if that copy is damaged there, try every
     // legal size for copy 1.
@@ -207,7 +220,11 @@ pub fn read(file: &dyn StorageFile, path: &Path) -> Result<LoadedHeader> {
         let a = read_copy(file, path, 0, size);
         let b = read_copy(file, path, 1, size);
         let pick = match (a, b) {
-            (Copy::Good(ga, a), Copy::Good(gb, b)) => Some(if ga >= gb { (ga, a, false) } else { (gb, b, false) }),
+            (Copy::Good(ga, a), Copy::Good(gb, b)) => Some(if ga >= gb {
+                (ga, a, false)
+            } else {
+                (gb, b, false)
+            }),
             (Copy::Good(g, h), Copy::Bad(e)) | (Copy::Bad(e), Copy::Good(g, h)) => {
                 tracing::warn!(file = %path.display(), error = %e, "one header copy is damaged; using the other");
                 Some((g, h, true))

@@ -27,8 +27,12 @@ pub fn all_types_row(i: u64, memo: Option<Vec<u8>>) -> Vec<Value> {
         Value::from(format!("C{i:06}").as_str()),
         Value::Numeric(raiz_engine::Decimal::new(i as i128 * 7 - 500, 2)),
         Value::Numeric(raiz_engine::Decimal::new(-(i as i128) * 1_000_001, 6)),
-        Value::Date(Date::ymd(2000 + (i % 30) as u16, (i % 12 + 1) as u8, (i % 28 + 1) as u8)),
-        Value::Logical(i % 3 == 0),
+        Value::Date(Date::ymd(
+            2000 + (i % 30) as u16,
+            (i % 12 + 1) as u8,
+            (i % 28 + 1) as u8,
+        )),
+        Value::Logical(i.is_multiple_of(3)),
         Value::Memo(memo.map_or(Memo::Empty, Memo::Data)),
         Value::Int64(i as i64 - 1000),
         Value::Float64(i as f64 / 3.0),
@@ -45,7 +49,11 @@ pub fn mem_db(pool: usize) -> (MemoryStorage, Database) {
 
 /// Opens `/root` on `storage`.
 pub fn open_on(storage: Arc<dyn Storage>, pool: usize) -> Database {
-    Database::open_with("/root", Options::default().storage(storage).pool_bytes(pool)).expect("open")
+    Database::open_with(
+        "/root",
+        Options::default().storage(storage).pool_bytes(pool),
+    )
+    .expect("open")
 }
 
 /// A fault-injecting storage and a database on it.
