@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn raiz(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_raiz")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_raiz"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -17,7 +20,12 @@ fn demo_builds_the_dictionary_and_info_describes_it() {
     let root = dir.path().to_str().unwrap();
     let (ok, out, err) = raiz(&["demo", "--rows", "3000", "--root", root]);
     assert!(ok, "{err}");
-    for line in ["append", "random read by recno", "memo read on demand", "SET DELETED ON scan"] {
+    for line in [
+        "append",
+        "random read by recno",
+        "memo read on demand",
+        "SET DELETED ON scan",
+    ] {
         assert!(out.contains(line), "missing {line:?} in\n{out}");
     }
     assert!(out.contains("2700 of 3000 visible"), "{out}");
@@ -35,7 +43,11 @@ fn demo_builds_the_dictionary_and_info_describes_it() {
 fn config_file_supplies_the_rootpath() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("raiz.toml");
-    std::fs::write(&cfg, format!("root = {:?}\npool_mb = 8\n", dir.path().join("data"))).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("root = {:?}\npool_mb = 8\n", dir.path().join("data")),
+    )
+    .unwrap();
     let (ok, out, err) = raiz(&["--config", cfg.to_str().unwrap(), "tables"]);
     assert!(ok, "{err}");
     assert!(out.is_empty());
