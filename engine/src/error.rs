@@ -232,6 +232,37 @@ pub enum Error {
         reason: String,
     },
 
+    /// A unique index already holds this key for a live record.
+    #[error("table {table}: index {index} already holds key {key} (record {recno})")]
+    DuplicateKey {
+        /// The table.
+        table: String,
+        /// The unique index.
+        index: String,
+        /// The key, printed.
+        key: String,
+        /// The live record holding it.
+        recno: u64,
+    },
+
+    /// No index of that name on the table.
+    #[error("table {table}: no index named {index}")]
+    NoSuchIndex {
+        /// The table.
+        table: String,
+        /// The name asked for.
+        index: String,
+    },
+
+    /// An index of that name already exists on the table.
+    #[error("table {table}: an index named {index} already exists")]
+    IndexExists {
+        /// The table.
+        table: String,
+        /// The name.
+        index: String,
+    },
+
     /// The operation is not available in this build or on this table.
     #[error("not supported: {0}")]
     Unsupported(String),

@@ -8,6 +8,7 @@
 //! - [`storage`] — the storage trait, with real, in-memory and fault-injecting files;
 //! - [`page`] — page layout and checksums, the bounded buffer pool, paged files;
 //! - [`schema`] — field types, values and their validation;
+//! - [`index`] — index definitions, order-preserving keys, the B+tree;
 //! - [`record`] — record encoding, recno-addressed slots, the blob file for memos
 //!   and variable-length records;
 //! - [`table`] — the self-describing header, an open table, the table handle;
@@ -39,6 +40,7 @@
 
 pub mod db;
 pub mod error;
+pub mod index;
 pub mod page;
 pub mod record;
 pub mod schema;

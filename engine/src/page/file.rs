@@ -330,6 +330,21 @@ impl PageFile {
         self.shared.dirty.lock().len()
     }
 
+    /// Cuts the file to `pages` pages, dropping every cached page of it (dirty
+    /// ones included: the caller is rewriting the file).
+    pub fn truncate(&self, pages: u64) -> Result<()> {
+        self.check_writable()?;
+        let _grow = self.grow.lock();
+        self.pool.evict_file(self.shared.id);
+        self.shared.dirty.lock().clear();
+        self.shared
+            .file
+            .set_len(pages * self.shared.page_size as u64)
+            .map_err(|e| Error::io(&self.shared.path, e))?;
+        self.pages.store(pages, Ordering::Release);
+        Ok(())
+    }
+
     /// Reads a page straight from disk (no pool), verified.
     pub fn read_direct(&self, page_no: u64, buf: &mut [u8]) -> Result<()> {
         self.load(page_no, buf)

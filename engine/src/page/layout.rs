@@ -39,6 +39,8 @@ pub enum PageType {
     Blobs = 3,
     /// One piece of a large blob's chain.
     Overflow = 4,
+    /// A B+tree node of an index.
+    Index = 5,
 }
 
 impl PageType {
@@ -50,6 +52,7 @@ impl PageType {
             2 => PageType::Records,
             3 => PageType::Blobs,
             4 => PageType::Overflow,
+            5 => PageType::Index,
             _ => return None,
         })
     }

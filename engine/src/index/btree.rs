@@ -1,0 +1,722 @@
+//! A B+tree of fixed-width entries on the pages of one index file.
+//!
+//! An entry is a full key (`K` bytes: the index key and an 8-byte suffix) and an
+//! 8-byte value (the recno). Internal nodes hold the same shape: a separator key and
+//! a child page. Node layout (payload offsets, after the page header):
+//!
+//! | offset | size | field                                                   |
+//! |-------:|-----:|---------------------------------------------------------|
+//! |      0 |    2 | entry count                                             |
+//! |      2 |    1 | level (0 = leaf)                                        |
+//! |      8 |    8 | leaf: left sibling; internal: unused                    |
+//! |     16 |    8 | leaf: right sibling; internal: leftmost child           |
+//! |     24 |  E·n | entries, sorted by key, E = K + 8                       |
+//!
+//! Invariants: keys are unique and sorted within a node and along the leaf chain;
+//! in an internal node, child `i` (entry `i`'s child, or the leftmost child for
+//! `i = -1`) holds exactly the keys in `[sep_i, sep_{i+1})`; every node but the
+//! root holds at least a quarter of its capacity after a delete (smaller nodes
+//! are merged with or refilled from a sibling); the root of height > 1 has at least
+//! one separator. Leaves are linked both ways.
+//!
+//! Page 0 is the index file's header: it is written at flush and trusted only after
+//! a clean close (otherwise the index is rebuilt from the data).
+
+use crate::error::{Error, Result};
+use crate::page::layout::{self, get_u16, get_u64, put_u16, put_u64};
+use crate::page::{PageFile, PageType, PAGE_HEADER};
+
+const NODE: usize = PAGE_HEADER + 24;
+
+/// Where a tree's root is and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TreeState {
+    /// Root page (0 = empty tree).
+    pub root: u64,
+    /// Levels (0 = empty, 1 = a single leaf).
+    pub height: u32,
+    /// Entries.
+    pub entries: u64,
+    /// Head of the free page list.
+    pub free_head: u64,
+    /// Pages on the free list.
+    pub free_pages: u64,
+}
+
+/// A position in the leaf chain: page and entry index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    /// Leaf page.
+    pub page: u64,
+    /// Entry index.
+    pub idx: usize,
+}
+
+/// The tree. Mutations need `&mut`; the table's lock serialises writers.
+#[derive(Debug)]
+pub struct BTree {
+    file: PageFile,
+    klen: usize,
+    cap: usize,
+    /// Root, height, counts.
+    pub state: TreeState,
+}
+
+struct Node<'a> {
+    b: &'a [u8],
+    e: usize,
+}
+
+impl Node<'_> {
+    fn count(&self) -> usize {
+        usize::from(get_u16(self.b, PAGE_HEADER))
+    }
+    fn level(&self) -> u8 {
+        self.b[PAGE_HEADER + 2]
+    }
+    fn left(&self) -> u64 {
+        get_u64(self.b, PAGE_HEADER + 8)
+    }
+    fn right(&self) -> u64 {
+        get_u64(self.b, PAGE_HEADER + 16)
+    }
+    fn key(&self, i: usize) -> &[u8] {
+        let o = NODE + i * self.e;
+        &self.b[o..o + self.e - 8]
+    }
+    fn val(&self, i: usize) -> u64 {
+        get_u64(self.b, NODE + i * self.e + self.e - 8)
+    }
+    /// First index whose key is >= `k`.
+    fn lower_bound(&self, k: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.count());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.key(mid) < k {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+    /// Internal: which child holds `k` (-1 = leftmost), as (slot, page).
+    fn child_for(&self, k: &[u8]) -> (isize, u64) {
+        // Last separator <= k.
+        let (mut lo, mut hi) = (0, self.count());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.key(mid) <= k {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let slot = lo as isize - 1;
+        (slot, self.child(slot))
+    }
+    fn child(&self, slot: isize) -> u64 {
+        if slot < 0 {
+            self.right()
+        } else {
+            self.val(slot as usize)
+        }
+    }
+}
+
+/// An in-memory copy of a node, for the restructuring operations.
+#[derive(Debug, Clone)]
+struct Owned {
+    level: u8,
+    left: u64,
+    right: u64,
+    entries: Vec<(Vec<u8>, u64)>,
+}
+
+impl BTree {
+    /// A tree over `file` with keys of `klen` bytes (suffix included).
+    pub fn new(file: PageFile, klen: usize, state: TreeState) -> BTree {
+        let cap = (file.page_size() as usize - NODE) / (klen + 8);
+        BTree { file, klen, cap, state }
+    }
+
+    /// The file.
+    pub fn file(&self) -> &PageFile {
+        &self.file
+    }
+
+    /// Entries per node.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    fn e(&self) -> usize {
+        self.klen + 8
+    }
+
+    fn corrupt(&self, page: u64, reason: impl Into<String>) -> Error {
+        Error::CorruptPage {
+            path: self.file.path().to_path_buf(),
+            page,
+            reason: reason.into(),
+        }
+    }
+
+    fn load(&self, page: u64) -> Result<Owned> {
+        let p = self.file.read(page)?;
+        let n = Node { b: &p, e: self.e() };
+        self.check_node(page, &n)?;
+        Ok(Owned {
+            level: n.level(),
+            left: n.left(),
+            right: n.right(),
+            entries: (0..n.count()).map(|i| (n.key(i).to_vec(), n.val(i))).collect(),
+        })
+    }
+
+    fn check_node(&self, page: u64, n: &Node<'_>) -> Result<()> {
+        if PageType::from_byte(layout::page_type(n.b)) != Some(PageType::Index) {
+            return Err(self.corrupt(page, "expected an index node"));
+        }
+        if n.count() > self.cap {
+            return Err(self.corrupt(page, format!("node holds {} entries, capacity {}", n.count(), self.cap)));
+        }
+        Ok(())
+    }
+
+    fn store(&self, page: u64, node: &Owned) -> Result<()> {
+        let mut p = self.file.write(page)?;
+        layout::format(&mut p, PageType::Index);
+        put_u16(&mut p, PAGE_HEADER, node.entries.len() as u16);
+        p[PAGE_HEADER + 2] = node.level;
+        put_u64(&mut p, PAGE_HEADER + 8, node.left);
+        put_u64(&mut p, PAGE_HEADER + 16, node.right);
+        let e = self.e();
+        for (i, (k, v)) in node.entries.iter().enumerate() {
+            let o = NODE + i * e;
+            p[o..o + self.klen].copy_from_slice(k);
+            put_u64(&mut p, o + self.klen, *v);
+        }
+        Ok(())
+    }
+
+    /// Makes sure `n` pages are on the free list, growing the file if needed, so
+    /// a following insert cannot fail for lack of space half-way.
+    pub fn reserve(&mut self, n: u64) -> Result<()> {
+        while self.state.free_pages < n {
+            let (no, mut p) = self.file.allocate(PageType::Free)?;
+            put_u64(&mut p, PAGE_HEADER, self.state.free_head);
+            self.state.free_head = no;
+            self.state.free_pages += 1;
+        }
+        Ok(())
+    }
+
+    /// Pages an insert may need (a split at every level and a new root).
+    pub fn insert_reserve(&self) -> u64 {
+        u64::from(self.state.height) + 1
+    }
+
+    fn alloc(&mut self) -> Result<u64> {
+        if self.state.free_head != 0 {
+            let no = self.state.free_head;
+            let p = self.file.read(no)?;
+            if PageType::from_byte(layout::page_type(&p)) != Some(PageType::Free) {
+                self.state.free_head = 0;
+                self.state.free_pages = 0;
+                return Err(self.corrupt(no, "free-list page is in use"));
+            }
+            self.state.free_head = get_u64(&p, PAGE_HEADER);
+            self.state.free_pages = self.state.free_pages.saturating_sub(1);
+            return Ok(no);
+        }
+        Ok(self.file.allocate(PageType::Index)?.0)
+    }
+
+    fn release(&mut self, page: u64) -> Result<()> {
+        let mut p = self.file.write(page)?;
+        layout::format(&mut p, PageType::Free);
+        put_u64(&mut p, PAGE_HEADER, self.state.free_head);
+        self.state.free_head = page;
+        self.state.free_pages += 1;
+        Ok(())
+    }
+
+    /// Path from the root to the leaf that holds `k`: (page, slot taken in it).
+    fn descend(&self, k: &[u8]) -> Result<Vec<(u64, isize)>> {
+        let mut path = Vec::with_capacity(self.state.height as usize);
+        let mut page = self.state.root;
+        for depth in 0..self.state.height {
+            let p = self.file.read(page)?;
+            let n = Node { b: &p, e: self.e() };
+            self.check_node(page, &n)?;
+            let expect = (self.state.height - 1 - depth) as u8;
+            if n.level() != expect {
+                return Err(self.corrupt(page, format!("node at level {} where {expect} was expected", n.level())));
+            }
+            if n.level() == 0 {
+                path.push((page, 0));
+                return Ok(path);
+            }
+            let (slot, child) = n.child_for(k);
+            path.push((page, slot));
+            page = child;
+        }
+        Err(self.corrupt(page, "tree is deeper than its recorded height"))
+    }
+
+    /// Position of the first entry with key >= `k` (None past the end).
+    pub fn seek(&self, k: &[u8]) -> Result<Option<Pos>> {
+        if self.state.root == 0 {
+            return Ok(None);
+        }
+        let path = self.descend(k)?;
+        let leaf = path.last().expect("non-empty tree").0;
+        let idx = {
+            let p = self.file.read(leaf)?;
+            Node { b: &p, e: self.e() }.lower_bound(k)
+        };
+        self.normalize(Pos { page: leaf, idx })
+    }
+
+    /// Moves a position that sits past the end of its leaf to the next leaf.
+    fn normalize(&self, mut pos: Pos) -> Result<Option<Pos>> {
+        let mut hops = 0u64;
+        loop {
+            let p = self.file.read(pos.page)?;
+            let n = Node { b: &p, e: self.e() };
+            self.check_node(pos.page, &n)?;
+            if pos.idx < n.count() {
+                return Ok(Some(pos));
+            }
+            if n.right() == 0 {
+                return Ok(None);
+            }
+            hops += 1;
+            if hops > self.file.page_count() {
+                return Err(self.corrupt(pos.page, "leaf chain loops"));
+            }
+            pos = Pos { page: n.right(), idx: 0 };
+        }
+    }
+
+    /// The first entry.
+    pub fn first(&self) -> Result<Option<Pos>> {
+        self.seek(&[])
+    }
+
+    /// The last entry.
+    pub fn last(&self) -> Result<Option<Pos>> {
+        if self.state.root == 0 {
+            return Ok(None);
+        }
+        let mut page = self.state.root;
+        loop {
+            let p = self.file.read(page)?;
+            let n = Node { b: &p, e: self.e() };
+            self.check_node(page, &n)?;
+            if n.level() == 0 {
+                if n.count() == 0 {
+                    return self.prev(Pos { page, idx: 0 });
+                }
+                return Ok(Some(Pos { page, idx: n.count() - 1 }));
+            }
+            page = if n.count() == 0 { n.right() } else { n.val(n.count() - 1) };
+        }
+    }
+
+    /// The entry after `pos`.
+    pub fn next(&self, pos: Pos) -> Result<Option<Pos>> {
+        self.normalize(Pos { page: pos.page, idx: pos.idx + 1 })
+    }
+
+    /// The entry before `pos`.
+    pub fn prev(&self, pos: Pos) -> Result<Option<Pos>> {
+        if pos.idx > 0 {
+            return Ok(Some(Pos { page: pos.page, idx: pos.idx - 1 }));
+        }
+        let mut page = pos.page;
+        let mut hops = 0u64;
+        loop {
+            let left = {
+                let p = self.file.read(page)?;
+                let n = Node { b: &p, e: self.e() };
+                self.check_node(page, &n)?;
+                n.left()
+            };
+            if left == 0 {
+                return Ok(None);
+            }
+            hops += 1;
+            if hops > self.file.page_count() {
+                return Err(self.corrupt(page, "leaf chain loops"));
+            }
+            let p = self.file.read(left)?;
+            let n = Node { b: &p, e: self.e() };
+            self.check_node(left, &n)?;
+            if n.count() > 0 {
+                return Ok(Some(Pos { page: left, idx: n.count() - 1 }));
+            }
+            page = left;
+        }
+    }
+
+    /// The key and value at `pos`.
+    pub fn entry(&self, pos: Pos) -> Result<(Vec<u8>, u64)> {
+        let p = self.file.read(pos.page)?;
+        let n = Node { b: &p, e: self.e() };
+        self.check_node(pos.page, &n)?;
+        if pos.idx >= n.count() {
+            return Err(self.corrupt(pos.page, format!("no entry {} in leaf", pos.idx)));
+        }
+        Ok((n.key(pos.idx).to_vec(), n.val(pos.idx)))
+    }
+
+    /// The value stored under exactly `k`, if any.
+    pub fn get(&self, k: &[u8]) -> Result<Option<u64>> {
+        match self.seek(k)? {
+            Some(pos) => {
+                let (key, v) = self.entry(pos)?;
+                Ok((key == k).then_some(v))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts `k → v`. Inserting a key that is present is a corruption error.
+    pub fn insert(&mut self, k: &[u8], v: u64) -> Result<()> {
+        debug_assert_eq!(k.len(), self.klen);
+        if self.state.root == 0 {
+            let root = self.alloc()?;
+            self.store(root, &Owned { level: 0, left: 0, right: 0, entries: vec![(k.to_vec(), v)] })?;
+            self.state.root = root;
+            self.state.height = 1;
+            self.state.entries = 1;
+            return Ok(());
+        }
+        let path = self.descend(k)?;
+        let (leaf_no, _) = *path.last().expect("non-empty");
+        let mut leaf = self.load(leaf_no)?;
+        let at = leaf.entries.partition_point(|(e, _)| e.as_slice() < k);
+        if leaf.entries.get(at).is_some_and(|(e, _)| e == k) {
+            return Err(self.corrupt(leaf_no, "duplicate full key in index"));
+        }
+        leaf.entries.insert(at, (k.to_vec(), v));
+        self.state.entries += 1;
+        let mut carry = self.fit(leaf_no, leaf)?;
+        // Walk back up, inserting separators of split nodes.
+        for &(page, slot) in path.iter().rev().skip(1) {
+            let Some((sep, right)) = carry else { return Ok(()) };
+            let mut node = self.load(page)?;
+            node.entries.insert((slot + 1) as usize, (sep, right));
+            carry = self.fit(page, node)?;
+        }
+        if let Some((sep, right)) = carry {
+            let root = self.alloc()?;
+            let old = self.state.root;
+            self.store(root, &Owned { level: self.state.height as u8, left: 0, right: old, entries: vec![(sep, right)] })?;
+            self.state.root = root;
+            self.state.height += 1;
+        }
+        Ok(())
+    }
+
+    /// Stores `node` at `page`, splitting it if it overflows. Returns the
+    /// separator and page of the new right half.
+    fn fit(&mut self, page: u64, mut node: Owned) -> Result<Option<(Vec<u8>, u64)>> {
+        if node.entries.len() <= self.cap {
+            self.store(page, &node)?;
+            return Ok(None);
+        }
+        let right_no = self.alloc()?;
+        let mid = node.entries.len() / 2;
+        let mut upper = node.entries.split_off(mid);
+        let (sep, right) = if node.level == 0 {
+            let sep = upper[0].0.clone();
+            let right = Owned { level: 0, left: page, right: node.right, entries: upper };
+            if node.right != 0 {
+                let mut after = self.load(node.right)?;
+                after.left = right_no;
+                self.store(node.right, &after)?;
+            }
+            node.right = right_no;
+            (sep, right)
+        } else {
+            let (sep, first_child) = upper.remove(0);
+            (sep, Owned { level: node.level, left: 0, right: first_child, entries: upper })
+        };
+        self.store(page, &node)?;
+        self.store(right_no, &right)?;
+        Ok(Some((sep, right_no)))
+    }
+
+    /// Removes the entry with key `k`; returns its value (None when absent).
+    pub fn remove(&mut self, k: &[u8]) -> Result<Option<u64>> {
+        if self.state.root == 0 {
+            return Ok(None);
+        }
+        let path = self.descend(k)?;
+        let (leaf_no, _) = *path.last().expect("non-empty");
+        let mut leaf = self.load(leaf_no)?;
+        let Ok(at) = leaf.entries.binary_search_by(|(e, _)| e.as_slice().cmp(k)) else {
+            return Ok(None);
+        };
+        let (_, v) = leaf.entries.remove(at);
+        self.state.entries -= 1;
+        self.store(leaf_no, &leaf)?;
+        self.rebalance(&path)?;
+        Ok(Some(v))
+    }
+
+    fn min_fill(&self) -> usize {
+        (self.cap / 4).max(1)
+    }
+
+    /// Restores the fill invariant bottom-up along `path` after a removal.
+    fn rebalance(&mut self, path: &[(u64, isize)]) -> Result<()> {
+        for depth in (0..path.len()).rev() {
+            let (page, _) = path[depth];
+            let node = self.load(page)?;
+            if depth == 0 {
+                // The root: an empty leaf empties the tree; an internal root with
+                // no separator hands over to its only child.
+                if node.level == 0 && node.entries.is_empty() {
+                    self.release(page)?;
+                    self.state.root = 0;
+                    self.state.height = 0;
+                } else if node.level > 0 && node.entries.is_empty() {
+                    self.release(page)?;
+                    self.state.root = node.right;
+                    self.state.height -= 1;
+                }
+                return Ok(());
+            }
+            if node.entries.len() >= self.min_fill() {
+                return Ok(());
+            }
+            let (parent_no, slot) = path[depth - 1];
+            let mut parent = self.load(parent_no)?;
+            // Pair the node with a sibling under the same parent: (left slot, right slot).
+            let (ls, rs) = if slot + 1 < parent.entries.len() as isize { (slot, slot + 1) } else { (slot - 1, slot) };
+            let child = |s: isize| if s < 0 { parent.right } else { parent.entries[s as usize].1 };
+            let (lno, rno) = (child(ls), child(rs));
+            let mut left = if lno == page { node.clone() } else { self.load(lno)? };
+            let mut right = if rno == page { node } else { self.load(rno)? };
+            let sep_idx = rs as usize;
+            let sep = parent.entries[sep_idx].0.clone();
+            let extra = usize::from(left.level > 0);
+            if left.entries.len() + right.entries.len() + extra <= self.cap {
+                // Merge right into left.
+                if left.level == 0 {
+                    left.entries.append(&mut right.entries);
+                    left.right = right.right;
+                    if right.right != 0 {
+                        let mut after = self.load(right.right)?;
+                        after.left = lno;
+                        self.store(right.right, &after)?;
+                    }
+                } else {
+                    left.entries.push((sep, right.right));
+                    left.entries.append(&mut right.entries);
+                }
+                self.store(lno, &left)?;
+                self.release(rno)?;
+                parent.entries.remove(sep_idx);
+            } else {
+                // Redistribute evenly and move the separator.
+                if left.level == 0 {
+                    let mut all = std::mem::take(&mut left.entries);
+                    all.append(&mut right.entries);
+                    let half = all.len() / 2;
+                    right.entries = all.split_off(half);
+                    left.entries = all;
+                    parent.entries[sep_idx].0 = right.entries[0].0.clone();
+                } else {
+                    let mut all = std::mem::take(&mut left.entries);
+                    all.push((sep, right.right));
+                    all.append(&mut right.entries);
+                    let half = all.len() / 2;
+                    let mut upper = all.split_off(half);
+                    let (new_sep, first_child) = upper.remove(0);
+                    left.entries = all;
+                    right.right = first_child;
+                    right.entries = upper;
+                    parent.entries[sep_idx].0 = new_sep;
+                }
+                self.store(lno, &left)?;
+                self.store(rno, &right)?;
+            }
+            self.store(parent_no, &parent)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the tree with one built from `entries` (sorted, unique), filling
+    /// nodes to about 90 %. `progress` is told how many entries were placed.
+    pub fn bulk_load(&mut self, entries: &[(Vec<u8>, u64)], mut progress: impl FnMut(u64)) -> Result<()> {
+        self.state = TreeState::default();
+        self.file.truncate(1)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let fill = (self.cap * 9 / 10).max(2).min(self.cap);
+        // Leaves.
+        let chunks: Vec<&[(Vec<u8>, u64)]> = entries.chunks(fill).collect();
+        let first = self.file.page_count();
+        let mut level: Vec<(Vec<u8>, u64)> = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks.iter().enumerate() {
+            let no = first + i as u64;
+            let node = Owned {
+                level: 0,
+                left: if i == 0 { 0 } else { no - 1 },
+                right: if i + 1 == chunks.len() { 0 } else { no + 1 },
+                entries: chunk.to_vec(),
+            };
+            let got = self.file.allocate(PageType::Index)?.0;
+            debug_assert_eq!(got, no);
+            self.store(no, &node)?;
+            level.push((chunk[0].0.clone(), no));
+            progress(((i + 1) * fill).min(entries.len()) as u64);
+        }
+        let mut height = 1;
+        // Internal levels: each node takes `fill + 1` children.
+        while level.len() > 1 {
+            let mut up = Vec::new();
+            for group in level.chunks(fill + 1) {
+                let no = self.file.allocate(PageType::Index)?.0;
+                let node = Owned {
+                    level: height,
+                    left: 0,
+                    right: group[0].1,
+                    entries: group[1..].to_vec(),
+                };
+                self.store(no, &node)?;
+                up.push((group[0].0.clone(), no));
+            }
+            level = up;
+            height += 1;
+        }
+        self.state.root = level[0].1;
+        self.state.height = u32::from(height);
+        self.state.entries = entries.len() as u64;
+        Ok(())
+    }
+
+    /// Walks the whole tree checking its invariants; returns every (key, value)
+    /// in order. Problems are reported with the page they were found in.
+    pub fn verify(&self) -> Result<Vec<(Vec<u8>, u64)>, String> {
+        let mut out = Vec::new();
+        if self.state.root == 0 {
+            return Ok(out);
+        }
+        let mut leaves = Vec::new();
+        self.verify_node(self.state.root, self.state.height - 1, None, None, &mut leaves, 0)?;
+        let mut prev_page = 0;
+        for (i, &page) in leaves.iter().enumerate() {
+            let node = self.load(page).map_err(|e| e.to_string())?;
+            if node.left != prev_page {
+                return Err(format!("page {page}: left link {} should be {prev_page}", node.left));
+            }
+            let next = leaves.get(i + 1).copied().unwrap_or(0);
+            if node.right != next {
+                return Err(format!("page {page}: right link {} should be {next}", node.right));
+            }
+            prev_page = page;
+            out.extend(node.entries);
+        }
+        if out.len() as u64 != self.state.entries {
+            return Err(format!("tree holds {} entries, header says {}", out.len(), self.state.entries));
+        }
+        Ok(out)
+    }
+
+    fn verify_node(
+        &self,
+        page: u64,
+        level: u32,
+        lo: Option<&[u8]>,
+        hi: Option<&[u8]>,
+        leaves: &mut Vec<u64>,
+        depth: u32,
+    ) -> Result<(), String> {
+        if depth > 64 {
+            return Err(format!("page {page}: tree deeper than 64 levels"));
+        }
+        let node = self.load(page).map_err(|e| e.to_string())?;
+        if u32::from(node.level) != level {
+            return Err(format!("page {page}: level {} where {level} was expected", node.level));
+        }
+        for w in node.entries.windows(2) {
+            if w[0].0 >= w[1].0 {
+                return Err(format!("page {page}: keys out of order ({:02x?} before {:02x?})", w[0].0, w[1].0));
+            }
+        }
+        if let (Some(lo), Some(first)) = (lo, node.entries.first()) {
+            if first.0.as_slice() < lo {
+                return Err(format!("page {page}: key {:02x?} below its separator", first.0));
+            }
+        }
+        if let (Some(hi), Some(last)) = (hi, node.entries.last()) {
+            if last.0.as_slice() >= hi {
+                return Err(format!("page {page}: key {:02x?} at or above the next separator", last.0));
+            }
+        }
+        if node.level == 0 {
+            leaves.push(page);
+            return Ok(());
+        }
+        let mut bound = lo.map(<[u8]>::to_vec);
+        let mut child = node.right;
+        for (sep, next) in &node.entries {
+            self.verify_node(child, level - 1, bound.as_deref(), Some(sep), leaves, depth + 1)?;
+            bound = Some(sep.clone());
+            child = *next;
+        }
+        self.verify_node(child, level - 1, bound.as_deref(), hi, leaves, depth + 1)
+    }
+
+    /// Entries from `pos` onwards while `keep(key)` holds, counted without
+    /// reading records.
+    pub fn count_from(&self, mut pos: Option<Pos>, keep: impl Fn(&[u8]) -> bool) -> Result<u64> {
+        let mut n = 0;
+        while let Some(p) = pos {
+            let page = self.file.read(p.page)?;
+            let node = Node { b: &page, e: self.e() };
+            self.check_node(p.page, &node)?;
+            let mut i = p.idx;
+            while i < node.count() {
+                if !keep(node.key(i)) {
+                    return Ok(n);
+                }
+                n += 1;
+                i += 1;
+            }
+            pos = if node.right() == 0 { None } else { Some(Pos { page: node.right(), idx: 0 }) };
+        }
+        Ok(n)
+    }
+
+    /// Fraction (0..=1) of the entries that sort before `k`, estimated from the
+    /// positions taken on the way down (no leaf walk).
+    pub fn rank_estimate(&self, k: &[u8]) -> Result<f64> {
+        if self.state.root == 0 {
+            return Ok(0.0);
+        }
+        let mut page = self.state.root;
+        let (mut frac, mut width) = (0.0f64, 1.0f64);
+        loop {
+            let p = self.file.read(page)?;
+            let n = Node { b: &p, e: self.e() };
+            self.check_node(page, &n)?;
+            if n.level() == 0 {
+                let c = n.count().max(1) as f64;
+                return Ok(frac + width * n.lower_bound(k) as f64 / c);
+            }
+            let (slot, child) = n.child_for(k);
+            let kids = (n.count() + 1) as f64;
+            frac += width * (slot + 1) as f64 / kids;
+            width /= kids;
+            page = child;
+        }
+    }
+}
