@@ -26,7 +26,9 @@ use crate::error::{Error, Result};
 use crate::page::{BufferPool, PoolStats};
 use crate::schema::Schema;
 use crate::storage::{FileStorage, LockAttempt, Storage, StorageLock};
-use crate::table::{OpenReport, TableCore, TableOptions, TablePaths, TableShared};
+use crate::table::{
+    is_table_file, Env, OpenReport, TableCore, TableOptions, TablePaths, TableShared,
+};
 
 /// Name of the owner lock file in a rootpath.
 pub const OWNER_FILE: &str = "raiz.owner";
@@ -168,6 +170,14 @@ impl Database {
         })
     }
 
+    fn env(&self) -> Env {
+        Env {
+            storage: self.inner.storage.clone(),
+            pool: self.inner.pool.clone(),
+            root: self.inner.root.clone(),
+        }
+    }
+
     /// The rootpath (absolute).
     pub fn root(&self) -> &Path {
         &self.inner.root
@@ -221,14 +231,7 @@ impl Database {
         if self.table_exists(&name)? {
             return Err(Error::TableExists { table: name });
         }
-        TableCore::create(
-            &self.inner.storage,
-            &self.inner.pool,
-            &self.inner.root,
-            &name,
-            schema,
-            &opts,
-        )?;
+        TableCore::create(&self.env(), &name, schema, &opts)?;
         drop(tables);
         tracing::info!(table = %name, format = ?opts.format, page_size = opts.page_size, "table created");
         Ok(())
@@ -240,12 +243,7 @@ impl Database {
         if let Some(shared) = tables.get(&name).and_then(Weak::upgrade) {
             return Ok(shared);
         }
-        let (core, report) = TableCore::open(
-            &self.inner.storage,
-            &self.inner.pool,
-            &self.inner.root,
-            &name,
-        )?;
+        let (core, report) = TableCore::open(&self.env(), &name)?;
         if report != OpenReport::default() {
             self.inner.repairs.lock().push((name.clone(), report));
         }
@@ -281,10 +279,13 @@ impl Database {
             }
             Err(e) => return Err(Error::io(&paths.data, e)),
         }
-        if storage.exists(&paths.blobs).unwrap_or(false) {
-            storage
-                .remove(&paths.blobs)
-                .map_err(|e| Error::io(&paths.blobs, e))?;
+        // The data file is gone, so the table is; its blob and index files follow.
+        let root = &self.inner.root;
+        for f in storage.list(root).map_err(|e| Error::io(root, e))? {
+            if is_table_file(&name, &f) {
+                let p = root.join(&f);
+                storage.remove(&p).map_err(|e| Error::io(&p, e))?;
+            }
         }
         storage
             .sync_dir(&self.inner.root)

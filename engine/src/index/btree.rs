@@ -137,7 +137,12 @@ impl BTree {
     /// A tree over `file` with keys of `klen` bytes (suffix included).
     pub fn new(file: PageFile, klen: usize, state: TreeState) -> BTree {
         let cap = (file.page_size() as usize - NODE) / (klen + 8);
-        BTree { file, klen, cap, state }
+        BTree {
+            file,
+            klen,
+            cap,
+            state,
+        }
     }
 
     /// The file.
@@ -170,7 +175,9 @@ impl BTree {
             level: n.level(),
             left: n.left(),
             right: n.right(),
-            entries: (0..n.count()).map(|i| (n.key(i).to_vec(), n.val(i))).collect(),
+            entries: (0..n.count())
+                .map(|i| (n.key(i).to_vec(), n.val(i)))
+                .collect(),
         })
     }
 
@@ -179,7 +186,10 @@ impl BTree {
             return Err(self.corrupt(page, "expected an index node"));
         }
         if n.count() > self.cap {
-            return Err(self.corrupt(page, format!("node holds {} entries, capacity {}", n.count(), self.cap)));
+            return Err(self.corrupt(
+                page,
+                format!("node holds {} entries, capacity {}", n.count(), self.cap),
+            ));
         }
         Ok(())
     }
@@ -252,7 +262,10 @@ impl BTree {
             self.check_node(page, &n)?;
             let expect = (self.state.height - 1 - depth) as u8;
             if n.level() != expect {
-                return Err(self.corrupt(page, format!("node at level {} where {expect} was expected", n.level())));
+                return Err(self.corrupt(
+                    page,
+                    format!("node at level {} where {expect} was expected", n.level()),
+                ));
             }
             if n.level() == 0 {
                 path.push((page, 0));
@@ -296,7 +309,10 @@ impl BTree {
             if hops > self.file.page_count() {
                 return Err(self.corrupt(pos.page, "leaf chain loops"));
             }
-            pos = Pos { page: n.right(), idx: 0 };
+            pos = Pos {
+                page: n.right(),
+                idx: 0,
+            };
         }
     }
 
@@ -319,21 +335,34 @@ impl BTree {
                 if n.count() == 0 {
                     return self.prev(Pos { page, idx: 0 });
                 }
-                return Ok(Some(Pos { page, idx: n.count() - 1 }));
+                return Ok(Some(Pos {
+                    page,
+                    idx: n.count() - 1,
+                }));
             }
-            page = if n.count() == 0 { n.right() } else { n.val(n.count() - 1) };
+            page = if n.count() == 0 {
+                n.right()
+            } else {
+                n.val(n.count() - 1)
+            };
         }
     }
 
     /// The entry after `pos`.
     pub fn next(&self, pos: Pos) -> Result<Option<Pos>> {
-        self.normalize(Pos { page: pos.page, idx: pos.idx + 1 })
+        self.normalize(Pos {
+            page: pos.page,
+            idx: pos.idx + 1,
+        })
     }
 
     /// The entry before `pos`.
     pub fn prev(&self, pos: Pos) -> Result<Option<Pos>> {
         if pos.idx > 0 {
-            return Ok(Some(Pos { page: pos.page, idx: pos.idx - 1 }));
+            return Ok(Some(Pos {
+                page: pos.page,
+                idx: pos.idx - 1,
+            }));
         }
         let mut page = pos.page;
         let mut hops = 0u64;
@@ -355,7 +384,10 @@ impl BTree {
             let n = Node { b: &p, e: self.e() };
             self.check_node(left, &n)?;
             if n.count() > 0 {
-                return Ok(Some(Pos { page: left, idx: n.count() - 1 }));
+                return Ok(Some(Pos {
+                    page: left,
+                    idx: n.count() - 1,
+                }));
             }
             page = left;
         }
@@ -388,7 +420,15 @@ impl BTree {
         debug_assert_eq!(k.len(), self.klen);
         if self.state.root == 0 {
             let root = self.alloc()?;
-            self.store(root, &Owned { level: 0, left: 0, right: 0, entries: vec![(k.to_vec(), v)] })?;
+            self.store(
+                root,
+                &Owned {
+                    level: 0,
+                    left: 0,
+                    right: 0,
+                    entries: vec![(k.to_vec(), v)],
+                },
+            )?;
             self.state.root = root;
             self.state.height = 1;
             self.state.entries = 1;
@@ -406,7 +446,9 @@ impl BTree {
         let mut carry = self.fit(leaf_no, leaf)?;
         // Walk back up, inserting separators of split nodes.
         for &(page, slot) in path.iter().rev().skip(1) {
-            let Some((sep, right)) = carry else { return Ok(()) };
+            let Some((sep, right)) = carry else {
+                return Ok(());
+            };
             let mut node = self.load(page)?;
             node.entries.insert((slot + 1) as usize, (sep, right));
             carry = self.fit(page, node)?;
@@ -414,7 +456,15 @@ impl BTree {
         if let Some((sep, right)) = carry {
             let root = self.alloc()?;
             let old = self.state.root;
-            self.store(root, &Owned { level: self.state.height as u8, left: 0, right: old, entries: vec![(sep, right)] })?;
+            self.store(
+                root,
+                &Owned {
+                    level: self.state.height as u8,
+                    left: 0,
+                    right: old,
+                    entries: vec![(sep, right)],
+                },
+            )?;
             self.state.root = root;
             self.state.height += 1;
         }
@@ -433,7 +483,12 @@ impl BTree {
         let mut upper = node.entries.split_off(mid);
         let (sep, right) = if node.level == 0 {
             let sep = upper[0].0.clone();
-            let right = Owned { level: 0, left: page, right: node.right, entries: upper };
+            let right = Owned {
+                level: 0,
+                left: page,
+                right: node.right,
+                entries: upper,
+            };
             if node.right != 0 {
                 let mut after = self.load(node.right)?;
                 after.left = right_no;
@@ -443,7 +498,15 @@ impl BTree {
             (sep, right)
         } else {
             let (sep, first_child) = upper.remove(0);
-            (sep, Owned { level: node.level, left: 0, right: first_child, entries: upper })
+            (
+                sep,
+                Owned {
+                    level: node.level,
+                    left: 0,
+                    right: first_child,
+                    entries: upper,
+                },
+            )
         };
         self.store(page, &node)?;
         self.store(right_no, &right)?;
@@ -497,10 +560,24 @@ impl BTree {
             let (parent_no, slot) = path[depth - 1];
             let mut parent = self.load(parent_no)?;
             // Pair the node with a sibling under the same parent: (left slot, right slot).
-            let (ls, rs) = if slot + 1 < parent.entries.len() as isize { (slot, slot + 1) } else { (slot - 1, slot) };
-            let child = |s: isize| if s < 0 { parent.right } else { parent.entries[s as usize].1 };
+            let (ls, rs) = if slot + 1 < parent.entries.len() as isize {
+                (slot, slot + 1)
+            } else {
+                (slot - 1, slot)
+            };
+            let child = |s: isize| {
+                if s < 0 {
+                    parent.right
+                } else {
+                    parent.entries[s as usize].1
+                }
+            };
             let (lno, rno) = (child(ls), child(rs));
-            let mut left = if lno == page { node.clone() } else { self.load(lno)? };
+            let mut left = if lno == page {
+                node.clone()
+            } else {
+                self.load(lno)?
+            };
             let mut right = if rno == page { node } else { self.load(rno)? };
             let sep_idx = rs as usize;
             let sep = parent.entries[sep_idx].0.clone();
@@ -553,7 +630,11 @@ impl BTree {
 
     /// Replaces the tree with one built from `entries` (sorted, unique), filling
     /// nodes to about 90 %. `progress` is told how many entries were placed.
-    pub fn bulk_load(&mut self, entries: &[(Vec<u8>, u64)], mut progress: impl FnMut(u64)) -> Result<()> {
+    pub fn bulk_load(
+        &mut self,
+        entries: &[(Vec<u8>, u64)],
+        mut progress: impl FnMut(u64),
+    ) -> Result<()> {
         self.state = TreeState::default();
         self.file.truncate(1)?;
         if entries.is_empty() {
@@ -610,22 +691,39 @@ impl BTree {
             return Ok(out);
         }
         let mut leaves = Vec::new();
-        self.verify_node(self.state.root, self.state.height - 1, None, None, &mut leaves, 0)?;
+        self.verify_node(
+            self.state.root,
+            self.state.height - 1,
+            None,
+            None,
+            &mut leaves,
+            0,
+        )?;
         let mut prev_page = 0;
         for (i, &page) in leaves.iter().enumerate() {
             let node = self.load(page).map_err(|e| e.to_string())?;
             if node.left != prev_page {
-                return Err(format!("page {page}: left link {} should be {prev_page}", node.left));
+                return Err(format!(
+                    "page {page}: left link {} should be {prev_page}",
+                    node.left
+                ));
             }
             let next = leaves.get(i + 1).copied().unwrap_or(0);
             if node.right != next {
-                return Err(format!("page {page}: right link {} should be {next}", node.right));
+                return Err(format!(
+                    "page {page}: right link {} should be {next}",
+                    node.right
+                ));
             }
             prev_page = page;
             out.extend(node.entries);
         }
         if out.len() as u64 != self.state.entries {
-            return Err(format!("tree holds {} entries, header says {}", out.len(), self.state.entries));
+            return Err(format!(
+                "tree holds {} entries, header says {}",
+                out.len(),
+                self.state.entries
+            ));
         }
         Ok(out)
     }
@@ -644,21 +742,33 @@ impl BTree {
         }
         let node = self.load(page).map_err(|e| e.to_string())?;
         if u32::from(node.level) != level {
-            return Err(format!("page {page}: level {} where {level} was expected", node.level));
+            return Err(format!(
+                "page {page}: level {} where {level} was expected",
+                node.level
+            ));
         }
         for w in node.entries.windows(2) {
             if w[0].0 >= w[1].0 {
-                return Err(format!("page {page}: keys out of order ({:02x?} before {:02x?})", w[0].0, w[1].0));
+                return Err(format!(
+                    "page {page}: keys out of order ({:02x?} before {:02x?})",
+                    w[0].0, w[1].0
+                ));
             }
         }
         if let (Some(lo), Some(first)) = (lo, node.entries.first()) {
             if first.0.as_slice() < lo {
-                return Err(format!("page {page}: key {:02x?} below its separator", first.0));
+                return Err(format!(
+                    "page {page}: key {:02x?} below its separator",
+                    first.0
+                ));
             }
         }
         if let (Some(hi), Some(last)) = (hi, node.entries.last()) {
             if last.0.as_slice() >= hi {
-                return Err(format!("page {page}: key {:02x?} at or above the next separator", last.0));
+                return Err(format!(
+                    "page {page}: key {:02x?} at or above the next separator",
+                    last.0
+                ));
             }
         }
         if node.level == 0 {
@@ -668,7 +778,14 @@ impl BTree {
         let mut bound = lo.map(<[u8]>::to_vec);
         let mut child = node.right;
         for (sep, next) in &node.entries {
-            self.verify_node(child, level - 1, bound.as_deref(), Some(sep), leaves, depth + 1)?;
+            self.verify_node(
+                child,
+                level - 1,
+                bound.as_deref(),
+                Some(sep),
+                leaves,
+                depth + 1,
+            )?;
             bound = Some(sep.clone());
             child = *next;
         }
@@ -681,7 +798,10 @@ impl BTree {
         let mut n = 0;
         while let Some(p) = pos {
             let page = self.file.read(p.page)?;
-            let node = Node { b: &page, e: self.e() };
+            let node = Node {
+                b: &page,
+                e: self.e(),
+            };
             self.check_node(p.page, &node)?;
             let mut i = p.idx;
             while i < node.count() {
@@ -691,7 +811,14 @@ impl BTree {
                 n += 1;
                 i += 1;
             }
-            pos = if node.right() == 0 { None } else { Some(Pos { page: node.right(), idx: 0 }) };
+            pos = if node.right() == 0 {
+                None
+            } else {
+                Some(Pos {
+                    page: node.right(),
+                    idx: 0,
+                })
+            };
         }
         Ok(n)
     }

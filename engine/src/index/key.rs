@@ -253,7 +253,12 @@ fn seg_width(table: &str, ty: FieldType, seg: &Segment) -> Result<(usize, usize)
         FieldType::Date => (0, 4),
         FieldType::Logical => (0, 1),
         FieldType::Binary(n) => (0, n as usize + 2),
-        FieldType::Memo => return Err(bad(format!("field {} is a Memo and cannot be indexed", seg.field))),
+        FieldType::Memo => {
+            return Err(bad(format!(
+                "field {} is a Memo and cannot be indexed",
+                seg.field
+            )))
+        }
     })
 }
 
@@ -302,10 +307,12 @@ impl KeySpec {
         }
         let mut segs = Vec::new();
         for s in &def.segments {
-            let field = schema.position(&s.field).ok_or_else(|| Error::NoSuchField {
-                table: table.to_owned(),
-                field: s.field.clone(),
-            })?;
+            let field = schema
+                .position(&s.field)
+                .ok_or_else(|| Error::NoSuchField {
+                    table: table.to_owned(),
+                    field: s.field.clone(),
+                })?;
             let ty = schema.fields()[field].ty;
             let (offset, width) = seg_width(table, ty, s)?;
             segs.push(CSeg {
@@ -386,7 +393,11 @@ fn seek_value(table: &str, index: &str, s: &CSeg, v: &Value) -> Result<Value> {
     Ok(match (s.ty, v) {
         (FieldType::Char(_), Value::Char(c)) => {
             if c.len() > s.width {
-                return Err(bad(format!("a key part of {} bytes is longer than its {}-byte segment", c.len(), s.width)));
+                return Err(bad(format!(
+                    "a key part of {} bytes is longer than its {}-byte segment",
+                    c.len(),
+                    s.width
+                )));
             }
             v.clone()
         }
@@ -396,14 +407,22 @@ fn seek_value(table: &str, index: &str, s: &CSeg, v: &Value) -> Result<Value> {
                 Value::Int64(i) => Decimal::from(*i),
                 _ => unreachable!("matched above"),
             };
-            Value::Numeric(d.rescale(dec).ok_or_else(|| bad(format!("has more than {dec} decimals")))?)
+            Value::Numeric(
+                d.rescale(dec)
+                    .ok_or_else(|| bad(format!("has more than {dec} decimals")))?,
+            )
         }
         (FieldType::Int64, Value::Int64(_))
         | (FieldType::Float64, Value::Float64(_))
         | (FieldType::Date, Value::Date(_))
         | (FieldType::Logical, Value::Logical(_))
         | (FieldType::Binary(_), Value::Binary(_)) => v.clone(),
-        (ty, v) => return Err(bad(format!("a {} value cannot seek a {ty} segment", v.type_name()))),
+        (ty, v) => {
+            return Err(bad(format!(
+                "a {} value cannot seek a {ty} segment",
+                v.type_name()
+            )))
+        }
     })
 }
 
@@ -435,7 +454,11 @@ fn encode(s: &CSeg, v: &Value, partial: bool, out: &mut Vec<u8>) {
         (FieldType::Float64, Value::Float64(f)) => {
             let f = if *f == 0.0 { 0.0 } else { *f };
             let bits = f.to_bits();
-            let ord = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+            let ord = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits ^ (1 << 63)
+            };
             out.extend_from_slice(&ord.to_be_bytes());
         }
         (FieldType::Date, Value::Date(d)) => out.extend_from_slice(&d.yyyymmdd().to_be_bytes()),
@@ -475,10 +498,22 @@ fn compile_cond(table: &str, schema: &Schema, c: &Condition) -> Result<CCond> {
             let v = seek_value(table, "condition", &cs, &value.to_value())?;
             let mut key = Vec::new();
             encode(&cs, &v, false, &mut key);
-            CCond::Cmp { seg: cs, op: *op, key }
+            CCond::Cmp {
+                seg: cs,
+                op: *op,
+                key,
+            }
         }
-        Condition::And(v) => CCond::And(v.iter().map(|c| compile_cond(table, schema, c)).collect::<Result<_>>()?),
-        Condition::Or(v) => CCond::Or(v.iter().map(|c| compile_cond(table, schema, c)).collect::<Result<_>>()?),
+        Condition::And(v) => CCond::And(
+            v.iter()
+                .map(|c| compile_cond(table, schema, c))
+                .collect::<Result<_>>()?,
+        ),
+        Condition::Or(v) => CCond::Or(
+            v.iter()
+                .map(|c| compile_cond(table, schema, c))
+                .collect::<Result<_>>()?,
+        ),
         Condition::Not(c) => CCond::Not(Box::new(compile_cond(table, schema, c)?)),
     })
 }

@@ -48,7 +48,10 @@ impl std::fmt::Display for Stale {
             Stale::Missing => f.write_str("index file is missing"),
             Stale::Unreadable(e) => write!(f, "index file is unreadable: {e}"),
             Stale::StampMismatch { found, expected } => {
-                write!(f, "index file is stale (sync stamp {found}, table expects {expected})")
+                write!(
+                    f,
+                    "index file is stale (sync stamp {found}, table expects {expected})"
+                )
             }
         }
     }
@@ -71,9 +74,18 @@ impl Index {
     }
 
     /// Creates (or truncates) the index file, empty.
-    pub fn create(storage: &Arc<dyn Storage>, pool: &Arc<BufferPool>, root: &Path, file_name: &str, page_size: u32, spec: KeySpec) -> Result<Index> {
+    pub fn create(
+        storage: &Arc<dyn Storage>,
+        pool: &Arc<BufferPool>,
+        root: &Path,
+        file_name: &str,
+        page_size: u32,
+        spec: KeySpec,
+    ) -> Result<Index> {
         let path = root.join(file_name);
-        let f = storage.open(&path, OpenMode::OpenOrCreate).map_err(|e| Error::io(&path, e))?;
+        let f = storage
+            .open(&path, OpenMode::OpenOrCreate)
+            .map_err(|e| Error::io(&path, e))?;
         f.set_len(0).map_err(|e| Error::io(&path, e))?;
         let file = PageFile::open(pool.clone(), f, &path, page_size)?;
         let idx = Index {
@@ -148,7 +160,11 @@ impl Index {
             return None;
         }
         let mut k = self.spec.key(values);
-        let suffix = if self.spec.def.unique && !deleted { 0 } else { recno };
+        let suffix = if self.spec.def.unique && !deleted {
+            0
+        } else {
+            recno
+        };
         k.extend_from_slice(&suffix.to_be_bytes());
         Some(k)
     }
@@ -160,7 +176,12 @@ impl Index {
 
     /// Rebuilds the tree from every record: `records` yields (recno, values,
     /// deleted). `progress` is told how many entries were placed.
-    pub fn build(&mut self, records: impl Iterator<Item = Result<(u64, Vec<Value>, bool)>>, stamp: u64, progress: impl FnMut(u64)) -> Result<()> {
+    pub fn build(
+        &mut self,
+        records: impl Iterator<Item = Result<(u64, Vec<Value>, bool)>>,
+        stamp: u64,
+        progress: impl FnMut(u64),
+    ) -> Result<()> {
         let mut entries = Vec::new();
         for r in records {
             let (recno, values, deleted) = r?;
@@ -211,14 +232,22 @@ fn read_header(file: &PageFile, path: &Path, klen: usize, stamp: u64) -> Result<
         }));
     }
     if get_u32(&page, PAGE_HEADER + 8) != VERSION {
-        return Err(bad(format!("index format version {}", get_u32(&page, PAGE_HEADER + 8))));
+        return Err(bad(format!(
+            "index format version {}",
+            get_u32(&page, PAGE_HEADER + 8)
+        )));
     }
-    if get_u32(&page, PAGE_HEADER + 12) != file.page_size() || get_u32(&page, PAGE_HEADER + 16) as usize != klen {
+    if get_u32(&page, PAGE_HEADER + 12) != file.page_size()
+        || get_u32(&page, PAGE_HEADER + 16) as usize != klen
+    {
         return Err(bad("index file does not match its definition".into()));
     }
     let found = get_u64(&page, PAGE_HEADER + 56);
     if found != stamp {
-        return Err(Stale::StampMismatch { found, expected: stamp });
+        return Err(Stale::StampMismatch {
+            found,
+            expected: stamp,
+        });
     }
     let st = TreeState {
         height: get_u32(&page, PAGE_HEADER + 20),
@@ -227,7 +256,11 @@ fn read_header(file: &PageFile, path: &Path, klen: usize, stamp: u64) -> Result<
         free_head: get_u64(&page, PAGE_HEADER + 40),
         free_pages: get_u64(&page, PAGE_HEADER + 48),
     };
-    if st.root >= file.page_count() || st.free_head >= file.page_count() || st.height > 64 || (st.root == 0) != (st.height == 0) {
+    if st.root >= file.page_count()
+        || st.free_head >= file.page_count()
+        || st.height > 64
+        || (st.root == 0) != (st.height == 0)
+    {
         return Err(bad("index header points outside its file".into()));
     }
     Ok(st)

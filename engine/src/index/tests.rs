@@ -118,7 +118,10 @@ fn growing_and_shrinking_keeps_the_tree_shallow() {
             assert_eq!(t.remove(&key(i)).unwrap(), Some(u64::from(i)));
         }
     }
-    let model: BTreeMap<u32, u64> = (0..5000u32).filter(|i| i % 50 == 0).map(|i| (i, u64::from(i))).collect();
+    let model: BTreeMap<u32, u64> = (0..5000u32)
+        .filter(|i| i % 50 == 0)
+        .map(|i| (i, u64::from(i)))
+        .collect();
     check(&t, &model);
     assert!(t.state.height < tall, "height stayed {tall}");
     // Freed pages are reused rather than growing the file.
@@ -130,7 +133,10 @@ fn growing_and_shrinking_keeps_the_tree_shallow() {
         }
     }
     assert_eq!(t.file().page_count(), pages);
-    for i in (0..5000u32).filter(|i| i % 50 == 0).chain((0..2000).filter(|i| i % 50 != 0)) {
+    for i in (0..5000u32)
+        .filter(|i| i % 50 == 0)
+        .chain((0..2000).filter(|i| i % 50 != 0))
+    {
         t.remove(&key(i)).unwrap().unwrap();
     }
     assert_eq!(t.state.root, 0);
@@ -144,8 +150,13 @@ fn rank_estimates_track_positions() {
     t.bulk_load(&entries, |_| {}).unwrap();
     for probe in [0u32, 2500, 5000, 9999] {
         let r = t.rank_estimate(&key(probe)).unwrap();
-        assert!((r - f64::from(probe) / 10_000.0).abs() < 0.05, "{probe}: {r}");
+        assert!(
+            (r - f64::from(probe) / 10_000.0).abs() < 0.05,
+            "{probe}: {r}"
+        );
     }
-    let n = t.count_from(t.seek(&key(100)).unwrap(), |k| k < key(200).as_slice()).unwrap();
+    let n = t
+        .count_from(t.seek(&key(100)).unwrap(), |k| k < key(200).as_slice())
+        .unwrap();
     assert_eq!(n, 100);
 }

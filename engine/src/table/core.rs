@@ -1,13 +1,18 @@
-//! One open table: its header, data file, blob file and record operations.
+//! One open table: its header, data file, blob file, indexes, and reads.
+//! Writes are in `write.rs`, maintenance in `maint.rs`.
 //!
 //! Invariants:
 //! - `body.record_count` is the highest recno; every slot `1..=record_count` is
 //!   Live or Deleted, every slot above it Empty.
 //! - The header on disk says `clean = false` before the first change after an open
 //!   reaches the disk ([`TableCore::mark_dirty`]); it says `clean = true` only after
-//!   every page was written back and synced ([`TableCore::close`]).
-//! - A record write changes its slot last: memo and body blobs are written first
-//!   and freed again if anything fails, so an error leaves the record as it was.
+//!   every page — data, blobs, indexes — was written back and synced.
+//! - Every index holds exactly one entry per record its condition admits, keyed as
+//!   `index::Index::entry_key` says. Index files carry the table's sync stamp: a
+//!   file whose stamp differs (a stale copy), a missing or damaged file, and every
+//!   index after an unclean close are rebuilt at open.
+//! - A record write changes its slot last: blobs and index entries first, undone
+//!   if a later step fails, so an error leaves the record and its indexes as they were.
 //! - Variable record bodies and memos start with the owning recno and a crc32 of
 //!   their bytes, so a blob reached from the wrong place is detected, never returned.
 
@@ -15,38 +20,42 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::index::{Index, IndexDef, KeySpec, Stale};
 use crate::page::{BufferPool, PageFile, PAGE_HEADER};
 use crate::record::{BlobStore, Codec, Record, SlotMap, SlotStatus, VAR_SLOT_BODY};
-use crate::schema::{
-    check_value, Durability, FieldType, Memo, MemoRef, RecordFormat, Schema, Value, MAX_VAR_RECORD,
-};
+use crate::schema::{Durability, FieldType, Memo, RecordFormat, Schema, Value};
 use crate::storage::{OpenMode, Storage};
 
-use super::header::{self, HeaderBody, RepairStats};
+use super::header::{self, HeaderBody, RepairStats, SerialState};
 use super::TableOptions;
 
 /// Bytes before a variable record body in its blob: recno u64, crc32 u32.
-const BODY_PREFIX: usize = 12;
+pub(super) const BODY_PREFIX: usize = 12;
 /// Bytes before a memo in its blob: recno u64, field u16, crc32 u32.
-const MEMO_PREFIX: usize = 14;
+pub(super) const MEMO_PREFIX: usize = 14;
 
 /// Paths of a table's files.
 #[derive(Debug, Clone)]
 pub(crate) struct TablePaths {
     pub data: PathBuf,
-    pub blobs: PathBuf,
 }
 
 impl TablePaths {
     pub fn new(root: &Path, name: &str) -> TablePaths {
         TablePaths {
             data: root.join(format!("{name}.rzd")),
-            blobs: root.join(format!("{name}.rzb")),
         }
     }
 }
 
-fn needs_blobs(schema: &Schema, format: RecordFormat) -> bool {
+/// True for the files that belong to table `name` (data, blobs, indexes).
+pub(crate) fn is_table_file(name: &str, file: &str) -> bool {
+    file == format!("{name}.rzd")
+        || (file.starts_with(&format!("{name}."))
+            && (file.ends_with(".rzb") || file.ends_with(".rzi")))
+}
+
+pub(super) fn needs_blobs(schema: &Schema, format: RecordFormat) -> bool {
     format == RecordFormat::Variable || schema.fields().iter().any(|f| f.ty == FieldType::Memo)
 }
 
@@ -54,6 +63,23 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// File names of a file set of generation `gen`.
+pub(super) fn blob_name(table: &str, gen: u32) -> String {
+    if gen == 0 {
+        format!("{table}.rzb")
+    } else {
+        format!("{table}.g{gen}.rzb")
+    }
+}
+
+pub(super) fn index_name(table: &str, index: &str, gen: u32) -> String {
+    if gen == 0 {
+        format!("{table}.{index}.rzi")
+    } else {
+        format!("{table}.{index}.g{gen}.rzi")
+    }
 }
 
 /// What opening a table repaired (see [`crate::Database::repairs`]).
@@ -69,6 +95,16 @@ pub struct OpenReport {
     pub lost_slots: u64,
     /// Variable records whose body could not be read back.
     pub unreadable: u64,
+    /// Indexes rebuilt (missing, stale, damaged, or after an unclean close).
+    pub indexes_rebuilt: u64,
+}
+
+/// Where an open table lives, for the operations that create files.
+#[derive(Debug, Clone)]
+pub(crate) struct Env {
+    pub storage: Arc<dyn Storage>,
+    pub pool: Arc<BufferPool>,
+    pub root: PathBuf,
 }
 
 /// An open table.
@@ -76,26 +112,25 @@ pub struct OpenReport {
 pub(crate) struct TableCore {
     pub name: String,
     pub body: HeaderBody,
-    generation: u64,
+    pub(super) generation: u64,
     pub data: PageFile,
     pub blobs: Option<BlobStore>,
-    codec: Codec,
-    slots: SlotMap,
+    pub indexes: Vec<Index>,
+    pub(super) codec: Codec,
+    pub(super) slots: SlotMap,
     pub schema: Arc<Schema>,
-    marked_dirty: bool,
+    pub(super) marked_dirty: bool,
+    pub(super) env: Env,
 }
 
 impl TableCore {
-    /// Creates the table's files. The data file appears under its final name only
-    /// once complete, so a crash during create leaves no half table.
-    pub fn create(
-        storage: &Arc<dyn Storage>,
-        pool: &Arc<BufferPool>,
-        root: &Path,
+    /// Checks a definition and builds the header of a new, empty table.
+    pub fn new_body(
+        env: &Env,
         name: &str,
         schema: &Schema,
         opts: &TableOptions,
-    ) -> Result<()> {
+    ) -> Result<HeaderBody> {
         if !crate::page::layout::valid_page_size(opts.page_size) {
             return Err(Error::InvalidSchema {
                 table: name.to_owned(),
@@ -113,9 +148,30 @@ impl TableCore {
         }
         let max_fixed = opts.page_size as usize - PAGE_HEADER - 1;
         schema.validate(name, opts.format, max_fixed)?;
-        let paths = TablePaths::new(root, name);
-        let abs = storage.canonicalize(root).map_err(|e| Error::io(root, e))?;
-        let body = HeaderBody {
+        let serial = match &opts.serial {
+            None => None,
+            Some(f) => {
+                let idx = schema.position(f).ok_or_else(|| Error::NoSuchField {
+                    table: name.to_owned(),
+                    field: f.clone(),
+                })?;
+                if schema.fields()[idx].ty != FieldType::Int64 {
+                    return Err(Error::InvalidSchema {
+                        table: name.to_owned(),
+                        reason: format!("serial field {f} must be Int64"),
+                    });
+                }
+                Some(SerialState {
+                    field: idx as u16,
+                    next: 1,
+                })
+            }
+        };
+        let abs = env
+            .storage
+            .canonicalize(&env.root)
+            .map_err(|e| Error::io(&env.root, e))?;
+        Ok(HeaderBody {
             file_id: rand::random(),
             table: name.to_owned(),
             path: abs
@@ -127,74 +183,118 @@ impl TableCore {
             format: opts.format,
             durability: opts.durability,
             indexes: Vec::new(),
+            blob_file: needs_blobs(schema, opts.format).then(|| blob_name(name, 0)),
+            file_gen: 0,
+            serial,
             record_count: 0,
             deleted_count: 0,
             sync_stamp: 1,
             clean: true,
             stats: RepairStats::default(),
-        };
-        // Encode first: a definition too large for the page fails before any file.
-        header::encode(&body, opts.page_size, 0, &paths.data)?;
-        let tmp = paths.data.with_extension("rzd.new");
+        })
+    }
+
+    /// Writes the files of an empty table described by `body` with its data file
+    /// at `data_path`. On error, whatever was created is removed.
+    pub fn create_files(
+        env: &Env,
+        data_path: &Path,
+        body: &HeaderBody,
+        page_size: u32,
+    ) -> Result<()> {
+        header::encode(body, page_size, 0, data_path)?;
+        let storage = &env.storage;
+        let blob_path = body.blob_file.as_ref().map(|b| env.root.join(b));
         let result = (|| {
-            if needs_blobs(schema, opts.format) {
+            if let Some(bp) = &blob_path {
                 let f = storage
-                    .open(&paths.blobs, OpenMode::OpenOrCreate)
-                    .map_err(|e| Error::io(&paths.blobs, e))?;
-                f.set_len(0).map_err(|e| Error::io(&paths.blobs, e))?;
-                let file = PageFile::open(pool.clone(), f, &paths.blobs, opts.page_size)?;
+                    .open(bp, OpenMode::OpenOrCreate)
+                    .map_err(|e| Error::io(bp, e))?;
+                f.set_len(0).map_err(|e| Error::io(bp, e))?;
+                let file = PageFile::open(env.pool.clone(), f, bp, page_size)?;
                 BlobStore::create(file)?.flush()?;
             }
             let f = storage
-                .open(&tmp, OpenMode::OpenOrCreate)
-                .map_err(|e| Error::io(&tmp, e))?;
-            f.set_len(0).map_err(|e| Error::io(&tmp, e))?;
-            let file = PageFile::open(pool.clone(), f, &tmp, opts.page_size)?;
-            header::write(&file, &body, 0)?;
-            header::write(&file, &body, 1)?;
-            file.sync()?;
-            drop(file);
-            storage
-                .rename(&tmp, &paths.data)
-                .map_err(|e| Error::io(&paths.data, e))?;
-            storage.sync_dir(root).map_err(|e| Error::io(root, e))
+                .open(data_path, OpenMode::OpenOrCreate)
+                .map_err(|e| Error::io(data_path, e))?;
+            f.set_len(0).map_err(|e| Error::io(data_path, e))?;
+            let file = PageFile::open(env.pool.clone(), f, data_path, page_size)?;
+            header::write(&file, body, 0)?;
+            header::write(&file, body, 1)?;
+            file.sync()
         })();
         if result.is_err() {
-            let _ = storage.remove(&tmp);
-            let _ = storage.remove(&paths.blobs);
+            let _ = storage.remove(data_path);
+            if let Some(bp) = &blob_path {
+                let _ = storage.remove(bp);
+            }
         }
         result
     }
 
-    /// Opens a table, repairing what a crash or a move left behind.
-    pub fn open(
-        storage: &Arc<dyn Storage>,
-        pool: &Arc<BufferPool>,
-        root: &Path,
+    /// Creates table `name`. The data file appears under its final name only once
+    /// complete, so a crash during create leaves no half table.
+    pub fn create(env: &Env, name: &str, schema: &Schema, opts: &TableOptions) -> Result<()> {
+        let body = Self::new_body(env, name, schema, opts)?;
+        let final_path = TablePaths::new(&env.root, name).data;
+        let tmp = final_path.with_extension("rzd.new");
+        Self::create_files(env, &tmp, &body, opts.page_size)?;
+        let commit = env
+            .storage
+            .rename(&tmp, &final_path)
+            .map_err(|e| Error::io(&final_path, e))
+            .and_then(|()| {
+                env.storage
+                    .sync_dir(&env.root)
+                    .map_err(|e| Error::io(&env.root, e))
+            });
+        if commit.is_err() {
+            let _ = env.storage.remove(&tmp);
+            if let Some(b) = &body.blob_file {
+                let _ = env.storage.remove(&env.root.join(b));
+            }
+        }
+        commit
+    }
+
+    /// Opens table `name`, repairing what a crash, a move or a lost index left.
+    pub fn open(env: &Env, name: &str) -> Result<(TableCore, OpenReport)> {
+        let data_path = TablePaths::new(&env.root, name).data;
+        Self::open_at(env, name, &data_path, true)
+    }
+
+    /// Opens the table whose data file is `data_path` (the final path, or a
+    /// rewrite's temporary one when `is_final` is false).
+    pub fn open_at(
+        env: &Env,
         name: &str,
+        data_path: &Path,
+        is_final: bool,
     ) -> Result<(TableCore, OpenReport)> {
-        let paths = TablePaths::new(root, name);
-        let f = storage.open(&paths.data, OpenMode::Existing).map_err(|e| {
+        let storage = &env.storage;
+        let f = storage.open(data_path, OpenMode::Existing).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::TableNotFound {
                     table: name.to_owned(),
-                    root: root.to_path_buf(),
+                    root: env.root.clone(),
                 }
             } else {
-                Error::io(&paths.data, e)
+                Error::io(data_path, e)
             }
         })?;
-        let loaded = header::read(f.as_ref(), &paths.data)?;
-        let data = PageFile::open(pool.clone(), f, &paths.data, loaded.page_size)?;
+        let loaded = header::read(f.as_ref(), data_path)?;
+        let data = PageFile::open(env.pool.clone(), f, data_path, loaded.page_size)?;
         let mut body = loaded.body;
-        let blobs = if needs_blobs(&body.schema, body.format) {
-            let bf = storage
-                .open(&paths.blobs, OpenMode::Existing)
-                .map_err(|e| Error::io(&paths.blobs, e))?;
-            let file = PageFile::open(pool.clone(), bf, &paths.blobs, loaded.page_size)?;
-            Some(BlobStore::open(file, body.clean)?)
-        } else {
-            None
+        let blobs = match &body.blob_file {
+            Some(b) => {
+                let bp = env.root.join(b);
+                let bf = storage
+                    .open(&bp, OpenMode::Existing)
+                    .map_err(|e| Error::io(&bp, e))?;
+                let file = PageFile::open(env.pool.clone(), bf, &bp, loaded.page_size)?;
+                Some(BlobStore::open(file, body.clean)?)
+            }
+            None => None,
         };
         let body_len = match body.format {
             RecordFormat::Fixed => body.schema.fixed_len(),
@@ -207,16 +307,18 @@ impl TableCore {
         if loaded.damaged_copy {
             body.stats.header_repairs += 1;
         }
-        let abs = storage
-            .canonicalize(&paths.data)
-            .map_err(|e| Error::io(&paths.data, e))?
-            .to_string_lossy()
-            .into_owned();
-        if abs != body.path {
-            tracing::info!(table = name, from = %body.path, to = %abs, "table moved; stored path updated");
-            body.path = abs;
-            body.stats.moves += 1;
-            report.moved = true;
+        if is_final {
+            let abs = storage
+                .canonicalize(data_path)
+                .map_err(|e| Error::io(data_path, e))?
+                .to_string_lossy()
+                .into_owned();
+            if abs != body.path {
+                tracing::info!(table = name, from = %body.path, to = %abs, "table moved; stored path updated");
+                body.path = abs;
+                body.stats.moves += 1;
+                report.moved = true;
+            }
         }
         if body.table != name {
             tracing::info!(table = name, stored = %body.table, "data file was renamed; adopting its file name");
@@ -231,18 +333,152 @@ impl TableCore {
             generation: loaded.generation,
             data,
             blobs,
+            indexes: Vec::new(),
             marked_dirty: false,
+            env: env.clone(),
         };
-        if !core.body.clean {
+        let clean = core.body.clean;
+        if !clean {
             core.verify(&mut report)?;
+        }
+        core.open_indexes(clean, &mut report)?;
+        if report.moved && clean {
+            core.check_indexes_after_move(&mut report)?;
         }
         if report != OpenReport::default() {
             // Repairs are written back before anyone uses the table.
             core.write_all()?;
             core.body.clean = true;
             core.persist_header()?;
+            core.marked_dirty = false;
         }
         Ok((core, report))
+    }
+
+    /// Opens every bound index, rebuilding those that cannot be trusted.
+    fn open_indexes(&mut self, clean: bool, report: &mut OpenReport) -> Result<()> {
+        let page_size = self.data.page_size();
+        for b in self.body.indexes.clone() {
+            let def: IndexDef =
+                postcard::from_bytes(&b.definition).map_err(|e| Error::CorruptPage {
+                    path: self.data.path().to_path_buf(),
+                    page: 0,
+                    reason: format!("definition of index {} does not decode: {e}", b.name),
+                })?;
+            let spec = KeySpec::compile(&self.name, &self.schema, &def)?;
+            let opened = if !clean {
+                Err(Stale::Unreadable(Error::Unsupported(
+                    "the table was not closed cleanly".into(),
+                )))
+            } else if b.sync_stamp != self.body.sync_stamp {
+                Err(Stale::StampMismatch {
+                    found: b.sync_stamp,
+                    expected: self.body.sync_stamp,
+                })
+            } else {
+                Index::open(
+                    &self.env.storage,
+                    &self.env.pool,
+                    &self.env.root,
+                    &b.file,
+                    page_size,
+                    spec.clone(),
+                    b.sync_stamp,
+                )
+            };
+            let index = match opened {
+                Ok(i) => i,
+                Err(why) => {
+                    tracing::warn!(table = %self.name, index = %b.name, reason = %why, "rebuilding index");
+                    let mut i = Index::create(
+                        &self.env.storage,
+                        &self.env.pool,
+                        &self.env.root,
+                        &b.file,
+                        page_size,
+                        spec,
+                    )?;
+                    self.build_index(&mut i)?;
+                    self.body.stats.index_rebuilds += 1;
+                    report.indexes_rebuilt += 1;
+                    i
+                }
+            };
+            self.indexes.push(index);
+        }
+        Ok(())
+    }
+
+    /// After a move the indexes are checked in full; any with a problem is rebuilt.
+    fn check_indexes_after_move(&mut self, report: &mut OpenReport) -> Result<()> {
+        for i in 0..self.indexes.len() {
+            let problems = self.check_index(i, 1)?;
+            if !problems.is_empty() {
+                tracing::warn!(table = %self.name, index = %self.indexes[i].name(), problem = %problems[0], "index failed its check after a move; rebuilding");
+                let fresh = self.placeholder_index(i)?;
+                let mut idx = std::mem::replace(&mut self.indexes[i], fresh);
+                self.build_index(&mut idx)?;
+                self.indexes[i] = idx;
+                self.body.stats.index_rebuilds += 1;
+                report.indexes_rebuilt += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh empty index with the same definition and file (to rebuild into).
+    pub(super) fn placeholder_index(&self, i: usize) -> Result<Index> {
+        let old = &self.indexes[i];
+        Index::create(
+            &self.env.storage,
+            &self.env.pool,
+            &self.env.root,
+            &old.file_name,
+            self.data.page_size(),
+            old.spec.clone(),
+        )
+    }
+
+    /// Fills `index` from every record of the table.
+    pub(super) fn build_index(&self, index: &mut Index) -> Result<()> {
+        let name = self.name.clone();
+        let iname = index.name().to_owned();
+        let mut last = 0;
+        self.build_index_with(index, &mut |done, total| {
+            if total >= 100_000 && done * 10 / total > last {
+                last = done * 10 / total;
+                tracing::info!(table = %name, index = %iname, done, total, "building index");
+            }
+        })
+    }
+
+    /// Fills `index` from every record, telling `progress` (records read, total).
+    pub(super) fn build_index_with(
+        &self,
+        index: &mut Index,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        let count = self.body.record_count;
+        let records = (1..=count).map(|r| {
+            if r % 4096 == 0 || r == count {
+                progress(r, count);
+            }
+            self.read(r)
+                .map(|rec| (r, rec.values().to_vec(), rec.is_deleted()))
+        });
+        index
+            .build(records, self.body.sync_stamp, |_| {})
+            .map_err(|e| match e {
+                Error::DuplicateKey {
+                    index, key, recno, ..
+                } => Error::DuplicateKey {
+                    table: self.name.clone(),
+                    index,
+                    key,
+                    recno,
+                },
+                e => e,
+            })
     }
 
     /// Recounts records after an unclean close and restores lost slots.
@@ -280,11 +516,21 @@ impl TableCore {
         self.body.stats.lost_slots_restored += empty.len() as u64;
         report.lost_slots = empty.len() as u64;
         self.body.deleted_count = deleted;
-        if self.body.format == RecordFormat::Variable {
+        let check_bodies = self.body.format == RecordFormat::Variable;
+        if check_bodies || self.body.serial.is_some() {
             for recno in 1..=last {
-                if let Err(e) = self.read(recno) {
-                    tracing::error!(table = %self.name, recno, error = %e, "record unreadable after crash");
-                    report.unreadable += 1;
+                match self.read(recno) {
+                    Ok(rec) => {
+                        if let Some(s) = &mut self.body.serial {
+                            if let Value::Int64(v) = rec.values()[usize::from(s.field)] {
+                                s.next = s.next.max(v.max(0) as u64 + 1);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(table = %self.name, recno, error = %e, "record unreadable after crash");
+                        report.unreadable += 1;
+                    }
                 }
             }
         }
@@ -293,20 +539,21 @@ impl TableCore {
         Ok(())
     }
 
-    fn persist_header(&mut self) -> Result<()> {
+    pub(super) fn persist_header(&mut self) -> Result<()> {
         self.generation += 1;
         header::write(&self.data, &self.body, self.generation)?;
         self.data.sync()
     }
 
     /// Marks the table not-clean on disk before its first change.
-    fn mark_dirty(&mut self) -> Result<()> {
+    pub(super) fn mark_dirty(&mut self) -> Result<()> {
         self.data.check_writable()?;
         if let Some(b) = &self.blobs {
             b.file().check_writable()?;
         }
         if !self.marked_dirty {
             self.body.clean = false;
+            self.body.sync_stamp += 1;
             self.persist_header()?;
             self.marked_dirty = true;
         }
@@ -318,7 +565,7 @@ impl TableCore {
         self.body.record_count
     }
 
-    fn no_such(&self, recno: u64) -> Error {
+    pub(super) fn no_such(&self, recno: u64) -> Error {
         Error::NoSuchRecord {
             table: self.name.clone(),
             recno,
@@ -326,7 +573,7 @@ impl TableCore {
         }
     }
 
-    fn check_recno(&self, recno: u64) -> Result<()> {
+    pub(super) fn check_recno(&self, recno: u64) -> Result<()> {
         if recno == 0 || recno > self.body.record_count {
             Err(self.no_such(recno))
         } else {
@@ -334,7 +581,7 @@ impl TableCore {
         }
     }
 
-    fn corrupt(&self, recno: u64, reason: impl Into<String>) -> Error {
+    pub(super) fn corrupt(&self, recno: u64, reason: impl Into<String>) -> Error {
         Error::CorruptRecord {
             table: self.name.clone(),
             recno,
@@ -342,25 +589,10 @@ impl TableCore {
         }
     }
 
-    fn blobs(&self) -> Result<&BlobStore> {
+    pub(super) fn blobs(&self) -> Result<&BlobStore> {
         self.blobs
             .as_ref()
             .ok_or_else(|| Error::Unsupported(format!("table {} has no blob file", self.name)))
-    }
-
-    /// Checks a whole record's values.
-    fn check(&self, values: &[Value]) -> Result<()> {
-        if values.len() != self.schema.len() {
-            return Err(Error::FieldCount {
-                table: self.name.clone(),
-                expected: self.schema.len(),
-                found: values.len(),
-            });
-        }
-        for (f, v) in self.schema.fields().iter().zip(values) {
-            check_value(&self.name, f, v)?;
-        }
-        Ok(())
     }
 
     /// Status of `recno` (must exist).
@@ -391,7 +623,12 @@ impl TableCore {
     }
 
     /// Checks a blob's owner prefix and checksum; returns its payload.
-    fn unwrap_blob<'a>(&self, recno: u64, bytes: &'a [u8], field: Option<u16>) -> Result<&'a [u8]> {
+    pub(super) fn unwrap_blob<'a>(
+        &self,
+        recno: u64,
+        bytes: &'a [u8],
+        field: Option<u16>,
+    ) -> Result<&'a [u8]> {
         let prefix = if field.is_some() {
             MEMO_PREFIX
         } else {
@@ -436,208 +673,37 @@ impl TableCore {
             });
         }
         let rec = self.read(recno)?;
+        self.memo_of(&rec, idx)
+    }
+
+    pub(super) fn memo_of(&self, rec: &Record, idx: usize) -> Result<Vec<u8>> {
         match &rec.values()[idx] {
             Value::Memo(Memo::Stored(r)) => {
                 let bytes = self
                     .blobs()?
                     .get(r.blob, r.len as u64 + MEMO_PREFIX as u64)?;
-                Ok(self.unwrap_blob(recno, &bytes, Some(idx as u16))?.to_vec())
+                Ok(self
+                    .unwrap_blob(rec.recno(), &bytes, Some(idx as u16))?
+                    .to_vec())
             }
             _ => Ok(Vec::new()),
         }
     }
 
-    fn put_blob(&self, recno: u64, field: Option<u16>, payload: &[u8]) -> Result<u64> {
-        let mut bytes = Vec::with_capacity(payload.len() + MEMO_PREFIX);
-        bytes.extend_from_slice(&recno.to_le_bytes());
-        if let Some(f) = field {
-            bytes.extend_from_slice(&f.to_le_bytes());
-        }
-        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        bytes.extend_from_slice(payload);
-        self.blobs()?.put(&bytes)
+    /// The index named `name`.
+    pub fn index_pos(&self, name: &str) -> Result<usize> {
+        self.indexes
+            .iter()
+            .position(|i| i.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| Error::NoSuchIndex {
+                table: self.name.clone(),
+                index: name.to_owned(),
+            })
     }
 
-    /// Stores new memos of `values` for `recno`; `old` are the record's current
-    /// values (for an update). Returns the values with memos resolved, the blobs
-    /// written (to free on failure) and the blobs replaced (to free on success).
-    fn resolve_memos(
-        &self,
-        recno: u64,
-        values: &[Value],
-        old: Option<&[Value]>,
-    ) -> Result<(Vec<Value>, Vec<u64>, Vec<u64>)> {
-        let mut out = values.to_vec();
-        let mut written = Vec::new();
-        let mut replaced = Vec::new();
-        for (i, f) in self.schema.fields().iter().enumerate() {
-            if f.ty != FieldType::Memo {
-                continue;
-            }
-            let current = match old.map(|o| &o[i]) {
-                Some(Value::Memo(Memo::Stored(r))) => Some(*r),
-                _ => None,
-            };
-            let new = match &values[i] {
-                Value::Memo(Memo::Stored(r)) if Some(*r) == current => continue,
-                Value::Memo(Memo::Stored(_)) => {
-                    self.free_all(&written);
-                    return Err(Error::InvalidValue {
-                        table: self.name.clone(),
-                        field: f.name.clone(),
-                        value: values[i].to_string(),
-                        reason: "a stored memo reference can only keep this record's own memo; pass Memo::Data to copy content".into(),
-                    });
-                }
-                Value::Memo(Memo::Data(d)) if !d.is_empty() => {
-                    match self.put_blob(recno, Some(i as u16), d) {
-                        Ok(blob) => {
-                            written.push(blob);
-                            Value::Memo(Memo::Stored(MemoRef {
-                                blob,
-                                len: d.len() as u32,
-                            }))
-                        }
-                        Err(e) => {
-                            self.free_all(&written);
-                            return Err(e);
-                        }
-                    }
-                }
-                _ => Value::Memo(Memo::Empty),
-            };
-            if let Some(r) = current {
-                replaced.push(r.blob);
-            }
-            out[i] = new;
-        }
-        Ok((out, written, replaced))
-    }
-
-    /// Schedules replaced blobs to be freed after the next sync of the data file.
-    fn retire_all(&self, blobs: &[u64]) {
-        if let Some(store) = &self.blobs {
-            for &b in blobs {
-                store.retire(b);
-            }
-        }
-    }
-
-    /// Frees blobs nothing durable points to (a failed write's new blobs).
-    fn free_all(&self, blobs: &[u64]) {
-        if let Some(store) = &self.blobs {
-            for &b in blobs {
-                if let Err(e) = store.free(b) {
-                    tracing::warn!(table = %self.name, blob = b, error = %e, "could not free blob; space leaks until pack");
-                }
-            }
-        }
-    }
-
-    /// Encodes `values` into a slot body, storing a variable record's body blob.
-    fn store_body(&self, recno: u64, values: &[Value]) -> Result<Vec<u8>> {
-        let mut enc = Vec::with_capacity(self.codec.fixed_len());
-        self.codec.encode(values, &mut enc);
-        match self.body.format {
-            RecordFormat::Fixed => Ok(enc),
-            RecordFormat::Variable => {
-                if enc.len() > MAX_VAR_RECORD {
-                    return Err(Error::RecordTooLarge {
-                        table: self.name.clone(),
-                        len: enc.len(),
-                        limit: MAX_VAR_RECORD,
-                    });
-                }
-                let blob = self.put_blob(recno, None, &enc)?;
-                let mut slot = Vec::with_capacity(VAR_SLOT_BODY);
-                slot.extend_from_slice(&blob.to_le_bytes());
-                slot.extend_from_slice(&(enc.len() as u32).to_le_bytes());
-                Ok(slot)
-            }
-        }
-    }
-
-    /// Appends a record; returns its recno.
-    pub fn append(&mut self, values: &[Value]) -> Result<u64> {
-        self.check(values)?;
-        self.mark_dirty()?;
-        let recno = self.body.record_count + 1;
-        self.slots.ensure_page(&self.data, recno)?;
-        let (resolved, written, _) = self.resolve_memos(recno, values, None)?;
-        let slot = match self.store_body(recno, &resolved) {
-            Ok(s) => s,
-            Err(e) => {
-                self.free_all(&written);
-                return Err(e);
-            }
-        };
-        if let Err(e) = self.slots.write(&self.data, recno, SlotStatus::Live, &slot) {
-            self.free_body(&slot);
-            self.free_all(&written);
-            return Err(e);
-        }
-        self.body.record_count = recno;
-        Ok(recno)
-    }
-
-    fn free_body(&self, slot: &[u8]) {
-        if self.body.format == RecordFormat::Variable {
-            self.free_all(&[var_slot(slot).0]);
-        }
-    }
-
-    /// Replaces `recno`'s values (its deleted flag is kept).
-    pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
-        self.check_recno(recno)?;
-        self.check(values)?;
-        let old = self.read(recno)?;
-        let (status, old_slot) = self.slots.read(&self.data, recno)?;
-        self.mark_dirty()?;
-        let (resolved, written, replaced) =
-            self.resolve_memos(recno, values, Some(old.values()))?;
-        let slot = match self.store_body(recno, &resolved) {
-            Ok(s) => s,
-            Err(e) => {
-                self.free_all(&written);
-                return Err(e);
-            }
-        };
-        if let Err(e) = self.slots.write(&self.data, recno, status, &slot) {
-            self.free_body(&slot);
-            self.free_all(&written);
-            return Err(e);
-        }
-        if self.body.format == RecordFormat::Variable {
-            self.retire_all(&[var_slot(&old_slot).0]);
-        }
-        self.retire_all(&replaced);
-        Ok(())
-    }
-
-    /// Sets `recno`'s deleted flag. Returns false when it already had that state.
-    pub fn set_deleted(&mut self, recno: u64, deleted: bool) -> Result<bool> {
-        let status = self.status(recno)?;
-        let want = if deleted {
-            SlotStatus::Deleted
-        } else {
-            SlotStatus::Live
-        };
-        if status == want {
-            return Ok(false);
-        }
-        self.mark_dirty()?;
-        self.slots.set_status(&self.data, recno, want)?;
-        if deleted {
-            self.body.deleted_count += 1;
-        } else {
-            self.body.deleted_count -= 1;
-        }
-        Ok(true)
-    }
-
-    /// Writes blobs, then records, syncing each; then frees the blobs that
+    /// Writes blobs, records and indexes, syncing each; then frees the blobs that
     /// updates replaced (no synced slot points to them any more).
-    fn write_all(&mut self) -> Result<()> {
+    pub(super) fn write_all(&mut self) -> Result<()> {
         if let Some(b) = &self.blobs {
             b.flush()?;
         }
@@ -648,6 +714,13 @@ impl TableCore {
                 b.release_retired()?;
                 b.flush()?;
             }
+        }
+        let stamp = self.body.sync_stamp;
+        for i in &self.indexes {
+            i.flush(stamp)?;
+        }
+        for b in &mut self.body.indexes {
+            b.sync_stamp = stamp;
         }
         Ok(())
     }
@@ -675,7 +748,7 @@ impl TableCore {
     }
 }
 
-fn var_slot(slot: &[u8]) -> (u64, u32) {
+pub(super) fn var_slot(slot: &[u8]) -> (u64, u32) {
     (
         u64::from_le_bytes(slot[..8].try_into().expect("slot has 12 bytes")),
         u32::from_le_bytes(slot[8..12].try_into().expect("slot has 12 bytes")),

@@ -1,7 +1,9 @@
-//! The table handle: record operations and a cursor in physical (recno) order.
+//! The table handle: record operations, index management, maintenance, and a
+//! cursor (navigation lives in `nav.rs`).
 //!
-//! Each handle keeps its own position, so several handles on one table (xBase work
-//! areas, c-tree ISAM contexts) move independently. Navigation follows xBase:
+//! Each handle keeps its own position, order, scope and filter, so several handles
+//! on one table (xBase work areas, c-tree ISAM contexts) move independently.
+//! Navigation follows xBase:
 //!
 //! - skipping past the last record sets `eof`, and the position becomes
 //!   `record_count + 1` (the phantom record);
@@ -12,13 +14,15 @@
 //! With the session's hide-deleted option on (xBase `SET DELETED ON`), deleted
 //! records are skipped by every move except `goto`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use super::maint::{CheckReport, RewriteReport};
 use super::{TableCore, TableInfo};
 use crate::error::{Error, Result};
+use crate::index::IndexDef;
 use crate::record::{Record, SlotStatus};
 use crate::schema::{Schema, Value};
 
@@ -53,34 +57,50 @@ impl Drop for TableShared {
     }
 }
 
+/// A record filter for navigation.
+pub type Filter = Box<dyn Fn(&Record) -> bool + Send + Sync>;
+
 /// A handle on an open table, with its own position.
 ///
 /// ```
 /// use raiz_engine::{Database, Field, FieldType, Schema, TableOptions, Value};
+/// use raiz_engine::index::{IndexDef, Segment};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let db = Database::open(dir.path())?;
 /// let schema = Schema::new(vec![Field::new("NAME", FieldType::Char(10))]);
 /// db.create_table("people", &schema, TableOptions::default())?;
 /// let session = db.session();
 /// let mut t = session.open_table("people")?;
-/// let r = t.append(&[Value::from("Ana")])?;
-/// assert_eq!(t.read(r)?.get("NAME"), Some(&Value::from("Ana       ")));
-/// assert!(t.first()? && t.recno() == r);
-/// assert!(!t.next()? && t.eof());
+/// for n in ["Rui", "Ana", "Bia"] {
+///     t.append(&[Value::from(n)])?;
+/// }
+/// t.create_index(&IndexDef::new("by_name", vec![Segment::field("NAME")]))?;
+/// t.set_order(Some("by_name"))?;
+/// assert!(t.first()? && t.recno() == 2); // Ana
+/// assert!(t.seek(&[Value::from("Bi")])? && t.recno() == 3);
+/// assert!(!t.seek(&[Value::from("Zé")])? && t.eof());
 /// # Ok::<(), raiz_engine::Error>(())
 /// ```
 pub struct Table {
-    shared: Arc<TableShared>,
-    opts: Arc<CursorOptions>,
-    recno: u64,
-    bof: bool,
-    eof: bool,
+    pub(super) shared: Arc<TableShared>,
+    pub(super) opts: Arc<CursorOptions>,
+    pub(super) recno: u64,
+    pub(super) bof: bool,
+    pub(super) eof: bool,
+    /// Current index (lower-case name), or physical order.
+    pub(super) order: Option<String>,
+    /// Full key of the current entry in the current index.
+    pub(super) ikey: Option<Vec<u8>>,
+    /// Encoded lower and upper scope bounds (prefixes).
+    pub(super) scope: (Option<Vec<u8>>, Option<Vec<u8>>),
+    pub(super) filter: Option<Filter>,
 }
 
 impl std::fmt::Debug for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Table")
             .field("name", &self.shared.core.read().name)
+            .field("order", &self.order)
             .field("recno", &self.recno)
             .field("bof", &self.bof)
             .field("eof", &self.eof)
@@ -96,6 +116,10 @@ impl Table {
             recno: 0,
             bof: true,
             eof: true,
+            order: None,
+            ikey: None,
+            scope: (None, None),
+            filter: None,
         }
     }
 
@@ -135,13 +159,24 @@ impl Table {
             stats: core.body.stats,
             data_pages: core.data.page_count(),
             blob_pages: core.blobs.as_ref().map_or(0, |b| b.file().page_count()),
+            indexes: core
+                .indexes
+                .iter()
+                .map(|i| (i.spec.def.clone(), i.tree.state.entries))
+                .collect(),
+            serial: core.body.serial.map(|s| {
+                (
+                    core.schema.fields()[usize::from(s.field)].name.clone(),
+                    s.next,
+                )
+            }),
         }
     }
 
     /// Appends a record; returns its recno. The handle is positioned on it.
     pub fn append(&mut self, values: &[Value]) -> Result<u64> {
         let recno = self.shared.core.write().append(values)?;
-        self.set_on(recno);
+        self.reposition(recno)?;
         Ok(recno)
     }
 
@@ -156,27 +191,33 @@ impl Table {
     }
 
     /// Replaces record `recno`'s values. To keep a memo unchanged pass the
-    /// [`crate::Memo::Stored`] reference read from this record.
+    /// [`crate::Memo::Stored`] reference read from this record. When the handle is
+    /// on that record it stays on it, even if its key in the current order changed.
     pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
-        self.shared.core.write().update(recno, values)
+        self.shared.core.write().update(recno, values)?;
+        if self.recno == recno && !self.eof {
+            self.reposition(recno)?;
+        }
+        Ok(())
     }
 
     /// Deletes record `recno` logically: it keeps its recno and stays readable.
     pub fn delete(&mut self, recno: u64) -> Result<()> {
-        self.shared
-            .core
-            .write()
-            .set_deleted(recno, true)
-            .map(|_| ())
+        self.shared.core.write().set_deleted(recno, true)?;
+        if self.recno == recno && !self.eof {
+            self.reposition(recno)?;
+        }
+        Ok(())
     }
 
-    /// Undeletes record `recno`.
+    /// Undeletes record `recno`. Refused with [`Error::DuplicateKey`] when a live
+    /// record now holds its key in a unique index.
     pub fn recall(&mut self, recno: u64) -> Result<()> {
-        self.shared
-            .core
-            .write()
-            .set_deleted(recno, false)
-            .map(|_| ())
+        self.shared.core.write().set_deleted(recno, false)?;
+        if self.recno == recno && !self.eof {
+            self.reposition(recno)?;
+        }
+        Ok(())
     }
 
     /// True when record `recno` is deleted.
@@ -200,7 +241,88 @@ impl Table {
         Ok(())
     }
 
-    // ---- navigation ----
+    // ---- indexes and maintenance ----
+
+    /// Creates an index, built from every record (unique indexes refuse a table
+    /// whose live records repeat a key).
+    pub fn create_index(&mut self, def: &IndexDef) -> Result<()> {
+        self.create_index_with_progress(def, &mut |_, _| {})
+    }
+
+    /// [`Table::create_index`], telling `progress` (records read, total).
+    pub fn create_index_with_progress(
+        &mut self,
+        def: &IndexDef,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        self.shared.core.write().create_index(def, progress)
+    }
+
+    /// Drops an index. Handles ordered by it fall back to physical order.
+    pub fn drop_index(&mut self, name: &str) -> Result<()> {
+        self.shared.core.write().drop_index(name)?;
+        if self
+            .order
+            .as_deref()
+            .is_some_and(|o| o.eq_ignore_ascii_case(name))
+        {
+            self.order = None;
+            self.ikey = None;
+        }
+        Ok(())
+    }
+
+    /// Checks every record and index; reports at most `limit` problems.
+    pub fn check(&self, limit: usize) -> Result<CheckReport> {
+        self.shared.core.read().check(limit)
+    }
+
+    fn exclusive(&self, what: &str) -> Result<()> {
+        let handles = Arc::strong_count(&self.shared);
+        if handles > 1 {
+            return Err(Error::TableInUse {
+                table: format!("{} ({what} needs the only handle)", self.name()),
+                handles,
+            });
+        }
+        Ok(())
+    }
+
+    fn after_rewrite(&mut self) {
+        self.recno = 0;
+        self.bof = true;
+        self.eof = true;
+        self.ikey = None;
+    }
+
+    /// Re-creates every index from the data, recovering what damaged data pages
+    /// still hold. Needs the only handle on the table.
+    pub fn rebuild(&mut self) -> Result<RewriteReport> {
+        self.exclusive("rebuild")?;
+        let r = self.shared.core.write().rebuild();
+        self.after_rewrite();
+        r
+    }
+
+    /// Removes deleted records for good, renumbering the rest. Needs the only
+    /// handle on the table; on failure the table is left as it was.
+    pub fn pack(&mut self) -> Result<RewriteReport> {
+        self.exclusive("pack")?;
+        let r = self.shared.core.write().pack();
+        self.after_rewrite();
+        r
+    }
+
+    /// Changes the table's fields (see the crate docs for conversions). Needs the
+    /// only handle on the table; on failure the table is left as it was.
+    pub fn alter(&mut self, schema: &Schema) -> Result<RewriteReport> {
+        self.exclusive("alter")?;
+        let r = self.shared.core.write().alter(schema);
+        self.after_rewrite();
+        r
+    }
+
+    // ---- position ----
 
     /// The current record number (`record_count + 1` at eof, 0 before any move).
     pub fn recno(&self) -> u64 {
@@ -217,129 +339,107 @@ impl Table {
         self.eof
     }
 
-    fn hide_deleted(&self) -> bool {
-        self.opts.hide_deleted.load(Ordering::Relaxed)
+    /// The current order: an index name, or None for physical (recno) order.
+    pub fn order(&self) -> Option<&str> {
+        self.order.as_deref()
     }
 
-    fn set_on(&mut self, recno: u64) {
+    /// Sets the order by index name (None: physical order). The handle stays on
+    /// its record. The scope is cleared (it was in the previous index's keys).
+    pub fn set_order(&mut self, index: Option<&str>) -> Result<()> {
+        let order = match index {
+            Some(name) => {
+                let core = self.shared.core.read();
+                let i = core.index_pos(name)?;
+                Some(core.indexes[i].name().to_owned())
+            }
+            None => None,
+        };
+        self.order = order;
+        self.scope = (None, None);
+        if self.recno > 0 && !self.eof {
+            self.reposition(self.recno)?;
+        } else {
+            self.ikey = None;
+        }
+        Ok(())
+    }
+
+    /// Restricts navigation in the current index to keys between `lower` and
+    /// `upper` (each a partial key: leading segment values, the last possibly a
+    /// prefix of a Char segment; None leaves that end open).
+    pub fn set_scope(&mut self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<()> {
+        let core = self.shared.core.read();
+        let i = self.order_index(&core)?;
+        let enc = |v: Option<&[Value]>| {
+            v.map(|v| core.indexes[i].spec.seek_key(&core.name, v))
+                .transpose()
+        };
+        self.scope = (enc(lower)?, enc(upper)?);
+        Ok(())
+    }
+
+    /// Removes the scope.
+    pub fn clear_scope(&mut self) {
+        self.scope = (None, None);
+    }
+
+    /// Shows only records for which `filter` returns true (xBase `SET FILTER`).
+    pub fn set_filter(&mut self, filter: Option<Filter>) {
+        self.filter = filter;
+    }
+
+    pub(super) fn hide_deleted(&self) -> bool {
+        self.opts
+            .hide_deleted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The current index's position in the table, or an error in physical order.
+    pub(super) fn order_index(&self, core: &TableCore) -> Result<usize> {
+        match &self.order {
+            Some(name) => core.index_pos(name),
+            None => Err(Error::Unsupported(format!(
+                "table {}: this needs an index order (set_order)",
+                core.name
+            ))),
+        }
+    }
+
+    pub(super) fn set_on(&mut self, recno: u64, ikey: Option<Vec<u8>>) {
         self.recno = recno;
+        self.ikey = ikey;
         self.bof = false;
         self.eof = false;
     }
 
-    fn set_eof(&mut self, count: u64) {
+    pub(super) fn set_eof(&mut self, count: u64) {
         self.recno = count + 1;
+        self.ikey = None;
         self.eof = true;
     }
 
-    /// First visible recno in `range` order.
-    fn find(&self, core: &TableCore, mut range: impl Iterator<Item = u64>) -> Result<Option<u64>> {
-        if !self.hide_deleted() {
-            return Ok(range.next());
-        }
-        for r in range {
-            if core.status(r)? == SlotStatus::Live {
-                return Ok(Some(r));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Moves to the first visible record. Returns false (bof and eof) if none.
-    pub fn first(&mut self) -> Result<bool> {
-        let shared = self.shared.clone();
-        let core = shared.core.read();
-        let count = core.record_count();
-        match self.find(&core, 1..=count)? {
-            Some(r) => self.set_on(r),
-            None => {
-                self.set_eof(count);
-                self.bof = true;
-            }
-        }
-        Ok(!self.eof)
-    }
-
-    /// Moves to the last visible record. Returns false (bof and eof) if none.
-    pub fn last(&mut self) -> Result<bool> {
-        let shared = self.shared.clone();
-        let core = shared.core.read();
-        let count = core.record_count();
-        match self.find(&core, (1..=count).rev())? {
-            Some(r) => self.set_on(r),
-            None => {
-                self.set_eof(count);
-                self.bof = true;
-            }
-        }
-        Ok(!self.eof)
-    }
-
-    /// Moves to the next visible record; past the last one sets eof.
-    // The xBase name; a cursor move that can fail is not an `Iterator`.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Result<bool> {
-        let shared = self.shared.clone();
-        let core = shared.core.read();
-        let count = core.record_count();
-        if self.eof {
-            self.set_eof(count);
-            return Ok(false);
-        }
-        match self.find(&core, self.recno + 1..=count)? {
-            Some(r) => self.set_on(r),
-            None => {
-                self.bof = false;
-                self.set_eof(count);
-            }
-        }
-        Ok(!self.eof)
-    }
-
-    /// Moves to the previous visible record; from eof this is the last one, and
-    /// before the first one sets bof (staying on the first).
-    pub fn prev(&mut self) -> Result<bool> {
-        if self.eof {
-            let found = self.last()?;
-            if !found {
-                return Ok(false);
-            }
-            return Ok(true);
-        }
-        let shared = self.shared.clone();
-        let core = shared.core.read();
-        match self.find(&core, (1..self.recno).rev())? {
-            Some(r) => self.set_on(r),
-            None => {
-                self.bof = true;
-                let count = core.record_count();
-                if let Some(r) = self.find(&core, self.recno..=count)? {
-                    self.recno = r;
-                } else {
-                    self.set_eof(count);
+    /// Puts the handle on `recno`, with its key in the current order.
+    fn reposition(&mut self, recno: u64) -> Result<()> {
+        let ikey = {
+            let core = self.shared.core.read();
+            match &self.order {
+                None => None,
+                Some(_) => {
+                    let i = self.order_index(&core)?;
+                    let rec = core.read(recno)?;
+                    core.key_of(i, rec.values(), recno, rec.is_deleted())
                 }
             }
-        }
-        Ok(!self.bof && !self.eof)
+        };
+        self.set_on(recno, ikey);
+        Ok(())
     }
 
-    /// Moves `n` visible records forward (or back when negative); stops at eof or
-    /// bof. Returns true when it lands on a record without reaching either.
-    pub fn skip(&mut self, n: i64) -> Result<bool> {
-        for _ in 0..n.unsigned_abs() {
-            let moved = if n > 0 { self.next()? } else { self.prev()? };
-            if !moved {
-                return Ok(false);
-            }
-        }
-        Ok(!self.bof && !self.eof)
-    }
-
-    /// Positions on record `recno` (deleted or not).
+    /// Positions on record `recno` (deleted or not, in scope or not).
     pub fn goto(&mut self, recno: u64) -> Result<()> {
         self.shared.core.read().status(recno)?;
-        self.set_on(recno);
-        Ok(())
+        self.reposition(recno)
     }
 
     /// The record the handle is on.

@@ -54,6 +54,17 @@ pub struct RepairStats {
     pub header_repairs: u64,
     /// Record slots lost in a crash and restored as deleted blank records.
     pub lost_slots_restored: u64,
+    /// Indexes rebuilt because their file was missing, stale or damaged.
+    pub index_rebuilds: u64,
+}
+
+/// The engine-assigned serial number of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialState {
+    /// The Int64 field the engine fills.
+    pub field: u16,
+    /// The next number to hand out (never reused).
+    pub next: u64,
 }
 
 /// Everything the header describes.
@@ -75,6 +86,12 @@ pub struct HeaderBody {
     pub durability: Durability,
     /// Bound indexes.
     pub indexes: Vec<IndexBinding>,
+    /// The blob file (memos, variable bodies), relative to the rootpath.
+    pub blob_file: Option<String>,
+    /// Generation of the file set: pack, rebuild and alter write a new one.
+    pub file_gen: u32,
+    /// The serial field, if any.
+    pub serial: Option<SerialState>,
     /// Records in the table, deleted ones included (the next recno is this + 1).
     pub record_count: u64,
     /// Of which logically deleted.

@@ -4,6 +4,9 @@
 mod core;
 mod handle;
 pub mod header;
+mod maint;
+mod nav;
+mod write;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +14,10 @@ pub use self::core::OpenReport;
 pub use handle::Table;
 pub use header::{IndexBinding, RepairStats};
 
-pub(crate) use self::core::{TableCore, TablePaths};
+pub use maint::{CheckReport, RewriteReport};
+pub use nav::RangeIter;
+
+pub(crate) use self::core::{is_table_file, Env, TableCore, TablePaths};
 pub(crate) use handle::{CursorOptions, TableShared};
 
 use crate::page::DEFAULT_PAGE_SIZE;
@@ -24,7 +30,7 @@ use crate::schema::{Durability, RecordFormat};
 /// let opts = TableOptions::default().format(RecordFormat::Variable).page_size(16384);
 /// assert_eq!(opts.page_size, 16384);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableOptions {
     /// Fixed or variable-length records.
     pub format: RecordFormat,
@@ -32,6 +38,8 @@ pub struct TableOptions {
     pub page_size: u32,
     /// How the table survives a crash.
     pub durability: Durability,
+    /// An Int64 field the engine fills at append with an ever-increasing number.
+    pub serial: Option<String>,
 }
 
 impl Default for TableOptions {
@@ -40,6 +48,7 @@ impl Default for TableOptions {
             format: RecordFormat::Fixed,
             page_size: DEFAULT_PAGE_SIZE,
             durability: Durability::Unlogged,
+            serial: None,
         }
     }
 }
@@ -57,6 +66,12 @@ impl TableOptions {
         self
     }
 
+    /// Names the serial field (Int64), filled by the engine at append.
+    pub fn serial(mut self, field: impl Into<String>) -> Self {
+        self.serial = Some(field.into());
+        self
+    }
+
     /// Sets the durability level.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
@@ -65,7 +80,7 @@ impl TableOptions {
 }
 
 /// What `info` reports about a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TableInfo {
     /// The table's name.
     pub name: String,
@@ -91,4 +106,8 @@ pub struct TableInfo {
     pub data_pages: u64,
     /// Pages in the blob file (0 if none).
     pub blob_pages: u64,
+    /// Bound indexes: name, definition, entries.
+    pub indexes: Vec<(crate::index::IndexDef, u64)>,
+    /// The serial field and the next number it hands out.
+    pub serial: Option<(String, u64)>,
 }

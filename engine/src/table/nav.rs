@@ -1,0 +1,546 @@
+//! Navigation of a [`Table`] handle, in physical order or in an index's order.
+//!
+//! In index order the handle remembers the full key of its entry and every move
+//! starts from a fresh descent to that key, so moves stay correct while other
+//! handles or sessions change the table in between. A record is visible when it
+//! is inside the scope, passes the filter, and is not hidden as deleted.
+
+use std::sync::Arc;
+
+use super::handle::{Table, TableShared};
+use super::TableCore;
+use crate::error::Result;
+use crate::index::{Index, Pos};
+use crate::record::{Record, SlotStatus};
+use crate::schema::Value;
+
+/// How a seek positions the handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeekMode {
+    Exact,
+    Soft,
+    Last,
+}
+
+fn starts_with(k: &[u8], prefix: &[u8]) -> bool {
+    k.len() >= prefix.len() && &k[..prefix.len()] == prefix
+}
+
+/// The last entry whose key, cut to `prefix`'s length, is <= `prefix`.
+fn last_at_or_below(idx: &Index, prefix: &[u8]) -> Result<Option<Pos>> {
+    let mut probe = prefix.to_vec();
+    probe.resize(idx.spec.key_len() + 8, 0xff);
+    match idx.tree.seek(&probe)? {
+        Some(p) => {
+            let (k, _) = idx.tree.entry(p)?;
+            let n = prefix.len().min(k.len());
+            if &k[..n] <= prefix {
+                Ok(Some(p))
+            } else {
+                idx.tree.prev(p)
+            }
+        }
+        None => idx.tree.last(),
+    }
+}
+
+impl Table {
+    fn in_lower(&self, k: &[u8]) -> bool {
+        self.scope
+            .0
+            .as_ref()
+            .is_none_or(|lo| &k[..lo.len().min(k.len())] >= lo.as_slice())
+    }
+
+    fn in_upper(&self, k: &[u8]) -> bool {
+        self.scope
+            .1
+            .as_ref()
+            .is_none_or(|hi| &k[..hi.len().min(k.len())] <= hi.as_slice())
+    }
+
+    fn passes_filter(&self, core: &TableCore, recno: u64) -> Result<bool> {
+        match &self.filter {
+            None => Ok(true),
+            Some(f) => Ok(f(&core.read(recno)?)),
+        }
+    }
+
+    fn visible_phys(&self, core: &TableCore, recno: u64) -> Result<bool> {
+        if self.hide_deleted() && core.status(recno)? != SlotStatus::Live {
+            return Ok(false);
+        }
+        self.passes_filter(core, recno)
+    }
+
+    fn visible_entry(&self, core: &TableCore, i: usize, key: &[u8], recno: u64) -> Result<bool> {
+        if self.hide_deleted() {
+            let deleted = if core.indexes[i].spec.def.unique {
+                key[key.len() - 8..] != [0; 8]
+            } else {
+                core.status(recno)? == SlotStatus::Deleted
+            };
+            if deleted {
+                return Ok(false);
+            }
+        }
+        self.passes_filter(core, recno)
+    }
+
+    /// First visible entry from `pos` forwards, stopping past the upper scope.
+    fn forward(
+        &self,
+        core: &TableCore,
+        i: usize,
+        mut pos: Option<Pos>,
+    ) -> Result<Option<(Vec<u8>, u64)>> {
+        let tree = &core.indexes[i].tree;
+        while let Some(p) = pos {
+            let (k, r) = tree.entry(p)?;
+            if !self.in_upper(&k) {
+                return Ok(None);
+            }
+            if self.in_lower(&k) && self.visible_entry(core, i, &k, r)? {
+                return Ok(Some((k, r)));
+            }
+            pos = tree.next(p)?;
+        }
+        Ok(None)
+    }
+
+    /// First visible entry from `pos` backwards, stopping before the lower scope.
+    fn backward(
+        &self,
+        core: &TableCore,
+        i: usize,
+        mut pos: Option<Pos>,
+    ) -> Result<Option<(Vec<u8>, u64)>> {
+        let tree = &core.indexes[i].tree;
+        while let Some(p) = pos {
+            let (k, r) = tree.entry(p)?;
+            if !self.in_lower(&k) {
+                return Ok(None);
+            }
+            if self.in_upper(&k) && self.visible_entry(core, i, &k, r)? {
+                return Ok(Some((k, r)));
+            }
+            pos = tree.prev(p)?;
+        }
+        Ok(None)
+    }
+
+    fn index_first(&self, core: &TableCore, i: usize) -> Result<Option<(Vec<u8>, u64)>> {
+        let idx = &core.indexes[i];
+        let start = match &self.scope.0 {
+            Some(lo) => idx.tree.seek(lo)?,
+            None => idx.tree.first()?,
+        };
+        self.forward(core, i, start)
+    }
+
+    fn index_last(&self, core: &TableCore, i: usize) -> Result<Option<(Vec<u8>, u64)>> {
+        let idx = &core.indexes[i];
+        let start = match &self.scope.1 {
+            Some(hi) => last_at_or_below(idx, hi)?,
+            None => idx.tree.last()?,
+        };
+        self.backward(core, i, start)
+    }
+
+    fn land(&mut self, found: Option<(Vec<u8>, u64)>, count: u64, both_ends: bool) -> bool {
+        match found {
+            Some((k, r)) => self.set_on(r, Some(k)),
+            None => {
+                self.set_eof(count);
+                if both_ends {
+                    self.bof = true;
+                }
+            }
+        }
+        !self.eof
+    }
+
+    /// Moves to the first visible record. Returns false (bof and eof) if none.
+    pub fn first(&mut self) -> Result<bool> {
+        let shared = self.shared.clone();
+        let core = shared.core.read();
+        let count = core.record_count();
+        let found = match &self.order {
+            None => {
+                let mut hit = None;
+                for r in 1..=count {
+                    if self.visible_phys(&core, r)? {
+                        hit = Some((Vec::new(), r));
+                        break;
+                    }
+                }
+                hit
+            }
+            Some(_) => {
+                let i = self.order_index(&core)?;
+                self.index_first(&core, i)?
+            }
+        };
+        Ok(self.land(found, count, true))
+    }
+
+    /// Moves to the last visible record. Returns false (bof and eof) if none.
+    pub fn last(&mut self) -> Result<bool> {
+        let shared = self.shared.clone();
+        let core = shared.core.read();
+        let count = core.record_count();
+        let found = match &self.order {
+            None => {
+                let mut hit = None;
+                for r in (1..=count).rev() {
+                    if self.visible_phys(&core, r)? {
+                        hit = Some((Vec::new(), r));
+                        break;
+                    }
+                }
+                hit
+            }
+            Some(_) => {
+                let i = self.order_index(&core)?;
+                self.index_last(&core, i)?
+            }
+        };
+        Ok(self.land(found, count, true))
+    }
+
+    /// Moves to the next visible record; past the last one sets eof.
+    // The xBase name; a cursor move that can fail is not an `Iterator`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<bool> {
+        let shared = self.shared.clone();
+        let core = shared.core.read();
+        let count = core.record_count();
+        if self.eof {
+            self.set_eof(count);
+            return Ok(false);
+        }
+        let found = match &self.order {
+            None => {
+                let mut hit = None;
+                for r in self.recno + 1..=count {
+                    if self.visible_phys(&core, r)? {
+                        hit = Some((Vec::new(), r));
+                        break;
+                    }
+                }
+                hit
+            }
+            Some(_) => {
+                let i = self.order_index(&core)?;
+                match &self.ikey {
+                    None => self.index_first(&core, i)?,
+                    Some(cur) => {
+                        let tree = &core.indexes[i].tree;
+                        let mut pos = tree.seek(cur)?;
+                        if let Some(p) = pos {
+                            if tree.entry(p)?.0 == *cur {
+                                pos = tree.next(p)?;
+                            }
+                        }
+                        self.forward(&core, i, pos)?
+                    }
+                }
+            }
+        };
+        self.bof = false;
+        Ok(self.land(found, count, false))
+    }
+
+    /// Moves to the previous visible record; from eof this is the last one, and
+    /// before the first one sets bof (staying on the first).
+    pub fn prev(&mut self) -> Result<bool> {
+        if self.eof {
+            return self.last();
+        }
+        let shared = self.shared.clone();
+        let core = shared.core.read();
+        let found = match &self.order {
+            None => {
+                let mut hit = None;
+                for r in (1..self.recno).rev() {
+                    if self.visible_phys(&core, r)? {
+                        hit = Some((Vec::new(), r));
+                        break;
+                    }
+                }
+                hit
+            }
+            Some(_) => {
+                let i = self.order_index(&core)?;
+                match &self.ikey {
+                    None => None,
+                    Some(cur) => {
+                        let tree = &core.indexes[i].tree;
+                        let pos = match tree.seek(cur)? {
+                            Some(p) => tree.prev(p)?,
+                            None => tree.last()?,
+                        };
+                        self.backward(&core, i, pos)?
+                    }
+                }
+            }
+        };
+        match found {
+            Some((k, r)) => {
+                let ikey = self.order.as_ref().map(|_| k);
+                self.set_on(r, ikey);
+            }
+            None => {
+                // Nothing before: bof, staying on the current record as xBase does
+                // (or on the first visible one if the current one is hidden now).
+                let visible = match (&self.order, &self.ikey) {
+                    (None, _) => self.recno >= 1 && self.visible_phys(&core, self.recno)?,
+                    (Some(_), Some(k)) => {
+                        let i = self.order_index(&core)?;
+                        self.in_lower(k)
+                            && self.in_upper(k)
+                            && self.visible_entry(&core, i, k, self.recno)?
+                    }
+                    (Some(_), None) => false,
+                };
+                drop(core);
+                if !visible && !self.first()? {
+                    return Ok(false);
+                }
+                self.bof = true;
+            }
+        }
+        Ok(!self.bof && !self.eof)
+    }
+
+    /// Moves `n` visible records forward (or back when negative); stops at eof or
+    /// bof. Returns true when it lands on a record without reaching either.
+    pub fn skip(&mut self, n: i64) -> Result<bool> {
+        for _ in 0..n.unsigned_abs() {
+            let moved = if n > 0 { self.next()? } else { self.prev()? };
+            if !moved {
+                return Ok(false);
+            }
+        }
+        Ok(!self.bof && !self.eof)
+    }
+
+    fn seek_with(&mut self, key: &[Value], mode: SeekMode) -> Result<bool> {
+        let shared = self.shared.clone();
+        let core = shared.core.read();
+        let count = core.record_count();
+        let i = self.order_index(&core)?;
+        let idx = &core.indexes[i];
+        let k = idx.spec.seek_key(&core.name, key)?;
+        let found = match mode {
+            SeekMode::Exact | SeekMode::Soft => {
+                let start = match &self.scope.0 {
+                    Some(lo) if lo.as_slice() > k.as_slice() => idx.tree.seek(lo)?,
+                    _ => idx.tree.seek(&k)?,
+                };
+                self.forward(&core, i, start)?
+            }
+            SeekMode::Last => {
+                let start = last_at_or_below(idx, &k)?;
+                self.backward(&core, i, start)?
+            }
+        };
+        let exact = found.as_ref().is_some_and(|(fk, _)| starts_with(fk, &k));
+        match (mode, found) {
+            (SeekMode::Soft, Some((fk, r))) => self.set_on(r, Some(fk)),
+            (_, Some((fk, r))) if exact => self.set_on(r, Some(fk)),
+            _ => {
+                self.set_eof(count);
+                self.bof = false;
+            }
+        }
+        Ok(exact)
+    }
+
+    /// Seeks the first visible record whose key starts with `key` (leading segment
+    /// values; the last may be a prefix of a Char segment). Not found: eof.
+    pub fn seek(&mut self, key: &[Value]) -> Result<bool> {
+        self.seek_with(key, SeekMode::Exact)
+    }
+
+    /// Soft seek (xBase SOFTSEEK): positions on the first visible key >= `key`,
+    /// eof if none. Returns true only when that key starts with `key`.
+    pub fn seek_soft(&mut self, key: &[Value]) -> Result<bool> {
+        self.seek_with(key, SeekMode::Soft)
+    }
+
+    /// Seeks the last visible record whose key starts with `key`. Not found: eof.
+    pub fn seek_last(&mut self, key: &[Value]) -> Result<bool> {
+        self.seek_with(key, SeekMode::Last)
+    }
+
+    fn range_bounds(
+        &self,
+        core: &TableCore,
+        i: usize,
+        lower: Option<&[Value]>,
+        upper: Option<&[Value]>,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+        let spec = &core.indexes[i].spec;
+        Ok((
+            lower.map(|v| spec.seek_key(&core.name, v)).transpose()?,
+            upper.map(|v| spec.seek_key(&core.name, v)).transpose()?,
+        ))
+    }
+
+    /// Exact number of entries of the current index between `lower` and `upper`
+    /// (partial keys, inclusive), not counting hidden deleted records. Reads no
+    /// record unless deleted records are hidden in an index allowing duplicates.
+    pub fn count_range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<u64> {
+        let core = self.shared.core.read();
+        let i = self.order_index(&core)?;
+        let (lo, hi) = self.range_bounds(&core, i, lower, upper)?;
+        let idx = &core.indexes[i];
+        let start = match &lo {
+            Some(lo) => idx.tree.seek(lo)?,
+            None => idx.tree.first()?,
+        };
+        let in_hi = |k: &[u8]| {
+            hi.as_ref()
+                .is_none_or(|h| &k[..h.len().min(k.len())] <= h.as_slice())
+        };
+        if !self.hide_deleted() {
+            return idx.tree.count_from(start, in_hi);
+        }
+        let unique = idx.spec.def.unique;
+        let mut n = 0;
+        let mut pos = start;
+        while let Some(p) = pos {
+            let (k, r) = idx.tree.entry(p)?;
+            if !in_hi(&k) {
+                break;
+            }
+            let deleted = if unique {
+                k[k.len() - 8..] != [0; 8]
+            } else {
+                core.status(r)? == SlotStatus::Deleted
+            };
+            n += u64::from(!deleted);
+            pos = idx.tree.next(p)?;
+        }
+        Ok(n)
+    }
+
+    /// Estimated number of entries of the current index between `lower` and
+    /// `upper`, from the tree's shape alone (a few page reads, whatever the range).
+    pub fn estimate_range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<u64> {
+        let core = self.shared.core.read();
+        let i = self.order_index(&core)?;
+        let (lo, hi) = self.range_bounds(&core, i, lower, upper)?;
+        let idx = &core.indexes[i];
+        let a = match &lo {
+            Some(lo) => idx.tree.rank_estimate(lo)?,
+            None => 0.0,
+        };
+        let b = match &hi {
+            Some(hi) => {
+                let mut probe = hi.clone();
+                probe.resize(idx.spec.key_len() + 8, 0xff);
+                idx.tree.rank_estimate(&probe)?
+            }
+            None => 1.0,
+        };
+        Ok(((b - a).max(0.0) * idx.tree.state.entries as f64).round() as u64)
+    }
+
+    /// Iterates the visible records of the current index between `lower` and
+    /// `upper` (partial keys, inclusive), in key order. The iterator has its own
+    /// position; the handle does not move.
+    pub fn range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<RangeIter> {
+        let core = self.shared.core.read();
+        let i = self.order_index(&core)?;
+        let (lo, hi) = self.range_bounds(&core, i, lower, upper)?;
+        Ok(RangeIter {
+            shared: self.shared.clone(),
+            index: core.indexes[i].name().to_owned(),
+            hide_deleted: self.hide_deleted(),
+            lower: lo,
+            upper: hi,
+            last: None,
+            done: false,
+        })
+    }
+}
+
+/// Records of an index range, in key order (see [`Table::range`]).
+pub struct RangeIter {
+    shared: Arc<TableShared>,
+    index: String,
+    hide_deleted: bool,
+    lower: Option<Vec<u8>>,
+    upper: Option<Vec<u8>>,
+    last: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for RangeIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeIter")
+            .field("index", &self.index)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl RangeIter {
+    fn step(&mut self) -> Result<Option<Record>> {
+        let core = self.shared.core.read();
+        let i = core.index_pos(&self.index)?;
+        let idx = &core.indexes[i];
+        let mut pos = match (&self.last, &self.lower) {
+            (Some(last), _) => {
+                let mut p = idx.tree.seek(last)?;
+                if let Some(q) = p {
+                    if idx.tree.entry(q)?.0 == *last {
+                        p = idx.tree.next(q)?;
+                    }
+                }
+                p
+            }
+            (None, Some(lo)) => idx.tree.seek(lo)?,
+            (None, None) => idx.tree.first()?,
+        };
+        while let Some(p) = pos {
+            let (k, r) = idx.tree.entry(p)?;
+            if let Some(hi) = &self.upper {
+                if &k[..hi.len().min(k.len())] > hi.as_slice() {
+                    return Ok(None);
+                }
+            }
+            let rec = core.read(r)?;
+            if !(self.hide_deleted && rec.is_deleted()) {
+                self.last = Some(k);
+                return Ok(Some(rec));
+            }
+            self.last = Some(k);
+            pos = idx.tree.next(p)?;
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for RangeIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Record writes: append, update, delete and recall, with every index maintained
+//! in the same step.
+//!
+//! Order of a write (so that an error leaves record and indexes as they were):
+//! 1. check the values and every unique index (nothing changed yet);
+//! 2. reserve what may need new space: the record's page, index pages for splits
+//!    (a full disk fails here, still before any change);
+//! 3. write new blobs (memos, a variable body) — freed again on failure;
+//! 4. change the index entries — undone on failure;
+//! 5. write the record's slot.
+//!
+//! Blobs the write replaced are retired, not freed (see `BlobStore::retire`).
+
+use crate::error::{Error, Result};
+use crate::index::describe_key;
+use crate::record::{SlotStatus, VAR_SLOT_BODY};
+use crate::schema::{check_value, FieldType, Memo, MemoRef, RecordFormat, Value, MAX_VAR_RECORD};
+
+use super::core::{var_slot, TableCore, BODY_PREFIX};
+
+/// One index change, for undo.
+enum Done {
+    Inserted(usize, Vec<u8>),
+    Removed(usize, Vec<u8>, u64),
+}
+
+impl TableCore {
+    /// Checks a whole record's values.
+    pub(super) fn check_values(&self, values: &[Value]) -> Result<()> {
+        if values.len() != self.schema.len() {
+            return Err(Error::FieldCount {
+                table: self.name.clone(),
+                expected: self.schema.len(),
+                found: values.len(),
+            });
+        }
+        for (f, v) in self.schema.fields().iter().zip(values) {
+            check_value(&self.name, f, v)?;
+        }
+        Ok(())
+    }
+
+    /// Each index's full key for a record (None where its condition excludes it).
+    fn keys(&self, values: &[Value], recno: u64, deleted: bool) -> Vec<Option<Vec<u8>>> {
+        self.indexes
+            .iter()
+            .map(|i| i.entry_key(values, recno, deleted))
+            .collect()
+    }
+
+    /// Refuses `new` keys that a live record other than `me` holds in a unique index.
+    fn check_unique(&self, new: &[Option<Vec<u8>>], values: &[Value], me: u64) -> Result<()> {
+        for (i, k) in new.iter().enumerate() {
+            let idx = &self.indexes[i];
+            let Some(k) = k else { continue };
+            if !idx.spec.def.unique || k[k.len() - 8..] != [0; 8] {
+                continue;
+            }
+            if let Some(owner) = idx.tree.get(k)? {
+                if owner != me {
+                    return Err(Error::DuplicateKey {
+                        table: self.name.clone(),
+                        index: idx.name().to_owned(),
+                        key: self.describe(i, values, k),
+                        recno: owner,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A key printed as its segment values, `FIELD=value, …`.
+    fn describe(&self, i: usize, values: &[Value], k: &[u8]) -> String {
+        let segs = &self.indexes[i].spec.def.segments;
+        let parts: Vec<String> = segs
+            .iter()
+            .filter_map(|s| {
+                self.schema
+                    .position(&s.field)
+                    .map(|p| format!("{}={}", s.field, values[p]))
+            })
+            .collect();
+        if parts.is_empty() {
+            describe_key(k)
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    fn reserve_indexes(&mut self) -> Result<()> {
+        for i in &mut self.indexes {
+            let n = i.tree.insert_reserve();
+            i.tree.reserve(n)?;
+        }
+        Ok(())
+    }
+
+    /// Moves every index from `old` keys to `new` keys for `recno`; on error the
+    /// changes made so far are undone.
+    fn apply_keys(
+        &mut self,
+        old: &[Option<Vec<u8>>],
+        new: &[Option<Vec<u8>>],
+        recno: u64,
+    ) -> Result<()> {
+        let mut done = Vec::new();
+        let result = (|| {
+            for i in 0..self.indexes.len() {
+                if old[i] == new[i] {
+                    continue;
+                }
+                if let Some(k) = &old[i] {
+                    if let Some(v) = self.indexes[i].tree.remove(k)? {
+                        done.push(Done::Removed(i, k.clone(), v));
+                    }
+                }
+                if let Some(k) = &new[i] {
+                    self.indexes[i].tree.insert(k, recno)?;
+                    done.push(Done::Inserted(i, k.clone()));
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.undo(done);
+        }
+        result
+    }
+
+    fn undo(&mut self, done: Vec<Done>) {
+        for d in done.into_iter().rev() {
+            let r = match d {
+                Done::Inserted(i, k) => self.indexes[i].tree.remove(&k).map(|_| ()),
+                Done::Removed(i, k, v) => self.indexes[i].tree.insert(&k, v),
+            };
+            if let Err(e) = r {
+                tracing::error!(table = %self.name, error = %e, "could not undo an index change; run `raiz rebuild`");
+            }
+        }
+    }
+
+    fn put_blob(&self, recno: u64, field: Option<u16>, payload: &[u8]) -> Result<u64> {
+        let mut bytes = Vec::with_capacity(payload.len() + 14);
+        bytes.extend_from_slice(&recno.to_le_bytes());
+        if let Some(f) = field {
+            bytes.extend_from_slice(&f.to_le_bytes());
+        }
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        self.blobs()?.put(&bytes)
+    }
+
+    /// Stores new memos of `values` for `recno`; `old` are the record's current
+    /// values (for an update). Returns the values with memos resolved, the blobs
+    /// written (to free on failure) and the blobs replaced (to retire on success).
+    #[allow(clippy::type_complexity)]
+    fn resolve_memos(
+        &self,
+        recno: u64,
+        values: &[Value],
+        old: Option<&[Value]>,
+    ) -> Result<(Vec<Value>, Vec<u64>, Vec<u64>)> {
+        let mut out = values.to_vec();
+        let mut written = Vec::new();
+        let mut replaced = Vec::new();
+        for (i, f) in self.schema.fields().iter().enumerate() {
+            if f.ty != FieldType::Memo {
+                continue;
+            }
+            let current = match old.map(|o| &o[i]) {
+                Some(Value::Memo(Memo::Stored(r))) => Some(*r),
+                _ => None,
+            };
+            let new = match &values[i] {
+                Value::Memo(Memo::Stored(r)) if Some(*r) == current => continue,
+                Value::Memo(Memo::Stored(_)) => {
+                    self.free_all(&written);
+                    return Err(Error::InvalidValue {
+                        table: self.name.clone(),
+                        field: f.name.clone(),
+                        value: values[i].to_string(),
+                        reason: "a stored memo reference can only keep this record's own memo; pass Memo::Data to copy content".into(),
+                    });
+                }
+                Value::Memo(Memo::Data(d)) if !d.is_empty() => {
+                    match self.put_blob(recno, Some(i as u16), d) {
+                        Ok(blob) => {
+                            written.push(blob);
+                            Value::Memo(Memo::Stored(MemoRef {
+                                blob,
+                                len: d.len() as u32,
+                            }))
+                        }
+                        Err(e) => {
+                            self.free_all(&written);
+                            return Err(e);
+                        }
+                    }
+                }
+                _ => Value::Memo(Memo::Empty),
+            };
+            if let Some(r) = current {
+                replaced.push(r.blob);
+            }
+            out[i] = new;
+        }
+        Ok((out, written, replaced))
+    }
+
+    /// Schedules replaced blobs to be freed after the next sync of the data file.
+    fn retire_all(&self, blobs: &[u64]) {
+        if let Some(store) = &self.blobs {
+            for &b in blobs {
+                store.retire(b);
+            }
+        }
+    }
+
+    /// Frees blobs nothing durable points to (a failed write's new blobs).
+    fn free_all(&self, blobs: &[u64]) {
+        if let Some(store) = &self.blobs {
+            for &b in blobs {
+                if let Err(e) = store.free(b) {
+                    tracing::warn!(table = %self.name, blob = b, error = %e, "could not free blob; space leaks until pack");
+                }
+            }
+        }
+    }
+
+    /// Encodes `values` into a slot body, storing a variable record's body blob.
+    pub(super) fn store_body(&self, recno: u64, values: &[Value]) -> Result<Vec<u8>> {
+        let mut enc = Vec::with_capacity(self.codec.fixed_len());
+        self.codec.encode(values, &mut enc);
+        match self.body.format {
+            RecordFormat::Fixed => Ok(enc),
+            RecordFormat::Variable => {
+                if enc.len() > MAX_VAR_RECORD {
+                    return Err(Error::RecordTooLarge {
+                        table: self.name.clone(),
+                        len: enc.len(),
+                        limit: MAX_VAR_RECORD,
+                    });
+                }
+                let blob = self.put_blob(recno, None, &enc)?;
+                debug_assert!(BODY_PREFIX == 12);
+                let mut slot = Vec::with_capacity(VAR_SLOT_BODY);
+                slot.extend_from_slice(&blob.to_le_bytes());
+                slot.extend_from_slice(&(enc.len() as u32).to_le_bytes());
+                Ok(slot)
+            }
+        }
+    }
+
+    fn free_body(&self, slot: &[u8]) {
+        if self.body.format == RecordFormat::Variable {
+            self.free_all(&[var_slot(slot).0]);
+        }
+    }
+
+    /// Appends a record; returns its recno. A serial field is filled by the engine.
+    pub fn append(&mut self, values: &[Value]) -> Result<u64> {
+        self.check_values(values)?;
+        let recno = self.body.record_count + 1;
+        let mut values = values.to_vec();
+        if let Some(s) = self.body.serial {
+            values[usize::from(s.field)] = Value::Int64(s.next as i64);
+        }
+        let keys = self.keys(&values, recno, false);
+        self.check_unique(&keys, &values, recno)?;
+        self.mark_dirty()?;
+        self.slots.ensure_page(&self.data, recno)?;
+        self.reserve_indexes()?;
+        let (resolved, written, _) = self.resolve_memos(recno, &values, None)?;
+        let slot = match self.store_body(recno, &resolved) {
+            Ok(s) => s,
+            Err(e) => {
+                self.free_all(&written);
+                return Err(e);
+            }
+        };
+        let none = vec![None; keys.len()];
+        if let Err(e) = self.apply_keys(&none, &keys, recno) {
+            self.free_body(&slot);
+            self.free_all(&written);
+            return Err(e);
+        }
+        if let Err(e) = self.slots.write(&self.data, recno, SlotStatus::Live, &slot) {
+            let _ = self.apply_keys(&keys, &none, recno);
+            self.free_body(&slot);
+            self.free_all(&written);
+            return Err(e);
+        }
+        self.body.record_count = recno;
+        if let Some(s) = &mut self.body.serial {
+            s.next += 1;
+        }
+        Ok(recno)
+    }
+
+    /// Replaces `recno`'s values (its deleted flag is kept).
+    pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
+        self.check_recno(recno)?;
+        self.check_values(values)?;
+        let old = self.read(recno)?;
+        if let Some(s) = self.body.serial {
+            let f = usize::from(s.field);
+            if values[f] != old.values()[f] {
+                return Err(Error::InvalidValue {
+                    table: self.name.clone(),
+                    field: self.schema.fields()[f].name.clone(),
+                    value: values[f].to_string(),
+                    reason:
+                        "is the serial field, assigned by the engine at append and never changed"
+                            .into(),
+                });
+            }
+        }
+        let deleted = old.is_deleted();
+        let (status, old_slot) = self.slots.read(&self.data, recno)?;
+        let old_keys = self.keys(old.values(), recno, deleted);
+        let new_keys = self.keys(values, recno, deleted);
+        if !deleted {
+            self.check_unique(&new_keys, values, recno)?;
+        }
+        self.mark_dirty()?;
+        self.reserve_indexes()?;
+        let (resolved, written, replaced) =
+            self.resolve_memos(recno, values, Some(old.values()))?;
+        let slot = match self.store_body(recno, &resolved) {
+            Ok(s) => s,
+            Err(e) => {
+                self.free_all(&written);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.apply_keys(&old_keys, &new_keys, recno) {
+            self.free_body(&slot);
+            self.free_all(&written);
+            return Err(e);
+        }
+        if let Err(e) = self.slots.write(&self.data, recno, status, &slot) {
+            let _ = self.apply_keys(&new_keys, &old_keys, recno);
+            self.free_body(&slot);
+            self.free_all(&written);
+            return Err(e);
+        }
+        if self.body.format == RecordFormat::Variable {
+            self.retire_all(&[var_slot(&old_slot).0]);
+        }
+        self.retire_all(&replaced);
+        Ok(())
+    }
+
+    /// Sets `recno`'s deleted flag. Returns false when it already had that state.
+    /// Recalling a record whose unique key a live record now holds is refused.
+    pub fn set_deleted(&mut self, recno: u64, deleted: bool) -> Result<bool> {
+        let rec = self.read(recno)?;
+        if rec.is_deleted() == deleted {
+            return Ok(false);
+        }
+        let old_keys = self.keys(rec.values(), recno, !deleted);
+        let new_keys = self.keys(rec.values(), recno, deleted);
+        if !deleted {
+            self.check_unique(&new_keys, rec.values(), recno)?;
+        }
+        self.mark_dirty()?;
+        self.reserve_indexes()?;
+        self.apply_keys(&old_keys, &new_keys, recno)?;
+        let want = if deleted {
+            SlotStatus::Deleted
+        } else {
+            SlotStatus::Live
+        };
+        if let Err(e) = self.slots.set_status(&self.data, recno, want) {
+            let _ = self.apply_keys(&new_keys, &old_keys, recno);
+            return Err(e);
+        }
+        if deleted {
+            self.body.deleted_count += 1;
+        } else {
+            self.body.deleted_count -= 1;
+        }
+        Ok(true)
+    }
+
+    /// The full key of record `recno` in index `i` (None when not in it).
+    pub fn key_of(&self, i: usize, values: &[Value], recno: u64, deleted: bool) -> Option<Vec<u8>> {
+        self.indexes[i].entry_key(values, recno, deleted)
+    }
+}
