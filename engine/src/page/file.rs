@@ -345,6 +345,35 @@ impl PageFile {
         Ok(())
     }
 
+    /// Reads every page from disk in large chunks (bypassing the pool) and
+    /// verifies each one. Returns the first damaged page's error.
+    pub fn verify_all(&self, first: u64) -> Result<()> {
+        const CHUNK: u64 = 64;
+        let size = self.shared.page_size as u64;
+        let pages = self.page_count();
+        let mut buf = vec![0u8; (CHUNK * size) as usize];
+        let mut p = first;
+        while p < pages {
+            let n = CHUNK.min(pages - p);
+            let b = &mut buf[..(n * size) as usize];
+            self.shared
+                .file
+                .read_at(p * size, b)
+                .map_err(|e| Error::io(&self.shared.path, e))?;
+            for (i, page) in b.chunks(size as usize).enumerate() {
+                let no = p + i as u64;
+                // A page cached dirty is newer than its disk copy; its disk copy
+                // may legitimately be anything until written back.
+                if self.shared.dirty.lock().contains(&no) {
+                    continue;
+                }
+                layout::verify(page, no).map_err(|f| fault_error(&self.shared.path, no, f))?;
+            }
+            p += n;
+        }
+        Ok(())
+    }
+
     /// Reads a page straight from disk (no pool), verified.
     pub fn read_direct(&self, page_no: u64, buf: &mut [u8]) -> Result<()> {
         self.load(page_no, buf)

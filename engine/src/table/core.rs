@@ -376,6 +376,8 @@ impl TableCore {
                     expected: self.body.sync_stamp,
                 })
             } else {
+                // Every page of the index is checked at open, so a damaged index
+                // is rebuilt now rather than failing a read later.
                 Index::open(
                     &self.env.storage,
                     &self.env.pool,
@@ -385,6 +387,10 @@ impl TableCore {
                     spec.clone(),
                     b.sync_stamp,
                 )
+                .and_then(|i| match i.tree.file().verify_all(1) {
+                    Ok(()) => Ok(i),
+                    Err(e) => Err(Stale::Unreadable(e)),
+                })
             };
             let index = match opened {
                 Ok(i) => i,
