@@ -151,6 +151,11 @@ impl PageFile {
         self.shared.poisoned.load(Ordering::Acquire)
     }
 
+    /// Refuses every later write (the file was replaced under this handle).
+    pub fn poison(&self) {
+        self.shared.poisoned.store(true, Ordering::Release);
+    }
+
     /// Refuses writes after a failed sync.
     pub fn check_writable(&self) -> Result<()> {
         if self.is_poisoned() {

@@ -345,6 +345,9 @@ impl TableCore {
         if report.moved && clean {
             core.check_indexes_after_move(&mut report)?;
         }
+        if is_final {
+            core.remove_orphans();
+        }
         if report != OpenReport::default() {
             // Repairs are written back before anyone uses the table.
             core.write_all()?;
@@ -353,6 +356,28 @@ impl TableCore {
             core.marked_dirty = false;
         }
         Ok((core, report))
+    }
+
+    /// Removes files of this table that its header does not name: what an
+    /// interrupted pack, rebuild or alter (or a dropped index) left behind.
+    fn remove_orphans(&self) {
+        let Ok(names) = self.env.storage.list(&self.env.root) else {
+            return;
+        };
+        let keep: Vec<&str> = self
+            .body
+            .blob_file
+            .iter()
+            .map(String::as_str)
+            .chain(self.body.indexes.iter().map(|b| b.file.as_str()))
+            .collect();
+        for f in names {
+            if is_table_file(&self.name, &f) && !f.ends_with(".rzd") && !keep.contains(&f.as_str())
+            {
+                tracing::info!(table = %self.name, file = %f, "removing a file no longer part of the table");
+                let _ = self.env.storage.remove(&self.env.root.join(&f));
+            }
+        }
     }
 
     /// Opens every bound index, rebuilding those that cannot be trusted.
