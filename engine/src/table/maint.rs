@@ -465,9 +465,10 @@ impl TableCore {
             }
             return Err(e);
         }
-        env.storage
-            .sync_dir(&env.root)
-            .map_err(|e| Error::io(&env.root, e))?;
+        // Committed: from here the new set is the table, whatever fails next.
+        if let Err(e) = env.storage.sync_dir(&env.root) {
+            tracing::warn!(root = %env.root.display(), error = %e, "directory sync after a rewrite failed");
+        }
         let old_files: Vec<PathBuf> = self
             .body
             .blob_file
@@ -475,7 +476,20 @@ impl TableCore {
             .map(|b| env.root.join(b))
             .chain(self.body.indexes.iter().map(|b| env.root.join(&b.file)))
             .collect();
-        let (reopened, _) = TableCore::open(&env, &self.name)?;
+        let reopened = match TableCore::open(&env, &self.name) {
+            Ok((core, _)) => core,
+            Err(e) => {
+                // This handle's files were replaced: never write through it again.
+                self.data.poison();
+                if let Some(b) = &self.blobs {
+                    b.file().poison();
+                }
+                for i in &self.indexes {
+                    i.tree.file().poison();
+                }
+                return Err(e);
+            }
+        };
         drop(std::mem::replace(self, reopened));
         for f in old_files {
             if !set.files.contains(&f) {
