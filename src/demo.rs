@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use raiz_engine::index::{IndexDef, Segment};
 use raiz_engine::{
     Database, Date, Decimal, Error, Field, FieldType, Memo, Options, RecordFormat, Schema,
     TableOptions, Value,
@@ -46,6 +47,10 @@ fn validation(i: u64) -> Vec<u8> {
         .into_bytes()
 }
 
+fn campo(i: u64) -> String {
+    format!("{}_F{:05}", &TABLES[(i % 8) as usize][1..], i / 8 % 100_000)
+}
+
 fn row(i: u64) -> Vec<Value> {
     let table = TABLES[(i % 8) as usize];
     let ty = TYPES[(i % 5) as usize];
@@ -57,7 +62,7 @@ fn row(i: u64) -> Vec<Value> {
     vec![
         Value::from(table),
         Value::from(format!("{:03}", (i / 8) % 1000).as_str()),
-        Value::from(format!("{}_F{:05}", &table[1..], i / 8 % 100_000).as_str()),
+        Value::from(campo(i).as_str()),
         Value::from(ty),
         Value::Numeric(Decimal::new(i128::from((i % 250) as u16 + 1), 0)),
         Value::Numeric(Decimal::new(i128::from((i % 4) as u8), 0)),
@@ -182,6 +187,62 @@ pub fn run(rows: u64, root: Option<PathBuf>, pool_bytes: usize) -> Result<(), Er
     println!("  {:<34} {bytes:>9} bytes", "memo bytes read");
 
     let started = Instant::now();
+    t.create_index(&IndexDef::new("x3_campo", vec![Segment::field("X3_CAMPO")]).unique())?;
+    rate("index build (unique X3_CAMPO)", rows, "records", started);
+    let started = Instant::now();
+    t.create_index(&IndexDef::new(
+        "x3_ordem",
+        vec![Segment::field("X3_ARQUIVO"), Segment::field("X3_ORDEM")],
+    ))?;
+    rate(
+        "index build (X3_ARQUIVO+X3_ORDEM)",
+        rows,
+        "records",
+        started,
+    );
+    t.set_order(Some("x3_campo"))?;
+    let started = Instant::now();
+    for _ in 0..rows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = x % rows;
+        if !t.seek(&[Value::from(campo(i).as_str())])? || t.recno() != i + 1 {
+            return Err(Error::CorruptRecord {
+                table: "sx3".into(),
+                recno: i + 1,
+                reason: "demo seek found another record".into(),
+            });
+        }
+        t.record()?;
+    }
+    rate("random seek by X3_CAMPO + read", rows, "seeks", started);
+    t.set_order(Some("x3_ordem"))?;
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut ok = t.first()?;
+    while ok {
+        t.record()?;
+        seen += 1;
+        ok = t.next()?;
+    }
+    rate(
+        "ordered scan by X3_ARQUIVO+X3_ORDEM",
+        seen,
+        "records",
+        started,
+    );
+    let sb1 = [Value::from("SB1")];
+    t.set_scope(Some(&sb1), Some(&sb1))?;
+    let in_scope = t.count_range(Some(&sb1), Some(&sb1))?;
+    println!(
+        "  {:<34} {in_scope:>9} records in scope",
+        "scope X3_ARQUIVO = SB1"
+    );
+    t.clear_scope();
+    t.set_order(None)?;
+
+    let started = Instant::now();
     let mut deleted = 0;
     for recno in (1..=rows).step_by(10) {
         t.delete(recno)?;
@@ -208,6 +269,11 @@ pub fn run(rows: u64, root: Option<PathBuf>, pool_bytes: usize) -> Result<(), Er
         "recall",
         t.deleted_count()
     );
+    let started = Instant::now();
+    let report = t.check(10)?;
+    rate("check (records and 2 indexes)", rows, "records", started);
+    let verdict = if report.is_ok() { "ok" } else { "PROBLEMS" };
+    println!("  {:<34} {verdict:>9}", "check result");
     t.close()?;
 
     db.create_table(

@@ -1,5 +1,6 @@
 //! The `raiz` command.
 
+mod commands;
 mod demo;
 
 use std::path::PathBuf;
@@ -43,13 +44,92 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
-    /// Show what a table's header says (schema, format, counts, repairs).
+    /// Show what a table's header says (schema, format, counts, indexes, repairs).
     Info {
         /// The rootpath.
         #[arg(long)]
         root: Option<PathBuf>,
         /// The table.
         table: String,
+    },
+    /// Verify a table: every record readable, every index exactly right.
+    Check {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The table.
+        table: String,
+        /// Stop after this many problems.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Re-create every index from the data, recovering what damaged pages still hold.
+    Rebuild {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The table.
+        table: String,
+    },
+    /// Remove deleted records for good (renumbers the rest).
+    Pack {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The table.
+        table: String,
+    },
+    /// Change a table's fields; values are converted where the data allows.
+    Alter {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The table.
+        table: String,
+        /// Add a field: NAME:TYPE, e.g. B1_PESO:Numeric(11,4).
+        #[arg(long)]
+        add: Vec<String>,
+        /// Remove a field.
+        #[arg(long)]
+        drop: Vec<String>,
+        /// Change a field's type or width: NAME:TYPE.
+        #[arg(long)]
+        retype: Vec<String>,
+    },
+    /// Create or drop an index.
+    Index {
+        #[command(subcommand)]
+        action: IndexAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexAction {
+    /// Create an index, built from the table's records.
+    Create {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The table.
+        table: String,
+        /// The index's name.
+        name: String,
+        /// A segment: `FIELD[,upper][,desc][,part=OFFSET:LEN]`; repeat in key order.
+        #[arg(long = "seg", required = true)]
+        segs: Vec<String>,
+        /// Unique among live records.
+        #[arg(long)]
+        unique: bool,
+    },
+    /// Drop an index.
+    Drop {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The table.
+        table: String,
+        /// The index's name.
+        name: String,
     },
 }
 
@@ -84,33 +164,31 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Info { root, table } => {
-            let db = open(&config, root)?;
-            let t = db.session().open_table(&table).map_err(|e| e.to_string())?;
-            let i = t.info();
-            println!("table        {}", i.name);
-            println!("file         {}", i.path);
-            println!("file id      {:032x}", i.file_id);
-            println!("format       {:?}, page size {}", i.format, i.page_size);
-            println!("durability   {}", i.durability);
-            println!(
-                "records      {} ({} deleted)",
-                i.record_count, i.deleted_count
-            );
-            println!("pages        {} data, {} blob", i.data_pages, i.blob_pages);
-            println!(
-                "repairs      {} unclean opens, {} moves, {} header copies, {} lost slots",
-                i.stats.unclean_opens,
-                i.stats.moves,
-                i.stats.header_repairs,
-                i.stats.lost_slots_restored
-            );
-            println!("fields");
-            for f in i.schema.fields() {
-                println!("  {:<12} {}", f.name, f.ty);
-            }
-            Ok(())
+        Command::Info { root, table } => commands::info(&open(&config, root)?, &table),
+        Command::Check { root, table, limit } => {
+            commands::check(&open(&config, root)?, &table, limit)
         }
+        Command::Rebuild { root, table } => commands::rebuild(&open(&config, root)?, &table),
+        Command::Pack { root, table } => commands::pack(&open(&config, root)?, &table),
+        Command::Alter {
+            root,
+            table,
+            add,
+            drop,
+            retype,
+        } => commands::alter(&open(&config, root)?, &table, &add, &drop, &retype),
+        Command::Index { action } => match action {
+            IndexAction::Create {
+                root,
+                table,
+                name,
+                segs,
+                unique,
+            } => commands::index_create(&open(&config, root)?, &table, &name, &segs, unique),
+            IndexAction::Drop { root, table, name } => {
+                commands::index_drop(&open(&config, root)?, &table, &name)
+            }
+        },
     }
 }
 

@@ -276,7 +276,7 @@ fn pack_and_alter_failing_midway_leave_the_original_intact() {
         ] {
             let storage = FaultStorage::new();
             let db = common::open_on(Arc::new(storage.clone()), POOL);
-            let mut t = fill(&db, RecordFormat::Variable);
+            let t = fill(&db, RecordFormat::Variable);
             t.close().unwrap();
             let mut t = db.session().open_table("t").unwrap();
             let before = snapshot(&t);

@@ -436,6 +436,29 @@ impl BTree {
         }
         let path = self.descend(k)?;
         let (leaf_no, _) = *path.last().expect("non-empty");
+        // Fast path: room in the leaf, so shift the entries in place.
+        {
+            let e = self.e();
+            let mut p = self.file.write(leaf_no)?;
+            let (count, at, dup) = {
+                let n = Node { b: &p, e };
+                self.check_node(leaf_no, &n)?;
+                let at = n.lower_bound(k);
+                (n.count(), at, at < n.count() && n.key(at) == k)
+            };
+            if dup {
+                return Err(self.corrupt(leaf_no, "duplicate full key in index"));
+            }
+            if count < self.cap {
+                let o = NODE + at * e;
+                p.copy_within(o..NODE + count * e, o + e);
+                p[o..o + self.klen].copy_from_slice(k);
+                put_u64(&mut p, o + self.klen, v);
+                put_u16(&mut p, PAGE_HEADER, (count + 1) as u16);
+                self.state.entries += 1;
+                return Ok(());
+            }
+        }
         let mut leaf = self.load(leaf_no)?;
         let at = leaf.entries.partition_point(|(e, _)| e.as_slice() < k);
         if leaf.entries.get(at).is_some_and(|(e, _)| e == k) {
@@ -520,6 +543,28 @@ impl BTree {
         }
         let path = self.descend(k)?;
         let (leaf_no, _) = *path.last().expect("non-empty");
+        // Fast path: the leaf stays full enough, so close the gap in place.
+        {
+            let e = self.e();
+            let mut p = self.file.write(leaf_no)?;
+            let (count, at, found) = {
+                let n = Node { b: &p, e };
+                self.check_node(leaf_no, &n)?;
+                let at = n.lower_bound(k);
+                (n.count(), at, at < n.count() && n.key(at) == k)
+            };
+            if !found {
+                return Ok(None);
+            }
+            if (path.len() == 1 && count > 1) || count > self.min_fill() {
+                let o = NODE + at * e;
+                let v = get_u64(&p, o + self.klen);
+                p.copy_within(o + e..NODE + count * e, o);
+                put_u16(&mut p, PAGE_HEADER, (count - 1) as u16);
+                self.state.entries -= 1;
+                return Ok(Some(v));
+            }
+        }
         let mut leaf = self.load(leaf_no)?;
         let Ok(at) = leaf.entries.binary_search_by(|(e, _)| e.as_slice().cmp(k)) else {
             return Ok(None);

@@ -79,15 +79,16 @@ proptest! {
         check(&t, &model);
         for (n, op) in ops.into_iter().enumerate() {
             match op {
-                Op::Insert(k) => {
-                    if model.contains_key(&k) {
+                Op::Insert(k) => match model.entry(k) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
                         prop_assert!(t.insert(&key(k), 1).is_err());
-                    } else {
+                    }
+                    std::collections::btree_map::Entry::Vacant(slot) => {
                         t.reserve(t.insert_reserve()).unwrap();
                         t.insert(&key(k), n as u64).unwrap();
-                        model.insert(k, n as u64);
+                        slot.insert(n as u64);
                     }
-                }
+                },
                 Op::Remove(k) => {
                     prop_assert_eq!(t.remove(&key(k)).unwrap(), model.remove(&k));
                 }

@@ -282,6 +282,53 @@ impl std::fmt::Display for Durability {
     }
 }
 
+impl std::str::FromStr for FieldType {
+    type Err = Error;
+
+    /// Parses what `Display` prints: `Char(10)`, `Numeric(12,2)`, `Date`,
+    /// `Logical`, `Memo`, `Int64`, `Float64`, `Binary(16)` (case-insensitive).
+    fn from_str(s: &str) -> Result<FieldType> {
+        let bad = || {
+            Error::InvalidSchema {
+            table: String::new(),
+            reason: format!("{s:?} is not a field type (Char(n), Numeric(len,dec), Date, Logical, Memo, Int64, Float64, Binary(n))"),
+        }
+        };
+        let t = s.trim();
+        let (name, args) = match t.split_once('(') {
+            Some((n, rest)) => (n.trim(), Some(rest.strip_suffix(')').ok_or_else(bad)?)),
+            None => (t, None),
+        };
+        let nums: Vec<u32> = match args {
+            Some(a) => a
+                .split(',')
+                .map(|x| x.trim().parse().map_err(|_| bad()))
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(
+            match (name.to_ascii_lowercase().as_str(), nums.as_slice()) {
+                ("char", [n]) => FieldType::Char(*n),
+                ("numeric", [l]) => FieldType::Numeric {
+                    len: u8::try_from(*l).map_err(|_| bad())?,
+                    dec: 0,
+                },
+                ("numeric", [l, d]) => FieldType::Numeric {
+                    len: u8::try_from(*l).map_err(|_| bad())?,
+                    dec: u8::try_from(*d).map_err(|_| bad())?,
+                },
+                ("date", []) => FieldType::Date,
+                ("logical", []) => FieldType::Logical,
+                ("memo", []) => FieldType::Memo,
+                ("int64", []) => FieldType::Int64,
+                ("float64", []) => FieldType::Float64,
+                ("binary", [n]) => FieldType::Binary(*n),
+                _ => return Err(bad()),
+            },
+        )
+    }
+}
+
 impl std::fmt::Display for FieldType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -293,6 +340,42 @@ impl std::fmt::Display for FieldType {
             FieldType::Int64 => f.write_str("Int64"),
             FieldType::Float64 => f.write_str("Float64"),
             FieldType::Binary(n) => write!(f, "Binary({n})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_types_parse_what_they_print() {
+        for t in [
+            FieldType::Char(10),
+            FieldType::Numeric { len: 12, dec: 2 },
+            FieldType::Date,
+            FieldType::Logical,
+            FieldType::Memo,
+            FieldType::Int64,
+            FieldType::Float64,
+            FieldType::Binary(16),
+        ] {
+            assert_eq!(t.to_string().parse::<FieldType>().unwrap(), t);
+        }
+        assert_eq!(
+            "numeric(5)".parse::<FieldType>().unwrap(),
+            FieldType::Numeric { len: 5, dec: 0 }
+        );
+        for bad in [
+            "",
+            "Char",
+            "Char(x)",
+            "Numeric(300,1)",
+            "Text(4)",
+            "Date(1)",
+            "Char(4",
+        ] {
+            assert!(bad.parse::<FieldType>().is_err(), "{bad}");
         }
     }
 }

@@ -14,6 +14,9 @@ use crate::index::{Index, Pos};
 use crate::record::{Record, SlotStatus};
 use crate::schema::Value;
 
+/// Encoded lower and upper bounds of a key range.
+type Bounds = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// How a seek positions the handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SeekMode {
@@ -380,7 +383,7 @@ impl Table {
         i: usize,
         lower: Option<&[Value]>,
         upper: Option<&[Value]>,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    ) -> Result<Bounds> {
         let spec = &core.indexes[i].spec;
         Ok((
             lower.map(|v| spec.seek_key(&core.name, v)).transpose()?,

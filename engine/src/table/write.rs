@@ -16,7 +16,7 @@ use crate::index::describe_key;
 use crate::record::{SlotStatus, VAR_SLOT_BODY};
 use crate::schema::{check_value, FieldType, Memo, MemoRef, RecordFormat, Value, MAX_VAR_RECORD};
 
-use super::core::{var_slot, TableCore, BODY_PREFIX};
+use super::core::{var_slot, TableCore};
 
 /// One index change, for undo.
 enum Done {
@@ -243,7 +243,6 @@ impl TableCore {
                     });
                 }
                 let blob = self.put_blob(recno, None, &enc)?;
-                debug_assert!(BODY_PREFIX == 12);
                 let mut slot = Vec::with_capacity(VAR_SLOT_BODY);
                 slot.extend_from_slice(&blob.to_le_bytes());
                 slot.extend_from_slice(&(enc.len() as u32).to_le_bytes());

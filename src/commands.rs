@@ -1,0 +1,224 @@
+//! The maintenance subcommands: info, check, rebuild, pack, alter, index.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use raiz_engine::index::{IndexDef, Segment};
+use raiz_engine::{Database, Field, FieldType, Schema, Table};
+
+pub type CmdResult = Result<(), String>;
+
+fn open_table(db: &Database, table: &str) -> Result<Table, String> {
+    db.session().open_table(table).map_err(|e| e.to_string())
+}
+
+pub fn info(db: &Database, table: &str) -> CmdResult {
+    let t = open_table(db, table)?;
+    let i = t.info();
+    println!("table        {}", i.name);
+    println!("file         {}", i.path);
+    println!("file id      {:032x}", i.file_id);
+    println!("format       {:?}, page size {}", i.format, i.page_size);
+    println!("durability   {}", i.durability);
+    println!(
+        "records      {} ({} deleted)",
+        i.record_count, i.deleted_count
+    );
+    println!("pages        {} data, {} blob", i.data_pages, i.blob_pages);
+    if let Some((field, next)) = &i.serial {
+        println!("serial       {field}, next {next}");
+    }
+    println!(
+        "repairs      {} unclean opens, {} moves, {} header copies, {} lost slots, {} index rebuilds",
+        i.stats.unclean_opens, i.stats.moves, i.stats.header_repairs, i.stats.lost_slots_restored, i.stats.index_rebuilds
+    );
+    println!("fields");
+    for f in i.schema.fields() {
+        println!("  {:<12} {}", f.name, f.ty);
+    }
+    if !i.indexes.is_empty() {
+        println!("indexes");
+        for (def, entries) in &i.indexes {
+            let segs: Vec<String> = def
+                .segments
+                .iter()
+                .map(|s| {
+                    let mut t = s.field.clone();
+                    if s.len.is_some() || s.offset > 0 {
+                        t += &format!("[{}..{}]", s.offset, s.offset + s.len.unwrap_or(0));
+                    }
+                    if s.upper {
+                        t += " upper";
+                    }
+                    if s.descending {
+                        t += " desc";
+                    }
+                    t
+                })
+                .collect();
+            println!(
+                "  {:<16} {}{}{}  ({entries} entries)",
+                def.name,
+                segs.join(" + "),
+                if def.unique { "  unique" } else { "" },
+                if def.condition.is_some() {
+                    "  conditional"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn check(db: &Database, table: &str, limit: usize) -> CmdResult {
+    let t = open_table(db, table)?;
+    let r = t.check(limit).map_err(|e| e.to_string())?;
+    println!(
+        "{table}: {} records, {} indexes checked",
+        r.records, r.indexes
+    );
+    for p in &r.problems {
+        println!("  {p}");
+    }
+    if r.is_ok() {
+        println!("ok");
+        Ok(())
+    } else {
+        Err(format!(
+            "check found {} problem(s) in {table}; `raiz rebuild` repairs them",
+            r.problems.len()
+        ))
+    }
+}
+
+fn print_rewrite(what: &str, table: &str, r: raiz_engine::table::RewriteReport) {
+    println!(
+        "{what} {table}: {} records in, {} out, {} unreadable kept as deleted blanks, {} memos lost",
+        r.records_in, r.records_out, r.salvaged, r.memos_lost
+    );
+}
+
+pub fn rebuild(db: &Database, table: &str) -> CmdResult {
+    let mut t = open_table(db, table)?;
+    let r = t.rebuild().map_err(|e| e.to_string())?;
+    print_rewrite("rebuilt", table, r);
+    Ok(())
+}
+
+pub fn pack(db: &Database, table: &str) -> CmdResult {
+    let mut t = open_table(db, table)?;
+    let r = t.pack().map_err(|e| e.to_string())?;
+    print_rewrite("packed", table, r);
+    Ok(())
+}
+
+fn name_type(spec: &str) -> Result<(String, FieldType), String> {
+    let (name, ty) = spec
+        .split_once(':')
+        .ok_or_else(|| format!("{spec:?}: expected NAME:TYPE"))?;
+    Ok((
+        name.trim().to_owned(),
+        ty.parse().map_err(|e: raiz_engine::Error| e.to_string())?,
+    ))
+}
+
+pub fn alter(
+    db: &Database,
+    table: &str,
+    add: &[String],
+    drop: &[String],
+    retype: &[String],
+) -> CmdResult {
+    let mut t = open_table(db, table)?;
+    let mut fields: Vec<Field> = t.schema().fields().to_vec();
+    for d in drop {
+        let before = fields.len();
+        fields.retain(|f| !f.name.eq_ignore_ascii_case(d));
+        if fields.len() == before {
+            return Err(format!("table {table} has no field {d}"));
+        }
+    }
+    for r in retype {
+        let (name, ty) = name_type(r)?;
+        let f = fields
+            .iter_mut()
+            .find(|f| f.name.eq_ignore_ascii_case(&name))
+            .ok_or_else(|| format!("table {table} has no field {name}"))?;
+        f.ty = ty;
+    }
+    for a in add {
+        let (name, ty) = name_type(a)?;
+        fields.push(Field::new(name, ty));
+    }
+    let r = t.alter(&Schema::new(fields)).map_err(|e| e.to_string())?;
+    print_rewrite("altered", table, r);
+    Ok(())
+}
+
+/// `FIELD[,upper][,desc][,part=OFFSET:LEN]`
+fn segment(spec: &str) -> Result<Segment, String> {
+    let mut parts = spec.split(',');
+    let mut seg = Segment::field(parts.next().unwrap_or_default().trim());
+    for m in parts {
+        match m.trim() {
+            "upper" => seg = seg.upper(),
+            "desc" => seg = seg.descending(),
+            p if p.starts_with("part=") => {
+                let (o, l) = p[5..]
+                    .split_once(':')
+                    .ok_or_else(|| format!("{p:?}: expected part=OFFSET:LEN"))?;
+                seg = Segment {
+                    offset: o.parse().map_err(|_| format!("{p:?}: bad offset"))?,
+                    len: Some(l.parse().map_err(|_| format!("{p:?}: bad length"))?),
+                    ..seg
+                };
+            }
+            other => {
+                return Err(format!(
+                    "unknown segment modifier {other:?} (upper, desc, part=OFFSET:LEN)"
+                ))
+            }
+        }
+    }
+    Ok(seg)
+}
+
+pub fn index_create(
+    db: &Database,
+    table: &str,
+    name: &str,
+    segs: &[String],
+    unique: bool,
+) -> CmdResult {
+    let mut t = open_table(db, table)?;
+    let segments = segs
+        .iter()
+        .map(|s| segment(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut def = IndexDef::new(name, segments);
+    if unique {
+        def = def.unique();
+    }
+    let pb = ProgressBar::new(t.record_count());
+    pb.set_style(
+        ProgressStyle::with_template("  building {msg} [{bar:30}] {pos}/{len}")
+            .map_err(|e| e.to_string())?,
+    );
+    pb.set_message(name.to_owned());
+    let started = std::time::Instant::now();
+    let r = t.create_index_with_progress(&def, &mut |done, _| pb.set_position(done));
+    pb.finish_and_clear();
+    r.map_err(|e| e.to_string())?;
+    println!(
+        "index {name} created on {table} in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub fn index_drop(db: &Database, table: &str, name: &str) -> CmdResult {
+    let mut t = open_table(db, table)?;
+    t.drop_index(name).map_err(|e| e.to_string())?;
+    println!("index {name} dropped from {table}");
+    Ok(())
+}
