@@ -71,3 +71,58 @@ fn errors_are_clear_and_exit_non_zero() {
     assert!(!ok);
     assert!(err.contains("no rootpath"), "{err}");
 }
+
+#[test]
+fn maintenance_commands_work_on_a_real_rootpath() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let (ok, _, err) = raiz(&["demo", "--rows", "2000", "--root", root]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = raiz(&[
+        "index", "create", "--root", root, "syp", "by_key", "--seg", "YP_CHAVE,desc", "--unique",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("index by_key created"), "{out}");
+    let (ok, out, _) = raiz(&["info", "--root", root, "syp"]);
+    assert!(ok);
+    assert!(out.contains("by_key") && out.contains("YP_CHAVE desc  unique  (500 entries)"), "{out}");
+    let (ok, out, err) = raiz(&["check", "--root", root, "sx3"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2000 records, 2 indexes checked") && out.contains("ok"), "{out}");
+
+    // Damage a data page: check fails with the page named, rebuild recovers.
+    let data = dir.path().join("sx3.rzd");
+    let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x77; 4], 3 * 8192 + 99).unwrap();
+    drop(f);
+    let (ok, out, err) = raiz(&["check", "--root", root, "sx3"]);
+    assert!(!ok);
+    assert!(out.contains("page 3"), "{out}");
+    assert!(err.contains("raiz rebuild"), "{err}");
+    let (ok, out, err) = raiz(&["rebuild", "--root", root, "sx3"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("unreadable kept as deleted blanks"), "{out}");
+    let (ok, _, err) = raiz(&["check", "--root", root, "sx3"]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = raiz(&["pack", "--root", root, "sx3"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("packed sx3: 2000 records in"), "{out}");
+    let (ok, _, err) = raiz(&[
+        "alter", "--root", root, "sx3", "--add", "X3_NOVO:Numeric(5,1)", "--retype", "X3_ORDEM:Numeric(3,0)",
+        "--drop", "X3_PESO",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = raiz(&["info", "--root", root, "sx3"]);
+    assert!(ok);
+    assert!(out.contains("X3_NOVO      Numeric(5,1)") && out.contains("X3_ORDEM     Numeric(3,0)"), "{out}");
+    assert!(!out.contains("X3_PESO"), "{out}");
+    let (ok, _, err) = raiz(&["alter", "--root", root, "sx3", "--retype", "X3_CAMPO:Int64"]);
+    assert!(!ok);
+    assert!(err.contains("X3_CAMPO"), "{err}");
+    let (ok, _, err) = raiz(&["alter", "--root", root, "sx3", "--add", "BAD:Text(3)"]);
+    assert!(!ok);
+    assert!(err.contains("not a field type"), "{err}");
+    let (ok, _, _) = raiz(&["check", "--root", root, "sx3"]);
+    assert!(ok);
+}
