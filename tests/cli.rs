@@ -79,16 +79,30 @@ fn maintenance_commands_work_on_a_real_rootpath() {
     let (ok, _, err) = raiz(&["demo", "--rows", "2000", "--root", root]);
     assert!(ok, "{err}");
     let (ok, out, err) = raiz(&[
-        "index", "create", "--root", root, "syp", "by_key", "--seg", "YP_CHAVE,desc", "--unique",
+        "index",
+        "create",
+        "--root",
+        root,
+        "syp",
+        "by_key",
+        "--seg",
+        "YP_CHAVE,desc",
+        "--unique",
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("index by_key created"), "{out}");
     let (ok, out, _) = raiz(&["info", "--root", root, "syp"]);
     assert!(ok);
-    assert!(out.contains("by_key") && out.contains("YP_CHAVE desc  unique  (500 entries)"), "{out}");
+    assert!(
+        out.contains("by_key") && out.contains("YP_CHAVE desc  unique  (500 entries)"),
+        "{out}"
+    );
     let (ok, out, err) = raiz(&["check", "--root", root, "sx3"]);
     assert!(ok, "{err}");
-    assert!(out.contains("2000 records, 2 indexes checked") && out.contains("ok"), "{out}");
+    assert!(
+        out.contains("2000 records, 2 indexes checked") && out.contains("ok"),
+        "{out}"
+    );
 
     // Damage a data page: check fails with the page named, rebuild recovers.
     let data = dir.path().join("sx3.rzd");
@@ -109,13 +123,24 @@ fn maintenance_commands_work_on_a_real_rootpath() {
     assert!(ok, "{err}");
     assert!(out.contains("packed sx3: 2000 records in"), "{out}");
     let (ok, _, err) = raiz(&[
-        "alter", "--root", root, "sx3", "--add", "X3_NOVO:Numeric(5,1)", "--retype", "X3_ORDEM:Numeric(3,0)",
-        "--drop", "X3_PESO",
+        "alter",
+        "--root",
+        root,
+        "sx3",
+        "--add",
+        "X3_NOVO:Numeric(5,1)",
+        "--retype",
+        "X3_ORDEM:Numeric(3,0)",
+        "--drop",
+        "X3_PESO",
     ]);
     assert!(ok, "{err}");
     let (ok, out, _) = raiz(&["info", "--root", root, "sx3"]);
     assert!(ok);
-    assert!(out.contains("X3_NOVO      Numeric(5,1)") && out.contains("X3_ORDEM     Numeric(3,0)"), "{out}");
+    assert!(
+        out.contains("X3_NOVO      Numeric(5,1)") && out.contains("X3_ORDEM     Numeric(3,0)"),
+        "{out}"
+    );
     assert!(!out.contains("X3_PESO"), "{out}");
     let (ok, _, err) = raiz(&["alter", "--root", root, "sx3", "--retype", "X3_CAMPO:Int64"]);
     assert!(!ok);
