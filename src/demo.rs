@@ -129,14 +129,23 @@ pub fn run(rows: u64, root: Option<PathBuf>, pool_bytes: usize) -> Result<(), Er
     let mut t = session.open_table("sx3")?;
     let started = Instant::now();
     let pb = bar(rows, "appending");
+    session.begin()?;
     for i in 0..rows {
         t.append(&row(i))?;
-        if i % 4096 == 0 {
+        if i % 1000 == 999 {
+            session.commit()?;
+            session.begin()?;
             pb.set_position(i);
         }
     }
+    session.commit()?;
     pb.finish_and_clear();
-    rate("append", rows, "records", started);
+    rate(
+        "append, logged, commit every 1000",
+        rows,
+        "records",
+        started,
+    );
     let started = Instant::now();
     t.close()?;
     rate("flush and clean close", rows, "records", started);
@@ -244,11 +253,18 @@ pub fn run(rows: u64, root: Option<PathBuf>, pool_bytes: usize) -> Result<(), Er
 
     let started = Instant::now();
     let mut deleted = 0;
+    session.begin()?;
     for recno in (1..=rows).step_by(10) {
         t.delete(recno)?;
         deleted += 1;
     }
-    rate("logical delete (every 10th)", deleted, "records", started);
+    session.commit()?;
+    rate(
+        "logical delete (every 10th), 1 txn",
+        deleted,
+        "records",
+        started,
+    );
     session.set_hide_deleted(true);
     let mut visible = 0;
     let mut ok = t.first()?;
@@ -261,9 +277,11 @@ pub fn run(rows: u64, root: Option<PathBuf>, pool_bytes: usize) -> Result<(), Er
         "SET DELETED ON scan",
         t.record_count()
     );
+    session.begin()?;
     for recno in (1..=rows).step_by(20) {
         t.recall(recno)?;
     }
+    session.commit()?;
     println!(
         "  {:<34} {:>9} deleted after recalling every 20th",
         "recall",
@@ -287,6 +305,7 @@ pub fn run(rows: u64, root: Option<PathBuf>, pool_bytes: usize) -> Result<(), Er
     let mut v = session.open_table("syp")?;
     let started = Instant::now();
     let n = rows / 4;
+    session.begin()?;
     for i in 0..n {
         let text = "Texto livre da tabela ".repeat((i % 40) as usize + 1);
         v.append(&[
@@ -294,8 +313,45 @@ pub fn run(rows: u64, root: Option<PathBuf>, pool_bytes: usize) -> Result<(), Er
             Value::from(text.as_str()),
         ])?;
     }
+    session.commit()?;
     v.close()?;
     rate("append, variable-length records", n, "records", started);
+
+    let commits = (rows / 100).clamp(50, 500);
+    let mut t = session.open_table("sx3")?;
+    let started = Instant::now();
+    for i in 0..commits {
+        let mut values = t.read(i + 1)?.into_values();
+        values[11] = Value::Int64((i % 9) as i64);
+        t.update(i + 1, &values)?;
+    }
+    rate("durable single-record commits", commits, "commits", started);
+    let threads = 8;
+    let syncs = db.log_syncs();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..threads {
+            let session = db.session();
+            s.spawn(move || -> Result<(), Error> {
+                let mut t = session.open_table("sx3")?;
+                for i in 0..commits / threads {
+                    let recno = 1 + w + i * threads;
+                    let mut values = t.read(recno)?.into_values();
+                    values[12] = Value::Float64(i as f64);
+                    t.update(recno, &values)?;
+                }
+                Ok(())
+            });
+        }
+    });
+    let done = commits / threads * threads;
+    rate("durable commits from 8 threads", done, "commits", started);
+    println!(
+        "  {:<34} {:>9} log syncs for {done} commits (group commit)",
+        "",
+        db.log_syncs() - syncs
+    );
+    t.close()?;
 
     let stats = db.pool_stats();
     println!(

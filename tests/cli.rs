@@ -36,7 +36,7 @@ fn demo_builds_the_dictionary_and_info_describes_it() {
     assert!(ok, "{err}");
     assert!(out.contains("records      3000 (150 deleted)"), "{out}");
     assert!(out.contains("X3_VALID     Memo"), "{out}");
-    assert!(out.contains("durability   unlogged"), "{out}");
+    assert!(out.contains("durability   logged"), "{out}");
 }
 
 #[test]

@@ -263,6 +263,40 @@ pub enum Error {
         index: String,
     },
 
+    /// Another session holds a lock this operation needs (no wait was asked for).
+    #[error("{lock} is locked by session {holder}")]
+    LockConflict {
+        /// The lock, described.
+        lock: String,
+        /// The session holding it.
+        holder: u64,
+    },
+
+    /// Waited for a lock until the timeout.
+    #[error("{lock} is still locked by session {holder} after {waited_ms} ms")]
+    LockTimeout {
+        /// The lock, described.
+        lock: String,
+        /// The session holding it.
+        holder: u64,
+        /// How long this session waited.
+        waited_ms: u64,
+    },
+
+    /// Waiting for the lock would close a cycle of sessions waiting for each other.
+    #[error("deadlock: waiting for {lock} (held by session {holder}) would never end; roll back and retry")]
+    Deadlock {
+        /// The lock asked for.
+        lock: String,
+        /// A session in the cycle.
+        holder: u64,
+    },
+
+    /// A transaction operation without an open transaction, or a savepoint that
+    /// does not exist.
+    #[error("transaction error: {0}")]
+    Transaction(String),
+
     /// The operation is not available in this build or on this table.
     #[error("not supported: {0}")]
     Unsupported(String),

@@ -11,6 +11,7 @@
 //! - [`index`] — index definitions, order-preserving keys, the B+tree;
 //! - [`record`] — record encoding, recno-addressed slots, the blob file for memos
 //!   and variable-length records;
+//! - [`log`] — the write-ahead log, group commit, checkpoints and recovery;
 //! - [`table`] — the self-describing header, an open table, the table handle;
 //! - [`db`] — the rootpath, its owner lock, and sessions.
 //!
@@ -41,16 +42,20 @@
 pub mod db;
 pub mod error;
 pub mod index;
+pub mod log;
 pub mod page;
 pub mod record;
 pub mod schema;
 pub mod storage;
 pub mod table;
+pub(crate) mod txn;
 
+pub use db::Table;
 pub use db::{validate_table_name, Database, Options, Session};
 pub use error::{Error, Result};
 pub use record::Record;
 pub use schema::{
     Date, Decimal, Durability, Field, FieldType, Memo, MemoRef, RecordFormat, Schema, Value,
 };
-pub use table::{Table, TableInfo, TableOptions};
+pub use table::{TableInfo, TableOptions};
+pub use txn::{LockInfo, LockKey, LogOptions};

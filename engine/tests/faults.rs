@@ -1,5 +1,6 @@
-//! Device faults through the fault-injecting storage: a failed fsync, a full disk,
-//! a power cut, torn writes — on command and at seeded random points.
+//! Device faults on unlogged tables through the fault-injecting storage: a failed
+//! fsync, a full disk, a power cut, torn writes — on command and at seeded random
+//! points. (Logged tables: `durability.rs`.)
 //!
 //! `RAIZ_FAULT_SEEDS` sets how many seeded runs to make (default 40).
 
@@ -8,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use raiz_engine::storage::{CrashMode, FaultStorage, FaultTrigger};
-use raiz_engine::{Database, Error, Memo, RecordFormat, TableOptions, Value};
+use raiz_engine::{Database, Durability, Error, Memo, RecordFormat, TableOptions, Value};
 
 const POOL: usize = 64 << 10;
 
@@ -23,7 +24,10 @@ fn create(db: &Database, format: RecordFormat) {
     db.create_table(
         "t",
         &common::all_types(),
-        TableOptions::default().format(format).page_size(4096),
+        TableOptions::default()
+            .format(format)
+            .page_size(4096)
+            .durability(Durability::Unlogged),
     )
     .unwrap();
 }

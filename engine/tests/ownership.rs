@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use raiz_engine::{Database, Error, Field, FieldType, Schema, TableOptions, Value};
+use raiz_engine::{Database, Durability, Error, Field, FieldType, Schema, TableOptions, Value};
 
 const CHILD_ROOT: &str = "RAIZ_TEST_CHILD_ROOT";
 const CHILD_MODE: &str = "RAIZ_TEST_CHILD_MODE";
@@ -23,8 +23,12 @@ fn child_process_entry() {
             Field::new("N", FieldType::Int64),
             Field::new("PAD", FieldType::Char(200)),
         ]);
-        db.create_table("t", &schema, TableOptions::default())
-            .unwrap();
+        db.create_table(
+            "t",
+            &schema,
+            TableOptions::default().durability(Durability::Unlogged),
+        )
+        .unwrap();
     }
     let mut t = db.session().open_table("t").unwrap();
     for i in 0..1000 {

@@ -115,7 +115,7 @@ fn header_describes_the_table() {
             .join("a.rzd")
             .to_string_lossy()
     );
-    assert_eq!(a.durability, raiz_engine::Durability::Unlogged);
+    assert_eq!(a.durability, raiz_engine::Durability::Logged);
     assert_eq!(a.format, RecordFormat::Fixed);
 }
 

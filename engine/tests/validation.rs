@@ -287,15 +287,21 @@ fn bad_definitions_are_refused() {
         }
         other => panic!("expected a header-size error, got {other:?}"),
     }
-    for d in [Durability::Logged, Durability::Temporary] {
-        assert!(matches!(
-            db.create_table(
-                "later",
-                &one(FieldType::Int64),
-                TableOptions::default().durability(d)
-            ),
-            Err(Error::Unsupported(_))
-        ));
+    // Temporary tables belong to a session.
+    match db.create_table(
+        "later",
+        &one(FieldType::Int64),
+        TableOptions::default().durability(Durability::Temporary),
+    ) {
+        Err(Error::Unsupported(msg)) => assert!(msg.contains("Session::create_table"), "{msg}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    // A serial field must be an Int64 of the table.
+    for (field, ty) in [("NOPE", FieldType::Int64), ("F", FieldType::Char(3))] {
+        let s = Schema::new(vec![Field::new("F", ty)]);
+        assert!(db
+            .create_table("ser", &s, TableOptions::default().serial(field))
+            .is_err());
     }
 }
 

@@ -1,4 +1,5 @@
-//! The rootpath: a directory of tables owned by one process at a time.
+//! The rootpath: a directory of tables owned by one process at a time, its log,
+//! its sessions, and the table handle.
 //!
 //! Invariants:
 //! - While a [`Database`] (or any table handle from it) is alive, this process
@@ -6,35 +7,48 @@
 //!   gets [`Error::RootpathLocked`] naming the owner's pid. The lock is the kernel's
 //!   (`flock`), so a crashed owner's lock is gone and the next opener takes over,
 //!   logging the stale owner it replaced.
+//! - Before anything else, opening replays the log (see [`recovery`]), so every
+//!   table is at its last committed state when it is first opened.
 //! - A table is open at most once per process: every handle on it shares one
 //!   open table, found through a registry of weak references.
 //! - Every path is built from a validated table name inside the rootpath.
+//! - Closing the database cleanly (dropping its last handle) checkpoints: the log
+//!   is empty afterwards and the next open needs no recovery.
 
 mod names;
+mod nav;
+pub mod recovery;
 mod session;
+mod table;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 pub use names::{validate_table_name, MAX_TABLE_NAME};
-pub use session::Session;
+pub use nav::RangeIter;
+pub use recovery::RecoveryReport;
+pub use session::{Savepoint, Session};
+pub use table::{Filter, Table};
 
 use crate::error::{Error, Result};
+use crate::log::Wal;
 use crate::page::{BufferPool, PoolStats};
-use crate::schema::Schema;
+use crate::schema::{Durability, Schema};
 use crate::storage::{FileStorage, LockAttempt, Storage, StorageLock};
-use crate::table::{
-    is_table_file, Env, OpenReport, TableCore, TableOptions, TablePaths, TableShared,
-};
+use crate::table::{is_table_file, Env, OpenReport, TableCore, TableOptions, TablePaths};
+use crate::txn::{LockInfo, LogOptions, Runtime, TableShared};
 
 /// Name of the owner lock file in a rootpath.
 pub const OWNER_FILE: &str = "raiz.owner";
 
 /// Default buffer pool budget (64 MiB).
 pub const DEFAULT_POOL_BYTES: usize = 64 << 20;
+
+/// Prefix of the directories holding sessions' temporary tables.
+pub(crate) const TEMP_PREFIX: &str = "raiz-tmp-";
 
 /// How a database is opened.
 #[derive(Debug, Clone)]
@@ -43,6 +57,10 @@ pub struct Options {
     pub pool_bytes: usize,
     /// Where the files live.
     pub storage: Arc<dyn Storage>,
+    /// Log and checkpoint settings.
+    pub log: LogOptions,
+    /// A rootpath of temporary tables: no log.
+    pub(crate) temporary: bool,
 }
 
 impl Default for Options {
@@ -50,6 +68,8 @@ impl Default for Options {
         Options {
             pool_bytes: DEFAULT_POOL_BYTES,
             storage: Arc::new(FileStorage::new()),
+            log: LogOptions::default(),
+            temporary: false,
         }
     }
 }
@@ -66,16 +86,33 @@ impl Options {
         self.storage = storage;
         self
     }
+
+    /// Sets the log and checkpoint settings.
+    pub fn log(mut self, log: LogOptions) -> Self {
+        self.log = log;
+        self
+    }
 }
 
 #[derive(Debug)]
-struct DbInner {
+pub(crate) struct DbInner {
     root: PathBuf,
     storage: Arc<dyn Storage>,
     pool: Arc<BufferPool>,
-    tables: Mutex<HashMap<String, Weak<TableShared>>>,
+    rt: Arc<Runtime>,
     repairs: Mutex<Vec<(String, OpenReport)>>,
+    recovery: RecoveryReport,
+    next_session: AtomicU64,
     _owner: Box<dyn StorageLock>,
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        // Every table is closed by now; an empty log means no recovery next time.
+        if let Err(e) = crate::txn::checkpoint(&self.rt) {
+            tracing::error!(root = %self.root.display(), error = %e, "final checkpoint failed; the log will be replayed at next open");
+        }
+    }
 }
 
 /// An embedded rootpath. Cloning gives another handle on the same database.
@@ -92,7 +129,7 @@ struct DbInner {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Database {
-    inner: Arc<DbInner>,
+    pub(crate) inner: Arc<DbInner>,
 }
 
 fn owner_pid(owner: &str) -> u32 {
@@ -117,13 +154,39 @@ fn owner_description() -> String {
     )
 }
 
+/// Removes temporary-table directories whose session's process is gone (their
+/// owner lock can be taken).
+fn clean_stale_temp_dirs(storage: &Arc<dyn Storage>) {
+    let tmp = std::env::temp_dir();
+    let Ok(dirs) = storage.list_dirs(&tmp) else {
+        return;
+    };
+    for d in dirs.iter().filter(|d| d.starts_with(TEMP_PREFIX)) {
+        let dir = tmp.join(d);
+        if let Ok(LockAttempt::Acquired { guard, .. }) =
+            storage.try_lock(&dir.join(OWNER_FILE), "cleanup")
+        {
+            drop(guard);
+            match storage.remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "removed temporary tables left by a crashed session")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove stale temporary tables")
+                }
+            }
+        }
+    }
+}
+
 impl Database {
     /// Opens (creating if needed) the rootpath at `root` on the real file system.
     pub fn open(root: impl AsRef<Path>) -> Result<Database> {
         Database::open_with(root, Options::default())
     }
 
-    /// Opens (creating if needed) the rootpath at `root` with `options`.
+    /// Opens (creating if needed) the rootpath at `root` with `options`,
+    /// replaying its log first.
     pub fn open_with(root: impl AsRef<Path>, options: Options) -> Result<Database> {
         let root = root.as_ref();
         let storage = options.storage;
@@ -154,28 +217,65 @@ impl Database {
         // A create interrupted by a crash leaves a `.rzd.new`; it never became a table.
         for name in storage.list(&root).map_err(|e| Error::io(&root, e))? {
             if name.ends_with(".rzd.new") {
-                tracing::info!(file = %name, "removing an unfinished table create");
+                tracing::info!(file = %name, "removing an unfinished table create or rewrite");
                 let _ = storage.remove(&root.join(&name));
             }
+        }
+        let (wal, recovery) = if options.temporary {
+            (None, RecoveryReport::default())
+        } else {
+            clean_stale_temp_dirs(&storage);
+            let report = recovery::recover(&storage, &root)?;
+            let wal = Wal::open(storage.clone(), &root, report.last_segment)?;
+            (Some(Arc::new(wal)), report)
+        };
+        let rt = Arc::new(Runtime {
+            wal,
+            locks: Default::default(),
+            gate: RwLock::new(()),
+            tables: Mutex::new(Default::default()),
+            next_txn: AtomicU64::new(1),
+            log: options.log,
+            last_checkpoint: Mutex::new(std::time::Instant::now()),
+        });
+        if rt.wal.is_some() {
+            crate::txn::spawn_log_syncer(&rt);
         }
         Ok(Database {
             inner: Arc::new(DbInner {
                 root,
                 storage,
                 pool: BufferPool::new(options.pool_bytes),
-                tables: Mutex::new(HashMap::new()),
+                rt,
                 repairs: Mutex::new(Vec::new()),
+                recovery,
+                next_session: AtomicU64::new(1),
                 _owner: owner,
             }),
         })
     }
 
-    fn env(&self) -> Env {
+    pub(crate) fn env(&self) -> Env {
         Env {
             storage: self.inner.storage.clone(),
             pool: self.inner.pool.clone(),
             root: self.inner.root.clone(),
+            wal: self.inner.rt.wal.clone(),
         }
+    }
+
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.inner
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.rt
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
     }
 
     /// The rootpath (absolute).
@@ -196,6 +296,27 @@ impl Database {
     /// Repairs made when tables were opened, oldest first.
     pub fn repairs(&self) -> Vec<(String, OpenReport)> {
         self.inner.repairs.lock().clone()
+    }
+
+    /// What replaying the log did when this database was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Locks held now by every session.
+    pub fn locks(&self) -> Vec<LockInfo> {
+        self.inner.rt.locks.list()
+    }
+
+    /// Log syncs done so far (concurrent commits share one).
+    pub fn log_syncs(&self) -> u64 {
+        self.inner.rt.wal.as_ref().map_or(0, |w| w.syncs())
+    }
+
+    /// Writes every changed page of every table to its files and starts a new
+    /// log segment, so a crash now would need no replay.
+    pub fn checkpoint(&self) -> Result<()> {
+        crate::txn::checkpoint(&self.inner.rt)
     }
 
     /// Names of the tables in the rootpath, sorted.
@@ -224,22 +345,28 @@ impl Database {
             .map_err(|e| Error::io(&path, e))
     }
 
-    /// Creates table `name`.
+    /// Creates table `name`. Temporary tables belong to a session: create them
+    /// with [`Session::create_table`].
     pub fn create_table(&self, name: &str, schema: &Schema, opts: TableOptions) -> Result<()> {
         let name = validate_table_name(name)?;
-        let tables = self.inner.tables.lock();
+        if opts.durability == Durability::Temporary && self.inner.rt.wal.is_some() {
+            return Err(Error::Unsupported(format!(
+                "table {name}: temporary tables belong to a session; create them with Session::create_table"
+            )));
+        }
+        let tables = self.inner.rt.tables.lock();
         if self.table_exists(&name)? {
             return Err(Error::TableExists { table: name });
         }
         TableCore::create(&self.env(), &name, schema, &opts)?;
         drop(tables);
-        tracing::info!(table = %name, format = ?opts.format, page_size = opts.page_size, "table created");
+        tracing::info!(table = %name, format = ?opts.format, durability = %opts.durability, page_size = opts.page_size, "table created");
         Ok(())
     }
 
     pub(crate) fn open_shared(&self, name: &str) -> Result<Arc<TableShared>> {
         let name = validate_table_name(name)?;
-        let mut tables = self.inner.tables.lock();
+        let mut tables = self.inner.rt.tables.lock();
         if let Some(shared) = tables.get(&name).and_then(Weak::upgrade) {
             return Ok(shared);
         }
@@ -249,7 +376,9 @@ impl Database {
         }
         let keepalive: Arc<dyn std::any::Any + Send + Sync> = self.inner.clone();
         let shared = Arc::new(TableShared {
-            core: parking_lot::RwLock::new(core),
+            core: RwLock::new(core),
+            name: name.clone(),
+            rt: self.inner.rt.clone(),
             _keepalive: keepalive,
         });
         tables.insert(name, Arc::downgrade(&shared));
@@ -259,7 +388,7 @@ impl Database {
     /// Removes table `name` and its files. Refused while it has open handles.
     pub fn drop_table(&self, name: &str) -> Result<()> {
         let name = validate_table_name(name)?;
-        let mut tables = self.inner.tables.lock();
+        let mut tables = self.inner.rt.tables.lock();
         if let Some(shared) = tables.get(&name).and_then(Weak::upgrade) {
             return Err(Error::TableInUse {
                 table: name,
@@ -287,25 +416,27 @@ impl Database {
                 storage.remove(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
-        storage
-            .sync_dir(&self.inner.root)
-            .map_err(|e| Error::io(&self.inner.root, e))?;
+        storage.sync_dir(root).map_err(|e| Error::io(root, e))?;
         tracing::info!(table = %name, "table dropped");
         Ok(())
     }
 
-    /// Writes every open table's changes to disk and syncs them.
+    /// Writes every open table's changes to disk and syncs them (a checkpoint).
     pub fn flush(&self) -> Result<()> {
         let open: Vec<Arc<TableShared>> = self
             .inner
+            .rt
             .tables
             .lock()
             .values()
             .filter_map(Weak::upgrade)
             .collect();
         for t in open {
-            t.core.write().flush()?;
+            let mut core = t.core.write();
+            if !core.is_logged() {
+                core.flush()?;
+            }
         }
-        Ok(())
+        self.checkpoint()
     }
 }

@@ -1,62 +1,521 @@
-//! Sessions: the unit that owns table handles and, later, locks and transactions.
+//! Sessions: the unit that owns table handles, locks, a transaction, and
+//! temporary tables.
+//!
+//! Invariants:
+//! - A transaction's changes live only in the session until commit; other sessions
+//!   never see them (no dirty reads). Its own `read`/`record`/`goto` see them.
+//! - Every record a transaction changes is locked by the session until the
+//!   transaction ends; locks taken inside a transaction are kept until it ends.
+//! - An append inside a transaction reserves its recno at once; if the append is
+//!   rolled back, the recno becomes a deleted blank record (recnos are never reused).
+//! - Ending a session (dropping its last handle, or [`Session::end`]) rolls back
+//!   its transaction, releases its locks and removes its temporary tables.
 
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::Database;
-use crate::error::Result;
-use crate::schema::Schema;
-use crate::table::CursorOptions;
-use crate::table::{Table, TableOptions};
+use parking_lot::Mutex;
 
-/// A session on a database. Cheap to create; each has its own options and
-/// opens its own table handles.
+use super::table::Table;
+use super::{Database, Options, TEMP_PREFIX};
+use crate::error::{Error, Result};
+use crate::schema::{Durability, Schema, Value};
+use crate::table::TableOptions;
+use crate::txn::commit::commit;
+use crate::txn::{Change, LockKey, TableShared};
+
+/// An open transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Txn {
+    pub id: u64,
+    pub changes: Vec<(Arc<TableShared>, Change)>,
+    /// Reserved recnos whose appends were rolled back to a savepoint.
+    pub blanks: Vec<(Arc<TableShared>, u64)>,
+}
+
+/// A point to roll back to inside a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint(usize);
+
+/// A session's private rootpath of temporary tables.
+#[derive(Debug)]
+struct TempDb {
+    db: Database,
+    dir: PathBuf,
+    names: HashSet<String>,
+}
+
+/// The state behind a [`Session`], shared with its table handles.
+#[derive(Debug)]
+pub(crate) struct SessionInner {
+    pub id: u64,
+    pub db: Database,
+    pub hide_deleted: AtomicBool,
+    pub lock_timeout: Mutex<Duration>,
+    pub delayed: AtomicBool,
+    pub txn: Mutex<Option<Txn>>,
+    temp: Mutex<Option<TempDb>>,
+}
+
+impl SessionInner {
+    pub fn timeout(&self) -> Duration {
+        *self.lock_timeout.lock()
+    }
+
+    /// Takes `key` for this session (waiting up to the session's timeout).
+    /// Returns true when newly taken.
+    pub fn lock(&self, shared: &TableShared, key: &LockKey) -> Result<bool> {
+        shared.rt.locks.lock(self.id, key, self.timeout())
+    }
+
+    /// Applies a write: recorded in the open transaction, or committed at once.
+    /// Returns the record's recno.
+    pub fn write(&self, shared: &Arc<TableShared>, change: Change) -> Result<u64> {
+        let name = shared.name.clone();
+        let mut guard = self.txn.lock();
+        if let Some(txn) = guard.as_mut() {
+            let change = match change {
+                Change::Append { values, .. } => {
+                    shared.core.read().check_values(&values)?;
+                    if let Some(h) = shared
+                        .rt
+                        .locks
+                        .blocker(&LockKey::File(name.clone()), self.id)
+                    {
+                        return Err(Error::LockConflict {
+                            lock: format!("table {name}"),
+                            holder: h,
+                        });
+                    }
+                    let recno = shared.core.write().reserve_recno();
+                    self.lock(shared, &LockKey::Record(name, recno))?;
+                    Change::Append { recno, values }
+                }
+                other => {
+                    let recno = other.recno();
+                    let exists = recno >= 1
+                        && (recno <= shared.core.read().record_count()
+                            || txn.changes.iter().any(|(t, c)| {
+                                Arc::ptr_eq(t, shared)
+                                    && matches!(c, Change::Append { recno: r, .. } if *r == recno)
+                            }));
+                    if !exists {
+                        let core = shared.core.read();
+                        return Err(Error::NoSuchRecord {
+                            table: name,
+                            recno,
+                            count: core.record_count(),
+                        });
+                    }
+                    if let Change::Update { values, .. } = &other {
+                        shared.core.read().check_values(values)?;
+                    }
+                    self.lock(shared, &LockKey::Record(name, recno))?;
+                    other
+                }
+            };
+            let recno = change.recno();
+            txn.changes.push((shared.clone(), change));
+            return Ok(recno);
+        }
+        drop(guard);
+        // A write of its own: lock, commit, unlock (unless the lock was held before).
+        let key = match &change {
+            Change::Append { .. } => {
+                if let Some(h) = shared
+                    .rt
+                    .locks
+                    .blocker(&LockKey::File(name.clone()), self.id)
+                {
+                    return Err(Error::LockConflict {
+                        lock: format!("table {name}"),
+                        holder: h,
+                    });
+                }
+                None
+            }
+            other => Some(LockKey::Record(name, other.recno())),
+        };
+        let newly = match &key {
+            Some(k) => self.lock(shared, k)?,
+            None => false,
+        };
+        let id = shared.rt.next_txn.fetch_add(1, Ordering::Relaxed);
+        let r = commit(
+            &[(shared.clone(), change)],
+            id,
+            self.delayed.load(Ordering::Relaxed),
+        );
+        if let (true, Some(k)) = (newly, &key) {
+            shared.rt.locks.unlock(self.id, k);
+        }
+        Ok(r?[0])
+    }
+
+    /// What this session's open transaction makes of record `recno`: None when it
+    /// has no change for it; otherwise the pending values and deleted flag (None
+    /// values: only the flag changed).
+    pub fn pending(
+        &self,
+        shared: &Arc<TableShared>,
+        recno: u64,
+    ) -> Option<(Option<Vec<Value>>, Option<bool>)> {
+        let guard = self.txn.lock();
+        let txn = guard.as_ref()?;
+        let mut seen = false;
+        let (mut values, mut deleted) = (None, None);
+        for (t, c) in &txn.changes {
+            if !Arc::ptr_eq(t, shared) || c.recno() != recno {
+                continue;
+            }
+            seen = true;
+            match c {
+                Change::Append { values: v, .. } => {
+                    values = Some(v.clone());
+                    deleted = Some(false);
+                }
+                Change::Update { values: v, .. } => values = Some(v.clone()),
+                Change::SetDeleted { deleted: d, .. } => deleted = Some(*d),
+                Change::Blank { .. } => {}
+            }
+        }
+        seen.then_some((values, deleted))
+    }
+
+    /// Highest recno this session's transaction appended to `shared`.
+    pub fn pending_max(&self, shared: &Arc<TableShared>) -> u64 {
+        let guard = self.txn.lock();
+        guard.as_ref().map_or(0, |t| {
+            t.changes
+                .iter()
+                .filter(|(s, c)| Arc::ptr_eq(s, shared) && matches!(c, Change::Append { .. }))
+                .map(|(_, c)| c.recno())
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
+    /// Rolls back the open transaction (if any): reserved recnos become deleted
+    /// blank records. Locks are released.
+    pub fn rollback(&self) -> Result<()> {
+        let txn = self.txn.lock().take();
+        let result = match txn {
+            Some(t) => self.blank(
+                t.changes
+                    .into_iter()
+                    .filter_map(append_slot)
+                    .chain(t.blanks)
+                    .collect(),
+            ),
+            None => Ok(()),
+        };
+        self.db.runtime().locks.release_all(self.id);
+        if let Some(t) = &*self.temp.lock() {
+            t.db.runtime().locks.release_all(self.id);
+        }
+        result
+    }
+
+    fn blank(&self, slots: Vec<(Arc<TableShared>, u64)>) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<(Arc<TableShared>, Change)> = slots
+            .into_iter()
+            .map(|(t, recno)| (t, Change::Blank { recno }))
+            .collect();
+        let id = self.db.runtime().next_txn.fetch_add(1, Ordering::Relaxed);
+        commit(&changes, id, true).map(|_| ())
+    }
+
+    fn end(&self) {
+        if let Err(e) = self.rollback() {
+            tracing::warn!(session = self.id, error = %e, "rolling back at session end failed");
+        }
+        if let Some(t) = self.temp.lock().take() {
+            let storage = t.db.storage().clone();
+            drop(t.db);
+            if let Err(e) = storage.remove_dir_all(&t.dir) {
+                tracing::warn!(dir = %t.dir.display(), error = %e, "could not remove temporary tables");
+            }
+        }
+    }
+}
+
+fn append_slot((t, c): (Arc<TableShared>, Change)) -> Option<(Arc<TableShared>, u64)> {
+    match c {
+        Change::Append { recno, .. } => Some((t, recno)),
+        _ => None,
+    }
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// A session on a database: its table handles, locks, transaction and
+/// temporary tables. Cloning gives another handle on the same session.
 ///
 /// ```
-/// use raiz_engine::Database;
+/// use raiz_engine::{Database, Field, FieldType, Schema, TableOptions, Value};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let db = Database::open(dir.path())?;
+/// db.create_table("acc", &Schema::new(vec![Field::new("BAL", FieldType::Int64)]), TableOptions::default())?;
 /// let s = db.session();
-/// s.set_hide_deleted(true); // xBase SET DELETED ON
+/// let mut t = s.open_table("acc")?;
+/// t.append(&[Value::Int64(100)])?;
+/// s.begin()?;
+/// t.update(1, &[Value::Int64(40)])?;
+/// assert_eq!(t.read(1)?.get("BAL"), Some(&Value::Int64(40)));           // its own change
+/// assert_eq!(db.session().open_table("acc")?.read(1)?.get("BAL"), Some(&Value::Int64(100))); // others: committed only
+/// s.rollback()?;
+/// assert_eq!(t.read(1)?.get("BAL"), Some(&Value::Int64(100)));
 /// # Ok::<(), raiz_engine::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Session {
-    db: Database,
-    opts: Arc<CursorOptions>,
+    inner: Arc<SessionInner>,
 }
 
 impl Session {
     pub(super) fn new(db: Database) -> Session {
         Session {
-            db,
-            opts: Arc::new(CursorOptions::default()),
+            inner: Arc::new(SessionInner {
+                id: db.next_session_id(),
+                db,
+                hide_deleted: AtomicBool::new(false),
+                lock_timeout: Mutex::new(Duration::ZERO),
+                delayed: AtomicBool::new(false),
+                txn: Mutex::new(None),
+                temp: Mutex::new(None),
+            }),
         }
+    }
+
+    /// The session's id (as locks report it).
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// The database this session works on.
     pub fn database(&self) -> &Database {
-        &self.db
+        &self.inner.db
     }
 
     /// Hides deleted records from navigation in every handle of this session.
     pub fn set_hide_deleted(&self, on: bool) {
-        self.opts.hide_deleted.store(on, Ordering::Relaxed);
+        self.inner.hide_deleted.store(on, Ordering::Relaxed);
     }
 
     /// True when deleted records are hidden from navigation.
     pub fn hide_deleted(&self) -> bool {
-        self.opts.hide_deleted.load(Ordering::Relaxed)
+        self.inner.hide_deleted.load(Ordering::Relaxed)
     }
 
-    /// Opens a handle on table `name`, positioned before the first record.
+    /// How long writes and lock calls wait for another session's lock before
+    /// failing (zero, the default: fail at once with [`Error::LockConflict`]).
+    pub fn set_lock_timeout(&self, timeout: Duration) {
+        *self.inner.lock_timeout.lock() = timeout;
+    }
+
+    /// Lets commits return before their log sync; the log is synced within the
+    /// database's sync delay (default 1 s). A crash loses at most that window,
+    /// never part of a transaction.
+    pub fn set_delayed_durability(&self, on: bool) {
+        self.inner.delayed.store(on, Ordering::Relaxed);
+    }
+
+    /// Opens a handle on table `name` (one of this session's temporary tables, or
+    /// a table of the rootpath), positioned before the first record.
     pub fn open_table(&self, name: &str) -> Result<Table> {
-        let shared = self.db.open_shared(name)?;
-        Ok(Table::new(shared, self.opts.clone()))
+        let canonical = super::validate_table_name(name)?;
+        if let Some(t) = &*self.inner.temp.lock() {
+            if t.names.contains(&canonical) {
+                return Ok(Table::new(
+                    t.db.open_shared(&canonical)?,
+                    self.inner.clone(),
+                ));
+            }
+        }
+        let shared = self.inner.db.open_shared(name)?;
+        Ok(Table::new(shared, self.inner.clone()))
     }
 
-    /// Creates a table (see [`Database::create_table`]).
+    /// Creates a table. A [`Durability::Temporary`] table is private to this
+    /// session, lives in the machine's temporary directory and is removed when the
+    /// session ends (or, after a crash, at the next start of raiz).
     pub fn create_table(&self, name: &str, schema: &Schema, opts: TableOptions) -> Result<()> {
-        self.db.create_table(name, schema, opts)
+        if opts.durability != Durability::Temporary {
+            return self.inner.db.create_table(name, schema, opts);
+        }
+        let canonical = super::validate_table_name(name)?;
+        let mut temp = self.inner.temp.lock();
+        if temp.is_none() {
+            let dir = std::env::temp_dir().join(format!(
+                "{TEMP_PREFIX}{}-{}-{:08x}",
+                std::process::id(),
+                self.inner.id,
+                rand::random::<u32>()
+            ));
+            let options = Options {
+                storage: self.inner.db.storage().clone(),
+                pool_bytes: 8 << 20,
+                temporary: true,
+                ..Options::default()
+            };
+            let db = Database::open_with(&dir, options)?;
+            *temp = Some(TempDb {
+                db,
+                dir,
+                names: HashSet::new(),
+            });
+        }
+        let t = temp.as_mut().expect("created above");
+        t.db.create_table(&canonical, schema, opts)?;
+        t.names.insert(canonical);
+        Ok(())
+    }
+
+    /// Where this session's temporary tables live, once it has any.
+    pub fn temp_dir(&self) -> Option<PathBuf> {
+        self.inner.temp.lock().as_ref().map(|t| t.dir.clone())
+    }
+
+    /// Begins a transaction. Writes until commit or rollback are this session's
+    /// alone; other sessions see none of them.
+    pub fn begin(&self) -> Result<()> {
+        let mut txn = self.inner.txn.lock();
+        if txn.is_some() {
+            return Err(Error::Transaction(
+                "a transaction is already open; use a savepoint to nest".into(),
+            ));
+        }
+        *txn = Some(Txn {
+            id: self
+                .inner
+                .db
+                .runtime()
+                .next_txn
+                .fetch_add(1, Ordering::Relaxed),
+            ..Txn::default()
+        });
+        Ok(())
+    }
+
+    /// True while a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.inner.txn.lock().is_some()
+    }
+
+    /// Commits the open transaction: all of its changes become visible at once,
+    /// and, unless delayed durability is on, are durable when this returns. On
+    /// error nothing of it is applied and the transaction is rolled back.
+    pub fn commit(&self) -> Result<()> {
+        let txn = self
+            .inner
+            .txn
+            .lock()
+            .take()
+            .ok_or_else(|| Error::Transaction("commit without an open transaction".into()))?;
+        let mut changes = txn.changes;
+        changes.extend(
+            txn.blanks
+                .into_iter()
+                .map(|(t, recno)| (t, Change::Blank { recno })),
+        );
+        let result = commit(&changes, txn.id, self.inner.delayed.load(Ordering::Relaxed));
+        if result.is_err() {
+            let slots = changes.into_iter().filter_map(|(t, c)| match c {
+                Change::Append { recno, .. } | Change::Blank { recno } => Some((t, recno)),
+                _ => None,
+            });
+            if let Err(e) = self.inner.blank(slots.collect()) {
+                tracing::warn!(session = self.inner.id, error = %e, "could not blank the recnos of a failed commit");
+            }
+        }
+        self.inner.db.runtime().locks.release_all(self.inner.id);
+        result.map(|_| ())
+    }
+
+    /// Rolls back the open transaction.
+    pub fn rollback(&self) -> Result<()> {
+        if !self.in_transaction() {
+            return Err(Error::Transaction(
+                "rollback without an open transaction".into(),
+            ));
+        }
+        self.inner.rollback()
+    }
+
+    /// Marks a point to roll back to, inside the open transaction.
+    pub fn savepoint(&self) -> Result<Savepoint> {
+        let txn = self.inner.txn.lock();
+        let t = txn
+            .as_ref()
+            .ok_or_else(|| Error::Transaction("savepoint without an open transaction".into()))?;
+        Ok(Savepoint(t.changes.len()))
+    }
+
+    /// Undoes the transaction's changes made after `sp`; the transaction stays
+    /// open (locks are kept until it ends).
+    pub fn rollback_to(&self, sp: Savepoint) -> Result<()> {
+        let mut txn = self.inner.txn.lock();
+        let t = txn.as_mut().ok_or_else(|| {
+            Error::Transaction("rollback to a savepoint without an open transaction".into())
+        })?;
+        if sp.0 > t.changes.len() {
+            return Err(Error::Transaction(
+                "that savepoint was already rolled back".into(),
+            ));
+        }
+        let undone: Vec<(Arc<TableShared>, Change)> = t.changes.drain(sp.0..).collect();
+        t.blanks.extend(undone.into_iter().filter_map(append_slot));
+        Ok(())
+    }
+
+    /// Takes the named lock `name`, waiting up to the session's lock timeout.
+    pub fn lock_name(&self, name: &str) -> Result<()> {
+        self.inner
+            .db
+            .runtime()
+            .locks
+            .lock(
+                self.inner.id,
+                &LockKey::Name(name.to_owned()),
+                self.inner.timeout(),
+            )
+            .map(|_| ())
+    }
+
+    /// Releases the named lock `name` (kept until the end of an open transaction).
+    pub fn unlock_name(&self, name: &str) -> bool {
+        if self.in_transaction() {
+            return false;
+        }
+        self.inner
+            .db
+            .runtime()
+            .locks
+            .unlock(self.inner.id, &LockKey::Name(name.to_owned()))
+    }
+
+    /// Ends the session now: rolls back its transaction, releases its locks and
+    /// removes its temporary tables. Its handles stay usable for reads and
+    /// writes of their own.
+    pub fn end(&self) -> Result<()> {
+        let r = self.inner.rollback();
+        if let Some(t) = self.inner.temp.lock().take() {
+            let storage = t.db.storage().clone();
+            drop(t.db);
+            storage
+                .remove_dir_all(&t.dir)
+                .map_err(|e| Error::io(&t.dir, e))?;
+        }
+        r
     }
 }

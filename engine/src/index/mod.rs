@@ -66,6 +66,8 @@ pub struct Index {
     pub tree: BTree,
     /// File name inside the rootpath.
     pub file_name: String,
+    /// Identifies this file across re-creations under the same name.
+    pub incarnation: u64,
 }
 
 impl Index {
@@ -92,6 +94,7 @@ impl Index {
             tree: BTree::new(file, Self::klen(&spec), TreeState::default()),
             spec,
             file_name: file_name.to_owned(),
+            incarnation: rand::random(),
         };
         idx.write_header(0)?;
         Ok(idx)
@@ -114,11 +117,12 @@ impl Index {
             Err(e) => return Err(Stale::Unreadable(Error::io(&path, e))),
         };
         let file = PageFile::open(pool.clone(), f, &path, page_size).map_err(Stale::Unreadable)?;
-        let state = read_header(&file, &path, Self::klen(&spec), stamp)?;
+        let (state, incarnation) = read_header(&file, &path, Self::klen(&spec), stamp)?;
         Ok(Index {
             tree: BTree::new(file, Self::klen(&spec), state),
             spec,
             file_name: file_name.to_owned(),
+            incarnation,
         })
     }
 
@@ -129,21 +133,13 @@ impl Index {
 
     /// Writes the header (root, counts, free list, stamp).
     pub fn write_header(&self, stamp: u64) -> Result<()> {
-        let file = self.tree.file();
-        let mut page = vec![0u8; file.page_size() as usize];
-        layout::format(&mut page, PageType::Header);
-        page[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(MAGIC);
-        let st = self.tree.state;
-        put_u32(&mut page, PAGE_HEADER + 8, VERSION);
-        put_u32(&mut page, PAGE_HEADER + 12, file.page_size());
-        put_u32(&mut page, PAGE_HEADER + 16, Self::klen(&self.spec) as u32);
-        put_u32(&mut page, PAGE_HEADER + 20, st.height);
-        put_u64(&mut page, PAGE_HEADER + 24, st.root);
-        put_u64(&mut page, PAGE_HEADER + 32, st.entries);
-        put_u64(&mut page, PAGE_HEADER + 40, st.free_head);
-        put_u64(&mut page, PAGE_HEADER + 48, st.free_pages);
-        put_u64(&mut page, PAGE_HEADER + 56, stamp);
-        file.write_direct(0, &mut page)
+        write_header_page(
+            self.tree.file(),
+            Self::klen(&self.spec) as u32,
+            self.tree.state,
+            stamp,
+            self.incarnation,
+        )
     }
 
     /// Writes back every page and the header, then syncs.
@@ -208,7 +204,43 @@ impl Index {
     }
 }
 
-fn read_header(file: &PageFile, path: &Path, klen: usize, stamp: u64) -> Result<TreeState, Stale> {
+/// Writes an index file's header page.
+pub fn write_header_page(
+    file: &PageFile,
+    klen: u32,
+    st: TreeState,
+    stamp: u64,
+    incarnation: u64,
+) -> Result<()> {
+    let mut page = vec![0u8; file.page_size() as usize];
+    layout::format(&mut page, PageType::Header);
+    page[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(MAGIC);
+    put_u32(&mut page, PAGE_HEADER + 8, VERSION);
+    put_u32(&mut page, PAGE_HEADER + 12, file.page_size());
+    put_u32(&mut page, PAGE_HEADER + 16, klen);
+    put_u32(&mut page, PAGE_HEADER + 20, st.height);
+    put_u64(&mut page, PAGE_HEADER + 24, st.root);
+    put_u64(&mut page, PAGE_HEADER + 32, st.entries);
+    put_u64(&mut page, PAGE_HEADER + 40, st.free_head);
+    put_u64(&mut page, PAGE_HEADER + 48, st.free_pages);
+    put_u64(&mut page, PAGE_HEADER + 56, stamp);
+    put_u64(&mut page, PAGE_HEADER + 64, incarnation);
+    file.write_direct(0, &mut page)
+}
+
+/// Reads an index file header's incarnation (None if the header is not sound).
+pub fn read_incarnation(file: &PageFile) -> Option<u64> {
+    let mut page = vec![0u8; file.page_size() as usize];
+    file.read_direct(0, &mut page).ok()?;
+    (&page[PAGE_HEADER..PAGE_HEADER + 8] == MAGIC).then(|| get_u64(&page, PAGE_HEADER + 64))
+}
+
+fn read_header(
+    file: &PageFile,
+    path: &Path,
+    klen: usize,
+    stamp: u64,
+) -> Result<(TreeState, u64), Stale> {
     if file.page_count() == 0 {
         return Err(Stale::Unreadable(Error::CorruptPage {
             path: path.to_path_buf(),
@@ -263,7 +295,7 @@ fn read_header(file: &PageFile, path: &Path, klen: usize, stamp: u64) -> Result<
     {
         return Err(bad("index header points outside its file".into()));
     }
-    Ok(st)
+    Ok((st, get_u64(&page, PAGE_HEADER + 64)))
 }
 
 /// A printable form of a key's bytes: text where it is text, hex elsewhere.

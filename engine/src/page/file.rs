@@ -31,12 +31,21 @@ pub(crate) struct FileShared {
     pub(super) page_size: u32,
     poisoned: AtomicBool,
     dirty: Mutex<BTreeSet<u64>>,
+    wal: std::sync::OnceLock<Arc<crate::log::Wal>>,
 }
 
 impl FileShared {
     /// Writes a frame's page to disk, sealed. Clears its dirty flag first so a
     /// concurrent change marks it dirty again.
     pub(super) fn write_back(&self, frame: &Frame) -> Result<()> {
+        // The write-ahead rule: a page changed by a commit reaches its file only
+        // after the commit's log frames are durable.
+        if let Some(wal) = self.wal.get() {
+            let need = frame.need_lsn.load(Ordering::Acquire);
+            if need > wal.durable() {
+                wal.flush_to(need)?;
+            }
+        }
         let mut image = {
             let data = frame.data.read();
             frame.dirty.store(false, Ordering::Release);
@@ -95,6 +104,9 @@ pub struct PageFile {
     pool: Arc<BufferPool>,
     pages: AtomicU64,
     grow: Mutex<()>,
+    /// Pages changed since `begin_capture`, with their image before the change
+    /// (None for pages the capture allocated).
+    capture: Mutex<Option<std::collections::BTreeMap<u64, Option<Vec<u8>>>>>,
 }
 
 impl PageFile {
@@ -119,7 +131,9 @@ impl PageFile {
                 page_size,
                 poisoned: AtomicBool::new(false),
                 dirty: Mutex::new(BTreeSet::new()),
+                wal: std::sync::OnceLock::new(),
             }),
+            capture: Mutex::new(None),
             pool,
             pages: AtomicU64::new(pages),
             grow: Mutex::new(()),
@@ -149,6 +163,50 @@ impl PageFile {
     /// True after a failed sync.
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Makes page write-backs of this file obey the log's write-ahead rule.
+    pub fn set_wal(&self, wal: Arc<crate::log::Wal>) {
+        let _ = self.shared.wal.set(wal);
+    }
+
+    /// Starts recording the pages changed from now on (and holding them in the
+    /// pool) until [`PageFile::end_capture`].
+    pub fn begin_capture(&self) {
+        *self.capture.lock() = Some(std::collections::BTreeMap::new());
+    }
+
+    /// Stops recording; returns the pages changed and their images before.
+    pub fn end_capture(&self) -> Vec<(u64, Option<Vec<u8>>)> {
+        self.capture
+            .lock()
+            .take()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The current image of a page (unsealed), for the log.
+    pub fn image(&self, page_no: u64) -> Result<Vec<u8>> {
+        Ok(self.read(page_no)?.to_vec())
+    }
+
+    /// Lets a held page be evicted once the log is durable up to `lsn`.
+    pub fn release(&self, page_no: u64, lsn: u64) {
+        if let Some(frame) = self.pool.cached(self.shared.id, page_no) {
+            frame.need_lsn.fetch_max(lsn, Ordering::AcqRel);
+            frame.hold.store(false, Ordering::Release);
+        }
+    }
+
+    /// Puts back a page's image from before a failed commit.
+    pub fn restore(&self, page_no: u64, before: Option<&[u8]>) -> Result<()> {
+        if let Some(frame) = self.pool.cached(self.shared.id, page_no) {
+            if let Some(b) = before {
+                frame.data.write().copy_from_slice(b);
+            }
+            frame.hold.store(false, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Refuses every later write (the file was replaced under this handle).
@@ -244,6 +302,12 @@ impl PageFile {
                 }
             };
             self.mark_dirty(&frame);
+            if let Some(set) = self.capture.lock().as_mut() {
+                if let std::collections::btree_map::Entry::Vacant(v) = set.entry(page_no) {
+                    v.insert(Some(guard.to_vec()));
+                    frame.hold.store(true, Ordering::Release);
+                }
+            }
             return Ok(PageMut {
                 _frame: frame,
                 guard,
@@ -281,6 +345,10 @@ impl PageFile {
         guard.copy_from_slice(&image);
         frame.state.store(READY, Ordering::Release);
         self.mark_dirty(&frame);
+        if let Some(set) = self.capture.lock().as_mut() {
+            set.insert(page_no, None);
+            frame.hold.store(true, Ordering::Release);
+        }
         Ok((
             page_no,
             PageMut {

@@ -38,6 +38,10 @@ pub(super) struct Frame {
     pub(super) dirty: AtomicBool,
     pub(super) state: AtomicU8,
     referenced: AtomicBool,
+    /// Changed by a commit whose log frames are not written yet: not evictable.
+    pub(super) hold: AtomicBool,
+    /// The log must be durable up to here before this page is written back.
+    pub(super) need_lsn: AtomicU64,
 }
 
 impl Frame {
@@ -50,6 +54,8 @@ impl Frame {
             dirty: AtomicBool::new(false),
             state: AtomicU8::new(state),
             referenced: AtomicBool::new(true),
+            hold: AtomicBool::new(false),
+            need_lsn: AtomicU64::new(0),
         }
     }
 
@@ -234,7 +240,10 @@ impl BufferPool {
             let Some(frame) = inner.slots[idx].clone() else {
                 continue;
             };
-            if frame.pinned_excluding(1) || frame.state.load(Ordering::Acquire) != READY {
+            if frame.pinned_excluding(1)
+                || frame.state.load(Ordering::Acquire) != READY
+                || frame.hold.load(Ordering::Acquire)
+            {
                 continue;
             }
             if frame.referenced.swap(false, Ordering::Relaxed) {

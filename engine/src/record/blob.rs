@@ -34,6 +34,7 @@ const MAGIC: &[u8; 8] = b"RAIZBLB\0";
 const VERSION: u32 = 1;
 const HDR_FREE: usize = PAGE_HEADER + 16;
 const HDR_FILL: usize = PAGE_HEADER + 24;
+const HDR_INCARNATION: usize = PAGE_HEADER + 32;
 
 const SLOT_AREA: usize = 8;
 const SLOT: usize = 8;
@@ -57,6 +58,7 @@ struct State {
 pub struct BlobStore {
     file: PageFile,
     state: Mutex<State>,
+    incarnation: u64,
 }
 
 impl BlobStore {
@@ -82,6 +84,7 @@ impl BlobStore {
         let store = BlobStore {
             file,
             state: Mutex::new(State::default()),
+            incarnation: rand::random(),
         };
         store.write_header()?;
         Ok(store)
@@ -108,6 +111,7 @@ impl BlobStore {
             }
         }
         Ok(BlobStore {
+            incarnation: get_u64(&page, HDR_INCARNATION),
             file,
             state: Mutex::new(st),
         })
@@ -126,16 +130,27 @@ impl BlobStore {
     }
 
     fn write_header(&self) -> Result<()> {
-        let mut page = vec![0u8; self.file.page_size() as usize];
-        layout::format(&mut page, PageType::Header);
-        page[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(MAGIC);
-        put_u32(&mut page, PAGE_HEADER + 8, VERSION);
-        put_u32(&mut page, PAGE_HEADER + 12, self.file.page_size());
+        let (free, fill) = self.free_and_fill();
+        write_header_page(&self.file, free, fill, self.incarnation)
+    }
+
+    /// Identifies this file across re-creations under the same name.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Free-list head and fill page (what the header records).
+    pub fn free_and_fill(&self) -> (u64, u64) {
         let st = self.state.lock();
-        put_u64(&mut page, HDR_FREE, st.free_head);
-        put_u64(&mut page, HDR_FILL, st.fill);
-        drop(st);
-        self.file.write_direct(0, &mut page)
+        (st.free_head, st.fill)
+    }
+
+    /// Restores the free-list head and fill page (undoing a failed commit).
+    pub fn set_free_and_fill(&self, free_head: u64, fill: u64) {
+        let mut st = self.state.lock();
+        st.free_head = free_head;
+        st.fill = fill;
+        st.reusable.clear();
     }
 
     /// Takes a page from the free list or grows the file.
@@ -387,6 +402,11 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Forgets blobs retired after the first `n` (undoing a failed commit).
+    pub fn truncate_retired(&self, n: usize) {
+        self.state.lock().retired.truncate(n);
+    }
+
     /// Blobs waiting for [`BlobStore::release_retired`].
     pub fn retired(&self) -> usize {
         self.state.lock().retired.len()
@@ -423,6 +443,31 @@ impl BlobStore {
         }
         Ok(())
     }
+}
+
+/// Writes a blob file's header page.
+pub fn write_header_page(
+    file: &PageFile,
+    free_head: u64,
+    fill: u64,
+    incarnation: u64,
+) -> Result<()> {
+    let mut page = vec![0u8; file.page_size() as usize];
+    layout::format(&mut page, PageType::Header);
+    page[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(MAGIC);
+    put_u32(&mut page, PAGE_HEADER + 8, VERSION);
+    put_u32(&mut page, PAGE_HEADER + 12, file.page_size());
+    put_u64(&mut page, HDR_FREE, free_head);
+    put_u64(&mut page, HDR_FILL, fill);
+    put_u64(&mut page, HDR_INCARNATION, incarnation);
+    file.write_direct(0, &mut page)
+}
+
+/// Reads a blob file header's incarnation (None if the header is not sound).
+pub fn read_incarnation(file: &PageFile) -> Option<u64> {
+    let mut page = vec![0u8; file.page_size() as usize];
+    file.read_direct(0, &mut page).ok()?;
+    (&page[PAGE_HEADER..PAGE_HEADER + 8] == MAGIC).then(|| get_u64(&page, HDR_INCARNATION))
 }
 
 /// Moves live slot data to the end of the page; returns the new data start.

@@ -7,7 +7,9 @@ mod slots;
 
 use std::sync::Arc;
 
-pub use blob::BlobStore;
+pub use blob::{
+    read_incarnation as blob_incarnation, write_header_page as write_blob_header, BlobStore,
+};
 pub use codec::Codec;
 pub use slots::{SlotMap, SlotStatus, FIRST_RECORD_PAGE, VAR_SLOT_BODY};
 

@@ -264,9 +264,9 @@ pub fn validate_field_name(name: &str) -> Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Durability {
     /// Every change goes through the write-ahead log.
+    #[default]
     Logged,
     /// Direct writes; after a crash the table is verified, not recovered.
-    #[default]
     Unlogged,
     /// Private to its session, removed on close.
     Temporary,

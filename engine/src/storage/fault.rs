@@ -449,4 +449,13 @@ impl Storage for FaultStorage {
     fn try_lock(&self, path: &Path, owner: &str) -> io::Result<LockAttempt> {
         Ok(self.shared.ns.try_lock(path, owner))
     }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.shared.ns.list_dirs(dir)
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.shared.ns.remove_dir_all(dir);
+        Ok(())
+    }
 }

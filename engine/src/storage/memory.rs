@@ -138,6 +138,27 @@ impl<F> Namespace<F> {
         }
     }
 
+    pub(super) fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let dir = normalise(dir);
+        let dirs = self.dirs.lock();
+        if !dirs.contains(&dir) {
+            return Err(not_found(&dir));
+        }
+        let mut names: Vec<String> = dirs
+            .iter()
+            .filter(|p| p.parent() == Some(dir.as_path()))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub(super) fn remove_dir_all(&self, dir: &Path) {
+        let dir = normalise(dir);
+        self.files.lock().retain(|p, _| !p.starts_with(&dir));
+        self.dirs.lock().retain(|p| !p.starts_with(&dir));
+    }
+
     pub(super) fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
         if self.exists(path) {
             Ok(normalise(path))
@@ -262,5 +283,14 @@ impl Storage for MemoryStorage {
 
     fn try_lock(&self, path: &Path, owner: &str) -> io::Result<LockAttempt> {
         Ok(self.ns.try_lock(path, owner))
+    }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.ns.list_dirs(dir)
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.ns.remove_dir_all(dir);
+        Ok(())
     }
 }

@@ -107,4 +107,8 @@ pub trait Storage: Send + Sync + Debug {
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf>;
     /// Tries to take the exclusive lock on `path`, writing `owner` into it on success.
     fn try_lock(&self, path: &Path, owner: &str) -> io::Result<LockAttempt>;
+    /// Names of the directories directly inside `dir`.
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes a directory and everything in it.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
 }

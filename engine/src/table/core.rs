@@ -105,6 +105,8 @@ pub(crate) struct Env {
     pub storage: Arc<dyn Storage>,
     pub pool: Arc<BufferPool>,
     pub root: PathBuf,
+    /// The rootpath's log (None for a database of temporary tables).
+    pub wal: Option<Arc<crate::log::Wal>>,
 }
 
 /// An open table.
@@ -121,6 +123,8 @@ pub(crate) struct TableCore {
     pub schema: Arc<Schema>,
     pub(super) marked_dirty: bool,
     pub(super) env: Env,
+    /// Highest recno reserved by an open transaction's append.
+    pub(crate) reserved: u64,
 }
 
 impl TableCore {
@@ -140,10 +144,9 @@ impl TableCore {
                 ),
             });
         }
-        if opts.durability != Durability::Unlogged {
+        if opts.durability == Durability::Logged && env.wal.is_none() {
             return Err(Error::Unsupported(format!(
-                "{} tables need the write-ahead log, which this build does not include; create {name} as unlogged",
-                opts.durability
+                "table {name}: logged tables need a rootpath with a log; temporary rootpaths hold unlogged tables only"
             )));
         }
         let max_fixed = opts.page_size as usize - PAGE_HEADER - 1;
@@ -336,12 +339,16 @@ impl TableCore {
             indexes: Vec::new(),
             marked_dirty: false,
             env: env.clone(),
+            reserved: 0,
         };
-        let clean = core.body.clean;
+        // A header read from the older copy may be a generation behind: its
+        // counters are rebuilt from the slots as after an unclean close.
+        let clean = core.body.clean && !loaded.damaged_copy;
         if !clean {
             core.verify(&mut report)?;
         }
         core.open_indexes(clean, &mut report)?;
+        core.attach_wal();
         if report.moved && clean {
             core.check_indexes_after_move(&mut report)?;
         }
@@ -576,11 +583,41 @@ impl TableCore {
         self.data.sync()
     }
 
-    /// Marks the table not-clean on disk before its first change.
+    /// Makes page write-backs of a logged table obey the write-ahead rule.
+    pub(super) fn attach_wal(&self) {
+        if let (true, Some(wal)) = (self.is_logged(), &self.env.wal) {
+            self.data.set_wal(wal.clone());
+            if let Some(b) = &self.blobs {
+                b.file().set_wal(wal.clone());
+            }
+            for i in &self.indexes {
+                i.tree.file().set_wal(wal.clone());
+            }
+        }
+    }
+
+    /// Marks the table not-clean on disk before its first change. A logged
+    /// table stays marked clean: the log, not a verification, repairs it.
     pub(super) fn mark_dirty(&mut self) -> Result<()> {
         self.data.check_writable()?;
         if let Some(b) = &self.blobs {
             b.file().check_writable()?;
+        }
+        if let Some(w) = &self.env.wal {
+            if self.is_logged() && w.is_poisoned() {
+                return Err(Error::Poisoned {
+                    path: w.dir().to_path_buf(),
+                });
+            }
+        }
+        if self.is_logged() {
+            // The stamp still moves, so an index file copied from before this
+            // change is recognised as stale; the header is written at checkpoint.
+            if !self.marked_dirty {
+                self.body.sync_stamp += 1;
+                self.marked_dirty = true;
+            }
+            return Ok(());
         }
         if !self.marked_dirty {
             self.body.clean = false;
@@ -639,7 +676,8 @@ impl TableCore {
         let deleted = match status {
             SlotStatus::Live => false,
             SlotStatus::Deleted => true,
-            SlotStatus::Empty => return Err(self.corrupt(recno, "slot is empty")),
+            // A recno reserved by a transaction that has not committed yet.
+            SlotStatus::Empty => return Err(self.no_such(recno)),
         };
         let values = match self.body.format {
             RecordFormat::Fixed => self.codec.decode(&slot, &self.name, recno)?,
@@ -762,8 +800,14 @@ impl TableCore {
             return Ok(());
         }
         self.write_all()?;
-        // The header's counters are brought up to date too (still marked dirty).
-        self.persist_header()
+        // The header's counters are brought up to date too. An unlogged table stays
+        // marked dirty (a crash before close still needs verification); a logged
+        // table is consistent on disk now and is not rewritten until it changes.
+        self.persist_header()?;
+        if self.is_logged() {
+            self.marked_dirty = false;
+        }
+        Ok(())
     }
 
     /// Flushes and marks the table cleanly closed.

@@ -98,6 +98,7 @@ impl TableCore {
             })?,
         });
         self.indexes.push(index);
+        self.attach_wal();
         if let Err(e) = self.persist_header() {
             self.indexes.pop();
             self.body.indexes.pop();

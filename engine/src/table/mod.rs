@@ -1,24 +1,22 @@
-//! Tables: the self-describing header, the open table's record operations, and the
-//! [`Table`] handle (a cursor) that sessions use.
+//! Tables: the self-describing header, an open table's reads, writes, commits and
+//! maintenance. The handle sessions use is [`crate::Table`].
 
+mod commit;
 mod core;
-mod handle;
 pub mod header;
 mod maint;
-mod nav;
 mod write;
 
 use serde::{Deserialize, Serialize};
 
 pub use self::core::OpenReport;
-pub use handle::Table;
 pub use header::{IndexBinding, RepairStats};
 
 pub use maint::{CheckReport, RewriteReport};
-pub use nav::RangeIter;
+
+pub(crate) use commit::{Captured, Undo};
 
 pub(crate) use self::core::{is_table_file, Env, TableCore, TablePaths};
-pub(crate) use handle::{CursorOptions, TableShared};
 
 use crate::page::DEFAULT_PAGE_SIZE;
 use crate::schema::{Durability, RecordFormat};
@@ -47,7 +45,7 @@ impl Default for TableOptions {
         TableOptions {
             format: RecordFormat::Fixed,
             page_size: DEFAULT_PAGE_SIZE,
-            durability: Durability::Unlogged,
+            durability: Durability::Logged,
             serial: None,
         }
     }

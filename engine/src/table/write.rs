@@ -26,7 +26,7 @@ enum Done {
 
 impl TableCore {
     /// Checks a whole record's values.
-    pub(super) fn check_values(&self, values: &[Value]) -> Result<()> {
+    pub(crate) fn check_values(&self, values: &[Value]) -> Result<()> {
         if values.len() != self.schema.len() {
             return Err(Error::FieldCount {
                 table: self.name.clone(),
@@ -257,16 +257,45 @@ impl TableCore {
         }
     }
 
+    /// The recno the next append takes.
+    pub fn next_recno(&self) -> u64 {
+        self.body.record_count.max(self.reserved) + 1
+    }
+
+    /// Reserves a recno for a transaction's append (filled at its commit).
+    pub fn reserve_recno(&mut self) -> u64 {
+        let r = self.next_recno();
+        self.reserved = r;
+        r
+    }
+
     /// Appends a record; returns its recno. A serial field is filled by the engine.
     pub fn append(&mut self, values: &[Value]) -> Result<u64> {
+        let recno = self.next_recno();
+        self.append_at(recno, values, false)?;
+        Ok(recno)
+    }
+
+    /// Stores a new record at `recno` (the next one, or one reserved earlier),
+    /// live or already deleted.
+    pub fn append_at(&mut self, recno: u64, values: &[Value], deleted: bool) -> Result<()> {
         self.check_values(values)?;
-        let recno = self.body.record_count + 1;
+        if recno == 0 || recno > self.next_recno() {
+            return Err(self.no_such(recno));
+        }
+        if recno <= self.body.record_count
+            && self.slots.status(&self.data, recno)? != SlotStatus::Empty
+        {
+            return Err(self.corrupt(recno, "a new record's recno is already taken"));
+        }
         let mut values = values.to_vec();
         if let Some(s) = self.body.serial {
             values[usize::from(s.field)] = Value::Int64(s.next as i64);
         }
-        let keys = self.keys(&values, recno, false);
-        self.check_unique(&keys, &values, recno)?;
+        let keys = self.keys(&values, recno, deleted);
+        if !deleted {
+            self.check_unique(&keys, &values, recno)?;
+        }
         self.mark_dirty()?;
         self.slots.ensure_page(&self.data, recno)?;
         self.reserve_indexes()?;
@@ -284,17 +313,23 @@ impl TableCore {
             self.free_all(&written);
             return Err(e);
         }
-        if let Err(e) = self.slots.write(&self.data, recno, SlotStatus::Live, &slot) {
+        let status = if deleted {
+            SlotStatus::Deleted
+        } else {
+            SlotStatus::Live
+        };
+        if let Err(e) = self.slots.write(&self.data, recno, status, &slot) {
             let _ = self.apply_keys(&keys, &none, recno);
             self.free_body(&slot);
             self.free_all(&written);
             return Err(e);
         }
-        self.body.record_count = recno;
+        self.body.record_count = self.body.record_count.max(recno);
+        self.body.deleted_count += u64::from(deleted);
         if let Some(s) = &mut self.body.serial {
             s.next += 1;
         }
-        Ok(recno)
+        Ok(())
     }
 
     /// Replaces `recno`'s values (its deleted flag is kept).

@@ -7,12 +7,13 @@
 
 use std::sync::Arc;
 
-use super::handle::{Table, TableShared};
-use super::TableCore;
+use super::table::Table;
 use crate::error::Result;
 use crate::index::{Index, Pos};
 use crate::record::{Record, SlotStatus};
 use crate::schema::Value;
+use crate::table::TableCore;
+use crate::txn::TableShared;
 
 /// Encoded lower and upper bounds of a key range.
 type Bounds = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -65,23 +66,28 @@ impl Table {
     fn passes_filter(&self, core: &TableCore, recno: u64) -> Result<bool> {
         match &self.filter {
             None => Ok(true),
-            Some(f) => Ok(f(&core.read(recno)?)),
+            Some(f) => Ok(f(&self.read_in(core, recno)?)),
         }
     }
 
     fn visible_phys(&self, core: &TableCore, recno: u64) -> Result<bool> {
-        if self.hide_deleted() && core.status(recno)? != SlotStatus::Live {
-            return Ok(false);
+        match self.status_in(core, recno)? {
+            // A recno reserved by another session's open transaction.
+            SlotStatus::Empty => return Ok(false),
+            SlotStatus::Deleted if self.hide_deleted() => return Ok(false),
+            _ => {}
         }
         self.passes_filter(core, recno)
     }
 
     fn visible_entry(&self, core: &TableCore, i: usize, key: &[u8], recno: u64) -> Result<bool> {
         if self.hide_deleted() {
-            let deleted = if core.indexes[i].spec.def.unique {
+            let deleted = if core.indexes[i].spec.def.unique
+                && self.session.pending(&self.shared, recno).is_none()
+            {
                 key[key.len() - 8..] != [0; 8]
             } else {
-                core.status(recno)? == SlotStatus::Deleted
+                self.status_in(core, recno)? == SlotStatus::Deleted
             };
             if deleted {
                 return Ok(false);
@@ -167,7 +173,7 @@ impl Table {
     pub fn first(&mut self) -> Result<bool> {
         let shared = self.shared.clone();
         let core = shared.core.read();
-        let count = core.record_count();
+        let count = self.visible_count(&core);
         let found = match &self.order {
             None => {
                 let mut hit = None;
@@ -191,7 +197,7 @@ impl Table {
     pub fn last(&mut self) -> Result<bool> {
         let shared = self.shared.clone();
         let core = shared.core.read();
-        let count = core.record_count();
+        let count = self.visible_count(&core);
         let found = match &self.order {
             None => {
                 let mut hit = None;
@@ -217,7 +223,7 @@ impl Table {
     pub fn next(&mut self) -> Result<bool> {
         let shared = self.shared.clone();
         let core = shared.core.read();
-        let count = core.record_count();
+        let count = self.visible_count(&core);
         if self.eof {
             self.set_eof(count);
             return Ok(false);
@@ -331,7 +337,7 @@ impl Table {
     fn seek_with(&mut self, key: &[Value], mode: SeekMode) -> Result<bool> {
         let shared = self.shared.clone();
         let core = shared.core.read();
-        let count = core.record_count();
+        let count = self.visible_count(&core);
         let i = self.order_index(&core)?;
         let idx = &core.indexes[i];
         let k = idx.spec.seek_key(&core.name, key)?;

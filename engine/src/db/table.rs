@@ -14,48 +14,16 @@
 //! With the session's hide-deleted option on (xBase `SET DELETED ON`), deleted
 //! records are skipped by every move except `goto`.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::RwLock;
-
-use super::maint::{CheckReport, RewriteReport};
-use super::{TableCore, TableInfo};
+use super::session::SessionInner;
 use crate::error::{Error, Result};
 use crate::index::IndexDef;
 use crate::record::{Record, SlotStatus};
 use crate::schema::{Schema, Value};
-
-/// Cursor settings shared by a session's handles.
-#[derive(Debug, Default)]
-pub(crate) struct CursorOptions {
-    pub hide_deleted: AtomicBool,
-}
-
-/// An open table shared by every handle on it. Closed cleanly when the last
-/// handle goes.
-#[derive(Debug)]
-pub(crate) struct TableShared {
-    pub core: RwLock<TableCore>,
-    /// Keeps the database (and its owner lock) alive while the table is open.
-    pub _keepalive: Arc<dyn std::any::Any + Send + Sync>,
-}
-
-impl TableShared {
-    /// Flushes and marks the table cleanly closed.
-    pub fn close(&self) -> Result<()> {
-        self.core.write().close()
-    }
-}
-
-impl Drop for TableShared {
-    fn drop(&mut self) {
-        let core = self.core.get_mut();
-        if let Err(e) = core.close() {
-            tracing::error!(table = %core.name, error = %e, "table not closed cleanly; it will be verified at next open");
-        }
-    }
-}
+use crate::table::{CheckReport, RewriteReport, TableCore, TableInfo};
+use crate::txn::{Change, LockKey, TableShared};
 
 /// A record filter for navigation.
 pub type Filter = Box<dyn Fn(&Record) -> bool + Send + Sync>;
@@ -83,7 +51,7 @@ pub type Filter = Box<dyn Fn(&Record) -> bool + Send + Sync>;
 /// ```
 pub struct Table {
     pub(super) shared: Arc<TableShared>,
-    pub(super) opts: Arc<CursorOptions>,
+    pub(super) session: Arc<SessionInner>,
     pub(super) recno: u64,
     pub(super) bof: bool,
     pub(super) eof: bool,
@@ -109,10 +77,10 @@ impl std::fmt::Debug for Table {
 }
 
 impl Table {
-    pub(crate) fn new(shared: Arc<TableShared>, opts: Arc<CursorOptions>) -> Table {
+    pub(crate) fn new(shared: Arc<TableShared>, session: Arc<SessionInner>) -> Table {
         Table {
             shared,
-            opts,
+            session,
             recno: 0,
             bof: true,
             eof: true,
@@ -174,15 +142,64 @@ impl Table {
     }
 
     /// Appends a record; returns its recno. The handle is positioned on it.
+    /// Inside a transaction the recno is reserved now and the record stored at
+    /// commit.
     pub fn append(&mut self, values: &[Value]) -> Result<u64> {
-        let recno = self.shared.core.write().append(values)?;
+        let recno = self.session.write(
+            &self.shared,
+            Change::Append {
+                recno: 0,
+                values: values.to_vec(),
+            },
+        )?;
         self.reposition(recno)?;
         Ok(recno)
     }
 
     /// Reads record `recno` (memo fields hold references; see [`Table::read_memo`]).
+    /// Inside a transaction, the transaction's own changes are seen.
     pub fn read(&self, recno: u64) -> Result<Record> {
-        self.shared.core.read().read(recno)
+        let core = self.shared.core.read();
+        self.read_in(&core, recno)
+    }
+
+    pub(super) fn read_in(&self, core: &TableCore, recno: u64) -> Result<Record> {
+        match self.session.pending(&self.shared, recno) {
+            None => core.read(recno),
+            Some((values, deleted)) => {
+                let base = match &values {
+                    Some(_) => None,
+                    None => Some(core.read(recno)?),
+                };
+                let values = values.unwrap_or_else(|| {
+                    base.as_ref()
+                        .map(|b| b.values().to_vec())
+                        .unwrap_or_default()
+                });
+                let deleted =
+                    deleted.unwrap_or_else(|| base.as_ref().is_some_and(|b| b.is_deleted()));
+                Ok(Record::new(recno, deleted, values, core.schema.clone()))
+            }
+        }
+    }
+
+    /// The slot status of `recno` as this handle's session sees it.
+    pub(super) fn status_in(&self, core: &TableCore, recno: u64) -> Result<SlotStatus> {
+        match self.session.pending(&self.shared, recno) {
+            Some((_, Some(d))) => Ok(if d {
+                SlotStatus::Deleted
+            } else {
+                SlotStatus::Live
+            }),
+            _ if recno > core.record_count() => Ok(SlotStatus::Empty),
+            _ => core.status(recno),
+        }
+    }
+
+    /// Highest recno this handle's session can see.
+    pub(super) fn visible_count(&self, core: &TableCore) -> u64 {
+        core.record_count()
+            .max(self.session.pending_max(&self.shared))
     }
 
     /// Reads the memo in `field` of record `recno`.
@@ -193,8 +210,15 @@ impl Table {
     /// Replaces record `recno`'s values. To keep a memo unchanged pass the
     /// [`crate::Memo::Stored`] reference read from this record. When the handle is
     /// on that record it stays on it, even if its key in the current order changed.
+    /// The record is locked for the write (and until the end of a transaction).
     pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
-        self.shared.core.write().update(recno, values)?;
+        self.session.write(
+            &self.shared,
+            Change::Update {
+                recno,
+                values: values.to_vec(),
+            },
+        )?;
         if self.recno == recno && !self.eof {
             self.reposition(recno)?;
         }
@@ -203,7 +227,13 @@ impl Table {
 
     /// Deletes record `recno` logically: it keeps its recno and stays readable.
     pub fn delete(&mut self, recno: u64) -> Result<()> {
-        self.shared.core.write().set_deleted(recno, true)?;
+        self.session.write(
+            &self.shared,
+            Change::SetDeleted {
+                recno,
+                deleted: true,
+            },
+        )?;
         if self.recno == recno && !self.eof {
             self.reposition(recno)?;
         }
@@ -213,7 +243,13 @@ impl Table {
     /// Undeletes record `recno`. Refused with [`Error::DuplicateKey`] when a live
     /// record now holds its key in a unique index.
     pub fn recall(&mut self, recno: u64) -> Result<()> {
-        self.shared.core.write().set_deleted(recno, false)?;
+        self.session.write(
+            &self.shared,
+            Change::SetDeleted {
+                recno,
+                deleted: false,
+            },
+        )?;
         if self.recno == recno && !self.eof {
             self.reposition(recno)?;
         }
@@ -222,11 +258,79 @@ impl Table {
 
     /// True when record `recno` is deleted.
     pub fn is_deleted(&self, recno: u64) -> Result<bool> {
-        Ok(self.shared.core.read().status(recno)? == SlotStatus::Deleted)
+        let core = self.shared.core.read();
+        Ok(self.status_in(&core, recno)? == SlotStatus::Deleted)
     }
 
-    /// Writes every change of this table to disk and syncs.
+    /// Locks record `recno` for this session (RecLock), waiting up to `timeout`
+    /// for another session to release it. Readers are never blocked by it.
+    pub fn lock(&self, recno: u64, timeout: Duration) -> Result<()> {
+        self.shared
+            .rt
+            .locks
+            .lock(
+                self.session.id,
+                &LockKey::Record(self.shared.name.clone(), recno),
+                timeout,
+            )
+            .map(|_| ())
+    }
+
+    /// Releases a record lock (kept until the end of an open transaction).
+    pub fn unlock(&self, recno: u64) -> bool {
+        if self.session.txn.lock().is_some() {
+            return false;
+        }
+        self.shared.rt.locks.unlock(
+            self.session.id,
+            &LockKey::Record(self.shared.name.clone(), recno),
+        )
+    }
+
+    /// Locks the whole table for this session: other sessions can read but not
+    /// write or lock its records.
+    pub fn lock_file(&self, timeout: Duration) -> Result<()> {
+        self.shared
+            .rt
+            .locks
+            .lock(
+                self.session.id,
+                &LockKey::File(self.shared.name.clone()),
+                timeout,
+            )
+            .map(|_| ())
+    }
+
+    /// Releases the file lock (kept until the end of an open transaction).
+    pub fn unlock_file(&self) -> bool {
+        if self.session.txn.lock().is_some() {
+            return false;
+        }
+        self.shared
+            .rt
+            .locks
+            .unlock(self.session.id, &LockKey::File(self.shared.name.clone()))
+    }
+
+    /// Every record of the table read under one lock: a consistent picture of the
+    /// committed data (no commit is half-seen).
+    pub fn snapshot(&self) -> Result<Vec<Record>> {
+        let core = self.shared.core.read();
+        let mut out = Vec::new();
+        for r in 1..=core.record_count() {
+            match core.read(r) {
+                Ok(rec) => out.push(rec),
+                Err(Error::NoSuchRecord { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes every change of this table to disk and syncs. (A logged table's
+    /// commits are already durable in the log; this writes them to its files.)
     pub fn flush(&mut self) -> Result<()> {
+        let _gate = self.shared.rt.gate.read();
         self.shared.core.write().flush()
     }
 
@@ -278,6 +382,11 @@ impl Table {
     }
 
     fn exclusive(&self, what: &str) -> Result<()> {
+        if self.session.txn.lock().is_some() {
+            return Err(Error::Transaction(format!(
+                "{what} cannot run inside a transaction"
+            )));
+        }
         let handles = Arc::strong_count(&self.shared);
         if handles > 1 {
             return Err(Error::TableInUse {
@@ -390,7 +499,7 @@ impl Table {
     }
 
     pub(super) fn hide_deleted(&self) -> bool {
-        self.opts
+        self.session
             .hide_deleted
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -427,7 +536,7 @@ impl Table {
                 None => None,
                 Some(_) => {
                     let i = self.order_index(&core)?;
-                    let rec = core.read(recno)?;
+                    let rec = self.read_in(&core, recno)?;
                     core.key_of(i, rec.values(), recno, rec.is_deleted())
                 }
             }
@@ -438,7 +547,16 @@ impl Table {
 
     /// Positions on record `recno` (deleted or not, in scope or not).
     pub fn goto(&mut self, recno: u64) -> Result<()> {
-        self.shared.core.read().status(recno)?;
+        {
+            let core = self.shared.core.read();
+            if self.status_in(&core, recno)? == SlotStatus::Empty {
+                return Err(Error::NoSuchRecord {
+                    table: core.name.clone(),
+                    recno,
+                    count: core.record_count(),
+                });
+            }
+        }
         self.reposition(recno)
     }
 

@@ -1,0 +1,241 @@
+//! The write-ahead log of a rootpath: segment files in `raiz.wal/`.
+//!
+//! Invariants:
+//! - Frames are written in LSN order by one writer at a time (the append mutex);
+//!   the LSN of a frame is its end offset in the log stream. A write that fails
+//!   (a full disk) is cut back with `set_len`, so the log never holds a partial
+//!   frame in the middle: the failed commit is simply not there.
+//! - `durable()` only grows, and only after a successful `sync` of everything
+//!   written before it. Concurrent committers share one sync (group commit): the
+//!   first to take the sync mutex syncs every frame written so far.
+//! - A failed sync poisons the log: every later append or flush fails until the
+//!   database is reopened (a retried fsync may lie).
+//! - A checkpoint (everything before it written to the table files and synced)
+//!   starts a new segment and removes the older ones; recovery replays every
+//!   segment present, so a crash during a checkpoint only means more replay.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::record::{encode, Entry};
+use crate::error::{Error, Result};
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// Directory of the log inside a rootpath.
+pub const WAL_DIR: &str = "raiz.wal";
+
+/// Name of segment `seq`.
+pub fn segment_name(seq: u64) -> String {
+    format!("{seq:010}.wal")
+}
+
+/// Segment numbers present in the log directory, ascending.
+pub fn segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<u64>> {
+    if !storage.exists(dir).map_err(|e| Error::io(dir, e))? {
+        return Ok(Vec::new());
+    }
+    let mut seqs: Vec<u64> = storage
+        .list(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .iter()
+        .filter_map(|n| n.strip_suffix(".wal").and_then(|s| s.parse().ok()))
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+struct Writer {
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    seq: u64,
+    /// Bytes in the current segment.
+    pos: u64,
+    /// LSN of the segment's first byte.
+    base: u64,
+}
+
+/// The log. Shared by every logged table of a database.
+pub struct Wal {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    sync: Mutex<()>,
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+    syncs: AtomicU64,
+    /// Bytes appended since the last checkpoint.
+    since_checkpoint: AtomicU64,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("durable", &self.durable())
+            .finish()
+    }
+}
+
+impl Wal {
+    /// Opens the log of `root` for appending, in a new segment after `last_seq`.
+    pub fn open(storage: Arc<dyn Storage>, root: &Path, last_seq: u64) -> Result<Wal> {
+        let dir = root.join(WAL_DIR);
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        let seq = last_seq + 1;
+        let path = dir.join(segment_name(seq));
+        let file = storage
+            .open(&path, OpenMode::OpenOrCreate)
+            .map_err(|e| Error::io(&path, e))?;
+        file.set_len(0).map_err(|e| Error::io(&path, e))?;
+        storage.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Wal {
+            storage,
+            dir,
+            writer: Mutex::new(Writer {
+                file,
+                path,
+                seq,
+                pos: 0,
+                base: 0,
+            }),
+            sync: Mutex::new(()),
+            durable: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
+            since_checkpoint: AtomicU64::new(0),
+        })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Everything up to this LSN is durable.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// LSN of the end of the log.
+    pub fn end(&self) -> u64 {
+        let w = self.writer.lock();
+        w.base + w.pos
+    }
+
+    /// Syncs performed (to see group commit at work).
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Bytes appended since the last checkpoint.
+    pub fn since_checkpoint(&self) -> u64 {
+        self.since_checkpoint.load(Ordering::Relaxed)
+    }
+
+    /// True after a failed sync.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the frames of `entries` (one commit) to the log; returns the LSN
+    /// of their end. Not durable until [`Wal::flush_to`] covers it. On error
+    /// nothing of them is in the log.
+    pub fn append(&self, entries: &[Entry]) -> Result<u64> {
+        self.check()?;
+        let mut buf = Vec::new();
+        for e in entries {
+            encode(e, &mut buf);
+        }
+        let mut w = self.writer.lock();
+        if let Err(e) = w.file.write_at(w.pos, &buf) {
+            // Cut back whatever part reached the file: a later frame must never
+            // follow a partial one.
+            let _ = w.file.set_len(w.pos);
+            return Err(Error::io(&w.path, e));
+        }
+        w.pos += buf.len() as u64;
+        self.since_checkpoint
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(w.base + w.pos)
+    }
+
+    /// Makes the log durable up to at least `lsn` (sharing the sync with every
+    /// committer that arrives meanwhile).
+    pub fn flush_to(&self, lsn: u64) -> Result<()> {
+        if self.durable() >= lsn {
+            return Ok(());
+        }
+        let _sync = self.sync.lock();
+        if self.durable() >= lsn {
+            return Ok(());
+        }
+        self.check()?;
+        let (file, path, end) = {
+            let w = self.writer.lock();
+            (w.file.clone(), w.path.clone(), w.base + w.pos)
+        };
+        if let Err(e) = file.sync() {
+            self.poisoned.store(true, Ordering::Release);
+            tracing::error!(log = %path.display(), error = %e, "log sync failed; writes refused until reopen");
+            return Err(Error::SyncFailed { path, source: e });
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.durable.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.flush_to(self.end())
+    }
+
+    /// Starts a new segment and removes the older ones. The caller has written
+    /// and synced every change the older segments hold, and no commit runs.
+    pub fn rotate(&self) -> Result<()> {
+        self.flush()?;
+        let _sync = self.sync.lock();
+        let mut w = self.writer.lock();
+        let seq = w.seq + 1;
+        let path = self.dir.join(segment_name(seq));
+        let file = self
+            .storage
+            .open(&path, OpenMode::OpenOrCreate)
+            .map_err(|e| Error::io(&path, e))?;
+        file.set_len(0).map_err(|e| Error::io(&path, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        let old = w.seq;
+        w.base += w.pos;
+        w.pos = 0;
+        w.file = file;
+        w.path = path;
+        w.seq = seq;
+        drop(w);
+        for s in segments(self.storage.as_ref(), &self.dir)? {
+            if s <= old {
+                let p = self.dir.join(segment_name(s));
+                self.storage.remove(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        self.since_checkpoint.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! Transactions and locks: what sessions share across the tables of a database.
+//!
+//! A transaction collects its changes ([`Change`]) without touching the tables;
+//! [`commit::commit`] applies them all at once, under the tables' write locks,
+//! and — for logged tables — writes the changed pages to the log before anyone
+//! can write them to the table files. So other sessions only ever see committed
+//! data, a rollback is forgetting the changes, and recovery only has to redo.
+
+pub mod commit;
+pub mod locks;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::log::Wal;
+use crate::schema::Value;
+use crate::table::TableCore;
+
+pub use locks::{LockInfo, LockKey, LockManager};
+
+/// One change of a transaction, applied at commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new record at a recno reserved when it was appended.
+    Append {
+        /// The reserved recno.
+        recno: u64,
+        /// Its values.
+        values: Vec<Value>,
+    },
+    /// New values for a record.
+    Update {
+        /// The record.
+        recno: u64,
+        /// Its new values.
+        values: Vec<Value>,
+    },
+    /// Logical delete (true) or recall (false).
+    SetDeleted {
+        /// The record.
+        recno: u64,
+        /// The new flag.
+        deleted: bool,
+    },
+    /// A reserved recno whose append was rolled back: stored as a deleted blank
+    /// record, so recnos stay dense and are never reused.
+    Blank {
+        /// The reserved recno.
+        recno: u64,
+    },
+}
+
+impl Change {
+    /// The record the change concerns.
+    pub fn recno(&self) -> u64 {
+        match self {
+            Change::Append { recno, .. }
+            | Change::Update { recno, .. }
+            | Change::SetDeleted { recno, .. }
+            | Change::Blank { recno } => *recno,
+        }
+    }
+}
+
+/// Settings of the log and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// A checkpoint runs once this many bytes were logged since the last one.
+    pub checkpoint_bytes: u64,
+    /// … or this long after the last one (checked at commits).
+    pub checkpoint_interval: Duration,
+    /// Delayed-durability commits are synced within this delay.
+    pub sync_delay: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            checkpoint_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_secs(300),
+            sync_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the tables of one database share: the log, the locks, the open tables.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    /// The write-ahead log (None for a database of temporary tables).
+    pub wal: Option<Arc<Wal>>,
+    /// Record, file and named locks.
+    pub locks: LockManager,
+    /// Commits hold it shared; a checkpoint holds it exclusively.
+    pub gate: RwLock<()>,
+    /// Open tables by name.
+    pub tables: Mutex<HashMap<String, Weak<TableShared>>>,
+    /// Transaction ids.
+    pub next_txn: AtomicU64,
+    /// Log settings.
+    pub log: LogOptions,
+    /// When the last checkpoint ran.
+    pub last_checkpoint: Mutex<std::time::Instant>,
+}
+
+/// An open table shared by every handle on it. Closed cleanly when the last
+/// handle goes.
+#[derive(Debug)]
+pub(crate) struct TableShared {
+    /// The table.
+    pub core: RwLock<TableCore>,
+    /// The table's name (never changes while open).
+    pub name: String,
+    /// What the database's tables share.
+    pub rt: Arc<Runtime>,
+    /// Keeps the database (and its owner lock) alive while the table is open.
+    pub _keepalive: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl TableShared {
+    /// Flushes and marks the table cleanly closed.
+    pub fn close(&self) -> crate::Result<()> {
+        let _gate = self.rt.gate.read();
+        self.core.write().close()
+    }
+}
+
+impl Drop for TableShared {
+    fn drop(&mut self) {
+        let core = self.core.get_mut();
+        if let Err(e) = core.close() {
+            tracing::error!(table = %core.name, error = %e, "table not closed cleanly; it will be repaired at next open");
+        }
+    }
+}
+
+/// Writes every logged table's changed pages to its files, syncs them, and starts
+/// a new log segment (the older ones are no longer needed for recovery).
+pub(crate) fn checkpoint(rt: &Runtime) -> crate::Result<()> {
+    let Some(wal) = &rt.wal else { return Ok(()) };
+    let _gate = rt.gate.write();
+    let started = std::time::Instant::now();
+    wal.flush()?;
+    let open: Vec<Arc<TableShared>> = rt
+        .tables
+        .lock()
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for t in open {
+        let mut core = t.core.write();
+        if core.is_logged() {
+            core.flush()?;
+        }
+    }
+    let logged = wal.since_checkpoint();
+    wal.rotate()?;
+    *rt.last_checkpoint.lock() = std::time::Instant::now();
+    tracing::info!(
+        log_bytes = logged,
+        secs = started.elapsed().as_secs_f64(),
+        "checkpoint"
+    );
+    Ok(())
+}
+
+/// Runs a checkpoint when the log grew past its bound or the interval passed.
+pub(crate) fn maybe_checkpoint(rt: &Runtime) -> crate::Result<()> {
+    let Some(wal) = &rt.wal else { return Ok(()) };
+    let due = wal.since_checkpoint() >= rt.log.checkpoint_bytes
+        || (wal.since_checkpoint() > 0
+            && rt.last_checkpoint.lock().elapsed() >= rt.log.checkpoint_interval);
+    if due {
+        checkpoint(rt)?;
+    }
+    Ok(())
+}
+
+/// Syncs the log of delayed-durability commits every `sync_delay`, for as long
+/// as the runtime lives.
+pub(crate) fn spawn_log_syncer(rt: &Arc<Runtime>) {
+    let weak = Arc::downgrade(rt);
+    let delay = rt.log.sync_delay;
+    let spawned = std::thread::Builder::new()
+        .name("raiz-log-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(delay);
+            let Some(rt) = weak.upgrade() else { return };
+            if let Some(w) = &rt.wal {
+                if w.durable() < w.end() && !w.is_poisoned() {
+                    if let Err(e) = w.flush() {
+                        tracing::error!(error = %e, "delayed log sync failed");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the log sync thread; delayed commits sync at the next durable commit");
+    }
+}
