@@ -40,7 +40,7 @@ impl std::fmt::Display for LockKey {
     }
 }
 
-/// A lock and its owner, as listed by [`LockManager::list`].
+/// A lock and its owner, as listed by [`crate::Database::locks`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockInfo {
     /// The lock.
