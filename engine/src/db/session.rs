@@ -83,7 +83,7 @@ impl SessionInner {
                     if let Some(h) = shared
                         .rt
                         .locks
-                        .blocker(&LockKey::File(name.clone()), self.id)
+                        .holder_other_than(&LockKey::File(name.clone()), self.id)
                     {
                         return Err(Error::LockConflict {
                             lock: format!("table {name}"),
@@ -128,7 +128,7 @@ impl SessionInner {
                 if let Some(h) = shared
                     .rt
                     .locks
-                    .blocker(&LockKey::File(name.clone()), self.id)
+                    .holder_other_than(&LockKey::File(name.clone()), self.id)
                 {
                     return Err(Error::LockConflict {
                         lock: format!("table {name}"),

@@ -142,6 +142,12 @@ impl Wal {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    /// Refuses every later append and flush (a table file could not be made
+    /// durable, so the tables on disk may lag the log until recovery runs).
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
     fn check(&self) -> Result<()> {
         if self.is_poisoned() {
             return Err(Error::Poisoned {

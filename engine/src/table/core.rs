@@ -327,6 +327,10 @@ impl TableCore {
             tracing::info!(table = name, stored = %body.table, "data file was renamed; adopting its file name");
             body.table = name.to_owned();
         }
+        // After a failed sync the files may lag the log: nothing may be written
+        // (no repair, no rebuild) until the rootpath is reopened and recovered.
+        let poisoned = body.durability == Durability::Logged
+            && env.wal.as_ref().is_some_and(|w| w.is_poisoned());
         let mut core = TableCore {
             name: name.to_owned(),
             codec: Codec::new(&body.schema, body.format),
@@ -344,10 +348,19 @@ impl TableCore {
         // A header read from the older copy may be a generation behind: its
         // counters are rebuilt from the slots as after an unclean close.
         let clean = core.body.clean && !loaded.damaged_copy;
+        let refuse = || Error::Poisoned {
+            path: env.root.join(crate::log::WAL_DIR),
+        };
+        if poisoned && (!clean || report.moved) {
+            return Err(refuse());
+        }
         if !clean {
             core.verify(&mut report)?;
         }
         core.open_indexes(clean, &mut report)?;
+        if poisoned && report != OpenReport::default() {
+            return Err(refuse());
+        }
         core.attach_wal();
         if report.moved && clean {
             core.check_indexes_after_move(&mut report)?;
@@ -427,6 +440,11 @@ impl TableCore {
             let index = match opened {
                 Ok(i) => i,
                 Err(why) => {
+                    if self.is_logged() && self.env.wal.as_ref().is_some_and(|w| w.is_poisoned()) {
+                        return Err(Error::Poisoned {
+                            path: self.env.root.join(crate::log::WAL_DIR),
+                        });
+                    }
                     tracing::warn!(table = %self.name, index = %b.name, reason = %why, "rebuilding index");
                     let mut i = Index::create(
                         &self.env.storage,

@@ -191,9 +191,15 @@ impl LockManager {
         keys.len()
     }
 
-    /// The session (other than `me`) whose lock blocks a write under `key`, if any.
-    pub fn blocker(&self, key: &LockKey, me: u64) -> Option<u64> {
-        self.table.lock().blockers(key, me).first().copied()
+    /// The session other than `me` holding exactly `key`, if any (an append
+    /// only needs the table not to be file-locked by someone else).
+    pub fn holder_other_than(&self, key: &LockKey, me: u64) -> Option<u64> {
+        self.table
+            .lock()
+            .held
+            .get(key)
+            .copied()
+            .filter(|&h| h != me)
     }
 
     /// Every lock held now, sorted.

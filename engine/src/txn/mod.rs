@@ -133,6 +133,14 @@ impl Drop for TableShared {
         let core = self.core.get_mut();
         if let Err(e) = core.close() {
             tracing::error!(table = %core.name, error = %e, "table not closed cleanly; it will be repaired at next open");
+            // Its files may now lag the log: reopening it in this process would
+            // build on stale pages. Refuse writes until the rootpath is reopened
+            // and recovery brings the files up to date.
+            if core.is_logged() {
+                if let Some(w) = &self.rt.wal {
+                    w.poison();
+                }
+            }
         }
     }
 }
@@ -153,7 +161,11 @@ pub(crate) fn checkpoint(rt: &Runtime) -> crate::Result<()> {
     for t in open {
         let mut core = t.core.write();
         if core.is_logged() {
-            core.flush()?;
+            if let Err(e) = core.flush() {
+                // The files may lag the log now; only recovery can be trusted.
+                wal.poison();
+                return Err(e);
+            }
         }
     }
     let logged = wal.since_checkpoint();

@@ -1,0 +1,346 @@
+//! Transactions and locks: commit, rollback, savepoints, isolation (no dirty
+//! reads), record / file / named locks, timeouts, deadlocks, release at session
+//! end, temporary tables.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use raiz_engine::index::{IndexDef, Segment};
+use raiz_engine::{
+    Database, Durability, Error, Field, FieldType, LockKey, Schema, TableOptions, Value,
+};
+
+fn accounts(db: &Database, n: i64) {
+    let schema = Schema::new(vec![
+        Field::new("ID", FieldType::Char(6)),
+        Field::new("BAL", FieldType::Int64),
+    ]);
+    db.create_table("acc", &schema, TableOptions::default())
+        .unwrap();
+    let s = db.session();
+    let mut t = s.open_table("acc").unwrap();
+    t.create_index(&IndexDef::new("by_id", vec![Segment::field("ID")]).unique())
+        .unwrap();
+    s.begin().unwrap();
+    for i in 0..n {
+        t.append(&[Value::from(format!("A{i:03}").as_str()), Value::Int64(100)])
+            .unwrap();
+    }
+    s.commit().unwrap();
+}
+
+fn bal(t: &raiz_engine::Table, r: u64) -> i64 {
+    t.read(r).unwrap().get("BAL").unwrap().as_i64().unwrap()
+}
+
+fn row(id: &str, b: i64) -> Vec<Value> {
+    vec![Value::from(id), Value::Int64(b)]
+}
+
+#[test]
+fn commit_makes_every_change_visible_at_once_and_rollback_none() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 3);
+    let a = db.session();
+    let b = db.session();
+    let mut ta = a.open_table("acc").unwrap();
+    let tb = b.open_table("acc").unwrap();
+    a.begin().unwrap();
+    ta.update(1, &row("A000", 50)).unwrap();
+    ta.update(2, &row("A001", 150)).unwrap();
+    let new = ta.append(&row("A999", 7)).unwrap();
+    assert_eq!(new, 4);
+    // Own view: the transaction's changes.
+    assert_eq!(bal(&ta, 1), 50);
+    assert_eq!(bal(&ta, 4), 7);
+    ta.goto(4).unwrap();
+    // Others: committed data only, and the reserved recno does not exist yet.
+    assert_eq!(bal(&tb, 1), 100);
+    assert!(matches!(tb.read(4), Err(Error::NoSuchRecord { .. })));
+    assert_eq!(tb.snapshot().unwrap().len(), 3);
+    a.commit().unwrap();
+    assert_eq!((bal(&tb, 1), bal(&tb, 2), bal(&tb, 4)), (50, 150, 7));
+
+    a.begin().unwrap();
+    ta.update(1, &row("A000", 0)).unwrap();
+    let gone = ta.append(&row("A998", 1)).unwrap();
+    a.rollback().unwrap();
+    assert_eq!(bal(&ta, 1), 50);
+    // A rolled-back append leaves a deleted blank record: recnos are never reused.
+    assert!(tb.read(gone).unwrap().is_deleted());
+    assert_eq!(ta.append(&row("A997", 1)).unwrap(), gone + 1);
+    assert!(ta.check(10).unwrap().is_ok());
+}
+
+#[test]
+fn savepoints_roll_back_part_of_a_transaction() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 2);
+    let s = db.session();
+    let mut t = s.open_table("acc").unwrap();
+    assert!(matches!(s.savepoint(), Err(Error::Transaction(_))));
+    s.begin().unwrap();
+    t.update(1, &row("A000", 1)).unwrap();
+    let sp = s.savepoint().unwrap();
+    t.update(2, &row("A001", 2)).unwrap();
+    let r = t.append(&row("A100", 3)).unwrap();
+    s.rollback_to(sp).unwrap();
+    assert_eq!(bal(&t, 2), 100, "undone back to the savepoint");
+    t.update(2, &row("A001", 22)).unwrap();
+    s.commit().unwrap();
+    assert_eq!((bal(&t, 1), bal(&t, 2)), (1, 22));
+    assert!(
+        t.read(r).unwrap().is_deleted(),
+        "the append after the savepoint became a deleted blank"
+    );
+    assert!(matches!(s.commit(), Err(Error::Transaction(_))));
+    assert!(matches!(
+        s.begin().and_then(|_| s.begin()),
+        Err(Error::Transaction(_))
+    ));
+    s.rollback().unwrap();
+}
+
+#[test]
+fn a_failed_commit_applies_nothing_across_tables() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 2);
+    let log = Schema::new(vec![Field::new("MSG", FieldType::Char(20))]);
+    db.create_table("log", &log, TableOptions::default())
+        .unwrap();
+    let s = db.session();
+    let mut t = s.open_table("acc").unwrap();
+    let mut l = s.open_table("log").unwrap();
+    let other = db.session();
+    s.begin().unwrap();
+    l.append(&[Value::from("moved 10")]).unwrap();
+    t.update(1, &row("A000", 90)).unwrap();
+    // Meanwhile another session takes the unique key this transaction will need.
+    other
+        .open_table("acc")
+        .unwrap()
+        .append(&row("A500", 0))
+        .unwrap();
+    t.append(&row("A500", 1)).unwrap();
+    assert!(matches!(s.commit(), Err(Error::DuplicateKey { .. })));
+    assert_eq!(bal(&t, 1), 100);
+    assert_eq!(
+        l.record_count(),
+        1,
+        "the log table's append became a blank, not a message"
+    );
+    assert!(l.read(1).unwrap().is_deleted());
+    assert!(t.check(10).unwrap().is_ok() && l.check(10).unwrap().is_ok());
+    assert!(db.locks().is_empty(), "a failed commit releases the locks");
+}
+
+#[test]
+fn record_locks_conflict_wait_and_time_out_but_never_block_readers() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 2);
+    let a = db.session();
+    let b = db.session();
+    let ta = a.open_table("acc").unwrap();
+    let mut tb = b.open_table("acc").unwrap();
+    ta.lock(1, Duration::ZERO).unwrap();
+    assert_eq!(bal(&tb, 1), 100, "readers are not blocked");
+    assert!(matches!(
+        tb.update(1, &row("A000", 1)),
+        Err(Error::LockConflict { .. })
+    ));
+    b.set_lock_timeout(Duration::from_millis(100));
+    let t0 = Instant::now();
+    assert!(matches!(
+        tb.update(1, &row("A000", 1)),
+        Err(Error::LockTimeout { .. })
+    ));
+    assert!(t0.elapsed() >= Duration::from_millis(100));
+    tb.update(2, &row("A001", 5)).unwrap();
+    // A waiter gets the record once the holder unlocks.
+    b.set_lock_timeout(Duration::from_secs(5));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(ta.unlock(1));
+        });
+        tb.update(1, &row("A000", 9)).unwrap();
+    });
+    assert_eq!(bal(&ta, 1), 9);
+    // File lock: others cannot write the table while it is held.
+    ta.lock_file(Duration::ZERO).unwrap();
+    b.set_lock_timeout(Duration::ZERO);
+    assert!(matches!(
+        tb.update(2, &row("A001", 6)),
+        Err(Error::LockConflict { .. })
+    ));
+    assert!(matches!(
+        tb.append(&row("A777", 6)),
+        Err(Error::LockConflict { .. })
+    ));
+    assert!(ta.unlock_file());
+    tb.append(&row("A777", 6)).unwrap();
+}
+
+#[test]
+fn locks_taken_in_a_transaction_last_until_it_ends_and_are_listed() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 2);
+    let a = db.session();
+    let b = db.session();
+    let mut ta = a.open_table("acc").unwrap();
+    let tb = b.open_table("acc").unwrap();
+    a.begin().unwrap();
+    ta.update(1, &row("A000", 1)).unwrap();
+    a.lock_name("close-of-month").unwrap();
+    assert!(!ta.unlock(1), "held until the transaction ends");
+    assert!(!a.unlock_name("close-of-month"));
+    let locks = db.locks();
+    assert!(locks
+        .iter()
+        .any(|l| l.key == LockKey::Record("acc".into(), 1) && l.session == a.id()));
+    assert!(locks
+        .iter()
+        .any(|l| l.key == LockKey::Name("close-of-month".into())));
+    assert!(matches!(
+        tb.lock(1, Duration::ZERO),
+        Err(Error::LockConflict { .. })
+    ));
+    assert!(matches!(
+        b.lock_name("close-of-month"),
+        Err(Error::LockConflict { .. })
+    ));
+    a.commit().unwrap();
+    assert!(db.locks().is_empty());
+    tb.lock(1, Duration::ZERO).unwrap();
+}
+
+#[test]
+fn a_deadlock_is_reported_to_one_session_never_a_hang() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 2);
+    let a = db.session();
+    let b = db.session();
+    a.set_lock_timeout(Duration::from_secs(20));
+    b.set_lock_timeout(Duration::from_secs(20));
+    let mut ta = a.open_table("acc").unwrap();
+    let mut tb = b.open_table("acc").unwrap();
+    a.begin().unwrap();
+    b.begin().unwrap();
+    ta.update(1, &row("A000", 1)).unwrap();
+    tb.update(2, &row("A001", 2)).unwrap();
+    let t0 = Instant::now();
+    let outcome = std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let r = tb.update(1, &row("A000", 3));
+            if r.is_err() {
+                b.rollback().unwrap();
+            } else {
+                b.commit().unwrap();
+            }
+            r
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let mine = ta.update(2, &row("A001", 4));
+        if mine.is_err() {
+            a.rollback().unwrap();
+        } else {
+            a.commit().unwrap();
+        }
+        (mine, h.join().unwrap())
+    });
+    assert!(t0.elapsed() < Duration::from_secs(10), "no hang");
+    let deadlocks = [&outcome.0, &outcome.1]
+        .iter()
+        .filter(|r| matches!(r, Err(Error::Deadlock { .. })))
+        .count();
+    assert_eq!(deadlocks, 1, "{outcome:?}");
+    assert!(outcome.0.is_ok() || outcome.1.is_ok());
+}
+
+#[test]
+fn ending_a_session_releases_its_locks_and_rolls_back() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 2);
+    let b = db.session();
+    let tb = b.open_table("acc").unwrap();
+    {
+        let a = db.session();
+        let mut ta = a.open_table("acc").unwrap();
+        a.begin().unwrap();
+        ta.update(1, &row("A000", 0)).unwrap();
+        a.lock_name("job").unwrap();
+        assert!(tb.lock(1, Duration::ZERO).is_err());
+        // The session and its handle go away without commit.
+    }
+    assert!(db.locks().is_empty());
+    assert_eq!(bal(&tb, 1), 100);
+    tb.lock(1, Duration::ZERO).unwrap();
+    b.lock_name("job").unwrap();
+    let c = db.session();
+    let tc = c.open_table("acc").unwrap();
+    c.begin().unwrap();
+    tc.lock(2, Duration::ZERO).unwrap();
+    c.end().unwrap();
+    assert!(!c.in_transaction());
+    assert!(db.locks().iter().all(|l| l.session != c.id()));
+}
+
+#[test]
+fn temporary_tables_are_private_and_removed_at_session_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let s = db.session();
+    let schema = Schema::new(vec![Field::new("K", FieldType::Int64)]);
+    s.create_table(
+        "work",
+        &schema,
+        TableOptions::default().durability(Durability::Temporary),
+    )
+    .unwrap();
+    let mut t = s.open_table("work").unwrap();
+    for i in 0..100 {
+        t.append(&[Value::Int64(i)]).unwrap();
+    }
+    s.begin().unwrap();
+    t.update(1, &[Value::Int64(-1)]).unwrap();
+    s.commit().unwrap();
+    assert_eq!(t.read(1).unwrap().get("K"), Some(&Value::Int64(-1)));
+    assert_eq!(t.info().durability, Durability::Temporary);
+    let tmp = s.temp_dir().unwrap();
+    assert!(tmp.starts_with(std::env::temp_dir()));
+    assert!(tmp.join("work.rzd").exists());
+    assert!(
+        !db.list_tables().unwrap().contains(&"work".to_string()),
+        "not in the rootpath"
+    );
+    assert!(
+        matches!(
+            db.session().open_table("work"),
+            Err(Error::TableNotFound { .. })
+        ),
+        "private"
+    );
+    drop(t);
+    drop(s);
+    assert!(!tmp.exists(), "removed with the session");
+}
+
+#[test]
+fn unlogged_tables_still_take_part_in_transactions() {
+    let (_s, db) = common::mem_db(1 << 20);
+    let schema = Schema::new(vec![Field::new("K", FieldType::Int64)]);
+    db.create_table(
+        "u",
+        &schema,
+        TableOptions::default().durability(Durability::Unlogged),
+    )
+    .unwrap();
+    let s = db.session();
+    let mut t = s.open_table("u").unwrap();
+    s.begin().unwrap();
+    t.append(&[Value::Int64(1)]).unwrap();
+    assert_eq!(db.session().open_table("u").unwrap().record_count(), 0);
+    s.commit().unwrap();
+    assert_eq!(db.session().open_table("u").unwrap().record_count(), 1);
+}
