@@ -7,17 +7,13 @@
 
 mod common;
 
+use common::bank::{committed_prefix, setup, transfer, ACCOUNTS};
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use raiz_engine::index::{IndexDef, Segment};
 use raiz_engine::storage::{CrashMode, FaultStorage, FaultTrigger};
-use raiz_engine::{
-    Database, Error, Field, FieldType, LogOptions, Memo, Options, RecordFormat, Schema, Session,
-    TableOptions, Value,
-};
-
-const ACCOUNTS: u64 = 20;
+use raiz_engine::{Database, Error, LogOptions, Options};
 
 fn seeds() -> u64 {
     std::env::var("RAIZ_FAULT_SEEDS")
@@ -39,138 +35,6 @@ fn open(storage: &FaultStorage, checkpoint_bytes: u64) -> Database {
             .log(log),
     )
     .unwrap()
-}
-
-fn setup(db: &Database) {
-    let acc = Schema::new(vec![
-        Field::new("ID", FieldType::Int64),
-        Field::new("BAL", FieldType::Int64),
-    ]);
-    db.create_table("acc", &acc, TableOptions::default().page_size(4096))
-        .unwrap();
-    let log = Schema::new(vec![
-        Field::new("K", FieldType::Int64),
-        Field::new("NOTE", FieldType::Char(30)),
-        Field::new("M", FieldType::Memo),
-    ]);
-    db.create_table(
-        "log",
-        &log,
-        TableOptions::default()
-            .page_size(4096)
-            .format(RecordFormat::Variable),
-    )
-    .unwrap();
-    let s = db.session();
-    let mut a = s.open_table("acc").unwrap();
-    a.create_index(&IndexDef::new("by_id", vec![Segment::field("ID")]).unique())
-        .unwrap();
-    a.create_index(&IndexDef::new(
-        "by_bal",
-        vec![Segment::field("BAL").descending()],
-    ))
-    .unwrap();
-    let mut l = s.open_table("log").unwrap();
-    l.create_index(&IndexDef::new("by_k", vec![Segment::field("K")]).unique())
-        .unwrap();
-    s.begin().unwrap();
-    for i in 0..ACCOUNTS {
-        a.append(&[Value::Int64(i as i64), Value::Int64(1000)])
-            .unwrap();
-    }
-    s.commit().unwrap();
-}
-
-/// Commit `k` (1-based): moves k from one account to another and logs it.
-fn transfer(s: &Session, k: u64) -> raiz_engine::Result<()> {
-    let mut a = s.open_table("acc")?;
-    let mut l = s.open_table("log")?;
-    s.begin()?;
-    let (from, to) = (k % ACCOUNTS + 1, (k * 7 + 3) % ACCOUNTS + 1);
-    let r = (|| {
-        let fb = a
-            .read(from)?
-            .get("BAL")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        a.update(
-            from,
-            &[Value::Int64(from as i64 - 1), Value::Int64(fb - k as i64)],
-        )?;
-        let tb = a.read(to)?.get("BAL").and_then(Value::as_i64).unwrap_or(0);
-        a.update(
-            to,
-            &[Value::Int64(to as i64 - 1), Value::Int64(tb + k as i64)],
-        )?;
-        l.append(&[
-            Value::Int64(k as i64),
-            Value::from(format!("t{k}").as_str()),
-            Value::Memo(Memo::Data(vec![k as u8; 50 + (k as usize * 131) % 3000])),
-        ])?;
-        Ok(())
-    })();
-    match r {
-        Ok(()) => s.commit(),
-        Err(e) => {
-            let _ = s.rollback();
-            Err(e)
-        }
-    }
-}
-
-/// Balances after the first `j` transfers.
-fn model(j: u64) -> Vec<i64> {
-    let mut b = vec![1000i64; ACCOUNTS as usize];
-    for k in 1..=j {
-        let (from, to) = ((k % ACCOUNTS) as usize, ((k * 7 + 3) % ACCOUNTS) as usize);
-        b[from] -= k as i64;
-        b[to] += k as i64;
-    }
-    b
-}
-
-/// Checks the database holds exactly the first `j` transfers; returns `j`.
-fn committed_prefix(db: &Database) -> u64 {
-    let s = db.session();
-    let a = s.open_table("acc").unwrap();
-    let l = s.open_table("log").unwrap();
-    // A transfer that failed leaves its reserved log recno as a deleted blank.
-    let logs: Vec<_> = l
-        .snapshot()
-        .unwrap()
-        .into_iter()
-        .filter(|r| !r.is_deleted())
-        .collect();
-    let j = logs.len() as u64;
-    for (i, rec) in logs.iter().enumerate() {
-        assert_eq!(
-            rec.get("K"),
-            Some(&Value::Int64(i as i64 + 1)),
-            "log record {}",
-            i + 1
-        );
-        let memo = l.read_memo(rec.recno(), "M").unwrap();
-        let k = i + 1;
-        assert_eq!(
-            memo,
-            vec![k as u8; 50 + (k * 131) % 3000],
-            "memo of transfer {k}"
-        );
-    }
-    let bals: Vec<i64> = a
-        .snapshot()
-        .unwrap()
-        .iter()
-        .map(|r| r.get("BAL").unwrap().as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        bals,
-        model(j),
-        "balances match exactly the first {j} transfers"
-    );
-    assert!(a.check(5).unwrap().is_ok(), "{:?}", a.check(5).unwrap());
-    assert!(l.check(5).unwrap().is_ok(), "{:?}", l.check(5).unwrap());
-    j
 }
 
 #[test]
