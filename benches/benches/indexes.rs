@@ -68,8 +68,12 @@ fn bench(c: &mut Criterion) {
     let n = rows();
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_with(dir.path(), Options::default().pool_bytes(256 << 20)).unwrap();
-    db.create_table("big", &schema(), TableOptions::default())
-        .unwrap();
+    db.create_table(
+        "big",
+        &schema(),
+        TableOptions::default().durability(raiz_engine::Durability::Unlogged),
+    )
+    .unwrap();
     let mut t = db.session().open_table("big").unwrap();
     let started = Instant::now();
     for i in 0..n {
@@ -146,8 +150,12 @@ fn bench(c: &mut Criterion) {
             let dir = tempfile::tempdir().unwrap();
             let db =
                 Database::open_with(dir.path(), Options::default().pool_bytes(256 << 20)).unwrap();
-            db.create_table("a", &schema(), TableOptions::default())
-                .unwrap();
+            db.create_table(
+                "a",
+                &schema(),
+                TableOptions::default().durability(raiz_engine::Durability::Unlogged),
+            )
+            .unwrap();
             let mut t = db.session().open_table("a").unwrap();
             three_indexes(&mut t);
             let rows: Vec<_> = (0..iters).map(row).collect();

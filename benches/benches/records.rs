@@ -32,7 +32,9 @@ fn append(c: &mut Criterion) {
                     db.create_table(
                         "t",
                         &schema(size, false),
-                        TableOptions::default().format(format),
+                        TableOptions::default()
+                            .durability(raiz_engine::Durability::Unlogged)
+                            .format(format),
                     )
                     .unwrap();
                     let mut t = db.session().open_table("t").unwrap();
@@ -60,7 +62,9 @@ fn read(c: &mut Criterion) {
             db.create_table(
                 "t",
                 &schema(size, false),
-                TableOptions::default().format(format),
+                TableOptions::default()
+                    .durability(raiz_engine::Durability::Unlogged)
+                    .format(format),
             )
             .unwrap();
             let mut t = db.session().open_table("t").unwrap();
@@ -91,8 +95,12 @@ fn memo(c: &mut Criterion) {
     let db = open(dir.path());
     for memo_len in [256usize, 4096, 65536] {
         let name = format!("m{memo_len}");
-        db.create_table(&name, &schema(100, true), TableOptions::default())
-            .unwrap();
+        db.create_table(
+            &name,
+            &schema(100, true),
+            TableOptions::default().durability(raiz_engine::Durability::Unlogged),
+        )
+        .unwrap();
         let mut t = db.session().open_table(&name).unwrap();
         let body = vec![b'x'; memo_len];
         let n = (8 * POOL / memo_len).max(2000) as u64;

@@ -158,6 +158,26 @@ pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport
                                 }
                                 _ => report.skipped += 1,
                             },
+                            Entry::Delta {
+                                file,
+                                page,
+                                offset,
+                                bytes,
+                            } => match files.get(&file)? {
+                                Some(pf)
+                                    if offset as usize + bytes.len() <= pf.page_size() as usize =>
+                                {
+                                    // The page's full image was replayed earlier in
+                                    // this log, so the page on disk is sound now.
+                                    let mut image = vec![0u8; pf.page_size() as usize];
+                                    pf.read_direct(page, &mut image)?;
+                                    image[offset as usize..offset as usize + bytes.len()]
+                                        .copy_from_slice(&bytes);
+                                    pf.write_direct(page, &mut image)?;
+                                    report.pages += 1;
+                                }
+                                _ => report.skipped += 1,
+                            },
                             Entry::State(s) => {
                                 states.insert(s.data.file.clone(), s);
                             }

@@ -73,6 +73,18 @@ pub enum Entry {
         /// The transaction's id.
         txn: u64,
     },
+    /// The changed bytes of a page whose full image was logged earlier in the
+    /// same log (since the last checkpoint).
+    Delta {
+        /// The file.
+        file: FileRef,
+        /// The page number.
+        page: u64,
+        /// Where the changed bytes start in the page.
+        offset: u32,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// Appends the frame of `e` to `out`.
@@ -83,6 +95,16 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(&payload);
 }
 
+/// Commits are padded with zeros to this boundary, so the next commit's write
+/// starts on a fresh page instead of one the kernel may be writing back (which
+/// would make it wait for the previous commit's sync).
+pub const ALIGN: usize = 4096;
+
+/// Bytes of zero padding that bring `len` to the next [`ALIGN`] boundary.
+pub fn padding(len: usize) -> usize {
+    (ALIGN - len % ALIGN) % ALIGN
+}
+
 /// Decodes the frames in `bytes` up to the first damaged or partial one.
 /// Returns the entries and how many bytes they took.
 pub fn decode_all(bytes: &[u8]) -> (Vec<Entry>, usize) {
@@ -91,7 +113,16 @@ pub fn decode_all(bytes: &[u8]) -> (Vec<Entry>, usize) {
     while at + FRAME_HEADER <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        if len == 0 || len > MAX_PAYLOAD || at + FRAME_HEADER + len > bytes.len() {
+        if len == 0 {
+            // Padding to the next boundary, then more frames (or the end).
+            let next = at + padding(at);
+            if next == at || next > bytes.len() || bytes[at..next].iter().any(|&b| b != 0) {
+                break;
+            }
+            at = next;
+            continue;
+        }
+        if len > MAX_PAYLOAD || at + FRAME_HEADER + len > bytes.len() {
             break;
         }
         let payload = &bytes[at + FRAME_HEADER..at + FRAME_HEADER + len];
@@ -144,5 +175,28 @@ mod tests {
         let mut bad = buf.clone();
         bad[20] ^= 1;
         assert!(decode_all(&bad).0.is_empty());
+    }
+
+    #[test]
+    fn padding_between_commits_is_skipped_and_garbage_is_not() {
+        let mut buf = Vec::new();
+        encode(&Entry::Commit { txn: 1 }, &mut buf);
+        buf.resize(buf.len() + padding(buf.len()), 0);
+        assert_eq!(buf.len(), ALIGN);
+        encode(&Entry::Commit { txn: 2 }, &mut buf);
+        let (got, used) = decode_all(&buf);
+        assert_eq!(
+            got,
+            vec![Entry::Commit { txn: 1 }, Entry::Commit { txn: 2 }]
+        );
+        assert_eq!(used, buf.len());
+        // A zero tail (preallocated or dropped) ends the log cleanly.
+        let mut tail = buf.clone();
+        tail.resize(3 * ALIGN + 100, 0);
+        assert_eq!(decode_all(&tail).0.len(), 2);
+        // Non-zero bytes in the padding are damage: stop there.
+        let mut bad = buf.clone();
+        bad[ALIGN - 5] = 1;
+        assert_eq!(decode_all(&bad).0.len(), 1);
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::record::{encode, Entry};
+use super::record::{encode, padding, Entry};
 use crate::error::{Error, Result};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
@@ -167,6 +167,8 @@ impl Wal {
             encode(e, &mut buf);
         }
         let mut w = self.writer.lock();
+        let pad = padding(w.pos as usize + buf.len());
+        buf.resize(buf.len() + pad, 0);
         if let Err(e) = w.file.write_at(w.pos, &buf) {
             // Cut back whatever part reached the file: a later frame must never
             // follow a partial one.

@@ -107,6 +107,9 @@ pub struct PageFile {
     /// Pages changed since `begin_capture`, with their image before the change
     /// (None for pages the capture allocated).
     capture: Mutex<Option<std::collections::BTreeMap<u64, Option<Vec<u8>>>>>,
+    /// Pages whose full image is in the log since the last checkpoint: later
+    /// commits may log only the bytes they change.
+    logged: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl PageFile {
@@ -134,6 +137,7 @@ impl PageFile {
                 wal: std::sync::OnceLock::new(),
             }),
             capture: Mutex::new(None),
+            logged: Mutex::new(std::collections::HashSet::new()),
             pool,
             pages: AtomicU64::new(pages),
             grow: Mutex::new(()),
@@ -190,8 +194,19 @@ impl PageFile {
         Ok(self.read(page_no)?.to_vec())
     }
 
+    /// True when the page's full image is in the log since the last checkpoint.
+    pub fn fully_logged(&self, page_no: u64) -> bool {
+        self.logged.lock().contains(&page_no)
+    }
+
+    /// Forgets which pages were logged in full (a checkpoint started a new log).
+    pub fn forget_logged(&self) {
+        self.logged.lock().clear();
+    }
+
     /// Lets a held page be evicted once the log is durable up to `lsn`.
     pub fn release(&self, page_no: u64, lsn: u64) {
+        self.logged.lock().insert(page_no);
         if let Some(frame) = self.pool.cached(self.shared.id, page_no) {
             frame.need_lsn.fetch_max(lsn, Ordering::AcqRel);
             frame.hold.store(false, Ordering::Release);

@@ -177,22 +177,51 @@ impl TableCore {
         }
     }
 
-    /// The log entries of a commit: every captured page's image, then the counters.
+    /// The log entries of a commit: each captured page — in full the first time
+    /// since the last checkpoint, afterwards only the bytes that changed — then
+    /// the counters.
     pub fn log_entries(&self, cap: &Captured) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
         for (w, pages) in &cap.files {
             let f = self.file(*w);
             let r = self.file_ref(*w);
-            for (page, _) in pages {
-                out.push(Entry::Page {
-                    file: r.clone(),
-                    page: *page,
-                    image: f.image(*page)?,
-                });
+            for (page, before) in pages {
+                let image = f.image(*page)?;
+                match before {
+                    Some(b) if f.fully_logged(*page) => {
+                        let Some(lo) = b.iter().zip(&image).position(|(x, y)| x != y) else {
+                            continue;
+                        };
+                        let hi = image.len()
+                            - b.iter()
+                                .rev()
+                                .zip(image.iter().rev())
+                                .position(|(x, y)| x != y)
+                                .unwrap_or(0);
+                        out.push(Entry::Delta {
+                            file: r.clone(),
+                            page: *page,
+                            offset: lo as u32,
+                            bytes: image[lo..hi].to_vec(),
+                        });
+                    }
+                    _ => out.push(Entry::Page {
+                        file: r.clone(),
+                        page: *page,
+                        image,
+                    }),
+                }
             }
         }
         out.push(Entry::State(self.table_state()));
         Ok(out)
+    }
+
+    /// Forgets which pages were logged in full (after a checkpoint).
+    pub fn forget_logged(&self) {
+        for (_, f) in self.files() {
+            f.forget_logged();
+        }
     }
 
     /// The commit's frames are in the log up to `lsn`: its pages may be written

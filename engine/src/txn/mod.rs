@@ -170,6 +170,10 @@ pub(crate) fn checkpoint(rt: &Runtime) -> crate::Result<()> {
     }
     let logged = wal.since_checkpoint();
     wal.rotate()?;
+    // The new log holds no page images yet: each page's next change is logged whole.
+    for t in rt.tables.lock().values().filter_map(Weak::upgrade) {
+        t.core.read().forget_logged();
+    }
     *rt.last_checkpoint.lock() = std::time::Instant::now();
     tracing::info!(
         log_bytes = logged,
