@@ -208,7 +208,7 @@ fn a_crashed_logged_table_is_recovered_from_the_log_with_its_indexes() {
     std::mem::forget(t);
     std::mem::forget(db);
     let db = common::open_on(Arc::new(after), 128 << 10);
-    assert_eq!(db.recovery().commits, 500);
+    assert_eq!(db.recovery().commits, 500, "{:?}", db.recovery());
     let mut t = db.session().open_table("t").unwrap();
     assert!(
         db.repairs().is_empty(),

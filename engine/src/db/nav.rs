@@ -96,44 +96,66 @@ impl Table {
         self.passes_filter(core, recno)
     }
 
-    /// First visible entry from `pos` forwards, stopping past the upper scope.
-    fn forward(
+    /// First visible entry from `pos`, moving forwards (stopping past the upper
+    /// scope) or backwards (stopping before the lower scope).
+    fn walk(
         &self,
         core: &TableCore,
         i: usize,
         mut pos: Option<Pos>,
+        forwards: bool,
     ) -> Result<Option<(Vec<u8>, u64)>> {
         let tree = &core.indexes[i].tree;
         while let Some(p) = pos {
             let (k, r) = tree.entry(p)?;
-            if !self.in_upper(&k) {
+            let (ahead, behind) = if forwards {
+                (self.in_upper(&k), self.in_lower(&k))
+            } else {
+                (self.in_lower(&k), self.in_upper(&k))
+            };
+            if !ahead {
                 return Ok(None);
             }
-            if self.in_lower(&k) && self.visible_entry(core, i, &k, r)? {
+            if behind && self.visible_entry(core, i, &k, r)? {
                 return Ok(Some((k, r)));
             }
-            pos = tree.next(p)?;
+            pos = if forwards {
+                tree.next(p)?
+            } else {
+                tree.prev(p)?
+            };
         }
         Ok(None)
     }
 
-    /// First visible entry from `pos` backwards, stopping before the lower scope.
+    fn forward(
+        &self,
+        core: &TableCore,
+        i: usize,
+        pos: Option<Pos>,
+    ) -> Result<Option<(Vec<u8>, u64)>> {
+        self.walk(core, i, pos, true)
+    }
+
     fn backward(
         &self,
         core: &TableCore,
         i: usize,
-        mut pos: Option<Pos>,
+        pos: Option<Pos>,
     ) -> Result<Option<(Vec<u8>, u64)>> {
-        let tree = &core.indexes[i].tree;
-        while let Some(p) = pos {
-            let (k, r) = tree.entry(p)?;
-            if !self.in_lower(&k) {
-                return Ok(None);
+        self.walk(core, i, pos, false)
+    }
+
+    /// First visible record of `recnos`, in physical order.
+    fn phys_find(
+        &self,
+        core: &TableCore,
+        recnos: impl Iterator<Item = u64>,
+    ) -> Result<Option<(Vec<u8>, u64)>> {
+        for r in recnos {
+            if self.visible_phys(core, r)? {
+                return Ok(Some((Vec::new(), r)));
             }
-            if self.in_upper(&k) && self.visible_entry(core, i, &k, r)? {
-                return Ok(Some((k, r)));
-            }
-            pos = tree.prev(p)?;
         }
         Ok(None)
     }
@@ -175,16 +197,7 @@ impl Table {
         let core = shared.core.read();
         let count = self.visible_count(&core);
         let found = match &self.order {
-            None => {
-                let mut hit = None;
-                for r in 1..=count {
-                    if self.visible_phys(&core, r)? {
-                        hit = Some((Vec::new(), r));
-                        break;
-                    }
-                }
-                hit
-            }
+            None => self.phys_find(&core, 1..=count)?,
             Some(_) => {
                 let i = self.order_index(&core)?;
                 self.index_first(&core, i)?
@@ -199,16 +212,7 @@ impl Table {
         let core = shared.core.read();
         let count = self.visible_count(&core);
         let found = match &self.order {
-            None => {
-                let mut hit = None;
-                for r in (1..=count).rev() {
-                    if self.visible_phys(&core, r)? {
-                        hit = Some((Vec::new(), r));
-                        break;
-                    }
-                }
-                hit
-            }
+            None => self.phys_find(&core, (1..=count).rev())?,
             Some(_) => {
                 let i = self.order_index(&core)?;
                 self.index_last(&core, i)?
@@ -229,16 +233,7 @@ impl Table {
             return Ok(false);
         }
         let found = match &self.order {
-            None => {
-                let mut hit = None;
-                for r in self.recno + 1..=count {
-                    if self.visible_phys(&core, r)? {
-                        hit = Some((Vec::new(), r));
-                        break;
-                    }
-                }
-                hit
-            }
+            None => self.phys_find(&core, self.recno + 1..=count)?,
             Some(_) => {
                 let i = self.order_index(&core)?;
                 match &self.ikey {
@@ -269,16 +264,7 @@ impl Table {
         let shared = self.shared.clone();
         let core = shared.core.read();
         let found = match &self.order {
-            None => {
-                let mut hit = None;
-                for r in (1..self.recno).rev() {
-                    if self.visible_phys(&core, r)? {
-                        hit = Some((Vec::new(), r));
-                        break;
-                    }
-                }
-                hit
-            }
+            None => self.phys_find(&core, (1..self.recno).rev())?,
             Some(_) => {
                 let i = self.order_index(&core)?;
                 match &self.ikey {

@@ -71,6 +71,21 @@ impl SessionInner {
         shared.rt.locks.lock(self.id, key, self.timeout())
     }
 
+    /// An append needs the table not to be file-locked by another session.
+    fn check_file_lock(shared: &TableShared, me: u64) -> Result<()> {
+        match shared
+            .rt
+            .locks
+            .holder_other_than(&LockKey::File(shared.name.clone()), me)
+        {
+            Some(holder) => Err(Error::LockConflict {
+                lock: format!("table {}", shared.name),
+                holder,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Applies a write: recorded in the open transaction, or committed at once.
     /// Returns the record's recno.
     pub fn write(&self, shared: &Arc<TableShared>, change: Change) -> Result<u64> {
@@ -80,16 +95,7 @@ impl SessionInner {
             let change = match change {
                 Change::Append { values, .. } => {
                     shared.core.read().check_values(&values)?;
-                    if let Some(h) = shared
-                        .rt
-                        .locks
-                        .holder_other_than(&LockKey::File(name.clone()), self.id)
-                    {
-                        return Err(Error::LockConflict {
-                            lock: format!("table {name}"),
-                            holder: h,
-                        });
-                    }
+                    Self::check_file_lock(shared, self.id)?;
                     let recno = shared.core.write().reserve_recno();
                     self.lock(shared, &LockKey::Record(name, recno))?;
                     Change::Append { recno, values }
@@ -125,16 +131,7 @@ impl SessionInner {
         // A write of its own: lock, commit, unlock (unless the lock was held before).
         let key = match &change {
             Change::Append { .. } => {
-                if let Some(h) = shared
-                    .rt
-                    .locks
-                    .holder_other_than(&LockKey::File(name.clone()), self.id)
-                {
-                    return Err(Error::LockConflict {
-                        lock: format!("table {name}"),
-                        holder: h,
-                    });
-                }
+                Self::check_file_lock(shared, self.id)?;
                 None
             }
             other => Some(LockKey::Record(name, other.recno())),

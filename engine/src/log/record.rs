@@ -95,9 +95,9 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(&payload);
 }
 
-/// Commits are padded with zeros to this boundary, so the next commit's write
-/// starts on a fresh page instead of one the kernel may be writing back (which
-/// would make it wait for the previous commit's sync).
+/// A commit frame is followed by zeros up to this boundary, so the next commit's
+/// write starts on a fresh page instead of one the kernel may be writing back
+/// (which would make it wait for the previous commit's sync).
 pub const ALIGN: usize = 4096;
 
 /// Bytes of zero padding that bring `len` to the next [`ALIGN`] boundary.
@@ -105,35 +105,37 @@ pub fn padding(len: usize) -> usize {
     (ALIGN - len % ALIGN) % ALIGN
 }
 
-/// Decodes the frames in `bytes` up to the first damaged or partial one.
-/// Returns the entries and how many bytes they took.
+/// Decodes the frames in `bytes` up to the first damaged or partial one (or the
+/// zeros after the last commit). Returns the entries and how many bytes they took.
 pub fn decode_all(bytes: &[u8]) -> (Vec<Entry>, usize) {
     let mut out = Vec::new();
     let mut at = 0;
     while at + FRAME_HEADER <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        if len == 0 {
-            // Padding to the next boundary, then more frames (or the end).
-            let next = at + padding(at);
-            if next == at || next > bytes.len() || bytes[at..next].iter().any(|&b| b != 0) {
-                break;
-            }
-            at = next;
-            continue;
-        }
-        if len > MAX_PAYLOAD || at + FRAME_HEADER + len > bytes.len() {
+        if len == 0 || len > MAX_PAYLOAD || at + FRAME_HEADER + len > bytes.len() {
             break;
         }
         let payload = &bytes[at + FRAME_HEADER..at + FRAME_HEADER + len];
         if crc32fast::hash(payload) != crc {
             break;
         }
-        match postcard::from_bytes::<Entry>(payload) {
-            Ok(e) => out.push(e),
+        let entry = match postcard::from_bytes::<Entry>(payload) {
+            Ok(e) => e,
             Err(_) => break,
+        };
+        let end = at + FRAME_HEADER + len;
+        let commit = matches!(entry, Entry::Commit { .. });
+        out.push(entry);
+        at = end;
+        if commit {
+            // The padding after a commit must be zeros up to the boundary.
+            let next = (end + padding(end)).min(bytes.len());
+            if bytes[end..next].iter().any(|&b| b != 0) {
+                break;
+            }
+            at = next;
         }
-        at += FRAME_HEADER + len;
     }
     (out, at)
 }
@@ -142,29 +144,37 @@ pub fn decode_all(bytes: &[u8]) -> (Vec<Entry>, usize) {
 mod tests {
     use super::*;
 
+    /// Frames as the log writes them: zeros after each commit to the boundary.
+    fn write(entries: &[Entry]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for e in entries {
+            encode(e, &mut buf);
+            if matches!(e, Entry::Commit { .. }) {
+                buf.resize(buf.len() + padding(buf.len()), 0);
+            }
+        }
+        buf
+    }
+
+    fn page(file: &str, page: u64, fill: u8, len: usize) -> Entry {
+        Entry::Page {
+            file: FileRef {
+                file: file.into(),
+                incarnation: 7,
+            },
+            page,
+            image: vec![fill; len],
+        }
+    }
+
     #[test]
     fn frames_round_trip_and_a_torn_tail_is_ignored() {
-        let f = FileRef {
-            file: "t.rzd".into(),
-            incarnation: 7,
-        };
         let entries = vec![
-            Entry::Page {
-                file: f.clone(),
-                page: 3,
-                image: vec![9; 100],
-            },
+            page("t.rzd", 3, 9, 100),
             Entry::Commit { txn: 1 },
-            Entry::Page {
-                file: f,
-                page: 4,
-                image: vec![1; 50],
-            },
+            page("t.rzd", 4, 1, 50),
         ];
-        let mut buf = Vec::new();
-        for e in &entries {
-            encode(e, &mut buf);
-        }
+        let buf = write(&entries);
         let (got, used) = decode_all(&buf);
         assert_eq!(got, entries);
         assert_eq!(used, buf.len());
@@ -178,19 +188,16 @@ mod tests {
     }
 
     #[test]
-    fn padding_between_commits_is_skipped_and_garbage_is_not() {
-        let mut buf = Vec::new();
-        encode(&Entry::Commit { txn: 1 }, &mut buf);
-        buf.resize(buf.len() + padding(buf.len()), 0);
-        assert_eq!(buf.len(), ALIGN);
-        encode(&Entry::Commit { txn: 2 }, &mut buf);
+    fn padding_after_commits_is_skipped_and_garbage_in_it_is_not() {
+        let buf = write(&[Entry::Commit { txn: 1 }, Entry::Commit { txn: 2 }]);
+        assert_eq!(buf.len(), 2 * ALIGN);
         let (got, used) = decode_all(&buf);
         assert_eq!(
             got,
             vec![Entry::Commit { txn: 1 }, Entry::Commit { txn: 2 }]
         );
         assert_eq!(used, buf.len());
-        // A zero tail (preallocated or dropped) ends the log cleanly.
+        // A zero tail (a preallocated or dropped end) ends the log cleanly.
         let mut tail = buf.clone();
         tail.resize(3 * ALIGN + 100, 0);
         assert_eq!(decode_all(&tail).0.len(), 2);
@@ -198,5 +205,22 @@ mod tests {
         let mut bad = buf.clone();
         bad[ALIGN - 5] = 1;
         assert_eq!(decode_all(&bad).0.len(), 1);
+        // A commit ending a byte before the boundary, then a frame whose length
+        // starts with a zero byte: both read correctly.
+        // Grow a page image until the commit after it ends exactly 1 byte short.
+        let n = (0..ALIGN)
+            .find(|&n| {
+                let mut t = Vec::new();
+                encode(&page("a", 1, 1, n), &mut t);
+                encode(&Entry::Commit { txn: 3 }, &mut t);
+                t.len() % ALIGN == ALIGN - 1
+            })
+            .expect("some image length ends there");
+        let tight = write(&[
+            page("a", 1, 1, n),
+            Entry::Commit { txn: 3 },
+            page("b", 2, 2, 256),
+        ]);
+        assert_eq!(decode_all(&tight).0.len(), 3);
     }
 }

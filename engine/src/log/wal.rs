@@ -167,8 +167,10 @@ impl Wal {
             encode(e, &mut buf);
         }
         let mut w = self.writer.lock();
-        let pad = padding(w.pos as usize + buf.len());
-        buf.resize(buf.len() + pad, 0);
+        if matches!(entries.last(), Some(Entry::Commit { .. })) {
+            let pad = padding(w.pos as usize + buf.len());
+            buf.resize(buf.len() + pad, 0);
+        }
         if let Err(e) = w.file.write_at(w.pos, &buf) {
             // Cut back whatever part reached the file: a later frame must never
             // follow a partial one.

@@ -194,17 +194,7 @@ impl TableCore {
                     a += 1;
                     b += 1;
                 }
-                (Some(got), Some(want)) if got.0 < want.0 => {
-                    problems.push(format!(
-                        "index {name} ({}): entry {} for record {} matches no record",
-                        file.display(),
-                        describe_key(&got.0),
-                        got.1
-                    ));
-                    a += 1;
-                    let _ = want;
-                }
-                (Some(got), None) => {
+                (Some(got), w) if w.is_none_or(|want| got.0 < want.0) => {
                     problems.push(format!(
                         "index {name} ({}): entry {} for record {} matches no record",
                         file.display(),
@@ -222,7 +212,7 @@ impl TableCore {
                     ));
                     b += 1;
                 }
-                (None, None) => break,
+                _ => break,
             }
         }
         Ok(problems)
