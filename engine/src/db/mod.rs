@@ -161,7 +161,13 @@ fn clean_stale_temp_dirs(storage: &Arc<dyn Storage>) {
     let Ok(dirs) = storage.list_dirs(&tmp) else {
         return;
     };
-    for d in dirs.iter().filter(|d| d.starts_with(TEMP_PREFIX)) {
+    let mine = format!("{TEMP_PREFIX}{}-", std::process::id());
+    // This process's own sessions are alive by definition (and may be creating
+    // their directory right now, before taking its lock).
+    for d in dirs
+        .iter()
+        .filter(|d| d.starts_with(TEMP_PREFIX) && !d.starts_with(&mine))
+    {
         let dir = tmp.join(d);
         if let Ok(LockAttempt::Acquired { guard, .. }) =
             storage.try_lock(&dir.join(OWNER_FILE), "cleanup")
