@@ -344,3 +344,58 @@ fn unlogged_tables_still_take_part_in_transactions() {
     s.commit().unwrap();
     assert_eq!(db.session().open_table("u").unwrap().record_count(), 1);
 }
+
+#[test]
+fn a_transaction_navigates_its_own_changes_in_index_order() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 3);
+    let s = db.session();
+    let other = db.session();
+    let mut t = s.open_table("acc").unwrap();
+    let mut o = other.open_table("acc").unwrap();
+    t.set_order(Some("by_id")).unwrap();
+    o.set_order(Some("by_id")).unwrap();
+    let walk = |t: &mut raiz_engine::Table| {
+        let mut v = vec![];
+        let mut ok = t.first().unwrap();
+        while ok {
+            v.push(t.recno());
+            ok = t.next().unwrap();
+        }
+        v
+    };
+    let back = |t: &mut raiz_engine::Table| {
+        let mut v = vec![];
+        let mut ok = t.last().unwrap();
+        while ok {
+            v.push(t.recno());
+            ok = t.prev().unwrap();
+        }
+        v.reverse();
+        v
+    };
+    s.begin().unwrap();
+    let r = t.append(&row("A0015", 5)).unwrap();
+    t.update(1, &row("A999", 1)).unwrap();
+    // Its own order: record 1 moved to the end, the new one between 2 and 3.
+    assert_eq!(walk(&mut t), vec![2, r, 3, 1]);
+    assert_eq!(back(&mut t), vec![2, r, 3, 1]);
+    assert!(t.seek(&[Value::from("A0015")]).unwrap());
+    assert_eq!(t.recno(), r);
+    assert!(
+        !t.seek(&[Value::from("A000")]).unwrap(),
+        "the old key is gone for it"
+    );
+    assert!(t.seek_last(&[Value::from("A9")]).unwrap());
+    assert_eq!(t.recno(), 1);
+    s.set_hide_deleted(true);
+    t.delete(3).unwrap();
+    assert_eq!(walk(&mut t), vec![2, r, 1]);
+    // Others: committed only.
+    assert_eq!(walk(&mut o), vec![1, 2, 3]);
+    assert!(!o.seek(&[Value::from("A0015")]).unwrap());
+    s.commit().unwrap();
+    other.set_hide_deleted(true);
+    assert_eq!(walk(&mut o), vec![2, r, 1]);
+    assert_eq!(walk(&mut t), vec![2, r, 1]);
+}

@@ -5,6 +5,8 @@
 //! handles or sessions change the table in between. A record is visible when it
 //! is inside the scope, passes the filter, and is not hidden as deleted.
 
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use super::table::Table;
@@ -30,22 +32,27 @@ fn starts_with(k: &[u8], prefix: &[u8]) -> bool {
     k.len() >= prefix.len() && &k[..prefix.len()] == prefix
 }
 
-/// The last entry whose key, cut to `prefix`'s length, is <= `prefix`.
-fn last_at_or_below(idx: &Index, prefix: &[u8]) -> Result<Option<Pos>> {
+/// Where an index walk starts: at one end, or at a key (strictly after/before it,
+/// or including it).
+#[derive(Debug, Clone, Copy)]
+enum From<'a> {
+    End,
+    Key(&'a [u8], bool),
+}
+
+/// A transaction's own view of one index: the entries its pending changes add,
+/// and the records whose committed entries they hide.
+#[derive(Debug, Default)]
+struct Overlay {
+    added: BTreeMap<Vec<u8>, u64>,
+    hidden: HashSet<u64>,
+}
+
+/// `prefix` extended with 0xff to a full key: the last key that has the prefix.
+fn prefix_end(idx: &Index, prefix: &[u8]) -> Vec<u8> {
     let mut probe = prefix.to_vec();
     probe.resize(idx.spec.key_len() + 8, 0xff);
-    match idx.tree.seek(&probe)? {
-        Some(p) => {
-            let (k, _) = idx.tree.entry(p)?;
-            let n = prefix.len().min(k.len());
-            if &k[..n] <= prefix {
-                Ok(Some(p))
-            } else {
-                idx.tree.prev(p)
-            }
-        }
-        None => idx.tree.last(),
-    }
+    probe
 }
 
 impl Table {
@@ -96,18 +103,115 @@ impl Table {
         self.passes_filter(core, recno)
     }
 
-    /// First visible entry from `pos`, moving forwards (stopping past the upper
-    /// scope) or backwards (stopping before the lower scope).
+    /// This session's pending changes to the table as seen in index `i`, if its
+    /// transaction has any.
+    fn overlay(&self, core: &TableCore, i: usize) -> Result<Option<Overlay>> {
+        let recnos = self.session.pending_recnos(&self.shared);
+        if recnos.is_empty() {
+            return Ok(None);
+        }
+        let mut o = Overlay::default();
+        for r in recnos {
+            o.hidden.insert(r);
+            let rec = self.read_in(core, r)?;
+            if let Some(k) = core.key_of(i, rec.values(), r, rec.is_deleted()) {
+                o.added.insert(k, r);
+            }
+        }
+        Ok(Some(o))
+    }
+
+    fn tree_start(&self, idx: &Index, from: From<'_>, forwards: bool) -> Result<Option<Pos>> {
+        let tree = &idx.tree;
+        Ok(match (from, forwards) {
+            (From::End, true) => tree.first()?,
+            (From::End, false) => tree.last()?,
+            (From::Key(k, strict), true) => {
+                let mut p = tree.seek(k)?;
+                if let (true, Some(q)) = (strict, p) {
+                    if tree.entry(q)?.0 == k {
+                        p = tree.next(q)?;
+                    }
+                }
+                p
+            }
+            (From::Key(k, strict), false) => match tree.seek(k)? {
+                Some(q) if !strict && tree.entry(q)?.0 == k => Some(q),
+                Some(q) => tree.prev(q)?,
+                None => tree.last()?,
+            },
+        })
+    }
+
+    /// First visible entry from `from`, moving forwards (stopping past the upper
+    /// scope) or backwards (stopping before the lower scope). Inside a
+    /// transaction, its own pending entries are merged in and the committed
+    /// entries of the records it changed are skipped.
     fn walk(
         &self,
         core: &TableCore,
         i: usize,
-        mut pos: Option<Pos>,
+        from: From<'_>,
         forwards: bool,
     ) -> Result<Option<(Vec<u8>, u64)>> {
-        let tree = &core.indexes[i].tree;
-        while let Some(p) = pos {
-            let (k, r) = tree.entry(p)?;
+        let idx = &core.indexes[i];
+        let tree = &idx.tree;
+        let overlay = self.overlay(core, i)?;
+        let hidden = |r: u64| overlay.as_ref().is_some_and(|o| o.hidden.contains(&r));
+        let empty = BTreeMap::new();
+        let added = overlay.as_ref().map_or(&empty, |o| &o.added);
+        let lower = match from {
+            From::Key(k, true) if forwards => Bound::Excluded(k.to_vec()),
+            From::Key(k, false) if forwards => Bound::Included(k.to_vec()),
+            _ => Bound::Unbounded,
+        };
+        let upper = match from {
+            From::Key(k, true) if !forwards => Bound::Excluded(k.to_vec()),
+            From::Key(k, false) if !forwards => Bound::Included(k.to_vec()),
+            _ => Bound::Unbounded,
+        };
+        let range = added.range((lower, upper)).map(|(k, r)| (k.clone(), *r));
+        let mut adds: Box<dyn Iterator<Item = (Vec<u8>, u64)>> = if forwards {
+            Box::new(range)
+        } else {
+            Box::new(range.rev())
+        };
+        let mut next_add = adds.next();
+        let mut tp = self.tree_start(idx, from, forwards)?;
+        loop {
+            let mut from_tree = None;
+            while let Some(p) = tp {
+                let (k, r) = tree.entry(p)?;
+                if hidden(r) {
+                    tp = if forwards {
+                        tree.next(p)?
+                    } else {
+                        tree.prev(p)?
+                    };
+                    continue;
+                }
+                from_tree = Some((k, r, p));
+                break;
+            }
+            let take_tree = match (&from_tree, &next_add) {
+                (Some((tk, _, _)), Some((ak, _))) => (tk < ak) == forwards,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return Ok(None),
+            };
+            let (k, r) = if take_tree {
+                let (k, r, p) = from_tree.expect("chosen above");
+                tp = if forwards {
+                    tree.next(p)?
+                } else {
+                    tree.prev(p)?
+                };
+                (k, r)
+            } else {
+                let got = next_add.take().expect("chosen above");
+                next_add = adds.next();
+                got
+            };
             let (ahead, behind) = if forwards {
                 (self.in_upper(&k), self.in_lower(&k))
             } else {
@@ -119,31 +223,7 @@ impl Table {
             if behind && self.visible_entry(core, i, &k, r)? {
                 return Ok(Some((k, r)));
             }
-            pos = if forwards {
-                tree.next(p)?
-            } else {
-                tree.prev(p)?
-            };
         }
-        Ok(None)
-    }
-
-    fn forward(
-        &self,
-        core: &TableCore,
-        i: usize,
-        pos: Option<Pos>,
-    ) -> Result<Option<(Vec<u8>, u64)>> {
-        self.walk(core, i, pos, true)
-    }
-
-    fn backward(
-        &self,
-        core: &TableCore,
-        i: usize,
-        pos: Option<Pos>,
-    ) -> Result<Option<(Vec<u8>, u64)>> {
-        self.walk(core, i, pos, false)
     }
 
     /// First visible record of `recnos`, in physical order.
@@ -161,21 +241,21 @@ impl Table {
     }
 
     fn index_first(&self, core: &TableCore, i: usize) -> Result<Option<(Vec<u8>, u64)>> {
-        let idx = &core.indexes[i];
-        let start = match &self.scope.0 {
-            Some(lo) => idx.tree.seek(lo)?,
-            None => idx.tree.first()?,
+        let from = match &self.scope.0 {
+            Some(lo) => From::Key(lo, false),
+            None => From::End,
         };
-        self.forward(core, i, start)
+        self.walk(core, i, from, true)
     }
 
     fn index_last(&self, core: &TableCore, i: usize) -> Result<Option<(Vec<u8>, u64)>> {
-        let idx = &core.indexes[i];
-        let start = match &self.scope.1 {
-            Some(hi) => last_at_or_below(idx, hi)?,
-            None => idx.tree.last()?,
-        };
-        self.backward(core, i, start)
+        match &self.scope.1 {
+            Some(hi) => {
+                let end = prefix_end(&core.indexes[i], hi);
+                self.walk(core, i, From::Key(&end, false), false)
+            }
+            None => self.walk(core, i, From::End, false),
+        }
     }
 
     fn land(&mut self, found: Option<(Vec<u8>, u64)>, count: u64, both_ends: bool) -> bool {
@@ -238,16 +318,7 @@ impl Table {
                 let i = self.order_index(&core)?;
                 match &self.ikey {
                     None => self.index_first(&core, i)?,
-                    Some(cur) => {
-                        let tree = &core.indexes[i].tree;
-                        let mut pos = tree.seek(cur)?;
-                        if let Some(p) = pos {
-                            if tree.entry(p)?.0 == *cur {
-                                pos = tree.next(p)?;
-                            }
-                        }
-                        self.forward(&core, i, pos)?
-                    }
+                    Some(cur) => self.walk(&core, i, From::Key(cur, true), true)?,
                 }
             }
         };
@@ -269,14 +340,7 @@ impl Table {
                 let i = self.order_index(&core)?;
                 match &self.ikey {
                     None => None,
-                    Some(cur) => {
-                        let tree = &core.indexes[i].tree;
-                        let pos = match tree.seek(cur)? {
-                            Some(p) => tree.prev(p)?,
-                            None => tree.last()?,
-                        };
-                        self.backward(&core, i, pos)?
-                    }
+                    Some(cur) => self.walk(&core, i, From::Key(cur, true), false)?,
                 }
             }
         };
@@ -330,14 +394,14 @@ impl Table {
         let found = match mode {
             SeekMode::Exact | SeekMode::Soft => {
                 let start = match &self.scope.0 {
-                    Some(lo) if lo.as_slice() > k.as_slice() => idx.tree.seek(lo)?,
-                    _ => idx.tree.seek(&k)?,
+                    Some(lo) if lo.as_slice() > k.as_slice() => lo.as_slice(),
+                    _ => k.as_slice(),
                 };
-                self.forward(&core, i, start)?
+                self.walk(&core, i, From::Key(start, false), true)?
             }
             SeekMode::Last => {
-                let start = last_at_or_below(idx, &k)?;
-                self.backward(&core, i, start)?
+                let end = prefix_end(idx, &k);
+                self.walk(&core, i, From::Key(&end, false), false)?
             }
         };
         let exact = found.as_ref().is_some_and(|(fk, _)| starts_with(fk, &k));

@@ -182,6 +182,23 @@ impl SessionInner {
         seen.then_some((values, deleted))
     }
 
+    /// Records of `shared` this session's open transaction changes.
+    pub fn pending_recnos(&self, shared: &Arc<TableShared>) -> Vec<u64> {
+        let guard = self.txn.lock();
+        let Some(t) = guard.as_ref() else {
+            return Vec::new();
+        };
+        let mut v: Vec<u64> = t
+            .changes
+            .iter()
+            .filter(|(s, _)| Arc::ptr_eq(s, shared))
+            .map(|(_, c)| c.recno())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Highest recno this session's transaction appended to `shared`.
     pub fn pending_max(&self, shared: &Arc<TableShared>) -> u64 {
         let guard = self.txn.lock();
