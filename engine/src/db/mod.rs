@@ -429,20 +429,6 @@ impl Database {
 
     /// Writes every open table's changes to disk and syncs them (a checkpoint).
     pub fn flush(&self) -> Result<()> {
-        let open: Vec<Arc<TableShared>> = self
-            .inner
-            .rt
-            .tables
-            .lock()
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for t in open {
-            let mut core = t.core.write();
-            if !core.is_logged() {
-                core.flush()?;
-            }
-        }
         self.checkpoint()
     }
 }

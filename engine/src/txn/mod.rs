@@ -145,33 +145,36 @@ impl Drop for TableShared {
     }
 }
 
-/// Writes every logged table's changed pages to its files, syncs them, and starts
-/// a new log segment (the older ones are no longer needed for recovery).
+/// Writes every open table's changed pages to its files and syncs them; with a
+/// log, then starts a new log segment (the older ones are no longer needed for
+/// recovery).
 pub(crate) fn checkpoint(rt: &Runtime) -> crate::Result<()> {
-    let Some(wal) = &rt.wal else { return Ok(()) };
     let _gate = rt.gate.write();
     let started = std::time::Instant::now();
-    wal.flush()?;
+    if let Some(wal) = &rt.wal {
+        wal.flush()?;
+    }
     let open: Vec<Arc<TableShared>> = rt
         .tables
         .lock()
         .values()
         .filter_map(Weak::upgrade)
         .collect();
-    for t in open {
+    for t in &open {
         let mut core = t.core.write();
-        if core.is_logged() {
-            if let Err(e) = core.flush() {
+        if let Err(e) = core.flush() {
+            if let (true, Some(wal)) = (core.is_logged(), &rt.wal) {
                 // The files may lag the log now; only recovery can be trusted.
                 wal.poison();
-                return Err(e);
             }
+            return Err(e);
         }
     }
+    let Some(wal) = &rt.wal else { return Ok(()) };
     let logged = wal.since_checkpoint();
     wal.rotate()?;
     // The new log holds no page images yet: each page's next change is logged whole.
-    for t in rt.tables.lock().values().filter_map(Weak::upgrade) {
+    for t in &open {
         t.core.read().forget_logged();
     }
     *rt.last_checkpoint.lock() = std::time::Instant::now();
