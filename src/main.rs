@@ -137,8 +137,10 @@ fn open(config: &Config, root: Option<PathBuf>) -> Result<Database, String> {
     let root = root
         .or_else(|| config.root.clone())
         .ok_or("no rootpath: pass --root or set root in the config file")?;
-    Database::open_with(&root, Options::default().pool_bytes(config.pool_bytes()))
-        .map_err(|e| e.to_string())
+    let options = Options::default()
+        .pool_bytes(config.pool_bytes())
+        .log(config.log_options());
+    Database::open_with(&root, options).map_err(|e| e.to_string())
 }
 
 fn run(cli: Cli) -> Result<(), String> {

@@ -9,6 +9,9 @@
 //! listen = "0.0.0.0:7070"
 //! unix = "/run/raiz.sock"
 //! pool_mb = 256
+//! checkpoint_mb = 64       # checkpoint once the log grew this much
+//! checkpoint_secs = 300    # … or this long after the last one
+//! sync_delay_ms = 1000     # delayed-durability commits are synced within this
 //! ```
 //!
 //! ```
@@ -55,6 +58,12 @@ pub struct Config {
     pub unix: Option<PathBuf>,
     /// Buffer pool budget in MiB.
     pub pool_mb: Option<u64>,
+    /// Log size (MiB) that triggers a checkpoint.
+    pub checkpoint_mb: Option<u64>,
+    /// Seconds after which a checkpoint runs anyway.
+    pub checkpoint_secs: Option<u64>,
+    /// Delay (ms) within which delayed-durability commits are synced.
+    pub sync_delay_ms: Option<u64>,
 }
 
 impl Config {
@@ -68,11 +77,18 @@ impl Config {
             path: path.map(Path::to_path_buf),
             message: e.to_string(),
         })?;
-        if c.pool_mb == Some(0) {
-            return Err(Error::Invalid {
-                path: path.map(Path::to_path_buf),
-                message: "pool_mb must be at least 1".into(),
-            });
+        for (name, v) in [
+            ("pool_mb", c.pool_mb),
+            ("checkpoint_mb", c.checkpoint_mb),
+            ("checkpoint_secs", c.checkpoint_secs),
+            ("sync_delay_ms", c.sync_delay_ms),
+        ] {
+            if v == Some(0) {
+                return Err(Error::Invalid {
+                    path: path.map(Path::to_path_buf),
+                    message: format!("{name} must be at least 1"),
+                });
+            }
         }
         Ok(c)
     }
@@ -84,6 +100,22 @@ impl Config {
             source,
         })?;
         Self::parse_from(&text, Some(path))
+    }
+
+    /// The log settings (the engine's defaults where unset).
+    pub fn log_options(&self) -> raiz_engine::LogOptions {
+        let d = raiz_engine::LogOptions::default();
+        raiz_engine::LogOptions {
+            checkpoint_bytes: self
+                .checkpoint_mb
+                .map_or(d.checkpoint_bytes, |mb| mb.saturating_mul(1 << 20)),
+            checkpoint_interval: self
+                .checkpoint_secs
+                .map_or(d.checkpoint_interval, std::time::Duration::from_secs),
+            sync_delay: self
+                .sync_delay_ms
+                .map_or(d.sync_delay, std::time::Duration::from_millis),
+        }
     }
 
     /// The buffer pool budget in bytes (the engine's default when unset).
@@ -111,6 +143,13 @@ mod tests {
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("raiz.toml") && e.contains("roots"), "{e}");
         assert!(Config::parse("pool_mb = 0").is_err());
+        assert!(Config::parse("checkpoint_mb = 0").is_err());
+        let c = Config::parse("checkpoint_mb = 8\nsync_delay_ms = 250\n").unwrap();
+        assert_eq!(c.log_options().checkpoint_bytes, 8 << 20);
+        assert_eq!(
+            c.log_options().sync_delay,
+            std::time::Duration::from_millis(250)
+        );
         assert!(Config::parse("pool_mb = 'x'").is_err());
         assert!(matches!(
             Config::load(&dir.path().join("none.toml")),
