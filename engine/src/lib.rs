@@ -3,7 +3,7 @@
 //! The embedded engine of raiz, a transactional ISAM storage engine in the
 //! tradition of the c-tree engines under ERP application servers.
 //!
-//! Layers, bottom up (each only uses the ones below it):
+//! Layers, bottom up:
 //!
 //! - [`storage`] — the storage trait, with real, in-memory and fault-injecting files;
 //! - [`page`] — page layout and checksums, the bounded buffer pool, paged files;
@@ -11,9 +11,16 @@
 //! - [`index`] — index definitions, order-preserving keys, the B+tree;
 //! - [`record`] — record encoding, recno-addressed slots, the blob file for memos
 //!   and variable-length records;
-//! - [`log`] — the write-ahead log, group commit, checkpoints and recovery;
-//! - [`table`] — the self-describing header, an open table, the table handle;
-//! - [`db`] — the rootpath, its owner lock, and sessions.
+//! - [`log`] — the write-ahead log: frames, segments, group commit;
+//! - [`table`] — the self-describing header, an open table's reads, writes, its
+//!   part in commits, maintenance (check, rebuild, pack, alter);
+//! - `txn` (internal) — transactions' commit across tables, locks, checkpoints;
+//! - [`db`] — the rootpath, its owner lock, recovery at open, sessions and
+//!   transactions, the [`Table`] handle and its navigation.
+//!
+//! The table layer writes its commits' pages to the log, and recovery (in `db`)
+//! reads the table header format; otherwise each layer only uses those above it
+//! in this list.
 //!
 //! ```
 //! use raiz_engine::{Database, Field, FieldType, Schema, TableOptions, Value, Memo};
