@@ -189,7 +189,8 @@ pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport
                 other => group.push(other),
             }
         }
-        if used < bytes.len() {
+        // Zeros after the last commit are the segment's prepared space.
+        if used < bytes.len() && bytes[used..].iter().any(|&b| b != 0) {
             // A damaged or partial frame ends the log: what follows it, in this
             // segment or later ones, was never acknowledged as durable after it.
             report.torn_tail = true;

@@ -55,6 +55,27 @@ struct Writer {
     pos: u64,
     /// LSN of the segment's first byte.
     base: u64,
+    /// Bytes of the segment already written with zeros and synced: appends below
+    /// this overwrite, so their sync need not commit a new file size.
+    zeroed: u64,
+}
+
+/// The log is extended with synced zeros this much at a time.
+const ZERO_CHUNK: u64 = 4 << 20;
+
+/// Extends the segment with synced zeros so that `need` bytes fit.
+fn prezero(w: &mut Writer) -> std::io::Result<()> {
+    let need = w.pos;
+    if need <= w.zeroed {
+        return Ok(());
+    }
+    let chunk = vec![0u8; 1 << 20];
+    let target = need.div_ceil(ZERO_CHUNK) * ZERO_CHUNK;
+    while w.zeroed < target {
+        w.file.write_at(w.zeroed, &chunk)?;
+        w.zeroed += chunk.len() as u64;
+    }
+    w.file.sync()
 }
 
 /// The log. Shared by every logged table of a database.
@@ -102,6 +123,7 @@ impl Wal {
                 seq,
                 pos: 0,
                 base: 0,
+                zeroed: 0,
             }),
             sync: Mutex::new(()),
             durable: AtomicU64::new(0),
@@ -171,10 +193,24 @@ impl Wal {
             let pad = padding(w.pos as usize + buf.len());
             buf.resize(buf.len() + pad, 0);
         }
+        let end = w.pos + buf.len() as u64;
+        if end > w.zeroed {
+            let pos = w.pos;
+            w.pos = end;
+            let r = prezero(&mut w);
+            w.pos = pos;
+            if let Err(e) = r {
+                // Give back what could not be made room for.
+                let _ = w.file.set_len(w.pos);
+                w.zeroed = w.pos;
+                return Err(Error::io(&w.path, e));
+            }
+        }
         if let Err(e) = w.file.write_at(w.pos, &buf) {
             // Cut back whatever part reached the file: a later frame must never
             // follow a partial one.
             let _ = w.file.set_len(w.pos);
+            w.zeroed = w.pos;
             return Err(Error::io(&w.path, e));
         }
         w.pos += buf.len() as u64;
@@ -232,6 +268,7 @@ impl Wal {
         let old = w.seq;
         w.base += w.pos;
         w.pos = 0;
+        w.zeroed = 0;
         w.file = file;
         w.path = path;
         w.seq = seq;
