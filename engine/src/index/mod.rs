@@ -19,7 +19,7 @@ pub use key::{CmpOp, Condition, IndexDef, KeySpec, Literal, Segment, MAX_KEY_LEN
 
 use crate::error::{Error, Result};
 use crate::page::layout::{self, get_u32, get_u64, put_u32, put_u64};
-use crate::page::{BufferPool, PageFile, PageType, PAGE_HEADER};
+use crate::page::{BufferPool, PageFile, PAGE_HEADER};
 use crate::schema::Value;
 use crate::storage::{OpenMode, Storage};
 
@@ -212,11 +212,7 @@ pub fn write_header_page(
     stamp: u64,
     incarnation: u64,
 ) -> Result<()> {
-    let mut page = vec![0u8; file.page_size() as usize];
-    layout::format(&mut page, PageType::Header);
-    page[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(MAGIC);
-    put_u32(&mut page, PAGE_HEADER + 8, VERSION);
-    put_u32(&mut page, PAGE_HEADER + 12, file.page_size());
+    let mut page = layout::file_header(file.page_size(), MAGIC, VERSION);
     put_u32(&mut page, PAGE_HEADER + 16, klen);
     put_u32(&mut page, PAGE_HEADER + 20, st.height);
     put_u64(&mut page, PAGE_HEADER + 24, st.root);

@@ -122,6 +122,18 @@ pub fn format(page: &mut [u8], ty: PageType) {
     page[4] = ty as u8;
 }
 
+/// A new file-header page image: page type Header, then at the payload's start
+/// the file's magic, format version and page size (the layout every raiz file
+/// header begins with; the rest is the file kind's own).
+pub fn file_header(page_size: u32, magic: &[u8; 8], version: u32) -> Vec<u8> {
+    let mut page = vec![0u8; page_size as usize];
+    format(&mut page, PageType::Header);
+    page[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(magic);
+    put_u32(&mut page, PAGE_HEADER + 8, version);
+    put_u32(&mut page, PAGE_HEADER + 12, page_size);
+    page
+}
+
 /// The type byte of a page image.
 pub fn page_type(page: &[u8]) -> u8 {
     page[4]

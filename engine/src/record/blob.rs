@@ -452,11 +452,7 @@ pub fn write_header_page(
     fill: u64,
     incarnation: u64,
 ) -> Result<()> {
-    let mut page = vec![0u8; file.page_size() as usize];
-    layout::format(&mut page, PageType::Header);
-    page[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(MAGIC);
-    put_u32(&mut page, PAGE_HEADER + 8, VERSION);
-    put_u32(&mut page, PAGE_HEADER + 12, file.page_size());
+    let mut page = layout::file_header(file.page_size(), MAGIC, VERSION);
     put_u64(&mut page, HDR_FREE, free_head);
     put_u64(&mut page, HDR_FILL, fill);
     put_u64(&mut page, HDR_INCARNATION, incarnation);

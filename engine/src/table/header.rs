@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::page::layout::{self, get_u32, get_u64, put_u32, put_u64, valid_page_size};
-use crate::page::{PageFile, PageType, PAGE_HEADER};
+use crate::page::{PageFile, PAGE_HEADER};
 use crate::schema::{Durability, RecordFormat, Schema};
 use crate::storage::StorageFile;
 
@@ -143,10 +143,7 @@ pub fn encode(body: &HeaderBody, page_size: u32, generation: u64, path: &Path) -
             ),
         });
     }
-    layout::format(&mut page, PageType::Header);
-    page[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(MAGIC);
-    put_u32(&mut page, PAGE_HEADER + 8, FORMAT_VERSION);
-    put_u32(&mut page, PAGE_HEADER + 12, page_size);
+    page.copy_from_slice(&layout::file_header(page_size, MAGIC, FORMAT_VERSION));
     put_u64(&mut page, PAGE_HEADER + 16, generation);
     put_u32(&mut page, PAGE_HEADER + 24, bytes.len() as u32);
     page[BODY..BODY + bytes.len()].copy_from_slice(&bytes);
