@@ -2,6 +2,7 @@
 
 mod commands;
 mod demo;
+mod net;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +102,101 @@ enum Command {
         #[command(subcommand)]
         action: IndexAction,
     },
+    /// Serve the rootpath to clients until SIGINT/SIGTERM.
+    Serve {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// TCP address, e.g. 0.0.0.0:7070 (port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Unix socket path.
+        #[arg(long)]
+        unix: Option<PathBuf>,
+        /// TLS certificate chain (PEM).
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// End sessions idle for this many seconds.
+        #[arg(long)]
+        idle_secs: Option<u64>,
+        /// Seconds a client has to finish a frame it started.
+        #[arg(long)]
+        frame_secs: Option<u64>,
+    },
+    /// Manage the users of a rootpath (argon2 hashes in raiz.users).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// List a server's sessions, or end one (admin user).
+    Monitor {
+        /// Connection string of the server, e.g. raiz://admin@host:7070.
+        #[arg(long)]
+        connect: String,
+        /// End this session.
+        #[arg(long)]
+        end: Option<u64>,
+    },
+    /// Show or set a table's permissions on a server.
+    Perms {
+        /// Connection string of the server.
+        #[arg(long)]
+        connect: String,
+        /// The table.
+        table: String,
+        /// New owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// New group.
+        #[arg(long)]
+        group: Option<String>,
+        /// New rights, owner:group:others, e.g. rwdx:rwd-:r---.
+        #[arg(long)]
+        rights: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum UserAction {
+    /// Add a user; the password is read from RAIZ_NEW_PASSWORD or the first line of stdin.
+    Add {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Login name.
+        name: String,
+        /// A group (repeat); the first owns the tables the user creates.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// May list and end sessions and bypasses table permissions.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Change a user's password (read like `add`).
+    Passwd {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Login name.
+        name: String,
+    },
+    /// Remove a user.
+    Remove {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Login name.
+        name: String,
+    },
+    /// List users, groups and admins.
+    List {
+        /// The rootpath.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,18 +287,55 @@ fn run(cli: Cli) -> Result<(), String> {
                 commands::index_drop(&open(&config, root)?, &table, &name)
             }
         },
+        Command::Serve {
+            root,
+            listen,
+            unix,
+            tls_cert,
+            tls_key,
+            idle_secs,
+            frame_secs,
+        } => {
+            config.root = root.or(config.root);
+            config.listen = listen.or(config.listen);
+            config.unix = unix.or(config.unix);
+            config.tls_cert = tls_cert.or(config.tls_cert);
+            config.tls_key = tls_key.or(config.tls_key);
+            config.idle_secs = idle_secs.or(config.idle_secs);
+            config.frame_secs = frame_secs.or(config.frame_secs);
+            if config.listen.is_none() && config.unix.is_none() {
+                config.listen = Some(format!("127.0.0.1:{}", raiz_client::DEFAULT_PORT));
+            }
+            raiz_server::run(config).map_err(|e| e.to_string())
+        }
+        Command::User { action } => net::user(&config, action),
+        Command::Monitor { connect, end } => net::monitor(&connect, end),
+        Command::Perms {
+            connect,
+            table,
+            owner,
+            group,
+            rights,
+        } => net::perms(&connect, &table, owner, group, rights),
     }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs its sessions; other commands only what goes wrong.
+    let level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RAIZ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("raiz: {e}");

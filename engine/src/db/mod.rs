@@ -31,7 +31,7 @@ pub use names::{validate_table_name, MAX_TABLE_NAME};
 pub use nav::RangeIter;
 pub use recovery::RecoveryReport;
 pub use session::{Savepoint, Session};
-pub use table::{Filter, Table};
+pub use table::{CursorState, Filter, Table};
 
 use crate::error::{Error, Result};
 use crate::log::Wal;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::session::SessionInner;
 use crate::error::{Error, Result};
-use crate::index::IndexDef;
+use crate::index::{Condition, IndexDef};
 use crate::record::{Record, SlotStatus};
 use crate::schema::{Schema, Value};
 use crate::table::{CheckReport, RewriteReport, TableCore, TableInfo};
@@ -27,6 +27,26 @@ use crate::txn::{Change, LockKey, TableShared};
 
 /// A record filter for navigation.
 pub type Filter = Box<dyn Fn(&Record) -> bool + Send + Sync>;
+
+/// A saved position of a handle: its record, and its entry in the order it was
+/// taken in. Putting it back resumes navigation exactly where the handle was,
+/// even if that record's key changed since (a server saves these while it
+/// reads ahead for a client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorState {
+    recno: u64,
+    bof: bool,
+    eof: bool,
+    order: Option<String>,
+    ikey: Option<Vec<u8>>,
+}
+
+impl CursorState {
+    /// The record of the saved position.
+    pub fn recno(&self) -> u64 {
+        self.recno
+    }
+}
 
 /// A handle on an open table, with its own position.
 ///
@@ -498,6 +518,19 @@ impl Table {
         self.filter = filter;
     }
 
+    /// Shows only records that satisfy `condition` — the filter a client can send
+    /// over the network, since it is data rather than code.
+    pub fn set_filter_condition(&mut self, condition: Option<&Condition>) -> Result<()> {
+        self.filter = match condition {
+            None => None,
+            Some(c) => {
+                let p = c.predicate(&self.name(), &self.schema())?;
+                Some(Box::new(move |r: &Record| p(r.values())))
+            }
+        };
+        Ok(())
+    }
+
     pub(super) fn hide_deleted(&self) -> bool {
         self.session
             .hide_deleted
@@ -542,6 +575,35 @@ impl Table {
             }
         };
         self.set_on(recno, ikey);
+        Ok(())
+    }
+
+    /// The handle's position, to put back with [`Table::restore_cursor`].
+    pub fn cursor_state(&self) -> CursorState {
+        CursorState {
+            recno: self.recno,
+            bof: self.bof,
+            eof: self.eof,
+            order: self.order.clone(),
+            ikey: self.ikey.clone(),
+        }
+    }
+
+    /// Puts the handle back where [`Table::cursor_state`] saw it; refused when
+    /// the order changed since.
+    pub fn restore_cursor(&mut self, state: &CursorState) -> Result<()> {
+        if state.order != self.order {
+            return Err(Error::Unsupported(format!(
+                "table {}: a position saved in order {:?} cannot be restored in order {:?}",
+                self.name(),
+                state.order,
+                self.order
+            )));
+        }
+        self.recno = state.recno;
+        self.bof = state.bof;
+        self.eof = state.eof;
+        self.ikey = state.ikey.clone();
         Ok(())
     }
 

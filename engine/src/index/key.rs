@@ -149,6 +149,18 @@ impl Condition {
             value,
         }
     }
+
+    /// Compiles the condition against `schema` into a predicate on a record's
+    /// values (fields and constants checked once, here). Comparisons follow the
+    /// key order of each field's type, as in a conditional index.
+    pub fn predicate(
+        &self,
+        table: &str,
+        schema: &Schema,
+    ) -> Result<impl Fn(&[Value]) -> bool + Send + Sync + 'static> {
+        let c = compile_cond(table, schema, self)?;
+        Ok(move |values: &[Value]| eval(&c, values))
+    }
 }
 
 /// An index's definition.

@@ -39,6 +39,18 @@ impl Record {
         }
     }
 
+    /// A record from its parts, as a client rebuilds one received over the
+    /// network. `values` must follow `schema`; writing it back goes through the
+    /// same validation as any other write.
+    pub fn from_parts(
+        recno: u64,
+        deleted: bool,
+        values: Vec<Value>,
+        schema: Arc<Schema>,
+    ) -> Record {
+        Record::new(recno, deleted, values, schema)
+    }
+
     /// The record number (1-based, stable until the table is packed).
     pub fn recno(&self) -> u64 {
         self.recno

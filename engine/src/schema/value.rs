@@ -233,7 +233,7 @@ impl fmt::Display for Date {
 }
 
 /// Where a stored memo lives: read it with [`crate::Table::read_memo`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemoRef {
     pub(crate) blob: u64,
     pub(crate) len: u32,
@@ -254,7 +254,7 @@ impl MemoRef {
 /// A memo field's value. Reading a record yields [`Memo::Stored`] (the bytes are
 /// read only on demand); writing takes [`Memo::Data`] to store new content, or the
 /// record's own [`Memo::Stored`] to keep it unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Memo {
     /// No content.
     #[default]
@@ -266,7 +266,7 @@ pub enum Memo {
 }
 
 /// A field value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     /// Text of a `Char(n)` field; read back blank-padded to `n` bytes.
     Char(String),

@@ -20,7 +20,7 @@ use super::header::IndexBinding;
 use super::TableOptions;
 
 /// What `check` found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckReport {
     /// Records read.
     pub records: u64,
@@ -39,7 +39,7 @@ impl CheckReport {
 }
 
 /// What a rewrite did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RewriteReport {
     /// Records read from the original.
     pub records_in: u64,

@@ -78,7 +78,7 @@ impl TableOptions {
 }
 
 /// What `info` reports about a table.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableInfo {
     /// The table's name.
     pub name: String,

@@ -1,0 +1,450 @@
+//! [`Connection`] and [`Session`]: the same calls embedded and remote.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use raiz_engine::{Database, Schema, TableOptions};
+
+use crate::error::{Error, Result};
+use crate::proto::{Permissions, Reply, Request, SessionInfo};
+use crate::remote::{Conn, Stats};
+use crate::table::Table;
+use crate::url::{ConnectOptions, ConnectionString};
+
+/// What a connection string opened: a database in this process, or a server
+/// each [`Connection::session`] connects to.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    kind: ConnKind,
+}
+
+#[derive(Debug, Clone)]
+enum ConnKind {
+    Embedded(Database),
+    Remote(ConnectionString, ConnectOptions),
+}
+
+impl Connection {
+    /// Parses `s` and opens it with default options.
+    pub fn connect(s: &str) -> Result<Connection> {
+        Connection::open(&s.parse()?)
+    }
+
+    /// Opens what `conn` names: embedded opens the rootpath now; a server
+    /// connection is made by each [`Connection::session`] (one session per
+    /// network connection).
+    pub fn open(conn: &ConnectionString) -> Result<Connection> {
+        Connection::open_with(conn, ConnectOptions::default())
+    }
+
+    /// [`Connection::open`] with options (password, CA file…).
+    pub fn open_with(conn: &ConnectionString, opts: ConnectOptions) -> Result<Connection> {
+        let kind = match conn {
+            ConnectionString::File(root) => ConnKind::Embedded(Database::open(root)?),
+            other => ConnKind::Remote(other.clone(), opts),
+        };
+        Ok(Connection { kind })
+    }
+
+    /// Wraps an already open embedded database.
+    pub fn embedded(db: Database) -> Connection {
+        Connection {
+            kind: ConnKind::Embedded(db),
+        }
+    }
+
+    /// The embedded database, when this connection is embedded.
+    pub fn database(&self) -> Option<&Database> {
+        match &self.kind {
+            ConnKind::Embedded(db) => Some(db),
+            ConnKind::Remote(..) => None,
+        }
+    }
+
+    /// True for a server connection.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.kind, ConnKind::Remote(..))
+    }
+
+    /// A new session (remote: a new authenticated network connection).
+    pub fn session(&self) -> Result<Session> {
+        Ok(Session {
+            kind: match &self.kind {
+                ConnKind::Embedded(db) => SessionKind::Embedded(db.session()),
+                ConnKind::Remote(cs, opts) => {
+                    let conn = Conn::connect(cs, opts)?;
+                    SessionKind::Remote(Arc::new(Remote {
+                        session: conn.session,
+                        stats: conn.stats.clone(),
+                        peer: conn.peer().to_owned(),
+                        conn: Mutex::new(conn),
+                        epoch: AtomicU64::new(0),
+                    }))
+                }
+            },
+        })
+    }
+}
+
+/// The network side of a remote session, shared with its table handles.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    conn: Mutex<Conn>,
+    /// Bumped by every write this session sends: read-ahead filled before a
+    /// write is dropped, since it may hold the records the write changed.
+    epoch: AtomicU64,
+    stats: Arc<Stats>,
+    session: u64,
+    peer: String,
+}
+
+impl Remote {
+    pub fn conn(&self) -> MutexGuard<'_, Conn> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn call(&self, req: &Request) -> Result<Reply> {
+        self.conn().call(req)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    pub fn wrote(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unexpected(&self, reply: &Reply) -> Error {
+        Error::Protocol {
+            peer: self.peer.clone(),
+            reason: format!("unexpected reply {reply:?}"),
+        }
+    }
+
+    pub fn done(&self, req: &Request) -> Result<()> {
+        match self.call(req)? {
+            Reply::Done => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    pub fn boolean(&self, req: &Request) -> Result<bool> {
+        match self.call(req)? {
+            Reply::Bool(b) => Ok(b),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+}
+
+/// A point to roll back to inside a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint(SavepointKind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SavepointKind {
+    Embedded(raiz_engine::db::Savepoint),
+    Remote(u64),
+}
+
+/// A session: open tables, locks and a transaction, embedded or on a server.
+///
+/// ```
+/// use raiz_client::Connection;
+/// use raiz_engine::{Field, FieldType, Schema, TableOptions, Value};
+/// let dir = tempfile::tempdir()?;
+/// let conn = Connection::connect(&format!("file:{}", dir.path().display()))?;
+/// let s = conn.session()?;
+/// let schema = Schema::new(vec![Field::new("CODE", FieldType::Char(6))]);
+/// s.create_table("items", &schema, TableOptions::default())?;
+/// let mut t = s.open_table("items")?;
+/// s.begin()?;
+/// t.append(&[Value::Char("A1".into())])?;
+/// s.commit()?;
+/// assert_eq!(t.record_count()?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Session {
+    kind: SessionKind,
+}
+
+#[derive(Debug)]
+enum SessionKind {
+    Embedded(raiz_engine::Session),
+    Remote(Arc<Remote>),
+}
+
+impl Session {
+    /// The session's id (as locks and `raiz monitor` show it).
+    pub fn id(&self) -> u64 {
+        match &self.kind {
+            SessionKind::Embedded(s) => s.id(),
+            SessionKind::Remote(r) => r.session,
+        }
+    }
+
+    /// True when this session talks to a server.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.kind, SessionKind::Remote(_))
+    }
+
+    /// Round trips to the server so far (0 embedded).
+    pub fn round_trips(&self) -> u64 {
+        match &self.kind {
+            SessionKind::Embedded(_) => 0,
+            SessionKind::Remote(r) => r.stats.round_trips.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bytes (sent, received) over the network (0 embedded).
+    pub fn bytes(&self) -> (u64, u64) {
+        match &self.kind {
+            SessionKind::Embedded(_) => (0, 0),
+            SessionKind::Remote(r) => (
+                r.stats.bytes_out.load(Ordering::Relaxed),
+                r.stats.bytes_in.load(Ordering::Relaxed),
+            ),
+        }
+    }
+
+    /// Opens a handle on a table.
+    pub fn open_table(&self, name: &str) -> Result<Table> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(Table::embedded(s.open_table(name)?, s.clone())),
+            SessionKind::Remote(r) => match r.call(&Request::OpenTable(name.to_owned()))? {
+                Reply::Opened {
+                    handle,
+                    name,
+                    schema,
+                    at,
+                } => Ok(Table::remote(r.clone(), handle, name, schema, at)),
+                other => Err(r.unexpected(&other)),
+            },
+        }
+    }
+
+    /// Creates a table.
+    pub fn create_table(&self, name: &str, schema: &Schema, opts: TableOptions) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.create_table(name, schema, opts)?),
+            SessionKind::Remote(r) => r.done(&Request::CreateTable {
+                name: name.to_owned(),
+                schema: schema.clone(),
+                options: opts,
+            }),
+        }
+    }
+
+    /// Drops a table (it must not be open).
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.database().drop_table(name)?),
+            SessionKind::Remote(r) => r.done(&Request::DropTable(name.to_owned())),
+        }
+    }
+
+    /// Table names of the rootpath.
+    pub fn list_tables(&self) -> Result<Vec<String>> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.database().list_tables()?),
+            SessionKind::Remote(r) => match r.call(&Request::ListTables)? {
+                Reply::Tables(t) => Ok(t),
+                other => Err(r.unexpected(&other)),
+            },
+        }
+    }
+
+    /// Whether a table exists.
+    pub fn table_exists(&self, name: &str) -> Result<bool> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.database().table_exists(name)?),
+            SessionKind::Remote(r) => r.boolean(&Request::TableExists(name.to_owned())),
+        }
+    }
+
+    /// Begins a transaction.
+    pub fn begin(&self) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.begin()?),
+            SessionKind::Remote(r) => r.done(&Request::Begin),
+        }
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_transaction(&self) -> Result<bool> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.in_transaction()),
+            SessionKind::Remote(r) => r.boolean(&Request::InTransaction),
+        }
+    }
+
+    /// Commits: durable when this returns (for logged tables).
+    pub fn commit(&self) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.commit()?),
+            SessionKind::Remote(r) => {
+                r.wrote();
+                r.done(&Request::Commit)
+            }
+        }
+    }
+
+    /// Rolls the transaction back.
+    pub fn rollback(&self) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.rollback()?),
+            SessionKind::Remote(r) => {
+                r.wrote();
+                r.done(&Request::Rollback)
+            }
+        }
+    }
+
+    /// Marks a savepoint in the open transaction.
+    pub fn savepoint(&self) -> Result<Savepoint> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(Savepoint(SavepointKind::Embedded(s.savepoint()?))),
+            SessionKind::Remote(r) => match r.call(&Request::Savepoint)? {
+                Reply::Savepoint(n) => Ok(Savepoint(SavepointKind::Remote(n))),
+                other => Err(r.unexpected(&other)),
+            },
+        }
+    }
+
+    /// Undoes the changes made after `sp`.
+    pub fn rollback_to(&self, sp: Savepoint) -> Result<()> {
+        match (&self.kind, sp.0) {
+            (SessionKind::Embedded(s), SavepointKind::Embedded(sp)) => Ok(s.rollback_to(sp)?),
+            (SessionKind::Remote(r), SavepointKind::Remote(n)) => {
+                r.wrote();
+                r.done(&Request::RollbackTo(n))
+            }
+            _ => Err(Error::Engine(raiz_engine::Error::Transaction(
+                "that savepoint belongs to another session".into(),
+            ))),
+        }
+    }
+
+    /// Takes a named lock, waiting at most the session's lock timeout.
+    pub fn lock_name(&self, name: &str) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.lock_name(name)?),
+            SessionKind::Remote(r) => r.done(&Request::LockName(name.to_owned())),
+        }
+    }
+
+    /// Releases a named lock; false if it was not held (or is kept until the
+    /// transaction ends).
+    pub fn unlock_name(&self, name: &str) -> Result<bool> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.unlock_name(name)),
+            SessionKind::Remote(r) => r.boolean(&Request::UnlockName(name.to_owned())),
+        }
+    }
+
+    /// xBase `SET DELETED ON`: navigation skips deleted records.
+    pub fn set_hide_deleted(&self, on: bool) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => {
+                s.set_hide_deleted(on);
+                Ok(())
+            }
+            SessionKind::Remote(r) => {
+                r.wrote();
+                r.done(&Request::SetHideDeleted(on))
+            }
+        }
+    }
+
+    /// How long lock requests of this session wait.
+    pub fn set_lock_timeout(&self, timeout: Duration) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => {
+                s.set_lock_timeout(timeout);
+                Ok(())
+            }
+            SessionKind::Remote(r) => r.done(&Request::SetLockTimeout(
+                u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            )),
+        }
+    }
+
+    /// Delayed durability: commits return before their log sync.
+    pub fn set_delayed_durability(&self, on: bool) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => {
+                s.set_delayed_durability(on);
+                Ok(())
+            }
+            SessionKind::Remote(r) => r.done(&Request::SetDelayedDurability(on)),
+        }
+    }
+
+    /// Runs a checkpoint.
+    pub fn checkpoint(&self) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.database().checkpoint()?),
+            SessionKind::Remote(r) => r.done(&Request::Checkpoint),
+        }
+    }
+
+    /// One round trip that does nothing.
+    pub fn ping(&self) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(_) => Ok(()),
+            SessionKind::Remote(r) => r.done(&Request::Ping),
+        }
+    }
+
+    /// The server's sessions (admin users only).
+    pub fn list_sessions(&self) -> Result<Vec<SessionInfo>> {
+        match &self.kind {
+            SessionKind::Embedded(_) => Err(Error::RemoteOnly("listing sessions")),
+            SessionKind::Remote(r) => match r.call(&Request::ListSessions)? {
+                Reply::Sessions(s) => Ok(s),
+                other => Err(r.unexpected(&other)),
+            },
+        }
+    }
+
+    /// Ends a server session (admin users only).
+    pub fn end_session(&self, id: u64) -> Result<bool> {
+        match &self.kind {
+            SessionKind::Embedded(_) => Err(Error::RemoteOnly("ending sessions")),
+            SessionKind::Remote(r) => r.boolean(&Request::EndSession(id)),
+        }
+    }
+
+    /// A table's permissions on the server.
+    pub fn permissions(&self, table: &str) -> Result<Permissions> {
+        match &self.kind {
+            SessionKind::Embedded(_) => Err(Error::RemoteOnly("table permissions")),
+            SessionKind::Remote(r) => match r.call(&Request::GetPermissions(table.to_owned()))? {
+                Reply::Permissions(p) => Ok(p),
+                other => Err(r.unexpected(&other)),
+            },
+        }
+    }
+
+    /// Sets a table's permissions (its owner or an admin).
+    pub fn set_permissions(&self, table: &str, permissions: Permissions) -> Result<()> {
+        match &self.kind {
+            SessionKind::Embedded(_) => Err(Error::RemoteOnly("table permissions")),
+            SessionKind::Remote(r) => r.done(&Request::SetPermissions {
+                table: table.to_owned(),
+                permissions,
+            }),
+        }
+    }
+
+    /// Ends the session: rolls back an open transaction and releases its locks
+    /// (remote: closes the connection).
+    pub fn end(self) -> Result<()> {
+        match self.kind {
+            SessionKind::Embedded(s) => Ok(s.end()?),
+            SessionKind::Remote(_) => Ok(()),
+        }
+    }
+}

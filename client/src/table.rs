@@ -1,0 +1,958 @@
+//! [`Table`]: a handle with its own position, embedded or on a server.
+//!
+//! Remote handles read ahead: a move returns the record it lands on and, for
+//! sequential work, the next records in the same direction, which the
+//! following `next`/`prev` calls consume without a round trip. The server's
+//! cursor then sits further on than the application's; the next request that
+//! depends on the position carries the application's recno (`sync`) so the
+//! server puts its cursor back first. Read-ahead is dropped when this session
+//! writes (it may hold what the write changed); records written by *other*
+//! sessions after a batch was read show up from the next batch on, as with
+//! any cursor that buffers.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use raiz_engine::index::{Condition, IndexDef};
+use raiz_engine::table::{CheckReport, RewriteReport};
+use raiz_engine::{Record, Schema, TableInfo, Value};
+
+use crate::error::Result;
+use crate::proto::{
+    BatchOutcome, BatchRequest, NavOp, Position, Reply, Request, TableOp, TableOut, WireRecord,
+};
+use crate::session::Remote;
+
+/// Largest read-ahead of one reply, in records.
+pub const MAX_READ_AHEAD: u32 = 1024;
+const FIRST_SCAN_BATCH: u32 = 16;
+const FIRST_SEEK_BATCH: u32 = 4;
+const FIRST_RANGE_BATCH: u32 = 64;
+
+/// A handle on an open table (see the crate docs for the modes).
+#[derive(Debug)]
+pub struct Table {
+    kind: TableKind,
+}
+
+#[derive(Debug)]
+enum TableKind {
+    Embedded {
+        t: raiz_engine::Table,
+        session: raiz_engine::Session,
+    },
+    Remote(RemoteTable),
+}
+
+#[derive(Debug)]
+struct RemoteTable {
+    remote: Arc<Remote>,
+    handle: u32,
+    name: String,
+    schema: Arc<Schema>,
+    order: Option<String>,
+    cur: Mutex<Cursor>,
+    closed: bool,
+}
+
+impl Drop for RemoteTable {
+    fn drop(&mut self) {
+        if !self.closed {
+            // Waits for the reply, so that once the handle is gone the table
+            // is closed on the server too (dropping it right after works).
+            let _ = self.remote.call(&Request::Table {
+                handle: self.handle,
+                sync: None,
+                op: TableOp::Close,
+            });
+        }
+    }
+}
+
+/// The application's view of a remote handle's position and its read-ahead.
+#[derive(Debug)]
+struct Cursor {
+    pos: Position,
+    /// The record at `pos`, with the write epoch it was read at.
+    current: Option<(u64, Record)>,
+    ahead: VecDeque<WireRecord>,
+    forward: bool,
+    /// Where the server's cursor stopped when read-ahead reached the end.
+    end: Option<Position>,
+    /// The write epoch `ahead` was read at.
+    epoch: u64,
+    /// The server's cursor is not at `pos`.
+    server_moved: bool,
+    max_ahead: u32,
+    scan_batch: u32,
+    seek_batch: u32,
+    /// The last fill came from a seek and this many of its records were used.
+    seek_fill: Option<(usize, usize)>,
+}
+
+impl Cursor {
+    fn new() -> Cursor {
+        Cursor {
+            pos: Position {
+                recno: 0,
+                bof: false,
+                eof: false,
+            },
+            current: None,
+            ahead: VecDeque::new(),
+            forward: true,
+            end: None,
+            epoch: 0,
+            server_moved: false,
+            max_ahead: MAX_READ_AHEAD,
+            scan_batch: FIRST_SCAN_BATCH,
+            seek_batch: FIRST_SEEK_BATCH,
+            seek_fill: None,
+        }
+    }
+
+    /// Drops the read-ahead; returns the recno the server must go back to.
+    fn take_sync(&mut self) -> Option<u64> {
+        self.ahead.clear();
+        self.end = None;
+        let moved = std::mem::take(&mut self.server_moved);
+        (moved && self.pos.recno > 0 && !self.pos.eof).then_some(self.pos.recno)
+    }
+
+    fn learn_seek(&mut self) {
+        if let Some((filled, used)) = self.seek_fill.take() {
+            if used == 0 {
+                self.seek_batch = (self.seek_batch / 2).max(1);
+            } else if used >= filled {
+                self.seek_batch = (self.seek_batch * 2).min(MAX_READ_AHEAD);
+            }
+        }
+    }
+
+    fn ahead_for(&mut self, op: &NavOp) -> u32 {
+        if self.max_ahead == 0 {
+            return 0;
+        }
+        let n = match op {
+            NavOp::First | NavOp::Last => {
+                self.scan_batch = FIRST_SCAN_BATCH;
+                self.scan_batch
+            }
+            NavOp::Next | NavOp::Prev => {
+                let n = self.scan_batch;
+                self.scan_batch = (self.scan_batch * 2).min(MAX_READ_AHEAD);
+                n
+            }
+            NavOp::Seek(_) | NavOp::SeekSoft(_) | NavOp::SeekLast(_) => {
+                self.learn_seek();
+                self.scan_batch = FIRST_SCAN_BATCH;
+                self.seek_batch
+            }
+            NavOp::Skip(_) | NavOp::Goto(_) => 0,
+        };
+        n.min(self.max_ahead)
+    }
+}
+
+fn on(recno: u64) -> Position {
+    Position {
+        recno,
+        bof: false,
+        eof: false,
+    }
+}
+
+impl RemoteTable {
+    fn cursor(&self) -> MutexGuard<'_, Cursor> {
+        self.cur.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, w: WireRecord) -> Record {
+        Record::from_parts(w.recno, w.deleted, w.values, self.schema.clone())
+    }
+
+    fn call(&self, sync: Option<u64>, op: TableOp) -> Result<(Position, TableOut)> {
+        let req = Request::Table {
+            handle: self.handle,
+            sync,
+            op,
+        };
+        match self.remote.call(&req)? {
+            Reply::Table { at, out } => Ok((at, out)),
+            other => Err(self.remote.unexpected(&other)),
+        }
+    }
+
+    /// An operation that neither depends on nor moves the position.
+    fn op(&self, op: TableOp) -> Result<TableOut> {
+        Ok(self.call(None, op)?.1)
+    }
+
+    /// A write: it may move the handle (an append lands on the new record)
+    /// and makes any read-ahead stale, so it goes positioned.
+    fn write(&self, op: TableOp) -> Result<TableOut> {
+        self.remote.wrote();
+        self.positioned(op)
+    }
+
+    /// An operation that depends on or resets the position.
+    fn positioned(&self, op: TableOp) -> Result<TableOut> {
+        let mut c = self.cursor();
+        let sync = c.take_sync();
+        c.current = None;
+        match self.call(sync, op) {
+            Ok((at, out)) => {
+                c.pos = at;
+                Ok(out)
+            }
+            Err(e) => {
+                // A failed operation may still have moved the handle.
+                if let Ok((at, _)) = self.call(None, TableOp::Position) {
+                    c.pos = at;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn nav(&self, op: NavOp) -> Result<bool> {
+        let epoch = self.remote.epoch();
+        let mut c = self.cursor();
+        let forward = op.forward();
+        let step = matches!(op, NavOp::Next | NavOp::Prev);
+        if step
+            && c.forward == forward
+            && c.epoch == epoch
+            && (!c.ahead.is_empty() || c.end.is_some())
+        {
+            if let Some(fill) = &mut c.seek_fill {
+                fill.1 += 1;
+            }
+            if let Some(w) = c.ahead.pop_front() {
+                c.pos = on(w.recno);
+                let rec = self.record(w);
+                c.current = Some((epoch, rec));
+                c.server_moved = !c.ahead.is_empty() || c.end.is_some();
+                return Ok(true);
+            }
+            let end = c.end.take().unwrap_or_default();
+            c.pos = end;
+            c.current = None;
+            c.server_moved = false;
+            return Ok(false);
+        }
+        let sync = c.take_sync();
+        let ahead = c.ahead_for(&op);
+        let seek = matches!(op, NavOp::Seek(_) | NavOp::SeekSoft(_) | NavOp::SeekLast(_));
+        let (at, out) = match self.call(sync, TableOp::Nav { op, ahead }) {
+            Ok(r) => r,
+            Err(e) => {
+                // The server may have moved before failing: ask where its
+                // cursor is (one more round trip, on errors only).
+                c.current = None;
+                if let Ok((at, _)) = self.call(None, TableOp::Position) {
+                    c.pos = at;
+                }
+                return Err(e);
+            }
+        };
+        let TableOut::Moved {
+            found,
+            current,
+            ahead,
+            end,
+        } = out
+        else {
+            return Err(self.remote.unexpected(&Reply::Table { at, out }));
+        };
+        c.pos = at;
+        c.current = current.map(|w| (epoch, self.record(w)));
+        c.seek_fill = seek.then_some((ahead.len(), 0));
+        c.server_moved = !ahead.is_empty() || end.is_some();
+        c.ahead = ahead.into();
+        c.end = end;
+        c.forward = forward;
+        c.epoch = epoch;
+        Ok(found)
+    }
+}
+
+macro_rules! out {
+    ($rt:expr, $out:expr, $pat:pat => $val:expr) => {
+        match $out {
+            $pat => Ok($val),
+            other => Err($rt.remote.unexpected(&Reply::Table {
+                at: Position::default(),
+                out: other,
+            })),
+        }
+    };
+}
+
+impl Table {
+    pub(crate) fn embedded(t: raiz_engine::Table, session: raiz_engine::Session) -> Table {
+        Table {
+            kind: TableKind::Embedded { t, session },
+        }
+    }
+
+    pub(crate) fn remote(
+        remote: Arc<Remote>,
+        handle: u32,
+        name: String,
+        schema: Schema,
+        at: Position,
+    ) -> Table {
+        let mut cursor = Cursor::new();
+        cursor.pos = at;
+        Table {
+            kind: TableKind::Remote(RemoteTable {
+                remote,
+                handle,
+                name,
+                schema: Arc::new(schema),
+                order: None,
+                cur: Mutex::new(cursor),
+                closed: false,
+            }),
+        }
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> String {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => t.name(),
+            TableKind::Remote(r) => r.name.clone(),
+        }
+    }
+
+    /// The table's fields.
+    pub fn schema(&self) -> Arc<Schema> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => t.schema(),
+            TableKind::Remote(r) => r.schema.clone(),
+        }
+    }
+
+    /// Sets the most records one remote reply may read ahead (0: one record
+    /// per round trip, as without read-ahead). No effect embedded.
+    pub fn set_read_ahead(&mut self, max: u32) {
+        if let TableKind::Remote(r) = &self.kind {
+            let mut c = r.cursor();
+            c.max_ahead = max.min(MAX_READ_AHEAD);
+        }
+    }
+
+    /// Header information and counts.
+    pub fn info(&self) -> Result<TableInfo> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.info()),
+            TableKind::Remote(r) => out!(r, r.op(TableOp::Info)?, TableOut::Info(i) => *i),
+        }
+    }
+
+    /// Records, deleted ones included.
+    pub fn record_count(&self) -> Result<u64> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.record_count()),
+            TableKind::Remote(_) => Ok(self.info()?.record_count),
+        }
+    }
+
+    /// Logically deleted records.
+    pub fn deleted_count(&self) -> Result<u64> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.deleted_count()),
+            TableKind::Remote(_) => Ok(self.info()?.deleted_count),
+        }
+    }
+
+    /// Appends a record; returns its recno.
+    pub fn append(&mut self, values: &[Value]) -> Result<u64> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.append(values)?),
+            TableKind::Remote(r) => {
+                out!(r, r.write(TableOp::Append(values.to_vec()))?, TableOut::Count(n) => n)
+            }
+        }
+    }
+
+    /// Appends several records; remote, the requests are pipelined (sent
+    /// without waiting for each reply). Each append is its own write, as with
+    /// [`Table::append`]: wrap the call in a transaction for all or nothing.
+    pub fn append_many(&mut self, rows: &[Vec<Value>]) -> Result<Vec<u64>> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(rows
+                .iter()
+                .map(|v| t.append(v))
+                .collect::<raiz_engine::Result<_>>()?),
+            TableKind::Remote(r) => {
+                r.remote.wrote();
+                let mut c = r.cursor();
+                let mut sync = c.take_sync();
+                c.current = None;
+                let mut recnos = Vec::with_capacity(rows.len());
+                for chunk in rows.chunks(256) {
+                    let reqs = chunk.iter().map(|v| Request::Table {
+                        handle: r.handle,
+                        sync: sync.take(),
+                        op: TableOp::Append(v.clone()),
+                    });
+                    let replies = r.remote.conn().pipeline(reqs);
+                    for reply in replies? {
+                        match reply {
+                            Reply::Table {
+                                at,
+                                out: TableOut::Count(n),
+                            } => {
+                                c.pos = at;
+                                recnos.push(n);
+                            }
+                            other => return Err(r.remote.unexpected(&other)),
+                        }
+                    }
+                }
+                Ok(recnos)
+            }
+        }
+    }
+
+    /// Reads a record (memo fields as references; see [`Table::read_memo`]).
+    pub fn read(&self, recno: u64) -> Result<Record> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.read(recno)?),
+            TableKind::Remote(r) => {
+                out!(r, r.op(TableOp::Read(recno))?, TableOut::Record(w) => r.record(w))
+            }
+        }
+    }
+
+    /// Reads a memo field's bytes.
+    pub fn read_memo(&self, recno: u64, field: &str) -> Result<Vec<u8>> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.read_memo(recno, field)?),
+            TableKind::Remote(r) => {
+                out!(r, r.op(TableOp::ReadMemo { recno, field: field.to_owned() })?,
+                TableOut::Memo(m) => m)
+            }
+        }
+    }
+
+    /// Replaces a record's values.
+    pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.update(recno, values)?),
+            TableKind::Remote(r) => {
+                r.write(TableOp::Update {
+                    recno,
+                    values: values.to_vec(),
+                })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Logically deletes a record.
+    pub fn delete(&mut self, recno: u64) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.delete(recno)?),
+            TableKind::Remote(r) => r.write(TableOp::Delete(recno)).map(drop),
+        }
+    }
+
+    /// Undeletes a record.
+    pub fn recall(&mut self, recno: u64) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.recall(recno)?),
+            TableKind::Remote(r) => r.write(TableOp::Recall(recno)).map(drop),
+        }
+    }
+
+    /// Whether a record is deleted.
+    pub fn is_deleted(&self, recno: u64) -> Result<bool> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.is_deleted(recno)?),
+            TableKind::Remote(r) => {
+                out!(r, r.op(TableOp::IsDeleted(recno))?, TableOut::Bool(b) => b)
+            }
+        }
+    }
+
+    /// Locks a record, waiting at most `timeout`.
+    pub fn lock(&self, recno: u64, timeout: Duration) -> Result<()> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.lock(recno, timeout)?),
+            TableKind::Remote(r) => r
+                .op(TableOp::Lock {
+                    recno,
+                    timeout_ms: millis(timeout),
+                })
+                .map(drop),
+        }
+    }
+
+    /// Unlocks a record; false if it was not locked (or is kept until the
+    /// transaction ends).
+    pub fn unlock(&self, recno: u64) -> Result<bool> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.unlock(recno)),
+            TableKind::Remote(r) => out!(r, r.op(TableOp::Unlock(recno))?, TableOut::Bool(b) => b),
+        }
+    }
+
+    /// Locks the whole table.
+    pub fn lock_file(&self, timeout: Duration) -> Result<()> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.lock_file(timeout)?),
+            TableKind::Remote(r) => r
+                .op(TableOp::LockFile {
+                    timeout_ms: millis(timeout),
+                })
+                .map(drop),
+        }
+    }
+
+    /// Unlocks the table.
+    pub fn unlock_file(&self) -> Result<bool> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.unlock_file()),
+            TableKind::Remote(r) => out!(r, r.op(TableOp::UnlockFile)?, TableOut::Bool(b) => b),
+        }
+    }
+
+    /// Every record in recno order.
+    pub fn snapshot(&self) -> Result<Vec<Record>> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.snapshot()?),
+            TableKind::Remote(r) => out!(r, r.op(TableOp::Snapshot)?,
+                TableOut::Records(v) => v.into_iter().map(|w| r.record(w)).collect()),
+        }
+    }
+
+    /// Writes the table's dirty pages.
+    pub fn flush(&mut self) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.flush()?),
+            TableKind::Remote(r) => r.op(TableOp::Flush).map(drop),
+        }
+    }
+
+    /// Closes the handle.
+    pub fn close(self) -> Result<()> {
+        match self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.close()?),
+            TableKind::Remote(mut r) => {
+                r.closed = true;
+                r.op(TableOp::Close).map(drop)
+            }
+        }
+    }
+
+    /// Creates an index, building it from every record.
+    pub fn create_index(&mut self, def: &IndexDef) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.create_index(def)?),
+            TableKind::Remote(r) => r.write(TableOp::CreateIndex(def.clone())).map(drop),
+        }
+    }
+
+    /// Drops an index.
+    pub fn drop_index(&mut self, name: &str) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.drop_index(name)?),
+            TableKind::Remote(r) => {
+                if r.order.as_deref() == Some(name) {
+                    r.order = None;
+                }
+                r.remote.wrote();
+                r.positioned(TableOp::DropIndex(name.to_owned())).map(drop)
+            }
+        }
+    }
+
+    /// Verifies the table and its indexes, reporting at most `limit` problems.
+    pub fn check(&self, limit: usize) -> Result<CheckReport> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.check(limit)?),
+            TableKind::Remote(r) => out!(r, r.op(TableOp::Check {
+                limit: u32::try_from(limit).unwrap_or(u32::MAX) })?, TableOut::Check(c) => c),
+        }
+    }
+
+    fn rewrite(&mut self, op: TableOp) -> Result<RewriteReport> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(match op {
+                TableOp::Rebuild => t.rebuild()?,
+                TableOp::Pack => t.pack()?,
+                TableOp::Alter(s) => t.alter(&s)?,
+                _ => unreachable!("rewrite takes Rebuild, Pack or Alter"),
+            }),
+            TableKind::Remote(r) => {
+                let alter = match &op {
+                    TableOp::Alter(s) => Some(s.clone()),
+                    _ => None,
+                };
+                r.remote.wrote();
+                let rep = out!(r, r.positioned(op)?, TableOut::Rewrite(x) => x)?;
+                if let Some(s) = alter {
+                    r.schema = Arc::new(s);
+                }
+                Ok(rep)
+            }
+        }
+    }
+
+    /// Rebuilds the table from its data pages.
+    pub fn rebuild(&mut self) -> Result<RewriteReport> {
+        self.rewrite(TableOp::Rebuild)
+    }
+
+    /// Removes deleted records physically (recnos change).
+    pub fn pack(&mut self) -> Result<RewriteReport> {
+        self.rewrite(TableOp::Pack)
+    }
+
+    /// Changes the fields.
+    pub fn alter(&mut self, schema: &Schema) -> Result<RewriteReport> {
+        let rep = self.rewrite(TableOp::Alter(schema.clone()))?;
+        if let TableKind::Remote(r) = &mut self.kind {
+            // The server converted the schema; ask for what it stored.
+            if let Ok(TableOut::Info(i)) = r.op(TableOp::Info) {
+                r.schema = Arc::new(i.schema);
+            }
+        }
+        Ok(rep)
+    }
+
+    /// Current recno (0 before the first record, count + 1 at eof).
+    pub fn recno(&self) -> u64 {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => t.recno(),
+            TableKind::Remote(r) => r.cursor().pos.recno,
+        }
+    }
+
+    /// Before the first record.
+    pub fn bof(&self) -> bool {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => t.bof(),
+            TableKind::Remote(r) => r.cursor().pos.bof,
+        }
+    }
+
+    /// Past the last record.
+    pub fn eof(&self) -> bool {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => t.eof(),
+            TableKind::Remote(r) => r.cursor().pos.eof,
+        }
+    }
+
+    /// The current order's index name (None: physical order).
+    pub fn order(&self) -> Option<&str> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => t.order(),
+            TableKind::Remote(r) => r.order.as_deref(),
+        }
+    }
+
+    /// Sets the order (None: physical); the handle stays on its record.
+    pub fn set_order(&mut self, index: Option<&str>) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.set_order(index)?),
+            TableKind::Remote(r) => {
+                r.positioned(TableOp::SetOrder(index.map(str::to_owned)))?;
+                r.order = index.map(|s| s.to_ascii_lowercase());
+                Ok(())
+            }
+        }
+    }
+
+    /// Restricts navigation to a key range of the current order.
+    pub fn set_scope(&mut self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.set_scope(lower, upper)?),
+            TableKind::Remote(r) => r
+                .positioned(TableOp::SetScope {
+                    lower: lower.map(<[Value]>::to_vec),
+                    upper: upper.map(<[Value]>::to_vec),
+                })
+                .map(drop),
+        }
+    }
+
+    /// Removes the scope.
+    pub fn clear_scope(&mut self) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => {
+                t.clear_scope();
+                Ok(())
+            }
+            TableKind::Remote(r) => r.positioned(TableOp::ClearScope).map(drop),
+        }
+    }
+
+    /// Shows only records satisfying `condition` (None: all).
+    pub fn set_filter(&mut self, condition: Option<&Condition>) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.set_filter_condition(condition)?),
+            TableKind::Remote(r) => r
+                .positioned(TableOp::SetFilter(condition.cloned()))
+                .map(drop),
+        }
+    }
+
+    /// The record the handle is on.
+    pub fn record(&self) -> Result<Record> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.record()?),
+            TableKind::Remote(r) => {
+                let epoch = r.remote.epoch();
+                if let Some((e, rec)) = &r.cursor().current {
+                    if *e == epoch {
+                        return Ok(rec.clone());
+                    }
+                }
+                let w = out!(r, r.positioned(TableOp::Current)?, TableOut::Record(w) => w)?;
+                let rec = r.record(w);
+                r.cursor().current = Some((epoch, rec.clone()));
+                Ok(rec)
+            }
+        }
+    }
+
+    fn nav(&mut self, op: NavOp) -> Result<bool> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(match op {
+                NavOp::First => t.first()?,
+                NavOp::Last => t.last()?,
+                NavOp::Next => t.next()?,
+                NavOp::Prev => t.prev()?,
+                NavOp::Skip(n) => t.skip(n)?,
+                NavOp::Goto(r) => {
+                    t.goto(r)?;
+                    true
+                }
+                NavOp::Seek(k) => t.seek(&k)?,
+                NavOp::SeekSoft(k) => t.seek_soft(&k)?,
+                NavOp::SeekLast(k) => t.seek_last(&k)?,
+            }),
+            TableKind::Remote(r) => r.nav(op),
+        }
+    }
+
+    /// First record of the order; false when there is none.
+    pub fn first(&mut self) -> Result<bool> {
+        self.nav(NavOp::First)
+    }
+
+    /// Last record; false when there is none.
+    pub fn last(&mut self) -> Result<bool> {
+        self.nav(NavOp::Last)
+    }
+
+    /// Next record; false at eof.
+    // The xBase name; a cursor move that can fail is not an `Iterator`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<bool> {
+        self.nav(NavOp::Next)
+    }
+
+    /// Previous record; false at bof.
+    pub fn prev(&mut self) -> Result<bool> {
+        self.nav(NavOp::Prev)
+    }
+
+    /// Moves `n` records (negative: backwards); false when an end was reached.
+    pub fn skip(&mut self, n: i64) -> Result<bool> {
+        self.nav(NavOp::Skip(n))
+    }
+
+    /// Goes to a record.
+    pub fn goto(&mut self, recno: u64) -> Result<()> {
+        self.nav(NavOp::Goto(recno)).map(drop)
+    }
+
+    /// Exact seek of a (partial) key; false (and eof) when absent.
+    pub fn seek(&mut self, key: &[Value]) -> Result<bool> {
+        self.nav(NavOp::Seek(key.to_vec()))
+    }
+
+    /// Soft seek: the first key ≥ `key`; true when it matched exactly.
+    pub fn seek_soft(&mut self, key: &[Value]) -> Result<bool> {
+        self.nav(NavOp::SeekSoft(key.to_vec()))
+    }
+
+    /// The last record with the (partial) key.
+    pub fn seek_last(&mut self, key: &[Value]) -> Result<bool> {
+        self.nav(NavOp::SeekLast(key.to_vec()))
+    }
+
+    /// Exact number of entries of a key range of the current order.
+    pub fn count_range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<u64> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.count_range(lower, upper)?),
+            TableKind::Remote(r) => out!(r, r.op(TableOp::CountRange {
+                lower: lower.map(<[Value]>::to_vec), upper: upper.map(<[Value]>::to_vec) })?,
+                TableOut::Count(n) => n),
+        }
+    }
+
+    /// Estimated number of entries of a key range (a few page reads).
+    pub fn estimate_range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<u64> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.estimate_range(lower, upper)?),
+            TableKind::Remote(r) => out!(r, r.op(TableOp::EstimateRange {
+                lower: lower.map(<[Value]>::to_vec), upper: upper.map(<[Value]>::to_vec) })?,
+                TableOut::Count(n) => n),
+        }
+    }
+
+    /// Iterates the records of a key range of the current order; remote, the
+    /// records arrive in growing batches.
+    pub fn range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<RangeIter> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(RangeIter {
+                kind: RangeKind::Embedded(t.range(lower, upper)?),
+            }),
+            TableKind::Remote(r) => {
+                let max = r.cursor().max_ahead;
+                let first = if max == 0 {
+                    1
+                } else {
+                    FIRST_RANGE_BATCH.min(max)
+                };
+                let (iter, records) = out!(r, r.op(TableOp::Range {
+                    lower: lower.map(<[Value]>::to_vec), upper: upper.map(<[Value]>::to_vec), first })?,
+                    TableOut::Range { iter, records } => (iter, records))?;
+                Ok(RangeIter {
+                    kind: RangeKind::Remote {
+                        remote: r.remote.clone(),
+                        schema: r.schema.clone(),
+                        iter,
+                        buf: records.into(),
+                        batch: if max == 0 {
+                            1
+                        } else {
+                            (first * 2).min(max.max(1))
+                        },
+                        max: if max == 0 { 1 } else { max },
+                    },
+                })
+            }
+        }
+    }
+
+    /// Reads, deletes or updates every record of a key range of the current
+    /// order in one request (outside a transaction, a delete or update batch
+    /// is all or nothing).
+    pub fn batch(&mut self, req: &BatchRequest) -> Result<BatchOutcome> {
+        match &mut self.kind {
+            TableKind::Embedded { t, session } => {
+                let (count, records) = crate::batch::run(session, t, req)?;
+                Ok(BatchOutcome { count, records })
+            }
+            TableKind::Remote(r) => {
+                let op = TableOp::Batch(req.clone());
+                let out = if matches!(
+                    req.action,
+                    crate::proto::BatchAction::Read { lock_ms: None }
+                ) {
+                    r.op(op)?
+                } else {
+                    r.write(op)?
+                };
+                out!(r, out,
+                    TableOut::Batch { count, records } => BatchOutcome {
+                        count, records: records.into_iter().map(|w| r.record(w)).collect() })
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Records of a key range, in key order (see [`Table::range`]).
+#[derive(Debug)]
+pub struct RangeIter {
+    kind: RangeKind,
+}
+
+#[derive(Debug)]
+enum RangeKind {
+    Embedded(raiz_engine::db::RangeIter),
+    Remote {
+        remote: Arc<Remote>,
+        schema: Arc<Schema>,
+        iter: Option<u32>,
+        buf: VecDeque<WireRecord>,
+        batch: u32,
+        max: u32,
+    },
+}
+
+impl Iterator for RangeIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        match &mut self.kind {
+            RangeKind::Embedded(it) => it.next().map(|r| r.map_err(Into::into)),
+            RangeKind::Remote {
+                remote,
+                schema,
+                iter,
+                buf,
+                batch,
+                max,
+            } => {
+                if buf.is_empty() {
+                    let id = (*iter)?;
+                    match remote.call(&Request::RangeNext {
+                        iter: id,
+                        max: *batch,
+                    }) {
+                        Ok(Reply::RangeMore { records, done }) => {
+                            buf.extend(records);
+                            if done {
+                                *iter = None;
+                            }
+                            *batch = (*batch * 2).min(*max);
+                        }
+                        Ok(other) => {
+                            *iter = None;
+                            return Some(Err(remote.unexpected(&other)));
+                        }
+                        Err(e) => {
+                            *iter = None;
+                            return Some(Err(e));
+                        }
+                    }
+                }
+                let w = buf.pop_front()?;
+                Some(Ok(Record::from_parts(
+                    w.recno,
+                    w.deleted,
+                    w.values,
+                    schema.clone(),
+                )))
+            }
+        }
+    }
+}
+
+impl Drop for RangeIter {
+    fn drop(&mut self) {
+        if let RangeKind::Remote {
+            remote,
+            iter: Some(id),
+            ..
+        } = &self.kind
+        {
+            // Without waiting: the reply is skipped when it comes.
+            remote.conn().send_forget(&Request::RangeClose(*id));
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Connection strings: which raiz an application talks to, and how.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::Error;
+
+/// Default TCP port of `raiz serve`.
+pub const DEFAULT_PORT: u16 = 7070;
+
+/// A parsed connection string.
+///
+/// | string                                   | mode                                |
+/// |------------------------------------------|-------------------------------------|
+/// | `file:/data/root`                        | embedded, the rootpath in-process   |
+/// | `raiz://user[:password]@host[:7070]`     | a server over TCP                   |
+/// | `raizs://user@host[:7070]?ca=/etc/ca.pem`| a server over TCP with TLS          |
+/// | `raiz+unix://user@/run/raiz.sock`        | a server over its Unix socket       |
+///
+/// A password left out of the string comes from [`ConnectOptions::password`] or
+/// the `RAIZ_PASSWORD` environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionString {
+    /// Embedded: open the rootpath in this process.
+    File(PathBuf),
+    /// A server over TCP.
+    Tcp {
+        /// User to authenticate as.
+        user: Option<String>,
+        /// Password, when given in the string.
+        password: Option<String>,
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Use TLS.
+        tls: bool,
+        /// CA certificate (PEM) to trust, from `?ca=`.
+        ca: Option<PathBuf>,
+    },
+    /// A server over a Unix socket.
+    Unix {
+        /// User to authenticate as.
+        user: Option<String>,
+        /// Password, when given in the string.
+        password: Option<String>,
+        /// The socket.
+        path: PathBuf,
+    },
+}
+
+/// Settings a connection string does not carry.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Password (else the string's, else `RAIZ_PASSWORD`).
+    pub password: Option<String>,
+    /// CA certificate (PEM) that signed the server's certificate, for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the server's certificate (default: the host).
+    pub server_name: Option<String>,
+    /// Largest frame accepted from the server.
+    pub max_frame: Option<u32>,
+    /// What this client calls itself (shown by `raiz monitor`).
+    pub client_name: Option<String>,
+}
+
+fn split_user(
+    s: &str,
+    rest: &str,
+    bad: &dyn Fn(&'static str) -> Error,
+) -> Result<(Option<String>, Option<String>, String), Error> {
+    let _ = s;
+    match rest.rsplit_once('@') {
+        Some((u, h)) => {
+            let (user, pass) = match u.split_once(':') {
+                Some((u, p)) => (u, Some(p.to_owned())),
+                None => (u, None),
+            };
+            if user.is_empty() {
+                return Err(bad("empty user name before @"));
+            }
+            Ok((Some(user.to_owned()), pass, h.to_owned()))
+        }
+        None => Ok((None, None, rest.to_owned())),
+    }
+}
+
+impl FromStr for ConnectionString {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = |reason| Error::InvalidConnectionString {
+            input: s.to_owned(),
+            reason,
+        };
+        if let Some(path) = s.strip_prefix("file:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(bad("file: needs a rootpath"));
+            }
+            return Ok(ConnectionString::File(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("raiz+unix://") {
+            let (user, password, path) = split_user(s, rest, &bad)?;
+            if !path.starts_with('/') {
+                return Err(bad("raiz+unix:// needs an absolute socket path"));
+            }
+            return Ok(ConnectionString::Unix {
+                user,
+                password,
+                path: PathBuf::from(path),
+            });
+        }
+        let (rest, tls) = if let Some(r) = s.strip_prefix("raizs://") {
+            (r, true)
+        } else if let Some(r) = s.strip_prefix("raiz://") {
+            (r, false)
+        } else {
+            return Err(bad("expected file:, raiz://, raizs:// or raiz+unix://"));
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let mut ca = None;
+        for kv in query.into_iter().flat_map(|q| q.split('&')) {
+            match kv.split_once('=') {
+                Some(("ca", v)) if !v.is_empty() => ca = Some(PathBuf::from(v)),
+                _ => return Err(bad("unknown parameter (only ?ca=PATH is known)")),
+            }
+        }
+        let (user, password, hostport) = split_user(s, rest, &bad)?;
+        let hostport = hostport.trim_end_matches('/');
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let port = match port {
+            Some(p) => p
+                .parse()
+                .map_err(|_| bad("port is not a number in 1..=65535"))?,
+            None => DEFAULT_PORT,
+        };
+        if port == 0 {
+            return Err(bad("port is not a number in 1..=65535"));
+        }
+        Ok(ConnectionString::Tcp {
+            user,
+            password,
+            host: host.to_owned(),
+            port,
+            tls,
+            ca,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(user: Option<&str>, host: &str, port: u16) -> ConnectionString {
+        ConnectionString::Tcp {
+            user: user.map(Into::into),
+            password: None,
+            host: host.into(),
+            port,
+            tls: false,
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn parses_every_mode() {
+        let p = |s: &str| s.parse::<ConnectionString>().unwrap();
+        assert_eq!(
+            p("file:/data/root"),
+            ConnectionString::File("/data/root".into())
+        );
+        assert_eq!(
+            p("file:///data/root"),
+            ConnectionString::File("/data/root".into())
+        );
+        assert_eq!(p("raiz://h"), tcp(None, "h", DEFAULT_PORT));
+        assert_eq!(p("raiz://u@[::1]:9000"), tcp(Some("u"), "::1", 9000));
+        assert_eq!(
+            p("raizs://u:pw@db1:7071?ca=/etc/raiz/ca.pem"),
+            ConnectionString::Tcp {
+                user: Some("u".into()),
+                password: Some("pw".into()),
+                host: "db1".into(),
+                port: 7071,
+                tls: true,
+                ca: Some("/etc/raiz/ca.pem".into()),
+            }
+        );
+        assert_eq!(
+            p("raiz+unix:///run/raiz.sock"),
+            ConnectionString::Unix {
+                user: None,
+                password: None,
+                path: "/run/raiz.sock".into()
+            }
+        );
+        assert_eq!(
+            p("raiz+unix://ana@/run/raiz.sock"),
+            ConnectionString::Unix {
+                user: Some("ana".into()),
+                password: None,
+                path: "/run/raiz.sock".into()
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_strings() {
+        for bad in [
+            "",
+            "file:",
+            "http://x",
+            "raiz://",
+            "raiz://h:0",
+            "raiz://h:99999",
+            "raiz://@h",
+            "raiz+unix://rel",
+            "raiz://[::1",
+            "raiz://h?x=1",
+        ] {
+            assert!(bad.parse::<ConnectionString>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The engine side of one connection: an OS thread that owns the session and
+//! its table handles and executes the connection's requests in order, so the
+//! engine's blocking work (I/O, lock waits, fsync) never runs on the async
+//! reactor. Every request is checked against the user's rights first.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raiz_client::proto::{
+    BatchAction, NavOp, Position, Reply, Request, TableOp, TableOut, WireError, WireRecord,
+};
+use raiz_client::ErrorKind;
+use raiz_engine::db::{CursorState, RangeIter, Savepoint};
+use raiz_engine::{Session, Table};
+
+use crate::acl::{self, Right};
+use crate::registry::Entry;
+use crate::users::User;
+use crate::Shared;
+
+/// A read-ahead reply stops growing past this many bytes of record data.
+const MAX_AHEAD_BYTES: usize = 1 << 20;
+/// Records one request may read ahead or return from a range.
+const MAX_AHEAD: u32 = 4096;
+
+/// One queued request: its id, and the request or why it did not decode.
+pub type Item = (u64, Result<Request, String>);
+
+struct Handle {
+    table: Table,
+    name: String,
+    /// Positions the last move passed while reading ahead, so a client's
+    /// `sync` puts the cursor back exactly (by key, not only by recno).
+    passed: Vec<CursorState>,
+}
+
+/// The session's state on its thread.
+pub struct Worker {
+    shared: Arc<Shared>,
+    session: Session,
+    user: User,
+    entry: Arc<Entry>,
+    handles: HashMap<u32, Handle>,
+    iters: HashMap<u32, (RangeIter, String)>,
+    savepoints: Vec<Savepoint>,
+    next_id: u32,
+}
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> WireError {
+    WireError {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn engine(e: raiz_engine::Error) -> WireError {
+    WireError {
+        kind: ErrorKind::of(&e),
+        message: e.to_string(),
+    }
+}
+
+type R<T> = Result<T, WireError>;
+
+fn position(t: &Table) -> Position {
+    Position {
+        recno: t.recno(),
+        bof: t.bof(),
+        eof: t.eof(),
+    }
+}
+
+fn approx_size(w: &WireRecord) -> usize {
+    w.values
+        .iter()
+        .map(|v| match v {
+            raiz_engine::Value::Char(s) => s.len() + 2,
+            raiz_engine::Value::Binary(b) => b.len() + 2,
+            _ => 12,
+        })
+        .sum::<usize>()
+        + 12
+}
+
+impl Worker {
+    /// A worker for an authenticated session.
+    pub fn new(shared: Arc<Shared>, session: Session, user: User, entry: Arc<Entry>) -> Worker {
+        Worker {
+            shared,
+            session,
+            user,
+            entry,
+            handles: HashMap::new(),
+            iters: HashMap::new(),
+            savepoints: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Executes requests until the connection's queue closes, sending each
+    /// encoded response to `out`. Then ends the session: its transaction is
+    /// rolled back and its locks released.
+    pub fn run(
+        mut self,
+        mut rx: tokio::sync::mpsc::Receiver<Item>,
+        out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    ) {
+        while let Some((id, req)) = rx.blocking_recv() {
+            self.entry.busy.store(true, Ordering::Relaxed);
+            let body = match req {
+                Ok(r) => self.handle(r),
+                Err(why) => Err(err(ErrorKind::BadRequest, why)),
+            };
+            if let Err(e) = &body {
+                tracing::debug!(session = self.entry.id, kind = ?e.kind, "{}", e.message);
+            }
+            self.entry.requests.fetch_add(1, Ordering::Relaxed);
+            let open = self.session.in_transaction();
+            {
+                let mut since = self.entry.txn_since.lock();
+                match (open, since.is_some()) {
+                    (true, false) => *since = Some(Instant::now()),
+                    (false, true) => *since = None,
+                    _ => {}
+                }
+            }
+            let payload = raiz_client::proto::encode(&raiz_client::proto::Envelope { id, body });
+            self.entry.busy.store(false, Ordering::Relaxed);
+            if out.send(payload).is_err() {
+                break;
+            }
+        }
+        self.iters.clear();
+        self.handles.clear();
+        if self.session.in_transaction() {
+            tracing::info!(session = self.entry.id, user = %self.user.name, "connection ended inside a transaction: rolled back");
+        }
+        if let Err(e) = self.session.end() {
+            tracing::warn!(session = self.entry.id, error = %e, "ending the session");
+        }
+    }
+
+    fn need(&self, table: &str, right: Right) -> R<()> {
+        if self.shared.acl.allows(&self.user, table, right) {
+            Ok(())
+        } else {
+            tracing::warn!(user = %self.user.name, table, right = right.name(), "permission denied");
+            Err(err(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "user {} may not {} table {table}",
+                    self.user.name,
+                    right.name()
+                ),
+            ))
+        }
+    }
+
+    fn name_ok(name: &str) -> R<()> {
+        raiz_engine::validate_table_name(name)
+            .map(drop)
+            .map_err(engine)
+    }
+
+    fn admin(&self, what: &str) -> R<()> {
+        if self.user.admin {
+            Ok(())
+        } else {
+            Err(err(
+                ErrorKind::PermissionDenied,
+                format!("{what} needs an admin user; {} is not one", self.user.name),
+            ))
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> R<Reply> {
+        let s = &self.session;
+        let db = self.shared.db.clone();
+        Ok(match req {
+            Request::Hello { .. } => {
+                return Err(err(ErrorKind::BadRequest, "already authenticated"))
+            }
+            Request::Ping => Reply::Done,
+            Request::ListTables => Reply::Tables(db.list_tables().map_err(engine)?),
+            Request::TableExists(name) => {
+                Self::name_ok(&name)?;
+                Reply::Bool(db.table_exists(&name).map_err(engine)?)
+            }
+            Request::CreateTable {
+                name,
+                schema,
+                options,
+            } => {
+                Self::name_ok(&name)?;
+                let temporary = options.durability == raiz_engine::Durability::Temporary;
+                s.create_table(&name, &schema, options).map_err(engine)?;
+                if !temporary {
+                    self.shared
+                        .acl
+                        .set(&name, Some(acl::for_new_table(&self.user)))
+                        .map_err(|e| err(ErrorKind::Io, e.to_string()))?;
+                }
+                Reply::Done
+            }
+            Request::DropTable(name) => {
+                Self::name_ok(&name)?;
+                self.need(&name, Right::Define)?;
+                db.drop_table(&name).map_err(engine)?;
+                self.shared
+                    .acl
+                    .set(&name, None)
+                    .map_err(|e| err(ErrorKind::Io, e.to_string()))?;
+                Reply::Done
+            }
+            Request::OpenTable(name) => {
+                Self::name_ok(&name)?;
+                self.need(&name, Right::Read)?;
+                let table = s.open_table(&name).map_err(engine)?;
+                let id = self.next_id;
+                self.next_id = self.next_id.wrapping_add(1).max(1);
+                let schema = (*table.schema()).clone();
+                let at = position(&table);
+                let tname = table.name();
+                self.entry.tables.lock().push(tname.clone());
+                self.handles.insert(
+                    id,
+                    Handle {
+                        table,
+                        name: tname.clone(),
+                        passed: Vec::new(),
+                    },
+                );
+                Reply::Opened {
+                    handle: id,
+                    name: tname,
+                    schema,
+                    at,
+                }
+            }
+            Request::Begin => {
+                s.begin().map_err(engine)?;
+                self.savepoints.clear();
+                Reply::Done
+            }
+            Request::InTransaction => Reply::Bool(s.in_transaction()),
+            Request::Commit => {
+                s.commit().map_err(engine)?;
+                Reply::Done
+            }
+            Request::Rollback => {
+                s.rollback().map_err(engine)?;
+                Reply::Done
+            }
+            Request::Savepoint => {
+                self.savepoints.push(s.savepoint().map_err(engine)?);
+                Reply::Savepoint(self.savepoints.len() as u64 - 1)
+            }
+            Request::RollbackTo(n) => {
+                let sp = *usize::try_from(n)
+                    .ok()
+                    .and_then(|n| self.savepoints.get(n))
+                    .ok_or_else(|| err(ErrorKind::Transaction, format!("no savepoint {n}")))?;
+                s.rollback_to(sp).map_err(engine)?;
+                Reply::Done
+            }
+            Request::LockName(name) => {
+                s.lock_name(&name).map_err(engine)?;
+                Reply::Done
+            }
+            Request::UnlockName(name) => Reply::Bool(s.unlock_name(&name)),
+            Request::SetHideDeleted(on) => {
+                s.set_hide_deleted(on);
+                Reply::Done
+            }
+            Request::SetLockTimeout(ms) => {
+                s.set_lock_timeout(Duration::from_millis(ms));
+                Reply::Done
+            }
+            Request::SetDelayedDurability(on) => {
+                s.set_delayed_durability(on);
+                Reply::Done
+            }
+            Request::Checkpoint => {
+                db.checkpoint().map_err(engine)?;
+                Reply::Done
+            }
+            Request::Table { handle, sync, op } => self.table(handle, sync, op)?,
+            Request::RangeNext { iter, max } => {
+                let name = self
+                    .iters
+                    .get(&iter)
+                    .map(|(_, n)| n.clone())
+                    .ok_or_else(|| {
+                        err(ErrorKind::BadRequest, format!("no range iterator {iter}"))
+                    })?;
+                self.need(&name, Right::Read)?;
+                let it = match self.iters.get_mut(&iter) {
+                    Some((it, _)) => it,
+                    None => return Err(err(ErrorKind::BadRequest, "no range iterator")),
+                };
+                let (records, done) = take(it, max.clamp(1, MAX_AHEAD))?;
+                if done {
+                    self.iters.remove(&iter);
+                }
+                Reply::RangeMore { records, done }
+            }
+            Request::RangeClose(iter) => {
+                self.iters.remove(&iter);
+                Reply::Done
+            }
+            Request::ListSessions => {
+                self.admin("listing sessions")?;
+                let locks = db.locks();
+                Reply::Sessions(self.shared.registry.list(&|id| {
+                    locks
+                        .iter()
+                        .filter(|l| l.session == id)
+                        .map(|l| l.key.to_string())
+                        .collect()
+                }))
+            }
+            Request::EndSession(id) => {
+                self.admin("ending sessions")?;
+                tracing::info!(by = %self.user.name, session = id, "session ended by an admin");
+                Reply::Bool(self.shared.registry.end(id))
+            }
+            Request::GetPermissions(table) => {
+                Self::name_ok(&table)?;
+                Reply::Permissions(self.shared.acl.get(&table))
+            }
+            Request::SetPermissions { table, permissions } => {
+                Self::name_ok(&table)?;
+                let current = self.shared.acl.get(&table);
+                if !self.user.admin && current.owner != self.user.name {
+                    return Err(err(
+                        ErrorKind::PermissionDenied,
+                        format!("only the owner of {table} or an admin may change its permissions"),
+                    ));
+                }
+                if !db.table_exists(&table).map_err(engine)? {
+                    return Err(engine(raiz_engine::Error::TableNotFound {
+                        table,
+                        root: db.root().to_path_buf(),
+                    }));
+                }
+                crate::users::validate_name("user", &permissions.owner)
+                    .and_then(|_| crate::users::validate_name("group", &permissions.group))
+                    .map_err(|e| err(ErrorKind::InvalidName, e.to_string()))?;
+                self.shared
+                    .acl
+                    .set(&table, Some(permissions))
+                    .map_err(|e| err(ErrorKind::Io, e.to_string()))?;
+                Reply::Done
+            }
+        })
+    }
+
+    fn table(&mut self, handle: u32, sync: Option<u64>, op: TableOp) -> R<Reply> {
+        let name = self
+            .handles
+            .get(&handle)
+            .map(|h| h.name.clone())
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::BadRequest,
+                    format!("no open table handle {handle}"),
+                )
+            })?;
+        let right = match &op {
+            TableOp::Append(_)
+            | TableOp::Update { .. }
+            | TableOp::Recall(_)
+            | TableOp::Lock { .. }
+            | TableOp::Unlock(_)
+            | TableOp::LockFile { .. }
+            | TableOp::UnlockFile
+            | TableOp::Flush => Right::Write,
+            TableOp::Delete(_) => Right::Delete,
+            TableOp::CreateIndex(_)
+            | TableOp::DropIndex(_)
+            | TableOp::Rebuild
+            | TableOp::Pack
+            | TableOp::Alter(_) => Right::Define,
+            TableOp::Batch(b) => match &b.action {
+                BatchAction::Read { lock_ms: None } => Right::Read,
+                BatchAction::Read { .. } | BatchAction::Update(_) => Right::Write,
+                BatchAction::Delete => Right::Delete,
+            },
+            _ => Right::Read,
+        };
+        if let TableOp::Close = op {
+            self.handles.remove(&handle);
+            let mut tables = self.entry.tables.lock();
+            if let Some(i) = tables.iter().position(|t| *t == name) {
+                tables.remove(i);
+            }
+            return Ok(Reply::Table {
+                at: Position::default(),
+                out: TableOut::Done,
+            });
+        }
+        // Closing needs no right (the rights may have changed since the open).
+        self.need(&name, right)?;
+        let session = self.session.clone();
+        let h = self.handles.get_mut(&handle).ok_or_else(|| {
+            err(
+                ErrorKind::BadRequest,
+                format!("no open table handle {handle}"),
+            )
+        })?;
+        let t = &mut h.table;
+        if let Some(recno) = sync {
+            match h.passed.iter().find(|c| c.recno() == recno) {
+                Some(state) => t.restore_cursor(state).map_err(engine)?,
+                None => t.goto(recno).map_err(engine)?,
+            }
+        }
+        // Operations that leave the cursor alone keep the saved positions:
+        // a client reads records and memos in the middle of a scan.
+        let still = matches!(
+            op,
+            TableOp::Info
+                | TableOp::Read(_)
+                | TableOp::ReadMemo { .. }
+                | TableOp::IsDeleted(_)
+                | TableOp::Lock { .. }
+                | TableOp::Unlock(_)
+                | TableOp::LockFile { .. }
+                | TableOp::UnlockFile
+                | TableOp::Flush
+                | TableOp::Snapshot
+                | TableOp::Check { .. }
+                | TableOp::CountRange { .. }
+                | TableOp::EstimateRange { .. }
+                | TableOp::Range { .. }
+                | TableOp::Current
+                | TableOp::Position
+        );
+        if !still || sync.is_some() {
+            h.passed.clear();
+        }
+        let out = match op {
+            TableOp::Close | TableOp::Position => TableOut::Done,
+            TableOp::Info => TableOut::Info(Box::new(t.info())),
+            TableOp::Append(v) => TableOut::Count(t.append(&v).map_err(engine)?),
+            TableOp::Read(r) => TableOut::Record(t.read(r).map_err(engine)?.into()),
+            TableOp::ReadMemo { recno, field } => {
+                TableOut::Memo(t.read_memo(recno, &field).map_err(engine)?)
+            }
+            TableOp::Update { recno, values } => {
+                t.update(recno, &values).map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::Delete(r) => {
+                t.delete(r).map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::Recall(r) => {
+                t.recall(r).map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::IsDeleted(r) => TableOut::Bool(t.is_deleted(r).map_err(engine)?),
+            TableOp::Lock { recno, timeout_ms } => {
+                t.lock(recno, Duration::from_millis(timeout_ms))
+                    .map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::Unlock(r) => TableOut::Bool(t.unlock(r)),
+            TableOp::LockFile { timeout_ms } => {
+                t.lock_file(Duration::from_millis(timeout_ms))
+                    .map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::UnlockFile => TableOut::Bool(t.unlock_file()),
+            TableOp::Flush => {
+                t.flush().map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::Snapshot => TableOut::Records(
+                t.snapshot()
+                    .map_err(engine)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            ),
+            TableOp::CreateIndex(def) => {
+                t.create_index(&def).map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::DropIndex(n) => {
+                t.drop_index(&n).map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::Check { limit } => TableOut::Check(t.check(limit as usize).map_err(engine)?),
+            TableOp::Rebuild => TableOut::Rewrite(t.rebuild().map_err(engine)?),
+            TableOp::Pack => TableOut::Rewrite(t.pack().map_err(engine)?),
+            TableOp::Alter(schema) => TableOut::Rewrite(t.alter(&schema).map_err(engine)?),
+            TableOp::SetOrder(o) => {
+                t.set_order(o.as_deref()).map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::SetScope { lower, upper } => {
+                t.set_scope(lower.as_deref(), upper.as_deref())
+                    .map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::ClearScope => {
+                t.clear_scope();
+                TableOut::Done
+            }
+            TableOp::SetFilter(c) => {
+                t.set_filter_condition(c.as_ref()).map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::Nav { op, ahead } => return nav(t, op, ahead, &mut h.passed),
+            TableOp::Current => TableOut::Record(t.record().map_err(engine)?.into()),
+            TableOp::CountRange { lower, upper } => TableOut::Count(
+                t.count_range(lower.as_deref(), upper.as_deref())
+                    .map_err(engine)?,
+            ),
+            TableOp::EstimateRange { lower, upper } => TableOut::Count(
+                t.estimate_range(lower.as_deref(), upper.as_deref())
+                    .map_err(engine)?,
+            ),
+            TableOp::Range {
+                lower,
+                upper,
+                first,
+            } => {
+                let mut it = t
+                    .range(lower.as_deref(), upper.as_deref())
+                    .map_err(engine)?;
+                let (records, done) = take(&mut it, first.clamp(1, MAX_AHEAD))?;
+                let iter = if done {
+                    None
+                } else {
+                    let id = self.next_id;
+                    self.next_id = self.next_id.wrapping_add(1).max(1);
+                    self.iters.insert(id, (it, name.clone()));
+                    Some(id)
+                };
+                let at = position(&self.handles[&handle].table);
+                return Ok(Reply::Table {
+                    at,
+                    out: TableOut::Range { iter, records },
+                });
+            }
+            TableOp::Batch(b) => {
+                let (count, records) = raiz_client::batch::run(&session, t, &b).map_err(engine)?;
+                TableOut::Batch {
+                    count,
+                    records: records.into_iter().map(Into::into).collect(),
+                }
+            }
+        };
+        Ok(Reply::Table {
+            at: position(t),
+            out,
+        })
+    }
+}
+
+fn take(it: &mut RangeIter, max: u32) -> R<(Vec<WireRecord>, bool)> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while out.len() < max as usize && bytes < MAX_AHEAD_BYTES {
+        match it.next() {
+            Some(r) => {
+                let w: WireRecord = r.map_err(engine)?.into();
+                bytes += approx_size(&w);
+                out.push(w);
+            }
+            None => return Ok((out, true)),
+        }
+    }
+    Ok((out, false))
+}
+
+fn on_record(t: &Table) -> bool {
+    t.recno() > 0 && !t.eof() && !t.bof()
+}
+
+fn nav(t: &mut Table, op: NavOp, ahead: u32, passed: &mut Vec<CursorState>) -> R<Reply> {
+    let forward = op.forward();
+    let found = match op {
+        NavOp::First => t.first(),
+        NavOp::Last => t.last(),
+        NavOp::Next => t.next(),
+        NavOp::Prev => t.prev(),
+        NavOp::Skip(n) => t.skip(n),
+        NavOp::Goto(r) => t.goto(r).map(|_| true),
+        NavOp::Seek(k) => t.seek(&k),
+        NavOp::SeekSoft(k) => t.seek_soft(&k),
+        NavOp::SeekLast(k) => t.seek_last(&k),
+    }
+    .map_err(engine)?;
+    let at = position(t);
+    let mut current = None;
+    let mut more = Vec::new();
+    let mut end = None;
+    if on_record(t) {
+        current = Some(WireRecord::from(t.record().map_err(engine)?));
+        if ahead > 0 {
+            passed.push(t.cursor_state());
+        }
+        let mut bytes = 0;
+        while more.len() < ahead.min(MAX_AHEAD) as usize && bytes < MAX_AHEAD_BYTES {
+            let moved = if forward { t.next() } else { t.prev() }.map_err(engine)?;
+            if !moved || !on_record(t) {
+                end = Some(position(t));
+                break;
+            }
+            let w = WireRecord::from(t.record().map_err(engine)?);
+            bytes += approx_size(&w);
+            more.push(w);
+            passed.push(t.cursor_state());
+        }
+    }
+    Ok(Reply::Table {
+        at,
+        out: TableOut::Moved {
+            found,
+            current,
+            ahead: more,
+            end,
+        },
+    })
+}

@@ -1,0 +1,165 @@
+//! `raiz monitor` (list and end sessions), idle sessions, and graceful
+//! shutdown leaving a cleanly closed rootpath.
+
+use std::process::Command;
+use std::time::Duration;
+
+use raiz_client::ErrorKind;
+use raiz_engine::{Database, Field, FieldType, Schema, TableOptions, Value};
+
+use crate::harness::{eventually, Server};
+
+fn items(s: &raiz_client::Session) {
+    let schema = Schema::new(vec![Field::new("CODE", FieldType::Char(8))]);
+    s.create_table("items", &schema, TableOptions::default())
+        .unwrap();
+}
+
+fn monitor(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_raiz"))
+        .args(["monitor", "--connect", &server.url("admin")])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn monitor_lists_sessions_and_ends_idle_and_busy_ones() {
+    let server = Server::start(&[]);
+    let ana = server.session("ana");
+    items(&ana);
+    let t = ana.open_table("items").unwrap();
+    let mut tw = ana.open_table("items").unwrap();
+    tw.append(&[Value::Char("A".into())]).unwrap();
+    ana.begin().unwrap();
+    t.lock(1, Duration::ZERO).unwrap();
+    let admin = server.session("admin");
+    let list = admin.list_sessions().unwrap();
+    let mine = list.iter().find(|s| s.id == ana.id()).expect("ana listed");
+    assert_eq!(mine.user, "ana");
+    assert!(mine.address.starts_with("127.0.0.1:"), "{mine:?}");
+    assert_eq!(mine.tables, vec!["items", "items"]);
+    assert_eq!(mine.locks, vec!["record 1 of table items"]);
+    assert!(mine.transaction_secs.is_some());
+    assert!(mine.requests >= 5 && mine.bytes_in > 0 && mine.bytes_out > 0);
+    assert!(list.iter().any(|s| s.id == admin.id()));
+    // The same through the command line.
+    let (ok, text) = monitor(&server, &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("ana") && text.contains("record 1 of table items"),
+        "{text}"
+    );
+    // Non-admins may not.
+    assert_eq!(
+        ana.list_sessions().unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    // End ana's idle session: at once; her transaction is rolled back and the
+    // lock released.
+    let (ok, text) = monitor(&server, &["--end", &ana.id().to_string()]);
+    assert!(ok, "{text}");
+    let bo = server.session("bo");
+    let tb = bo.open_table("items").unwrap();
+    tb.lock(1, Duration::from_secs(5)).unwrap();
+    let e = t.read(1).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Closed | ErrorKind::Io), "{e}");
+    assert!(eventually(Duration::from_secs(5), || admin
+        .list_sessions()
+        .unwrap()
+        .iter()
+        .all(|s| s.id != ana.id())));
+    // A busy session (waiting for a lock) ends after its request.
+    let cy = server.session("ana");
+    let tc = cy.open_table("items").unwrap();
+    let cy_id = cy.id();
+    let waiter = std::thread::spawn(move || {
+        let r = tc.lock(1, Duration::from_millis(1500));
+
+        let after = tc.read(1);
+        (r.map_err(|e| e.kind()), after.map_err(|e| e.kind()), cy)
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || admin
+            .list_sessions()
+            .unwrap()
+            .iter()
+            .any(|s| s.id == cy_id && s.busy)),
+        "{:?}",
+        admin.list_sessions()
+    );
+    assert!(admin.end_session(cy_id).unwrap());
+    let (r, after, _cy) = waiter.join().unwrap();
+    assert_eq!(r, Err(ErrorKind::LockTimeout), "the busy request finished");
+    assert!(
+        matches!(after, Err(ErrorKind::Closed | ErrorKind::Io)),
+        "{after:?}"
+    );
+    assert!(!admin.end_session(999_999).unwrap());
+    let (ok, _) = monitor(&server, &["--end", "999999"]);
+    assert!(!ok);
+}
+
+#[test]
+fn idle_sessions_are_ended() {
+    let server = Server::start(&["--idle-secs", "1"]);
+    let ana = server.session("ana");
+    items(&ana);
+    let t = ana.open_table("items").unwrap();
+    ana.begin().unwrap();
+    t.lock_file(Duration::ZERO).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let e = ana.ping().unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Closed | ErrorKind::Io), "{e}");
+    let bo = server.session("bo");
+    bo.open_table("items")
+        .unwrap()
+        .lock_file(Duration::from_secs(2))
+        .unwrap();
+    assert!(server.log().contains("idle timeout"), "{}", server.log());
+}
+
+#[test]
+fn graceful_shutdown_closes_the_rootpath_cleanly() {
+    let server = Server::start(&[]);
+    let ana = server.session("ana");
+    items(&ana);
+    let mut t = ana.open_table("items").unwrap();
+    for i in 0..100 {
+        t.append(&[Value::Char(format!("K{i}"))]).unwrap();
+    }
+    let bo = server.session("bo");
+    let mut tb = bo.open_table("items").unwrap();
+    bo.begin().unwrap();
+    tb.append(&[Value::Char("UNCOMMIT".into())]).unwrap();
+    let (status, dir) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    // The client learns its server went away.
+    assert!(matches!(
+        ana.ping().unwrap_err().kind(),
+        ErrorKind::Closed | ErrorKind::Io
+    ));
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(
+        log.contains("shutting down") && log.contains("closed"),
+        "{log}"
+    );
+    assert!(!dir.path().join("raiz.sock").exists());
+    let db = Database::open(dir.path().join("root")).unwrap();
+    assert_eq!(db.recovery().commits, 0, "{:?}", db.recovery());
+    let s = db.session();
+    let t = s.open_table("items").unwrap();
+    assert!(db.repairs().is_empty(), "{:?}", db.repairs());
+    let live: Vec<_> = t
+        .snapshot()
+        .unwrap()
+        .into_iter()
+        .filter(|r| !r.is_deleted())
+        .collect();
+    assert_eq!(live.len(), 100);
+    assert!(t.check(10).unwrap().is_ok());
+}

@@ -1,0 +1,154 @@
+//! Starting and stopping a real `raiz serve` process on a temporary rootpath.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use raiz_client::{Connection, Session};
+use raiz_server::users::Users;
+
+pub const PASSWORD: &str = "pw-for-tests";
+
+/// Users every test rootpath has: admin (admin), ana and bo (group erp),
+/// cy (group ops).
+pub fn make_users(root: &Path) {
+    let mut u = Users::default();
+    u.add("admin", PASSWORD, vec![], true).unwrap();
+    u.add("ana", PASSWORD, vec!["erp".into()], false).unwrap();
+    u.add("bo", PASSWORD, vec!["erp".into()], false).unwrap();
+    u.add("cy", PASSWORD, vec!["ops".into()], false).unwrap();
+    u.save(root).unwrap();
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub stderr: PathBuf,
+}
+
+impl Server {
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("raiz.sock")
+    }
+
+    /// A fresh rootpath with the test users, served with `extra` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        make_users(&root);
+        Server::start_in(dir, extra)
+    }
+
+    /// Serves `dir/root` (already prepared).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let root = dir.path().join("root");
+        let stderr = dir.path().join("server.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_raiz"))
+            .arg("serve")
+            .arg("--root")
+            .arg(&root)
+            .args(["--listen", "127.0.0.1:0", "--unix"])
+            .arg(dir.path().join("raiz.sock"))
+            .args(extra)
+            .env("RAIZ_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+            panic!(
+                "server did not start: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            )
+        });
+        let addr = first
+            .strip_prefix("raiz serve: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child: Some(child),
+            addr,
+            dir,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, user: &str) -> String {
+        format!("raiz://{user}:{PASSWORD}@{}", self.addr)
+    }
+
+    pub fn session(&self, user: &str) -> Session {
+        Connection::connect(&self.url(user))
+            .and_then(|c| c.session())
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(mut self) -> (ExitStatus, tempfile::TempDir) {
+        signal(self.pid(), "TERM");
+        let status = wait(self.child.as_mut().unwrap(), Duration::from_secs(60));
+        self.child = None;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status, dir)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+pub fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "process did not exit in {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
