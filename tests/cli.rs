@@ -151,3 +151,51 @@ fn maintenance_commands_work_on_a_real_rootpath() {
     let (ok, _, _) = raiz(&["check", "--root", root, "sx3"]);
     assert!(ok);
 }
+
+#[test]
+fn user_add_passwd_remove_and_list() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let add = |name: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_raiz"))
+            .args(["user", "add", "--root", root, name])
+            .args(extra)
+            .env("RAIZ_NEW_PASSWORD", "first")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(add("admin", &["--admin"]).0);
+    assert!(add("ana", &["--group", "fin", "--group", "erp"]).0);
+    let (ok, err) = add("ana", &[]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, err) = add("../x", &[]);
+    assert!(!ok && err.contains("invalid user name"), "{err}");
+    let (ok, out, _) = raiz(&["user", "list", "--root", root]);
+    assert!(ok);
+    assert_eq!(out, "admin\t\tadmin\nana\tfin,erp\t\n");
+    // passwd reads the new password from stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raiz"))
+        .args(["user", "passwd", "--root", root, "ana"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"second\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let users = raiz_server::users::Users::load(dir.path()).unwrap();
+    assert!(users.verify("ana", "second").is_some());
+    assert!(users.verify("ana", "first").is_none());
+    let text = std::fs::read_to_string(dir.path().join("raiz.users")).unwrap();
+    assert!(!text.contains("second") && !text.contains("first"));
+    assert!(raiz(&["user", "remove", "--root", root, "ana"]).0);
+    let (ok, _, err) = raiz(&["user", "remove", "--root", root, "ana"]);
+    assert!(!ok && err.contains("no user ana"), "{err}");
+    let (ok, _, err) = raiz(&["user", "list", "--root", "/nonexistent/raiz"]);
+    assert!(!ok && err.contains("not a directory"), "{err}");
+}

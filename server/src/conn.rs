@@ -297,17 +297,11 @@ async fn run<S: Stream>(shared: Arc<Shared>, stream: S, peer: Peer) {
             .bytes_in
             .fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
         entry.touch();
-        // The id first, so even a request that does not decode is answered
-        // under its own id.
-        let item = match postcard::take_from_bytes::<u64>(&payload) {
-            Ok((id, rest)) => match proto::decode::<Request>(rest) {
-                Ok(req) => (id, Ok(req)),
-                Err(e) => (id, Err(format!("request {id} does not decode: {e}"))),
-            },
-            Err(_) => {
-                let _ = req_tx
-                    .send((0, Err("a frame without a request id".into())))
-                    .await;
+        let item = match proto::decode_request(&payload) {
+            Ok((id, req)) => (id, Ok(req)),
+            Err((Some(id), why)) => (id, Err(why)),
+            Err((None, why)) => {
+                let _ = req_tx.send((0, Err(why))).await;
                 break "undecodable frame";
             }
         };

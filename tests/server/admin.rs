@@ -163,3 +163,36 @@ fn graceful_shutdown_closes_the_rootpath_cleanly() {
     assert_eq!(live.len(), 100);
     assert!(t.check(10).unwrap().is_ok());
 }
+
+#[test]
+fn raiz_toml_configures_the_server_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    crate::harness::make_users(&root);
+    let config = dir.path().join("raiz.toml");
+    // The file's listen address is overridden by the harness's flag; its idle
+    // timeout applies.
+    std::fs::write(
+        &config,
+        format!(
+            "root = '{}'\nlisten = '127.0.0.1:1'\nidle_secs = 1\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_in(dir, &["--config", config.to_str().unwrap()]);
+    let ana = server.session("ana");
+    ana.ping().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(ana.ping().is_err());
+    // A broken file is refused with its name.
+    let bad = server.dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 7070\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_raiz"))
+        .args(["serve", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}

@@ -236,3 +236,41 @@ fn wrong_types_and_huge_values_are_typed_errors() {
     assert!(t.seek(&[Value::Char("K010".into())]).unwrap());
     intact(&server);
 }
+
+/// A peer on the port that is not a raiz server, or speaks another version:
+/// the client says so instead of misreading bytes.
+#[test]
+fn clients_refuse_foreign_and_incompatible_servers() {
+    let fake = |answer: Vec<u8>| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut b = [0u8; 8];
+            let _ = s.read_exact(&mut b);
+            let _ = s.write_all(&answer);
+        });
+        format!("raiz://ana:x@{addr}")
+    };
+    let e = raiz_client::Connection::connect(&fake(b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()))
+        .and_then(|c| c.session())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert!(e.to_string().contains("not a raiz server"), "{e}");
+    let e = raiz_client::Connection::connect(&fake(
+        proto::prologue(9, Status::VersionMismatch as u16).to_vec(),
+    ))
+    .and_then(|c| c.session())
+    .unwrap_err();
+    assert!(e.to_string().contains("protocol version 9"), "{e}");
+    // Nobody listening.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = raiz_client::Connection::connect(&format!("raiz://ana:x@127.0.0.1:{port}"))
+        .and_then(|c| c.session())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    assert!(e.to_string().contains(&port.to_string()), "{e}");
+}

@@ -63,3 +63,52 @@ pub fn read_frame(r: &mut impl Read, limit: u32) -> Result<Vec<u8>, FrameError> 
     }
     Ok(buf)
 }
+
+/// Decodes a request frame the way the server does: the id first, so that a
+/// request that does not decode can still be answered under its own id.
+/// `Err((Some(id), why))`: the body is bad; `Err((None, why))`: not even an id.
+pub fn decode_request(payload: &[u8]) -> Result<(u64, super::Request), (Option<u64>, String)> {
+    let (id, rest) = postcard::take_from_bytes::<u64>(payload)
+        .map_err(|_| (None, "a frame without a request id".to_owned()))?;
+    match decode::<super::Request>(rest) {
+        Ok(req) => Ok((id, req)),
+        Err(e) => Err((Some(id), format!("request {id} does not decode: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Envelope, Request};
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let req = Request::TableExists("sx3".into());
+        let payload = encode(&Envelope {
+            id: 42u64,
+            body: &req,
+        });
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &payload).unwrap();
+        let got = read_frame(&mut wire.as_slice(), 1024).unwrap();
+        assert_eq!(decode_request(&got).unwrap(), (42, req));
+        // Over the limit: refused before reading the payload.
+        assert!(matches!(
+            read_frame(&mut wire.as_slice(), 3),
+            Err(FrameError::TooLarge { limit: 3, .. })
+        ));
+        // Truncated.
+        let cut = &wire[..wire.len() - 1];
+        assert!(matches!(
+            read_frame(&mut &cut[..], 1024),
+            Err(FrameError::Io(_))
+        ));
+        // A huge announced length costs no allocation up front.
+        let huge = [0xff, 0xff, 0xff, 0x0f, 1, 2];
+        assert!(read_frame(&mut &huge[..], u32::MAX).is_err());
+        // Bad bodies keep their id; no id at all is reported as such.
+        assert_eq!(decode_request(&[7, 250]).unwrap_err().0, Some(7));
+        assert_eq!(decode_request(&[0xff]).unwrap_err().0, None);
+        assert_eq!(decode_request(&[]).unwrap_err().0, None);
+    }
+}

@@ -21,7 +21,7 @@
 mod frame;
 mod message;
 
-pub use frame::{decode, encode, read_frame, write_frame, FrameError};
+pub use frame::{decode, decode_request, encode, read_frame, write_frame, FrameError};
 pub use message::*;
 
 /// First bytes of every connection, both ways.
