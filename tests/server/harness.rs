@@ -121,9 +121,9 @@ impl Drop for Server {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
+    // The shell's builtin `kill`: present even where procps is not installed.
+    let ok = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {pid}")])
         .status()
         .unwrap()
         .success();
