@@ -1,4 +1,7 @@
-//! Shared helpers for the raiz benchmarks: tables of records of a chosen size.
+//! Shared helpers for the raiz benchmarks (tables of records of a chosen size),
+//! and the side-by-side comparison with peer engines ([`compare`]).
+
+pub mod compare;
 
 use raiz_engine::{Field, FieldType, Memo, RecordFormat, Schema, Value};
 

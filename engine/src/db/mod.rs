@@ -20,6 +20,7 @@ mod nav;
 pub mod recovery;
 mod session;
 mod table;
+mod txn_index;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;

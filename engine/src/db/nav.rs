@@ -5,11 +5,12 @@
 //! handles or sessions change the table in between. A record is visible when it
 //! is inside the scope, passes the filter, and is not hidden as deleted.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use super::table::Table;
+use super::txn_index::Overlay;
 use crate::error::Result;
 use crate::index::{Index, Pos};
 use crate::record::{Record, SlotStatus};
@@ -38,14 +39,6 @@ fn starts_with(k: &[u8], prefix: &[u8]) -> bool {
 enum From<'a> {
     End,
     Key(&'a [u8], bool),
-}
-
-/// A transaction's own view of one index: the entries its pending changes add,
-/// and the records whose committed entries they hide.
-#[derive(Debug, Default)]
-struct Overlay {
-    added: BTreeMap<Vec<u8>, u64>,
-    hidden: HashSet<u64>,
 }
 
 /// `prefix` extended with 0xff to a full key: the last key that has the prefix.
@@ -104,21 +97,31 @@ impl Table {
     }
 
     /// This session's pending changes to the table as seen in index `i`, if its
-    /// transaction has any.
-    fn overlay(&self, core: &TableCore, i: usize) -> Result<Option<Overlay>> {
-        let recnos = self.session.pending_recnos(&self.shared);
-        if recnos.is_empty() {
+    /// transaction has any. Cached in the transaction and brought up to date
+    /// with the changes made since, so a move costs the same in a large
+    /// transaction as in a small one.
+    fn overlay(&self, core: &TableCore, i: usize) -> Result<Option<Arc<Overlay>>> {
+        let def = &core.indexes[i].spec.def;
+        let Some((mut ov, fresh, applied)) = self.session.overlay_take(&self.shared, def) else {
             return Ok(None);
-        }
-        let mut o = Overlay::default();
-        for r in recnos {
-            o.hidden.insert(r);
-            let rec = self.read_in(core, r)?;
-            if let Some(k) = core.key_of(i, rec.values(), r, rec.is_deleted()) {
-                o.added.insert(k, r);
+        };
+        if !fresh.is_empty() {
+            let o = Arc::make_mut(&mut ov);
+            for r in fresh {
+                o.hidden.insert(r);
+                if let Some(old) = o.key_of.remove(&r) {
+                    o.added.remove(&old);
+                }
+                let rec = self.read_in(core, r)?;
+                if let Some(k) = core.key_of(i, rec.values(), r, rec.is_deleted()) {
+                    o.added.insert(k.clone(), r);
+                    o.key_of.insert(r, k);
+                }
             }
         }
-        Ok(Some(o))
+        self.session
+            .overlay_put(&self.shared, def, applied, ov.clone());
+        Ok(Some(ov))
     }
 
     fn tree_start(&self, idx: &Index, from: From<'_>, forwards: bool) -> Result<Option<Pos>> {

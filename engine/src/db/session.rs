@@ -20,21 +20,16 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::table::Table;
+use super::txn_index::{self, Overlay};
 use super::{Database, Options, TEMP_PREFIX};
 use crate::error::{Error, Result};
+use crate::index::IndexDef;
 use crate::schema::{Durability, Schema, Value};
 use crate::table::TableOptions;
 use crate::txn::commit::commit;
 use crate::txn::{Change, LockKey, TableShared};
 
-/// An open transaction.
-#[derive(Debug, Default)]
-pub(crate) struct Txn {
-    pub id: u64,
-    pub changes: Vec<(Arc<TableShared>, Change)>,
-    /// Reserved recnos whose appends were rolled back to a savepoint.
-    pub blanks: Vec<(Arc<TableShared>, u64)>,
-}
+pub(crate) use super::txn_index::Txn;
 
 /// A point to roll back to inside a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,10 +99,10 @@ impl SessionInner {
                     let recno = other.recno();
                     let exists = recno >= 1
                         && (recno <= shared.core.read().record_count()
-                            || txn.changes.iter().any(|(t, c)| {
-                                Arc::ptr_eq(t, shared)
-                                    && matches!(c, Change::Append { recno: r, .. } if *r == recno)
-                            }));
+                            || txn
+                                .table(shared)
+                                .and_then(|t| t.records.get(&recno))
+                                .is_some_and(|p| p.appended));
                     if !exists {
                         let core = shared.core.read();
                         return Err(Error::NoSuchRecord {
@@ -124,7 +119,7 @@ impl SessionInner {
                 }
             };
             let recno = change.recno();
-            txn.changes.push((shared.clone(), change));
+            txn.push(shared.clone(), change);
             return Ok(recno);
         }
         drop(guard);
@@ -160,56 +155,54 @@ impl SessionInner {
         shared: &Arc<TableShared>,
         recno: u64,
     ) -> Option<(Option<Vec<Value>>, Option<bool>)> {
-        let guard = self.txn.lock();
-        let txn = guard.as_ref()?;
-        let mut seen = false;
-        let (mut values, mut deleted) = (None, None);
-        for (t, c) in &txn.changes {
-            if !Arc::ptr_eq(t, shared) || c.recno() != recno {
-                continue;
-            }
-            seen = true;
-            match c {
-                Change::Append { values: v, .. } => {
-                    values = Some(v.clone());
-                    deleted = Some(false);
-                }
-                Change::Update { values: v, .. } => values = Some(v.clone()),
-                Change::SetDeleted { deleted: d, .. } => deleted = Some(*d),
-                Change::Blank { .. } => {}
-            }
-        }
-        seen.then_some((values, deleted))
-    }
-
-    /// Records of `shared` this session's open transaction changes.
-    pub fn pending_recnos(&self, shared: &Arc<TableShared>) -> Vec<u64> {
-        let guard = self.txn.lock();
-        let Some(t) = guard.as_ref() else {
-            return Vec::new();
-        };
-        let mut v: Vec<u64> = t
-            .changes
-            .iter()
-            .filter(|(s, _)| Arc::ptr_eq(s, shared))
-            .map(|(_, c)| c.recno())
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+        self.txn.lock().as_ref()?.pending(shared, recno)
     }
 
     /// Highest recno this session's transaction appended to `shared`.
     pub fn pending_max(&self, shared: &Arc<TableShared>) -> u64 {
-        let guard = self.txn.lock();
-        guard.as_ref().map_or(0, |t| {
-            t.changes
-                .iter()
-                .filter(|(s, c)| Arc::ptr_eq(s, shared) && matches!(c, Change::Append { .. }))
-                .map(|(_, c)| c.recno())
-                .max()
-                .unwrap_or(0)
-        })
+        self.txn
+            .lock()
+            .as_ref()
+            .and_then(|t| t.table(shared))
+            .map_or(0, |t| t.max_append)
+    }
+
+    /// The cached overlay of index `def` on `shared`, with the recnos changed
+    /// since it was folded and the count folded after them; None without
+    /// pending changes to the table.
+    pub fn overlay_take(
+        &self,
+        shared: &Arc<TableShared>,
+        def: &IndexDef,
+    ) -> Option<(Arc<Overlay>, Vec<u64>, usize)> {
+        let mut guard = self.txn.lock();
+        let t = guard.as_mut()?.index.get_mut(&txn_index::key(shared))?;
+        let (applied, ov) = match t.overlays.remove(&def.name) {
+            Some((d, applied, ov)) if d == *def => (applied, ov),
+            _ => (0, Arc::default()),
+        };
+        Some((ov, t.order[applied..].to_vec(), t.order.len()))
+    }
+
+    /// Puts back an overlay folded up to `applied` changes.
+    pub fn overlay_put(
+        &self,
+        shared: &Arc<TableShared>,
+        def: &IndexDef,
+        applied: usize,
+        ov: Arc<Overlay>,
+    ) {
+        let mut guard = self.txn.lock();
+        if let Some(t) = guard
+            .as_mut()
+            .and_then(|t| t.index.get_mut(&txn_index::key(shared)))
+        {
+            // Only if nothing truncated the changes meanwhile.
+            if applied <= t.order.len() {
+                t.overlays
+                    .insert(def.name.clone(), (def.clone(), applied, ov));
+            }
+        }
     }
 
     /// Rolls back the open transaction (if any): reserved recnos become deleted
@@ -487,7 +480,7 @@ impl Session {
                 "that savepoint was already rolled back".into(),
             ));
         }
-        let undone: Vec<(Arc<TableShared>, Change)> = t.changes.drain(sp.0..).collect();
+        let undone = t.truncate(sp.0);
         t.blanks.extend(undone.into_iter().filter_map(append_slot));
         Ok(())
     }

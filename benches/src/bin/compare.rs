@@ -1,0 +1,287 @@
+//! The comparison harness: every workload on every engine in one run.
+//!
+//! ```sh
+//! bash benches/compare.sh                      # installs PostgreSQL if missing, then the default run
+//! cargo run --release -p raiz-benches --bin compare -- [--records N] [--out BENCHMARKS.md] [--json benches/results.json]
+//! cargo run --release -p raiz-benches --bin compare -- --quick   # tiny counts, nothing published (CI)
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use raiz_benches::compare::report::{Cell, Report};
+use raiz_benches::compare::{data::Dataset, engines, machine, run_engine, server, Spec};
+
+struct Args {
+    quick: bool,
+    records: usize,
+    out: Option<PathBuf>,
+    json: Option<PathBuf>,
+    server: bool,
+    only: Vec<String>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        quick: false,
+        records: 1_000_000,
+        out: None,
+        json: None,
+        server: true,
+        only: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--records" => {
+                a.records = value()?
+                    .parse()
+                    .map_err(|_| "--records takes a number".to_owned())?
+            }
+            "--out" => a.out = Some(value()?.into()),
+            "--json" => a.json = Some(value()?.into()),
+            "--no-server" => a.server = false,
+            "--only" => a.only.push(value()?),
+            "--bench" => {} // passed by `cargo bench`
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn value(r: &Report, workload: &str, engine: &str) -> Option<f64> {
+    r.workloads
+        .iter()
+        .find(|w| w.name.starts_with(workload))
+        .and_then(|w| match w.cells.get(engine) {
+            Some(Cell::Value(v)) => Some(*v),
+            _ => None,
+        })
+}
+
+fn best_of(r: &Report, workload: &str) -> Option<(String, f64)> {
+    let w = r.workloads.iter().find(|w| w.name.starts_with(workload))?;
+    w.cells
+        .iter()
+        .filter_map(|(e, c)| match c {
+            Cell::Value(v) => Some((e.clone(), *v)),
+            _ => None,
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// The goals of the comparison, each checked against this run's figures.
+fn targets(r: &Report) -> String {
+    let mut out = String::from("| target | this run | met |\n|---|---|---|\n");
+    let mut row = |target: &str, got: String, met: Option<bool>| {
+        let m = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        out.push_str(&format!("| {target} | {got} | {m} |\n"));
+    };
+    for w in [
+        "ISAM: append with 3 indexes",
+        "ISAM: seek on the 2nd index",
+        "individual durable commits",
+    ] {
+        match best_of(r, w) {
+            Some((e, v)) => row(
+                &format!("raiz first on \"{w}\""),
+                format!("best: {e} ({v:.0})"),
+                Some(e.starts_with("raiz")),
+            ),
+            None => row(&format!("raiz first on \"{w}\""), "-".into(), None),
+        }
+    }
+    let one = value(r, "durable 1-record commits, 1 thread", "raiz (logged)");
+    let sixteen = value(r, "durable 1-record commits, 16 thread", "raiz (logged)");
+    match (one, sixteen) {
+        (Some(a), Some(b)) => row(
+            "group commit: 16 threads ≥ 5× one thread",
+            format!("{b:.0} vs {a:.0} commits/s ({:.1}×)", b / a),
+            Some(b >= 5.0 * a),
+        ),
+        _ => row("group commit: 16 threads ≥ 5× one thread", "-".into(), None),
+    }
+    let fsync = value(r, "fdatasync after a 512-byte overwrite", machine::COLUMN);
+    let mbps = value(r, "sequential write + final fdatasync", machine::COLUMN);
+    match (sixteen, fsync, mbps) {
+        (Some(b), Some(f), Some(bw)) => {
+            // 16 committers can share one sync: at most 16 commits per sync,
+            // and no more commits than the bandwidth carries (a 1-record
+            // commit logs about 3 pages of 8 KiB: data, index, and the frame).
+            let allowed = (f * 16.0).min(bw * 1e6 / (24.0 * 1024.0));
+            row(
+                "group commit within 2× of what fsync rate and bandwidth allow",
+                format!("{b:.0} of {allowed:.0} commits/s"),
+                Some(b * 2.0 >= allowed),
+            )
+        }
+        _ => row(
+            "group commit within 2× of the machine's bound",
+            "-".into(),
+            None,
+        ),
+    }
+    match (
+        value(r, "random point reads", "raiz (logged)"),
+        value(r, "random point reads", "LMDB (heed)"),
+    ) {
+        (Some(a), Some(l)) => row(
+            "random reads within 1.5× of LMDB",
+            format!("{a:.0} vs {l:.0} reads/s ({:.2}×)", l / a),
+            Some(a * 1.5 >= l),
+        ),
+        _ => row("random reads within 1.5× of LMDB", "-".into(), None),
+    }
+    match (
+        value(r, "sequential scan over the network of", server::RAIZ),
+        value(r, "sequential scan over the network of", server::RAIZ_ONE),
+    ) {
+        (Some(a), Some(o)) => row(
+            "warm remote scan ≥ 50× faster than one round trip per record",
+            format!("{a:.1} ms vs {o:.1} ms ({:.0}×)", o / a),
+            Some(o >= 50.0 * a),
+        ),
+        _ => row(
+            "warm remote scan ≥ 50× faster than one round trip per record",
+            "-".into(),
+            None,
+        ),
+    }
+    out
+}
+
+fn sh(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RAIZ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            std::process::exit(2);
+        }
+    };
+    let spec = if a.quick {
+        Spec::quick()
+    } else {
+        Spec::full(a.records)
+    };
+    let started = Instant::now();
+    let data = Dataset::new(&spec);
+    let mut report = Report::default();
+    if let Err(e) = machine::measure(a.quick, &mut report) {
+        eprintln!("compare: machine limits: {e}");
+        std::process::exit(1);
+    }
+    let contenders: Vec<_> = engines::all()
+        .into_iter()
+        .filter(|c| a.only.is_empty() || a.only.iter().any(|o| c.name.contains(o.as_str())))
+        .collect();
+    for c in &contenders {
+        if let Err(e) = run_engine(c, &spec, &data, &mut report) {
+            eprintln!("compare: {}: {e}", c.name);
+            std::process::exit(1);
+        }
+    }
+    if a.server {
+        if let Err(e) = server::run(&spec, &data, &mut report) {
+            eprintln!("compare: servers: {e}");
+            std::process::exit(1);
+        }
+    }
+    let engines: Vec<String> = contenders.iter().map(|c| c.name.to_owned()).collect();
+    let mut md = String::new();
+    md.push_str("# raiz benchmarks\n\n");
+    md.push_str(&format!(
+        "Measured in one run on this machine ({} cores, {}, Linux {}, {} filesystem for the temporary directory), {} records of a 24-byte random key and a 150-byte value, cache budget {} MiB per engine; the run took {:.0} s.\n\n",
+        sh("nproc"),
+        sh("free -g | awk '/Mem:/{print $2\" GiB RAM\"}'"),
+        sh("uname -r"),
+        sh("df -T \"${TMPDIR:-/tmp}\" | awk 'NR==2{print $2}'"),
+        spec.records,
+        spec.cache_bytes >> 20,
+        started.elapsed().as_secs_f64(),
+    ));
+    md.push_str(&format!(
+        "Reproduce: `bash benches/compare.sh` (or `cargo run --release -p raiz-benches --bin compare -- --records {}`). Raw numbers: `benches/results.json`.\n\n",
+        spec.records
+    ));
+    md.push_str("Each cell: the figure, then its ratio to the best engine on that row (1.00 = best, in bold). The machine is shared and noisy: read ratios, not absolutes.\n\n");
+    md.push_str("## Embedded engines\n\n");
+    md.push_str(&report.markdown(&engines));
+    md.push_str("\nSettings: raiz — buffer pool = budget, logged tables commit after the log's fdatasync (group commit), unlogged tables have no durable rows; redb — `Durability::Immediate` (default), `set_cache_size`; SQLite (rusqlite, bundled) — `journal_mode=WAL`, `synchronous=FULL`, `cache_size` = budget per connection, one connection per thread; LMDB (heed) — default flags (sync at commit), no cache setting (the OS page cache); fjall — `PersistMode::SyncAll` on every write transaction, `cache_size` = budget. File sizes are the blocks allocated under each engine's directory (logs and journals included). Compaction: raiz `pack`, redb `compact`, SQLite `VACUUM`, LMDB a compacting copy swapped in, fjall a major compaction. The ISAM rows give peers a unique key and two secondary indexes they maintain by hand in the same transaction (SQLite uses its own `CREATE INDEX`).\n\n");
+    md.push_str("## This machine\n\n");
+    md.push_str(&report.markdown(&[machine::COLUMN.to_owned()]));
+    if a.server {
+        md.push_str("\n## Servers over loopback\n\n");
+        md.push_str(&report.markdown(&[server::RAIZ.to_owned(), server::PG.to_owned()]));
+        md.push('\n');
+        md.push_str(
+            &report
+                .markdown(&[
+                    server::RAIZ.to_owned(),
+                    server::RAIZ_ONE.to_owned(),
+                    server::PG.to_owned(),
+                ])
+                .lines()
+                .filter(|l| {
+                    l.starts_with("| workload")
+                        || l.starts_with("|---")
+                        || l.contains("sequential scan")
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        md.push_str("\n\nSettings: `raiz serve` in-process on its own threads, clients on theirs, every request over a loopback TCP socket; a point read is `seek` + `record`, an insert an autocommitted logged append. PostgreSQL from the distribution's packages, fresh `initdb`, `fsync=on`, `synchronous_commit=on`, `shared_buffers` = budget, `bytea` key with a primary key index; the scan through a portal fetching 1,000 rows per round trip. 100,000 records loaded.\n");
+    }
+    md.push_str("\n## Targets\n\n");
+    md.push_str(&targets(&report));
+    for n in &report.notes {
+        md.push_str(&format!("\n- {n}"));
+    }
+    md.push('\n');
+    let out = a.out.clone().unwrap_or_else(|| {
+        if a.quick {
+            std::env::temp_dir().join("raiz-benchmarks-quick.md")
+        } else {
+            PathBuf::from("BENCHMARKS.md")
+        }
+    });
+    // Keep the hand-written reading of the figures across runs.
+    if let Ok(old) = std::fs::read_to_string(&out) {
+        if let Some(i) = old.find("\n## Reading") {
+            md.push_str(&old[i..]);
+        }
+    }
+    let json = a.json.clone().unwrap_or_else(|| {
+        if a.quick {
+            std::env::temp_dir().join("raiz-benchmarks-quick.json")
+        } else {
+            PathBuf::from("benches/results.json")
+        }
+    });
+    if let Err(e) = std::fs::write(&out, &md).and_then(|_| std::fs::write(&json, report.json())) {
+        eprintln!("compare: writing {}: {e}", out.display());
+        std::process::exit(1);
+    }
+    println!("{md}");
+    eprintln!("compare: wrote {} and {}", out.display(), json.display());
+}

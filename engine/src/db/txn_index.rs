@@ -1,0 +1,124 @@
+//! What an open transaction has done to each table, indexed so that reads,
+//! navigation and writes inside a large transaction cost the same as outside
+//! one: the changes stay in order in [`Txn::changes`] (for commit and
+//! savepoints), and [`TxnIndex`] folds them per table and record.
+//!
+//! Invariants: after every [`Txn::push`] or [`Txn::truncate`], the index
+//! describes exactly `changes` — per record its latest values (as the position
+//! of the change that carried them), its latest deleted flag and whether this
+//! transaction appended it; per table the recnos of its changes in order and the
+//! highest appended recno. An [`Overlay`] cached for an index has folded the
+//! first `applied` entries of that table's `order`; it is dropped whenever the
+//! changes are truncated.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::index::IndexDef;
+use crate::schema::Value;
+use crate::txn::{Change, TableShared};
+
+/// A transaction's own view of one index: the entries its pending changes add,
+/// and the records whose committed entries they hide.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Overlay {
+    pub added: BTreeMap<Vec<u8>, u64>,
+    pub key_of: HashMap<u64, Vec<u8>>,
+    pub hidden: HashSet<u64>,
+}
+
+/// What the transaction makes of one record.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Pending {
+    /// Position in `changes` of the latest change carrying values.
+    pub values_at: Option<usize>,
+    /// Latest deleted flag set by the transaction.
+    pub deleted: Option<bool>,
+    /// The transaction appended this recno.
+    pub appended: bool,
+}
+
+/// One table's part of the index.
+#[derive(Debug, Default)]
+pub(crate) struct TableTxn {
+    pub records: HashMap<u64, Pending>,
+    /// Recno of each change to this table, in order.
+    pub order: Vec<u64>,
+    pub max_append: u64,
+    /// Per index name: its definition, the `order` entries folded, the overlay.
+    pub overlays: HashMap<String, (IndexDef, usize, Arc<Overlay>)>,
+}
+
+/// Per table (by the address of its shared state).
+pub(crate) type TxnIndex = HashMap<usize, TableTxn>;
+
+pub(crate) fn key(shared: &Arc<TableShared>) -> usize {
+    Arc::as_ptr(shared) as usize
+}
+
+/// An open transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Txn {
+    pub id: u64,
+    pub changes: Vec<(Arc<TableShared>, Change)>,
+    /// Reserved recnos whose appends were rolled back to a savepoint.
+    pub blanks: Vec<(Arc<TableShared>, u64)>,
+    pub index: TxnIndex,
+}
+
+fn fold(index: &mut TxnIndex, shared: &Arc<TableShared>, at: usize, change: &Change) {
+    let t = index.entry(key(shared)).or_default();
+    let recno = change.recno();
+    t.order.push(recno);
+    let p = t.records.entry(recno).or_default();
+    match change {
+        Change::Append { .. } => {
+            p.values_at = Some(at);
+            p.deleted = Some(false);
+            p.appended = true;
+            t.max_append = t.max_append.max(recno);
+        }
+        Change::Update { .. } => p.values_at = Some(at),
+        Change::SetDeleted { deleted, .. } => p.deleted = Some(*deleted),
+        Change::Blank { .. } => {}
+    }
+}
+
+impl Txn {
+    /// Records a change.
+    pub fn push(&mut self, shared: Arc<TableShared>, change: Change) {
+        fold(&mut self.index, &shared, self.changes.len(), &change);
+        self.changes.push((shared, change));
+    }
+
+    /// Drops the changes from `at` on (rollback to a savepoint) and rebuilds
+    /// the index.
+    pub fn truncate(&mut self, at: usize) -> Vec<(Arc<TableShared>, Change)> {
+        let undone = self.changes.drain(at..).collect();
+        self.index.clear();
+        for (i, (shared, change)) in self.changes.iter().enumerate() {
+            fold(&mut self.index, shared, i, change);
+        }
+        undone
+    }
+
+    /// The table's part, if the transaction changed it.
+    pub fn table(&self, shared: &Arc<TableShared>) -> Option<&TableTxn> {
+        self.index.get(&key(shared))
+    }
+
+    /// What the transaction makes of `recno`: its pending values (None: only
+    /// the flag changed) and flag (None: unchanged).
+    pub fn pending(
+        &self,
+        shared: &Arc<TableShared>,
+        recno: u64,
+    ) -> Option<(Option<Vec<Value>>, Option<bool>)> {
+        let p = self.table(shared)?.records.get(&recno)?;
+        let values = p.values_at.and_then(|i| match &self.changes[i].1 {
+            Change::Append { values, .. } | Change::Update { values, .. } => Some(values.clone()),
+            _ => None,
+        });
+        Some((values, p.deleted))
+    }
+}
