@@ -180,7 +180,25 @@ impl Table {
             Box::new(range.rev())
         };
         let mut next_add = adds.next();
-        let mut tp = self.tree_start(idx, from, forwards)?;
+        *self.walked.lock() = None;
+        // Stepping from the current entry: if the tree has not changed since
+        // the handle landed there, its leaf position is still right.
+        let hinted = match (from, &self.hint, &self.ikey, &overlay) {
+            (From::Key(k, true), Some((v, p)), Some(cur), None)
+                if *v == tree.version() && k == cur.as_slice() =>
+            {
+                Some(if forwards {
+                    tree.next(*p)?
+                } else {
+                    tree.prev(*p)?
+                })
+            }
+            _ => None,
+        };
+        let mut tp = match hinted {
+            Some(tp) => tp,
+            None => self.tree_start(idx, from, forwards)?,
+        };
         loop {
             let mut from_tree = None;
             while let Some(p) = tp {
@@ -202,18 +220,18 @@ impl Table {
                 (None, Some(_)) => false,
                 (None, None) => return Ok(None),
             };
-            let (k, r) = if take_tree {
+            let (k, r, at) = if take_tree {
                 let (k, r, p) = from_tree.expect("chosen above");
                 tp = if forwards {
                     tree.next(p)?
                 } else {
                     tree.prev(p)?
                 };
-                (k, r)
+                (k, r, Some(p))
             } else {
-                let got = next_add.take().expect("chosen above");
+                let (k, r) = next_add.take().expect("chosen above");
                 next_add = adds.next();
-                got
+                (k, r, None)
             };
             let (ahead, behind) = if forwards {
                 (self.in_upper(&k), self.in_lower(&k))
@@ -224,6 +242,7 @@ impl Table {
                 return Ok(None);
             }
             if behind && self.visible_entry(core, i, &k, r)? {
+                *self.walked.lock() = at.map(|p| (tree.version(), p));
                 return Ok(Some((k, r)));
             }
         }
@@ -262,8 +281,12 @@ impl Table {
     }
 
     fn land(&mut self, found: Option<(Vec<u8>, u64)>, count: u64, both_ends: bool) -> bool {
+        let walked = self.walked.lock().take();
         match found {
-            Some((k, r)) => self.set_on(r, Some(k)),
+            Some((k, r)) => {
+                self.set_on(r, Some(k));
+                self.hint = walked;
+            }
             None => {
                 self.set_eof(count);
                 if both_ends {

@@ -79,6 +79,12 @@ pub struct Table {
     pub(super) order: Option<String>,
     /// Full key of the current entry in the current index.
     pub(super) ikey: Option<Vec<u8>>,
+    /// Where `ikey` sits in the tree, and the tree version that position is
+    /// valid for: lets `next`/`prev` step along the leaf instead of descending
+    /// again. Cleared whenever `ikey` changes other than by a walk.
+    pub(super) hint: Option<(u64, crate::index::Pos)>,
+    /// The tree position the last walk ended on (set by `walk`, taken by `land`).
+    pub(super) walked: parking_lot::Mutex<Option<(u64, crate::index::Pos)>>,
     /// Encoded lower and upper scope bounds (prefixes).
     pub(super) scope: (Option<Vec<u8>>, Option<Vec<u8>>),
     pub(super) filter: Option<Filter>,
@@ -106,6 +112,8 @@ impl Table {
             eof: true,
             order: None,
             ikey: None,
+            hint: None,
+            walked: parking_lot::Mutex::new(None),
             scope: (None, None),
             filter: None,
         }
@@ -551,6 +559,7 @@ impl Table {
     pub(super) fn set_on(&mut self, recno: u64, ikey: Option<Vec<u8>>) {
         self.recno = recno;
         self.ikey = ikey;
+        self.hint = None;
         self.bof = false;
         self.eof = false;
     }
@@ -558,6 +567,8 @@ impl Table {
     pub(super) fn set_eof(&mut self, count: u64) {
         self.recno = count + 1;
         self.ikey = None;
+        self.hint = None;
+        *self.walked.get_mut() = None;
         self.eof = true;
     }
 
@@ -604,6 +615,7 @@ impl Table {
         self.bof = state.bof;
         self.eof = state.eof;
         self.ikey = state.ikey.clone();
+        self.hint = None;
         Ok(())
     }
 

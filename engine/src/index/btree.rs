@@ -52,12 +52,21 @@ pub struct Pos {
     pub idx: usize,
 }
 
+/// Source of tree versions: unique across every tree of the process, so a
+/// version seen on one tree can never match another (a rebuilt index, say).
+static VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The tree. Mutations need `&mut`; the table's lock serialises writers.
+///
+/// Invariant: `version` changes whenever entries may have moved (every
+/// mutation, and [`BTree::touch`] after the state is set from outside), so a
+/// [`Pos`] taken at one version is valid exactly while the version is the same.
 #[derive(Debug)]
 pub struct BTree {
     file: PageFile,
     klen: usize,
     cap: usize,
+    version: u64,
     /// Root, height, counts.
     pub state: TreeState,
 }
@@ -141,8 +150,19 @@ impl BTree {
             file,
             klen,
             cap,
+            version: VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state,
         }
+    }
+
+    /// The version positions are valid for (see the type's invariant).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Invalidates every position taken so far.
+    pub fn touch(&mut self) {
+        self.version = VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The file.
@@ -213,6 +233,7 @@ impl BTree {
     /// Makes sure `n` pages are on the free list, growing the file if needed, so
     /// a following insert cannot fail for lack of space half-way.
     pub fn reserve(&mut self, n: u64) -> Result<()> {
+        self.touch();
         while self.state.free_pages < n {
             let (no, mut p) = self.file.allocate(PageType::Free)?;
             put_u64(&mut p, PAGE_HEADER, self.state.free_head);
@@ -417,6 +438,7 @@ impl BTree {
 
     /// Inserts `k → v`. Inserting a key that is present is a corruption error.
     pub fn insert(&mut self, k: &[u8], v: u64) -> Result<()> {
+        self.touch();
         debug_assert_eq!(k.len(), self.klen);
         if self.state.root == 0 {
             let root = self.alloc()?;
@@ -538,6 +560,7 @@ impl BTree {
 
     /// Removes the entry with key `k`; returns its value (None when absent).
     pub fn remove(&mut self, k: &[u8]) -> Result<Option<u64>> {
+        self.touch();
         if self.state.root == 0 {
             return Ok(None);
         }
@@ -680,6 +703,7 @@ impl BTree {
         entries: &[(Vec<u8>, u64)],
         mut progress: impl FnMut(u64),
     ) -> Result<()> {
+        self.touch();
         self.state = TreeState::default();
         self.file.truncate(1)?;
         if entries.is_empty() {

@@ -81,9 +81,33 @@ pub struct PoolStats {
     pub capacity_bytes: u64,
 }
 
+/// Hashes a (file id, page number) key: both are integers the engine chose,
+/// not input an attacker controls, so a multiply-mix is enough and it is far
+/// cheaper than SipHash on the hottest path of every read.
+#[derive(Debug, Default, Clone, Copy)]
+struct PageHasher(u64);
+
+impl std::hash::Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PageMap = HashMap<(u64, u64), usize, std::hash::BuildHasherDefault<PageHasher>>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<(u64, u64), usize>,
+    map: PageMap,
     slots: Vec<Option<Arc<Frame>>>,
     free: Vec<usize>,
     hand: usize,

@@ -249,6 +249,7 @@ impl TableCore {
         for (i, st) in undo.trees.into_iter().enumerate() {
             if let Some(idx) = self.indexes.get_mut(i) {
                 idx.tree.state = st;
+                idx.tree.touch();
             }
         }
         if let (Some(b), Some((free, fill, retired))) = (&self.blobs, undo.blobs) {
