@@ -1,0 +1,144 @@
+//! The hot paths in isolation, so a regression shows where it is: record
+//! encode/decode, key encoding, page checksum, B+tree search, log append.
+//!
+//! `cargo bench -p raiz-benches --bench hotpaths`
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use raiz_benches::{row, schema, XorShift};
+use raiz_engine::index::{BTree, IndexDef, KeySpec, Segment, TreeState};
+use raiz_engine::log::record::{Entry, FileRef};
+use raiz_engine::log::Wal;
+use raiz_engine::page::{layout, BufferPool, PageFile};
+use raiz_engine::record::Codec;
+use raiz_engine::storage::{FileStorage, MemoryStorage, OpenMode, Storage};
+use raiz_engine::RecordFormat;
+
+fn records(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Elements(1));
+    for format in [RecordFormat::Fixed, RecordFormat::Variable] {
+        let s = schema(100, false);
+        let codec = Codec::new(&s, format);
+        let values = row(42, 100, None);
+        let mut buf = Vec::new();
+        codec.encode(&values, &mut buf);
+        let name = raiz_benches::format_name(format);
+        g.bench_function(format!("encode_{name}_100B"), |b| {
+            let mut out = Vec::with_capacity(256);
+            b.iter(|| {
+                out.clear();
+                codec.encode(black_box(&values), &mut out);
+            })
+        });
+        g.bench_function(format!("decode_{name}_100B"), |b| {
+            b.iter(|| codec.decode(black_box(&buf), "t", 1).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn keys(c: &mut Criterion) {
+    let s = schema(100, false);
+    let def = IndexDef::new(
+        "k",
+        vec![
+            Segment::field("TEXT").upper(),
+            Segment::field("DAY").descending(),
+            Segment::field("AMOUNT"),
+        ],
+    );
+    let spec = KeySpec::compile("t", &s, &def).unwrap();
+    let values = row(7, 100, None);
+    let mut g = c.benchmark_group("key");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("encode_3_segments", |b| {
+        b.iter(|| spec.key(black_box(&values)))
+    });
+    g.finish();
+}
+
+fn checksum(c: &mut Criterion) {
+    let mut page = vec![0x5au8; 8192];
+    let mut g = c.benchmark_group("page");
+    g.throughput(Throughput::Bytes(8192));
+    g.bench_function("checksum_8KiB", |b| {
+        b.iter(|| layout::page_checksum(black_box(&page)))
+    });
+    g.bench_function("seal_8KiB", |b| b.iter(|| layout::seal(&mut page, 3)));
+    g.finish();
+}
+
+const KLEN: usize = 24;
+
+fn btree(c: &mut Criterion) {
+    let storage = MemoryStorage::new();
+    let p = Path::new("/bench.rzi");
+    let f = storage.open(p, OpenMode::CreateNew).unwrap();
+    let file = PageFile::open(BufferPool::new(256 << 20), f, p, 8192).unwrap();
+    file.write_direct(0, &mut vec![0u8; 8192]).unwrap();
+    let mut tree = BTree::new(file, KLEN, TreeState::default());
+    let n = 200_000u64;
+    let key = |i: u64| {
+        let mut k = vec![0u8; KLEN];
+        k[..8].copy_from_slice(&(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes());
+        k
+    };
+    let mut entries: Vec<(Vec<u8>, u64)> = (0..n).map(|i| (key(i), i + 1)).collect();
+    entries.sort();
+    tree.bulk_load(&entries, |_| {}).unwrap();
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let mut g = c.benchmark_group("btree");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("search_200K_keys", |b| {
+        b.iter(|| {
+            let k = key(rng.next_in(n) - 1);
+            tree.get(black_box(&k)).unwrap()
+        })
+    });
+    g.bench_function("seek_then_next", |b| {
+        b.iter(|| {
+            let k = key(rng.next_in(n) - 1);
+            let p = tree.seek(&k).unwrap().unwrap();
+            tree.next(p).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn log_append(c: &mut Criterion) {
+    // A real file: the write a commit makes before its sync, plus the amortised
+    // cost of extending the log with synced zeros 4 MiB at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(FileStorage::new());
+    let wal = Wal::open(storage, dir.path(), 0).unwrap();
+    let image = vec![0x33u8; 8192];
+    let file = FileRef {
+        file: "t.rzd".into(),
+        incarnation: 1,
+    };
+    let mut g = c.benchmark_group("log");
+    g.throughput(Throughput::Bytes(8192));
+    let mut txn = 0;
+    g.bench_function("append_commit_with_one_8KiB_page", |b| {
+        b.iter(|| {
+            txn += 1;
+            wal.append(&[
+                Entry::Page {
+                    file: file.clone(),
+                    page: 5,
+                    image: image.clone(),
+                },
+                Entry::Commit { txn },
+            ])
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, records, keys, checksum, btree, log_append);
+criterion_main!(benches);
