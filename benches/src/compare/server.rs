@@ -165,6 +165,17 @@ fn measure<C: Client>(
 
 const SCAN: &str = "sequential scan over the network";
 
+/// The first `keys` loaded keys as a dataset of probes only.
+fn probes(data: &Dataset, keys: usize) -> Dataset {
+    Dataset {
+        rows: Vec::new(),
+        probe: data.rows[..keys].iter().map(|r| r.key).collect(),
+        extra: Vec::new(),
+        group: Vec::new(),
+        isam: Vec::new(),
+    }
+}
+
 fn raiz_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("root");
@@ -208,14 +219,7 @@ fn raiz_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
     s.commit()?;
     t.create_index(&IndexDef::new("key", vec![Segment::field("KEY")]).unique())?;
     drop(t);
-    let probe: Vec<[u8; 24]> = data.rows[..keys].iter().map(|r| r.key).collect();
-    let data_small = Dataset {
-        rows: Vec::new(),
-        probe,
-        extra: Vec::new(),
-        group: Vec::new(),
-        isam: Vec::new(),
-    };
+    let data_small = probes(data, keys);
     let connect = || -> Result<RaizClient> {
         let session = conn.session()?;
         let mut t = session.open_table("kv")?;
@@ -411,14 +415,7 @@ fn pg_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
     }
     tx.commit()?;
     c.batch_execute("ANALYZE")?;
-    let probe: Vec<[u8; 24]> = data.rows[..keys].iter().map(|r| r.key).collect();
-    let data_small = Dataset {
-        rows: Vec::new(),
-        probe,
-        extra: Vec::new(),
-        group: Vec::new(),
-        isam: Vec::new(),
-    };
+    let data_small = probes(data, keys);
     let connect =
         || -> Result<PgClient> { Ok(PgClient(postgres::Client::connect(&dsn, postgres::NoTls)?)) };
     measure(PG, spec, &data_small, keys, &connect, report)?;

@@ -61,6 +61,21 @@ impl Sqlite {
         r
     }
 
+    /// Runs a query and reads the value of every row it returns.
+    fn read_rows(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<usize> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(sql)?;
+            let mut rows = st.query(params)?;
+            let mut n = 0;
+            while let Some(r) = rows.next()? {
+                let v: Vec<u8> = r.get(1)?;
+                std::hint::black_box(v);
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
     fn insert(&self, rows: &[Row]) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -94,32 +109,14 @@ impl Engine for Sqlite {
     }
 
     fn range10(&self, key: &[u8]) -> Result<usize> {
-        self.with(|c| {
-            let mut st =
-                c.prepare_cached("SELECT k, v FROM kv WHERE k >= ?1 ORDER BY k LIMIT 10")?;
-            let mut rows = st.query([key])?;
-            let mut n = 0;
-            while let Some(r) = rows.next()? {
-                let v: Vec<u8> = r.get(1)?;
-                std::hint::black_box(v);
-                n += 1;
-            }
-            Ok(n)
-        })
+        self.read_rows(
+            "SELECT k, v FROM kv WHERE k >= ?1 ORDER BY k LIMIT 10",
+            &[&key],
+        )
     }
 
     fn scan(&self) -> Result<usize> {
-        self.with(|c| {
-            let mut st = c.prepare_cached("SELECT k, v FROM kv ORDER BY k")?;
-            let mut rows = st.query([])?;
-            let mut n = 0;
-            while let Some(r) = rows.next()? {
-                let v: Vec<u8> = r.get(1)?;
-                std::hint::black_box(v);
-                n += 1;
-            }
-            Ok(n)
-        })
+        self.read_rows("SELECT k, v FROM kv ORDER BY k", &[])
     }
 
     fn remove(&self, keys: &[[u8; 24]]) -> Result<()> {
