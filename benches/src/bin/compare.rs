@@ -2,8 +2,8 @@
 //!
 //! ```sh
 //! bash benches/compare.sh                      # installs PostgreSQL if missing, then the default run
-//! cargo run --release -p raiz-benches --bin compare -- [--records N] [--out BENCHMARKS.md] [--json benches/results.json]
-//! cargo run --release -p raiz-benches --bin compare -- --quick   # tiny counts, nothing published (CI)
+//! cargo run --profile bench -p raiz-benches --bin compare -- [--records N] [--out BENCHMARKS.md] [--json benches/results.json]
+//! cargo run --profile bench -p raiz-benches --bin compare -- --quick   # tiny counts, nothing published (CI)
 //! ```
 
 use std::path::PathBuf;
@@ -229,7 +229,7 @@ fn main() {
         started.elapsed().as_secs_f64(),
     ));
     md.push_str(&format!(
-        "Reproduce: `bash benches/compare.sh` (or `cargo run --release -p raiz-benches --bin compare -- --records {}`). Raw numbers: `benches/results.json`.\n\n",
+        "Reproduce: `bash benches/compare.sh --records {}` (it installs PostgreSQL when missing, then runs `cargo run --profile bench -p raiz-benches --bin compare`). Raw numbers: `benches/results.json`.\n\n",
         spec.records
     ));
     md.push_str("Each cell: the figure, then its ratio to the best engine on that row (1.00 = best, in bold). The machine is shared and noisy: read ratios, not absolutes.\n\n");
