@@ -110,6 +110,10 @@ pub trait Engine: Send + Sync {
     fn durable(&self) -> bool {
         true
     }
+    /// Bytes written to the engine's log so far, where it can tell.
+    fn log_end(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An engine under test: how to create one in a directory.
@@ -317,6 +321,7 @@ pub fn run_engine(c: &Contender, spec: &Spec, data: &Dataset, report: &mut Repor
             continue;
         }
         progress(&w);
+        let log_before = e.log_end();
         let per = spec.group_commits / threads;
         let base = match threads {
             1 => 0,
@@ -350,6 +355,15 @@ pub fn run_engine(c: &Contender, spec: &Spec, data: &Dataset, report: &mut Repor
             name,
             rate(per * threads, d),
         );
+        if let (Some(a), Some(b)) = (log_before, e.log_end()) {
+            report.add(
+                &format!("log bytes per 1-record commit, {threads} thread(s)"),
+                "bytes",
+                Better::Lower,
+                name,
+                (b - a) as f64 / (per * threads) as f64,
+            );
+        }
     }
     drop(e);
 

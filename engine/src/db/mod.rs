@@ -320,6 +320,12 @@ impl Database {
         self.inner.rt.wal.as_ref().map_or(0, |w| w.syncs())
     }
 
+    /// The log's end position (LSN). The difference between two readings is
+    /// what the commits in between wrote to the log, frames and padding.
+    pub fn log_end(&self) -> u64 {
+        self.inner.rt.wal.as_ref().map_or(0, |w| w.end())
+    }
+
     /// Writes every changed page of every table to its files and starts a new
     /// log segment, so a crash now would need no replay.
     pub fn checkpoint(&self) -> Result<()> {

@@ -243,4 +243,8 @@ impl Engine for Raiz {
     fn durable(&self) -> bool {
         self.logged
     }
+
+    fn log_end(&self) -> Option<u64> {
+        self.logged.then(|| self.db.log_end())
+    }
 }
