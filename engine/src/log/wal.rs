@@ -6,8 +6,9 @@
 //!   (a full disk) is cut back with `set_len`, so the log never holds a partial
 //!   frame in the middle: the failed commit is simply not there.
 //! - `durable()` only grows, and only after a successful `sync` of everything
-//!   written before it. Concurrent committers share one sync (group commit): the
-//!   first to take the sync mutex syncs every frame written so far.
+//!   written before it. Concurrent committers share one sync (group commit): one
+//!   leads and syncs every frame written so far; the others sleep until a sync
+//!   ends and then either find their frames durable or lead the next one.
 //! - A failed sync poisons the log: every later append or flush fails until the
 //!   database is reopened (a retried fsync may lie).
 //! - A checkpoint (everything before it written to the table files and synced)
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::record::{encode, padding, Entry};
 use crate::error::{Error, Result};
@@ -84,6 +85,8 @@ pub struct Wal {
     dir: PathBuf,
     writer: Mutex<Writer>,
     sync: Mutex<()>,
+    /// Counts finished syncs; waiters sleep on the condvar until it moves.
+    synced: (Mutex<u64>, Condvar),
     durable: AtomicU64,
     poisoned: AtomicBool,
     syncs: AtomicU64,
@@ -126,6 +129,7 @@ impl Wal {
                 zeroed: 0,
             }),
             sync: Mutex::new(()),
+            synced: (Mutex::new(0), Condvar::new()),
             durable: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
@@ -222,14 +226,46 @@ impl Wal {
     /// Makes the log durable up to at least `lsn` (sharing the sync with every
     /// committer that arrives meanwhile).
     pub fn flush_to(&self, lsn: u64) -> Result<()> {
-        if self.durable() >= lsn {
-            return Ok(());
+        loop {
+            if self.durable() >= lsn {
+                return Ok(());
+            }
+            self.check()?;
+            // Lead a sync if none runs; otherwise wait for the running one to
+            // end and look again. Waiters never queue on the sync mutex itself:
+            // one whose frames the running sync covers must not then wait
+            // behind the next sync too.
+            if let Some(leader) = self.sync.try_lock() {
+                let r = if self.durable() >= lsn {
+                    Ok(())
+                } else {
+                    self.sync_now()
+                };
+                // Invariant the waiters rely on: whoever holds the sync mutex
+                // bumps the generation after releasing it.
+                drop(leader);
+                let mut generation = self.synced.0.lock();
+                *generation += 1;
+                self.synced.1.notify_all();
+                drop(generation);
+                r?;
+                continue;
+            }
+            let mut generation = self.synced.0.lock();
+            let seen = *generation;
+            if self.durable() >= lsn {
+                return Ok(());
+            }
+            if self.sync.is_locked() {
+                while *generation == seen {
+                    self.synced.1.wait(&mut generation);
+                }
+            }
         }
-        let _sync = self.sync.lock();
-        if self.durable() >= lsn {
-            return Ok(());
-        }
-        self.check()?;
+    }
+
+    /// Syncs everything written so far (the caller holds the sync mutex).
+    fn sync_now(&self) -> Result<()> {
         let (file, path, end) = {
             let w = self.writer.lock();
             (w.file.clone(), w.path.clone(), w.base + w.pos)
