@@ -399,3 +399,105 @@ fn a_transaction_navigates_its_own_changes_in_index_order() {
     assert_eq!(walk(&mut o), vec![2, r, 1]);
     assert_eq!(walk(&mut t), vec![2, r, 1]);
 }
+
+/// A large transaction navigates its own changes in index order as they are
+/// made (the overlay is cached and folded forward change by change), through
+/// key changes, deletes, recalls and a rollback to a savepoint; a model of the
+/// live keys says what every scan must see.
+#[test]
+fn a_large_transaction_sees_its_own_changes_in_index_order() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    accounts(&db, 200);
+    let s = db.session();
+    s.set_hide_deleted(true);
+    let mut t = s.open_table("acc").unwrap();
+    t.set_order(Some("by_id")).unwrap();
+    // Model: live key → recno.
+    let mut model: BTreeMap<String, u64> = (0..200).map(|i| (format!("A{i:03}"), i + 1)).collect();
+    let scan = |t: &mut raiz_engine::Table| {
+        let mut seen = Vec::new();
+        let mut more = t.first().unwrap();
+        while more {
+            let r = t.record().unwrap();
+            seen.push((
+                r.get("ID").unwrap().as_str().unwrap().trim().to_owned(),
+                r.recno(),
+            ));
+            more = t.next().unwrap();
+        }
+        seen
+    };
+    let expect =
+        |m: &BTreeMap<String, u64>| m.iter().map(|(k, r)| (k.clone(), *r)).collect::<Vec<_>>();
+    s.begin().unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut sp = None;
+    let mut at_sp = None;
+    for step in 0..600u64 {
+        match rnd(4) {
+            0 => {
+                let id = format!("B{step:04}");
+                let r = t.append(&row(&id, 1)).unwrap();
+                model.insert(id, r);
+            }
+            1 => {
+                // Change a live record's key.
+                if let Some((k, r)) = model
+                    .iter()
+                    .nth(rnd(model.len() as u64) as usize)
+                    .map(|(k, r)| (k.clone(), *r))
+                {
+                    let id = format!("C{step:04}");
+                    t.update(r, &row(&id, 2)).unwrap();
+                    model.remove(&k);
+                    model.insert(id, r);
+                }
+            }
+            2 => {
+                if let Some((k, r)) = model
+                    .iter()
+                    .nth(rnd(model.len() as u64) as usize)
+                    .map(|(k, r)| (k.clone(), *r))
+                {
+                    t.delete(r).unwrap();
+                    model.remove(&k);
+                }
+            }
+            _ => {
+                // A seek inside the transaction finds its own keys.
+                if let Some((k, r)) = model.iter().nth(rnd(model.len() as u64) as usize) {
+                    assert!(t.seek(&[Value::from(k.as_str())]).unwrap(), "{k}");
+                    assert_eq!(t.recno(), *r);
+                }
+            }
+        }
+        if step == 300 {
+            sp = Some(s.savepoint().unwrap());
+            at_sp = Some(model.clone());
+        }
+        if step % 50 == 49 {
+            assert_eq!(scan(&mut t), expect(&model), "step {step}");
+        }
+    }
+    s.rollback_to(sp.unwrap()).unwrap();
+    let model = at_sp.unwrap();
+    assert_eq!(
+        scan(&mut t),
+        expect(&model),
+        "after rollback to the savepoint"
+    );
+    s.commit().unwrap();
+    let other = db.session();
+    other.set_hide_deleted(true);
+    let mut o = other.open_table("acc").unwrap();
+    o.set_order(Some("by_id")).unwrap();
+    assert_eq!(scan(&mut o), expect(&model), "committed");
+}
