@@ -48,13 +48,18 @@ impl Server {
 
     /// Serves `dir/root` (already prepared).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Server::start_listening(dir, "127.0.0.1:0", extra)
+    }
+
+    /// Serves `dir/root` on the TCP address `listen`.
+    pub fn start_listening(dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Server {
         let root = dir.path().join("root");
         let stderr = dir.path().join("server.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_raiz"))
             .arg("serve")
             .arg("--root")
             .arg(&root)
-            .args(["--listen", "127.0.0.1:0", "--unix"])
+            .args(["--listen", listen, "--unix"])
             .arg(dir.path().join("raiz.sock"))
             .args(extra)
             .env("RAIZ_LOG", "info")

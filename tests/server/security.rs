@@ -226,3 +226,70 @@ fn table_names_cannot_leave_the_rootpath() {
         );
     }
 }
+
+/// This machine's address on its default route, if it has one that is not
+/// loopback (no packet is sent: a UDP connect only picks the source address).
+fn external_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.254:9")
+        .or_else(|_| s.connect("10.255.255.254:9"))
+        .ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn other_machines_must_use_tls_once_the_server_has_a_certificate() {
+    let Some(ip) = external_address() else {
+        eprintln!("no non-loopback address on this machine: nothing to connect from");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_pem = dir.path().join("server.pem");
+    let key_pem = dir.path().join("server.key");
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    let root_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root_dir.path().join("root")).unwrap();
+    crate::harness::make_users(&root_dir.path().join("root"));
+    let server = Server::start_listening(
+        root_dir,
+        "0.0.0.0:0",
+        &[
+            "--tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    let port = server.addr.rsplit_once(':').unwrap().1.to_owned();
+    // In the clear from a non-loopback address: refused with a clear reason.
+    let e = Connection::connect(&format!("raiz://ana:{PASSWORD}@{ip}:{port}"))
+        .and_then(|c| c.session())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert!(e.to_string().contains("requires TLS"), "{e}");
+    // With TLS from the same address: served.
+    let cs: ConnectionString = format!("raizs://ana:{PASSWORD}@{ip}:{port}")
+        .parse()
+        .unwrap();
+    let opts = ConnectOptions {
+        ca_file: Some(cert_pem.clone()),
+        server_name: Some("localhost".into()),
+        ..ConnectOptions::default()
+    };
+    Connection::open_with(&cs, opts)
+        .unwrap()
+        .session()
+        .unwrap()
+        .ping()
+        .unwrap();
+    // Loopback may still skip TLS.
+    Connection::connect(&format!("raiz://ana:{PASSWORD}@127.0.0.1:{port}"))
+        .unwrap()
+        .session()
+        .unwrap()
+        .ping()
+        .unwrap();
+}
