@@ -9,6 +9,14 @@ use raiz_engine::{Field, FieldType, Schema, TableOptions, Value};
 
 use crate::harness::{Server, PASSWORD};
 
+/// Connects with `opts` and makes one round trip.
+fn ping_with(cs: &ConnectionString, opts: ConnectOptions) {
+    Connection::open_with(cs, opts)
+        .and_then(|c| c.session())
+        .and_then(|s| s.ping())
+        .unwrap_or_else(|e| panic!("{cs:?}: {e}"));
+}
+
 fn schema() -> Schema {
     Schema::new(vec![Field::new("CODE", FieldType::Char(8))])
 }
@@ -36,16 +44,13 @@ fn authentication_succeeds_and_fails_clearly() {
     assert!(server.log().contains("authentication failed"));
     // The password can come from the options instead of the string.
     let cs: ConnectionString = format!("raiz://bo@{}", server.addr).parse().unwrap();
-    let opts = ConnectOptions {
-        password: Some(PASSWORD.into()),
-        ..ConnectOptions::default()
-    };
-    Connection::open_with(&cs, opts)
-        .unwrap()
-        .session()
-        .unwrap()
-        .ping()
-        .unwrap();
+    ping_with(
+        &cs,
+        ConnectOptions {
+            password: Some(PASSWORD.into()),
+            ..ConnectOptions::default()
+        },
+    );
     // The Unix socket serves the same API.
     let unix = format!("raiz+unix://ana:{PASSWORD}@{}", server.socket().display());
     let s = Connection::connect(&unix).unwrap().session().unwrap();
@@ -274,17 +279,14 @@ fn other_machines_must_use_tls_once_the_server_has_a_certificate() {
     let cs: ConnectionString = format!("raizs://ana:{PASSWORD}@{ip}:{port}")
         .parse()
         .unwrap();
-    let opts = ConnectOptions {
-        ca_file: Some(cert_pem.clone()),
-        server_name: Some("localhost".into()),
-        ..ConnectOptions::default()
-    };
-    Connection::open_with(&cs, opts)
-        .unwrap()
-        .session()
-        .unwrap()
-        .ping()
-        .unwrap();
+    ping_with(
+        &cs,
+        ConnectOptions {
+            ca_file: Some(cert_pem.clone()),
+            server_name: Some("localhost".into()),
+            ..ConnectOptions::default()
+        },
+    );
     // Loopback may still skip TLS.
     Connection::connect(&format!("raiz://ana:{PASSWORD}@127.0.0.1:{port}"))
         .unwrap()

@@ -165,6 +165,18 @@ fn measure<C: Client>(
 
 const SCAN: &str = "sequential scan over the network";
 
+/// Rows as raiz values (KEY, VAL).
+fn values(rows: &[super::data::Row]) -> Vec<Vec<Value>> {
+    rows.iter()
+        .map(|r| {
+            vec![
+                Value::Binary(r.key.to_vec()),
+                Value::Binary(r.value.to_vec()),
+            ]
+        })
+        .collect()
+}
+
 /// The first `keys` loaded keys as a dataset of probes only.
 fn probes(data: &Dataset, keys: usize) -> Dataset {
     Dataset {
@@ -205,16 +217,7 @@ fn raiz_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
     let keys = data.rows.len().min(100_000);
     s.begin()?;
     for chunk in data.rows[..keys].chunks(5000) {
-        let rows: Vec<Vec<Value>> = chunk
-            .iter()
-            .map(|r| {
-                vec![
-                    Value::Binary(r.key.to_vec()),
-                    Value::Binary(r.value.to_vec()),
-                ]
-            })
-            .collect();
-        t.append_many(&rows)?;
+        t.append_many(&values(chunk))?;
     }
     s.commit()?;
     t.create_index(&IndexDef::new("key", vec![Segment::field("KEY")]).unique())?;
@@ -235,15 +238,7 @@ fn raiz_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
     s.create_table("scan", &schema, TableOptions::default())?;
     let mut t = s.open_table("scan")?;
     s.begin()?;
-    let rows: Vec<Vec<Value>> = data.rows[..spec.scan_records.min(data.rows.len())]
-        .iter()
-        .map(|r| {
-            vec![
-                Value::Binary(r.key.to_vec()),
-                Value::Binary(r.value.to_vec()),
-            ]
-        })
-        .collect();
+    let rows = values(&data.rows[..spec.scan_records.min(data.rows.len())]);
     t.append_many(&rows)?;
     s.commit()?;
     for (column, ahead) in [(RAIZ, raiz_client::MAX_READ_AHEAD), (RAIZ_ONE, 0)] {
