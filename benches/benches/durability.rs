@@ -9,8 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use raiz_benches::{row, schema};
-use raiz_engine::{Database, Durability, LogOptions, Memo, Options, TableOptions, Value};
+use raiz_benches::{row, schema, timed_appends, unlogged_table};
+use raiz_engine::{Database, LogOptions, Memo, Options, RecordFormat, TableOptions, Value};
 
 fn fsync_rate(c: &mut Criterion) {
     let mut g = c.benchmark_group("machine");
@@ -77,20 +77,9 @@ fn commits(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().unwrap();
             let db = Database::open(dir.path()).unwrap();
-            db.create_table(
-                "u",
-                &schema(100, false),
-                TableOptions::default().durability(Durability::Unlogged),
-            )
-            .unwrap();
-            let mut t = db.session().open_table("u").unwrap();
+            let mut t = unlogged_table(&db, "u", &schema(100, false), RecordFormat::Fixed);
             let rows: Vec<_> = (0..iters).map(|i| row(i, 100, None)).collect();
-            let start = Instant::now();
-            for r in &rows {
-                t.append(r).unwrap();
-            }
-            t.flush().unwrap();
-            start.elapsed()
+            timed_appends(&mut t, &rows)
         })
     });
     g.finish();

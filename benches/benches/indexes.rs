@@ -7,9 +7,11 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use raiz_benches::XorShift;
+use raiz_benches::{timed_appends, unlogged_table, XorShift};
 use raiz_engine::index::{IndexDef, Segment};
-use raiz_engine::{Database, Field, FieldType, Options, Schema, Table, TableOptions, Value};
+use raiz_engine::{
+    Database, Field, FieldType, Options, RecordFormat, Schema, Table, TableOptions, Value,
+};
 
 fn rows() -> u64 {
     std::env::var("RAIZ_BENCH_ROWS")
@@ -150,21 +152,10 @@ fn bench(c: &mut Criterion) {
             let dir = tempfile::tempdir().unwrap();
             let db =
                 Database::open_with(dir.path(), Options::default().pool_bytes(256 << 20)).unwrap();
-            db.create_table(
-                "a",
-                &schema(),
-                TableOptions::default().durability(raiz_engine::Durability::Unlogged),
-            )
-            .unwrap();
-            let mut t = db.session().open_table("a").unwrap();
+            let mut t = unlogged_table(&db, "a", &schema(), RecordFormat::Fixed);
             three_indexes(&mut t);
             let rows: Vec<_> = (0..iters).map(row).collect();
-            let start = Instant::now();
-            for r in &rows {
-                t.append(r).unwrap();
-            }
-            t.flush().unwrap();
-            start.elapsed()
+            timed_appends(&mut t, &rows)
         })
     });
     g.finish();

@@ -3,10 +3,10 @@
 //!
 //! `cargo bench -p raiz-benches --bench records`
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use raiz_benches::{format_name, row, schema, XorShift};
+use raiz_benches::{format_name, row, schema, timed_appends, unlogged_table, XorShift};
 use raiz_engine::{Database, Options, RecordFormat, TableOptions};
 
 /// The pool is kept far smaller than the tables so reads and appends hit the disk
@@ -29,22 +29,9 @@ fn append(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let dir = tempfile::tempdir().unwrap();
                     let db = open(dir.path());
-                    db.create_table(
-                        "t",
-                        &schema(size, false),
-                        TableOptions::default()
-                            .durability(raiz_engine::Durability::Unlogged)
-                            .format(format),
-                    )
-                    .unwrap();
-                    let mut t = db.session().open_table("t").unwrap();
+                    let mut t = unlogged_table(&db, "t", &schema(size, false), format);
                     let rows: Vec<_> = (0..iters).map(|i| row(i, size, None)).collect();
-                    let start = Instant::now();
-                    for r in &rows {
-                        t.append(r).unwrap();
-                    }
-                    t.flush().unwrap();
-                    start.elapsed()
+                    timed_appends(&mut t, &rows)
                 })
             });
         }
@@ -59,15 +46,7 @@ fn read(c: &mut Criterion) {
         for format in [RecordFormat::Fixed, RecordFormat::Variable] {
             let dir = tempfile::tempdir().unwrap();
             let db = open(dir.path());
-            db.create_table(
-                "t",
-                &schema(size, false),
-                TableOptions::default()
-                    .durability(raiz_engine::Durability::Unlogged)
-                    .format(format),
-            )
-            .unwrap();
-            let mut t = db.session().open_table("t").unwrap();
+            let mut t = unlogged_table(&db, "t", &schema(size, false), format);
             let rows = (READ_BYTES / size) as u64;
             for i in 0..rows {
                 t.append(&row(i, size, None)).unwrap();

@@ -44,6 +44,36 @@ pub fn row(i: u64, size: usize, memo: Option<&[u8]>) -> Vec<Value> {
     v
 }
 
+/// Creates an unlogged table `name` and opens it.
+pub fn unlogged_table(
+    db: &raiz_engine::Database,
+    name: &str,
+    schema: &Schema,
+    format: RecordFormat,
+) -> raiz_engine::Table {
+    db.create_table(
+        name,
+        schema,
+        raiz_engine::TableOptions::default()
+            .durability(raiz_engine::Durability::Unlogged)
+            .format(format),
+    )
+    .expect("create the benchmark table");
+    db.session()
+        .open_table(name)
+        .expect("open the benchmark table")
+}
+
+/// Appends `rows` and flushes; the time it took.
+pub fn timed_appends(t: &mut raiz_engine::Table, rows: &[Vec<Value>]) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    for r in rows {
+        t.append(r).expect("append");
+    }
+    t.flush().expect("flush");
+    start.elapsed()
+}
+
 /// Name used in benchmark ids.
 pub fn format_name(f: RecordFormat) -> &'static str {
     match f {

@@ -72,6 +72,7 @@ struct AclFile {
 pub struct Acl {
     path: PathBuf,
     tables: RwLock<BTreeMap<String, Permissions>>,
+    writer: parking_lot::Mutex<()>,
 }
 
 /// Permissions of a table that has no entry.
@@ -125,6 +126,7 @@ impl Acl {
         Ok(Acl {
             path,
             tables: RwLock::new(tables),
+            writer: parking_lot::Mutex::new(()),
         })
     }
 
@@ -155,39 +157,38 @@ impl Acl {
     pub fn get(&self, table: &str) -> Permissions {
         self.tables
             .read()
-            .get(&table.to_ascii_lowercase())
+            .get(key(table).as_ref())
             .cloned()
             .unwrap_or_else(unlisted)
     }
 
-    /// Sets (or, with None, removes) the entry of `table`.
+    /// Sets (or, with None, removes) the entry of `table`. The file is written
+    /// outside the map's lock, so permission checks — one per request — never
+    /// wait for a disk write; `writer` keeps concurrent changes in order.
     pub fn set(&self, table: &str, p: Option<Permissions>) -> Result<(), Error> {
-        let mut tables = self.tables.write();
-        let key = table.to_ascii_lowercase();
-        let old = match p {
-            Some(p) => tables.insert(key.clone(), p),
-            None => tables.remove(&key),
+        let _writer = self.writer.lock();
+        let key = key(table).into_owned();
+        let mut next = self.tables.read().clone();
+        match p {
+            Some(p) => next.insert(key, p),
+            None => next.remove(&key),
         };
-        if let Err(e) = self.save(&tables) {
-            match old {
-                Some(o) => tables.insert(key, o),
-                None => tables.remove(&key),
-            };
-            return Err(e);
-        }
+        self.save(&next)?;
+        *self.tables.write() = next;
         Ok(())
     }
 
-    /// Whether `user` holds `right` on `table`.
+    /// Whether `user` holds `right` on `table` (checked on every request: no
+    /// allocation, a read lock held for a map lookup).
     pub fn allows(&self, user: &User, table: &str, right: Right) -> bool {
         if user.admin {
             return true;
         }
-        let p = self.get(table);
-        let listed = !p.owner.is_empty();
-        if !listed {
-            return right != Right::Define && right.granted(p.other_rights);
-        }
+        let tables = self.tables.read();
+        let Some(p) = tables.get(key(table).as_ref()) else {
+            // Unlisted: everyone reads, writes and deletes; only admins define.
+            return right != Right::Define && right.granted(unlisted().other_rights);
+        };
         let rights = if p.owner == user.name {
             p.owner_rights
         } else if user.groups.contains(&p.group) {
@@ -196,6 +197,16 @@ impl Acl {
             p.other_rights
         };
         right.granted(rights)
+    }
+}
+
+/// The map key of a table name: lower case, as the engine stores names (so
+/// already-lower names, the common case, are not copied).
+fn key(table: &str) -> std::borrow::Cow<'_, str> {
+    if table.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(table.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(table)
     }
 }
 

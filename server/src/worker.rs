@@ -30,7 +30,8 @@ pub type Item = (u64, Result<Request, String>);
 
 struct Handle {
     table: Table,
-    name: String,
+    /// Shared, so a request names its table without copying the string.
+    name: Arc<str>,
     /// Positions the last move passed while reading ahead, so a client's
     /// `sync` puts the cursor back exactly (by key, not only by recno).
     passed: Vec<CursorState>,
@@ -43,7 +44,7 @@ pub struct Worker {
     user: User,
     entry: Arc<Entry>,
     handles: HashMap<u32, Handle>,
-    iters: HashMap<u32, (RangeIter, String)>,
+    iters: HashMap<u32, (RangeIter, Arc<str>)>,
     savepoints: Vec<Savepoint>,
     next_id: u32,
 }
@@ -228,7 +229,7 @@ impl Worker {
                     id,
                     Handle {
                         table,
-                        name: tname.clone(),
+                        name: Arc::from(tname.as_str()),
                         passed: Vec::new(),
                     },
                 );
@@ -393,7 +394,7 @@ impl Worker {
         if let TableOp::Close = op {
             self.handles.remove(&handle);
             let mut tables = self.entry.tables.lock();
-            if let Some(i) = tables.iter().position(|t| *t == name) {
+            if let Some(i) = tables.iter().position(|t| **t == *name) {
                 tables.remove(i);
             }
             return Ok(Reply::Table {

@@ -196,3 +196,75 @@ fn raiz_toml_configures_the_server_and_flags_override_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
 }
+
+fn serve_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_raiz"))
+        .arg("serve")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_server_that_cannot_start_says_why_and_touches_nothing() {
+    let server = Server::start(&[]);
+    let root = server.root();
+    let root = root.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let other_root = dir.path().join("other");
+    let other_root = other_root.to_str().unwrap();
+    // TLS files: missing, half given, not PEM.
+    let e = serve_fails(&[
+        "--root",
+        other_root,
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        missing,
+        "--tls-key",
+        missing,
+    ]);
+    assert!(e.contains("missing.pem"), "{e}");
+    let e = serve_fails(&[
+        "--root",
+        other_root,
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        missing,
+    ]);
+    assert!(e.contains("go together"), "{e}");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let junk = junk.to_str().unwrap();
+    let e = serve_fails(&[
+        "--root",
+        other_root,
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        junk,
+        "--tls-key",
+        junk,
+    ]);
+    assert!(
+        e.contains("junk.pem") && e.contains("no certificate"),
+        "{e}"
+    );
+    // A second server on the same rootpath: refused, naming the owner.
+    let e = serve_fails(&["--root", root, "--listen", "127.0.0.1:0"]);
+    assert!(e.contains(&server.pid().to_string()), "{e}");
+    // A second server on the same Unix socket (another rootpath).
+    let sock = server.socket();
+    let e = serve_fails(&["--root", other_root, "--unix", sock.to_str().unwrap()]);
+    assert!(e.contains("another server answers"), "{e}");
+    // An address that is taken.
+    let e = serve_fails(&["--root", other_root, "--listen", &server.addr]);
+    assert!(e.contains("cannot listen on"), "{e}");
+    // The running server was not disturbed.
+    server.session("ana").ping().unwrap();
+}

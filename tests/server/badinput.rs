@@ -274,3 +274,60 @@ fn clients_refuse_foreign_and_incompatible_servers() {
     assert_eq!(e.kind(), ErrorKind::Io, "{e}");
     assert!(e.to_string().contains(&port.to_string()), "{e}");
 }
+
+#[test]
+fn requests_naming_what_does_not_exist_are_typed_errors() {
+    let server = Server::start(&[]);
+    table(&server);
+    let mut s = login(&server);
+    let cases: [(Request, ErrorKind); 4] = [
+        (
+            Request::RangeNext { iter: 99, max: 5 },
+            ErrorKind::BadRequest,
+        ),
+        (Request::RollbackTo(7), ErrorKind::Transaction),
+        (
+            Request::Table {
+                handle: 1,
+                sync: None,
+                op: TableOp::Info,
+            },
+            ErrorKind::BadRequest,
+        ),
+        (Request::EndSession(1), ErrorKind::PermissionDenied),
+    ];
+    for (i, (req, kind)) in cases.into_iter().enumerate() {
+        let id = 10 + i as u64;
+        send(&mut s, id, &req);
+        let r = recv(&mut s);
+        assert_eq!(r.id, id);
+        assert_eq!(r.body.unwrap_err().kind, kind, "{req:?}");
+    }
+    // Permissions: names that are not user or group names, a table that does
+    // not exist, and a table someone else owns.
+    let admin = server.session("admin");
+    let mut p = admin.permissions("t").unwrap();
+    let good = p.clone();
+    p.owner = "../root".into();
+    assert_eq!(
+        admin.set_permissions("t", p).unwrap_err().kind(),
+        ErrorKind::InvalidName
+    );
+    assert_eq!(
+        admin
+            .set_permissions("nosuch", good.clone())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::TableNotFound
+    );
+    assert_eq!(
+        server
+            .session("bo")
+            .set_permissions("t", good.clone())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(admin.permissions("t").unwrap(), good);
+    intact(&server);
+}
