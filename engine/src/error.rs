@@ -319,6 +319,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::DiskFull { .. })
     }
+
+    /// True for damage found in a file (a bad checksum, a page or record that
+    /// does not decode): `check` reports it and `rebuild` repairs it.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Checksum { .. } | Error::CorruptPage { .. } | Error::CorruptRecord { .. }
+        )
+    }
 }
 
 /// True when `e` means the device has no space left.

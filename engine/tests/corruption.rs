@@ -168,7 +168,7 @@ fn unknown_format_version_is_refused_by_name() {
     match db.session().open_table("t") {
         Err(Error::UnsupportedVersion {
             found: 99,
-            supported: 1,
+            supported: 2,
             path,
         }) => assert!(path.ends_with("t.rzd")),
         other => panic!("expected an unsupported version, got {other:?}"),

@@ -10,7 +10,8 @@
 //! - Before anything else, opening replays the log (see [`recovery`]), so every
 //!   table is at its last committed state when it is first opened.
 //! - A table is open at most once per process: every handle on it shares one
-//!   open table, found through a registry of weak references.
+//!   open table, found through the registry (`txn::registry`), which also
+//!   serialises opens, closes, creates and drops of the same name.
 //! - Every path is built from a validated table name inside the rootpath.
 //! - Closing the database cleanly (dropping its last handle) checkpoints: the log
 //!   is empty afterwards and the next open needs no recovery.
@@ -24,7 +25,7 @@ mod txn_index;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -40,7 +41,7 @@ use crate::page::{BufferPool, PoolStats};
 use crate::schema::{Durability, Schema};
 use crate::storage::{FileStorage, LockAttempt, Storage, StorageLock};
 use crate::table::{is_table_file, Env, OpenReport, TableCore, TableOptions, TablePaths};
-use crate::txn::{LockInfo, LogOptions, Runtime, TableShared};
+use crate::txn::{Change, LockInfo, LogOptions, Runtime, TableHandle, TableShared};
 
 /// Name of the owner lock file in a rootpath.
 pub const OWNER_FILE: &str = "raiz.owner";
@@ -155,6 +156,31 @@ fn owner_description() -> String {
     )
 }
 
+/// Stores a deleted blank record in every slot a crash left empty below the
+/// record count (recnos reserved by transactions the crash ended), as a
+/// rollback would have: a logged commit for a logged table. Runs under the
+/// commit gate, before the table is registered.
+fn fill_holes(rt: &Runtime, shared: &TableShared) -> Result<()> {
+    let mut core = shared.core.write();
+    let holes = core.unfilled()?;
+    if holes.is_empty() {
+        return core.mark_filled();
+    }
+    tracing::warn!(table = %core.name, holes = holes.len(), first = holes[0],
+        "recnos reserved by transactions a crash ended; stored as deleted blank records");
+    let changes: Vec<Change> = holes.iter().map(|&recno| Change::Blank { recno }).collect();
+    let located: Vec<(usize, &Change)> = changes.iter().map(|c| (0, c)).collect();
+    let txn = rt
+        .next_txn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (_, logged) = crate::txn::commit::apply_locked(&mut [&mut *core], &located, txn)?;
+    drop(core);
+    if let Some((wal, lsn)) = logged {
+        wal.flush_to(lsn)?;
+    }
+    Ok(())
+}
+
 /// Removes temporary-table directories whose session's process is gone (their
 /// owner lock can be taken).
 fn clean_stale_temp_dirs(storage: &Arc<dyn Storage>) {
@@ -201,6 +227,14 @@ impl Database {
             .create_dir_all(root)
             .map_err(|e| Error::io(root, e))?;
         let root = storage.canonicalize(root).map_err(|e| Error::io(root, e))?;
+        // The rootpath's entry in its parent (it may have just been created).
+        // Best effort: a parent the process may not sync held the rootpath
+        // long before this open.
+        if let Some(parent) = root.parent() {
+            if let Err(e) = storage.sync_dir(parent) {
+                tracing::warn!(dir = %parent.display(), error = %e, "could not sync the rootpath's parent directory");
+            }
+        }
         let lock_path = root.join(OWNER_FILE);
         let owner = match storage
             .try_lock(&lock_path, &owner_description())
@@ -240,7 +274,7 @@ impl Database {
             wal,
             locks: Default::default(),
             gate: RwLock::new(()),
-            tables: Mutex::new(Default::default()),
+            tables: Default::default(),
             next_txn: AtomicU64::new(1),
             log: options.log,
             last_checkpoint: Mutex::new(std::time::Instant::now()),
@@ -367,55 +401,58 @@ impl Database {
                 "table {name}: temporary tables belong to a session; create them with Session::create_table"
             )));
         }
-        let tables = self.inner.rt.tables.lock();
-        if self.table_exists(&name)? {
-            return Err(Error::TableExists { table: name });
-        }
-        TableCore::create(&self.env(), &name, schema, &opts)?;
-        drop(tables);
+        let rt = &self.inner.rt;
+        let exists = |_| Error::TableExists {
+            table: name.clone(),
+        };
+        rt.with_table_closed(&name, exists, || {
+            if self.table_exists(&name)? {
+                return Err(Error::TableExists {
+                    table: name.clone(),
+                });
+            }
+            TableCore::create(&self.env(), &name, schema, &opts)
+        })?;
         tracing::info!(table = %name, format = ?opts.format, durability = %opts.durability, page_size = opts.page_size, "table created");
         Ok(())
     }
 
-    pub(crate) fn open_shared(&self, name: &str) -> Result<Arc<TableShared>> {
+    pub(crate) fn open_shared(&self, name: &str) -> Result<TableHandle> {
         let name = validate_table_name(name)?;
-        let mut tables = self.inner.rt.tables.lock();
-        if let Some(shared) = tables.get(&name).and_then(Weak::upgrade) {
-            return Ok(shared);
-        }
-        let (core, report) = TableCore::open(&self.env(), &name)?;
-        if report != OpenReport::default() {
-            self.inner.repairs.lock().push((name.clone(), report));
-        }
-        let keepalive: Arc<dyn std::any::Any + Send + Sync> = self.inner.clone();
-        let shared = Arc::new(TableShared {
-            core: RwLock::new(core),
-            name: name.clone(),
-            rt: self.inner.rt.clone(),
-            _keepalive: keepalive,
-        });
-        tables.insert(name, Arc::downgrade(&shared));
-        Ok(shared)
+        let open = || {
+            let (core, report) = TableCore::open(&self.env(), &name)?;
+            if report != OpenReport::default() {
+                self.inner.repairs.lock().push((name.clone(), report));
+            }
+            let keepalive: Arc<dyn std::any::Any + Send + Sync> = self.inner.clone();
+            Ok(TableShared::new(core, self.inner.rt.clone(), keepalive))
+        };
+        let rt = &self.inner.rt;
+        rt.open_table(&name, open, |shared| fill_holes(rt, shared))
     }
 
     /// Removes table `name` and its files. Refused while it has open handles.
     pub fn drop_table(&self, name: &str) -> Result<()> {
         let name = validate_table_name(name)?;
-        let mut tables = self.inner.rt.tables.lock();
-        if let Some(shared) = tables.get(&name).and_then(Weak::upgrade) {
-            return Err(Error::TableInUse {
-                table: name,
-                handles: Arc::strong_count(&shared) - 1,
-            });
-        }
-        tables.remove(&name);
-        let paths = TablePaths::new(&self.inner.root, &name);
+        let in_use = |handles| Error::TableInUse {
+            table: name.clone(),
+            handles,
+        };
+        self.inner
+            .rt
+            .with_table_closed(&name, in_use, || self.remove_table_files(&name))?;
+        tracing::info!(table = %name, "table dropped");
+        Ok(())
+    }
+
+    fn remove_table_files(&self, name: &str) -> Result<()> {
+        let paths = TablePaths::new(&self.inner.root, name);
         let storage = &self.inner.storage;
         match storage.remove(&paths.data) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::TableNotFound {
-                    table: name,
+                    table: name.to_owned(),
                     root: self.inner.root.clone(),
                 })
             }
@@ -424,14 +461,12 @@ impl Database {
         // The data file is gone, so the table is; its blob and index files follow.
         let root = &self.inner.root;
         for f in storage.list(root).map_err(|e| Error::io(root, e))? {
-            if is_table_file(&name, &f) {
+            if is_table_file(name, &f) {
                 let p = root.join(&f);
                 storage.remove(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
-        storage.sync_dir(root).map_err(|e| Error::io(root, e))?;
-        tracing::info!(table = %name, "table dropped");
-        Ok(())
+        storage.sync_dir(root).map_err(|e| Error::io(root, e))
     }
 
     /// Writes every open table's changes to disk and syncs them (a checkpoint).

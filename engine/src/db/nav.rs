@@ -16,7 +16,7 @@ use crate::index::{Index, Pos};
 use crate::record::{Record, SlotStatus};
 use crate::schema::Value;
 use crate::table::TableCore;
-use crate::txn::TableShared;
+use crate::txn::TableHandle;
 
 /// Encoded lower and upper bounds of a key range.
 type Bounds = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -554,7 +554,7 @@ impl Table {
 
 /// Records of an index range, in key order (see [`Table::range`]).
 pub struct RangeIter {
-    shared: Arc<TableShared>,
+    shared: TableHandle,
     index: String,
     hide_deleted: bool,
     lower: Option<Vec<u8>>,

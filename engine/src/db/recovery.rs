@@ -181,6 +181,9 @@ pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport
                             Entry::State(s) => {
                                 states.insert(s.data.file.clone(), s);
                             }
+                            Entry::StateV1(s) => {
+                                states.insert(s.data.file.clone(), s.into());
+                            }
                             Entry::Commit { .. } => {}
                         }
                     }
@@ -233,6 +236,7 @@ fn apply_state(files: &mut Files, s: &TableState, report: &mut RecoveryReport) -
     let mut body = loaded.body;
     body.record_count = s.record_count;
     body.deleted_count = s.deleted_count;
+    body.filled_to = s.filled_to.min(s.record_count);
     if let (Some(serial), Some(next)) = (&mut body.serial, s.serial_next) {
         serial.next = next;
     }

@@ -27,7 +27,7 @@ use crate::index::IndexDef;
 use crate::schema::{Durability, Schema, Value};
 use crate::table::TableOptions;
 use crate::txn::commit::commit;
-use crate::txn::{Change, LockKey, TableShared};
+use crate::txn::{Change, LockKey, TableHandle, TableShared};
 
 pub(crate) use super::txn_index::Txn;
 
@@ -83,7 +83,7 @@ impl SessionInner {
 
     /// Applies a write: recorded in the open transaction, or committed at once.
     /// Returns the record's recno.
-    pub fn write(&self, shared: &Arc<TableShared>, change: Change) -> Result<u64> {
+    pub fn write(&self, shared: &TableHandle, change: Change) -> Result<u64> {
         let name = shared.name.clone();
         let mut guard = self.txn.lock();
         if let Some(txn) = guard.as_mut() {
@@ -226,11 +226,11 @@ impl SessionInner {
         result
     }
 
-    fn blank(&self, slots: Vec<(Arc<TableShared>, u64)>) -> Result<()> {
+    fn blank(&self, slots: Vec<(TableHandle, u64)>) -> Result<()> {
         if slots.is_empty() {
             return Ok(());
         }
-        let changes: Vec<(Arc<TableShared>, Change)> = slots
+        let changes: Vec<(TableHandle, Change)> = slots
             .into_iter()
             .map(|(t, recno)| (t, Change::Blank { recno }))
             .collect();
@@ -252,7 +252,7 @@ impl SessionInner {
     }
 }
 
-fn append_slot((t, c): (Arc<TableShared>, Change)) -> Option<(Arc<TableShared>, u64)> {
+fn append_slot((t, c): (TableHandle, Change)) -> Option<(TableHandle, u64)> {
     match c {
         Change::Append { recno, .. } => Some((t, recno)),
         _ => None,

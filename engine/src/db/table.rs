@@ -23,7 +23,7 @@ use crate::index::{Condition, IndexDef};
 use crate::record::{Record, SlotStatus};
 use crate::schema::{Schema, Value};
 use crate::table::{CheckReport, RewriteReport, TableCore, TableInfo};
-use crate::txn::{Change, LockKey, TableShared};
+use crate::txn::{Change, LockKey, TableHandle};
 
 /// A record filter for navigation.
 pub type Filter = Box<dyn Fn(&Record) -> bool + Send + Sync>;
@@ -70,7 +70,7 @@ impl CursorState {
 /// # Ok::<(), raiz_engine::Error>(())
 /// ```
 pub struct Table {
-    pub(super) shared: Arc<TableShared>,
+    pub(super) shared: TableHandle,
     pub(super) session: Arc<SessionInner>,
     pub(super) recno: u64,
     pub(super) bof: bool,
@@ -103,7 +103,7 @@ impl std::fmt::Debug for Table {
 }
 
 impl Table {
-    pub(crate) fn new(shared: Arc<TableShared>, session: Arc<SessionInner>) -> Table {
+    pub(crate) fn new(shared: TableHandle, session: Arc<SessionInner>) -> Table {
         Table {
             shared,
             session,
@@ -365,12 +365,7 @@ impl Table {
     /// Closes the handle. When it is the table's last, the table is flushed and
     /// marked cleanly closed, and any error doing so is returned.
     pub fn close(self) -> Result<()> {
-        // The database's registry holds only a weak reference: a count of one
-        // means this is the last handle.
-        if Arc::strong_count(&self.shared) == 1 {
-            return self.shared.close();
-        }
-        Ok(())
+        self.shared.close()
     }
 
     // ---- indexes and maintenance ----
@@ -415,7 +410,7 @@ impl Table {
                 "{what} cannot run inside a transaction"
             )));
         }
-        let handles = Arc::strong_count(&self.shared);
+        let handles = self.shared.count();
         if handles > 1 {
             return Err(Error::TableInUse {
                 table: format!("{} ({what} needs the only handle)", self.name()),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::index::IndexDef;
 use crate::schema::Value;
-use crate::txn::{Change, TableShared};
+use crate::txn::{Change, TableHandle, TableShared};
 
 /// A transaction's own view of one index: the entries its pending changes add,
 /// and the records whose committed entries they hide.
@@ -60,9 +60,9 @@ pub(crate) fn key(shared: &Arc<TableShared>) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct Txn {
     pub id: u64,
-    pub changes: Vec<(Arc<TableShared>, Change)>,
+    pub changes: Vec<(TableHandle, Change)>,
     /// Reserved recnos whose appends were rolled back to a savepoint.
-    pub blanks: Vec<(Arc<TableShared>, u64)>,
+    pub blanks: Vec<(TableHandle, u64)>,
     pub index: TxnIndex,
 }
 
@@ -86,14 +86,14 @@ fn fold(index: &mut TxnIndex, shared: &Arc<TableShared>, at: usize, change: &Cha
 
 impl Txn {
     /// Records a change.
-    pub fn push(&mut self, shared: Arc<TableShared>, change: Change) {
+    pub fn push(&mut self, shared: TableHandle, change: Change) {
         fold(&mut self.index, &shared, self.changes.len(), &change);
         self.changes.push((shared, change));
     }
 
     /// Drops the changes from `at` on (rollback to a savepoint) and rebuilds
     /// the index.
-    pub fn truncate(&mut self, at: usize) -> Vec<(Arc<TableShared>, Change)> {
+    pub fn truncate(&mut self, at: usize) -> Vec<(TableHandle, Change)> {
         let undone = self.changes.drain(at..).collect();
         self.index.clear();
         for (i, (shared, change)) in self.changes.iter().enumerate() {

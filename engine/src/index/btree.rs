@@ -757,17 +757,20 @@ impl BTree {
     pub fn verify(&self) -> Result<Vec<(Vec<u8>, u64)>, String> {
         let mut out = Vec::new();
         if self.state.root == 0 {
+            self.verify_pages(&[])?;
             return Ok(out);
         }
         let mut leaves = Vec::new();
+        let mut nodes = Vec::new();
         self.verify_node(
             self.state.root,
             self.state.height - 1,
             None,
             None,
-            &mut leaves,
+            (&mut leaves, &mut nodes),
             0,
         )?;
+        self.verify_pages(&nodes)?;
         let mut prev_page = 0;
         for (i, &page) in leaves.iter().enumerate() {
             let node = self.load(page).map_err(|e| e.to_string())?;
@@ -803,12 +806,18 @@ impl BTree {
         level: u32,
         lo: Option<&[u8]>,
         hi: Option<&[u8]>,
-        leaves: &mut Vec<u64>,
+        (leaves, nodes): (&mut Vec<u64>, &mut Vec<u64>),
         depth: u32,
     ) -> Result<(), String> {
         if depth > 64 {
             return Err(format!("page {page}: tree deeper than 64 levels"));
         }
+        if nodes.len() as u64 >= self.file.page_count() {
+            return Err(format!(
+                "page {page}: the tree reaches more pages than the file holds"
+            ));
+        }
+        nodes.push(page);
         let node = self.load(page).map_err(|e| e.to_string())?;
         if u32::from(node.level) != level {
             return Err(format!(
@@ -852,13 +861,65 @@ impl BTree {
                 level - 1,
                 bound.as_deref(),
                 Some(sep),
-                leaves,
+                (&mut *leaves, &mut *nodes),
                 depth + 1,
             )?;
             bound = Some(sep.clone());
             child = *next;
         }
-        self.verify_node(child, level - 1, bound.as_deref(), hi, leaves, depth + 1)
+        self.verify_node(
+            child,
+            level - 1,
+            bound.as_deref(),
+            hi,
+            (leaves, nodes),
+            depth + 1,
+        )
+    }
+
+    /// Every page but the header is a node of the tree (`nodes`, each reached
+    /// once) or on the free list, never both; the free list holds
+    /// `free_pages` free pages and no loop.
+    fn verify_pages(&self, nodes: &[u64]) -> Result<(), String> {
+        let count = self.file.page_count();
+        let mut owner = vec![0u8; count as usize];
+        for &n in nodes {
+            match owner.get_mut(n as usize) {
+                Some(o) if n > 0 && *o == 0 => *o = 1,
+                Some(_) if n > 0 => return Err(format!("page {n}: reached twice in the tree")),
+                _ => return Err(format!("page {n}: a tree page outside the file")),
+            }
+        }
+        let mut free = 0u64;
+        let mut no = self.state.free_head;
+        while no != 0 {
+            match owner.get(no as usize) {
+                None => return Err(format!("page {no}: the free list points outside the file")),
+                Some(1) => return Err(format!("page {no}: both free and a node of the tree")),
+                Some(2) => return Err(format!("page {no}: the free list loops")),
+                _ => {}
+            }
+            owner[no as usize] = 2;
+            free += 1;
+            let p = self.file.read(no).map_err(|e| e.to_string())?;
+            if PageType::from_byte(layout::page_type(&p)) != Some(PageType::Free) {
+                return Err(format!("page {no}: on the free list but not a free page"));
+            }
+            no = get_u64(&p, PAGE_HEADER);
+        }
+        if free != self.state.free_pages {
+            return Err(format!(
+                "the free list holds {free} pages, the header says {}",
+                self.state.free_pages
+            ));
+        }
+        if let Some(lost) = (1..count).find(|&p| owner[p as usize] == 0) {
+            let n = (1..count).filter(|&p| owner[p as usize] == 0).count();
+            return Err(format!(
+                "page {lost}: neither in the tree nor on the free list ({n} such pages lost)"
+            ));
+        }
+        Ok(())
     }
 
     /// Entries from `pos` onwards while `keep(key)` holds, counted without

@@ -97,6 +97,9 @@ impl Index {
             incarnation: rand::random(),
         };
         idx.write_header(0)?;
+        // The file's name must outlive a power cut once the table's header
+        // names it (or the log holds its pages).
+        storage.sync_dir(root).map_err(|e| Error::io(root, e))?;
         Ok(idx)
     }
 

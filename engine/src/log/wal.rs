@@ -110,6 +110,9 @@ impl Wal {
         storage
             .create_dir_all(&dir)
             .map_err(|e| Error::io(&dir, e))?;
+        // The log directory's own entry: a rootpath copied or moved without
+        // it would otherwise lose it, with every commit in it, at a power cut.
+        storage.sync_dir(root).map_err(|e| Error::io(root, e))?;
         let seq = last_seq + 1;
         let path = dir.join(segment_name(seq));
         let file = storage

@@ -295,6 +295,17 @@ impl PageFile {
 
     /// Opens page `page_no` for writing; it becomes dirty.
     pub fn write(&self, page_no: u64) -> Result<PageMut> {
+        self.write_page(page_no, true)
+    }
+
+    /// Holds page `page_no` for writing without reading it from disk (the
+    /// caller overwrites it whole: what the disk holds may be unreadable). A
+    /// page not cached starts as zeros.
+    pub fn write_fresh(&self, page_no: u64) -> Result<PageMut> {
+        self.write_page(page_no, false)
+    }
+
+    fn write_page(&self, page_no: u64, load: bool) -> Result<PageMut> {
         self.check_writable()?;
         self.check_range(page_no)?;
         loop {
@@ -307,7 +318,9 @@ impl PageFile {
                     (frame, guard)
                 }
                 Lookup::Load(frame, mut guard) => {
-                    if let Err(e) = self.load(page_no, &mut guard) {
+                    if !load {
+                        guard.fill(0);
+                    } else if let Err(e) = self.load(page_no, &mut guard) {
                         frame.state.store(FAILED, Ordering::Release);
                         self.pool.forget(&frame);
                         return Err(e);
@@ -425,6 +438,24 @@ impl PageFile {
         let _grow = self.grow.lock();
         self.pool.evict_file(self.shared.id);
         self.shared.dirty.lock().clear();
+        self.shared
+            .file
+            .set_len(pages * self.shared.page_size as u64)
+            .map_err(|e| Error::io(&self.shared.path, e))?;
+        self.pages.store(pages, Ordering::Release);
+        Ok(())
+    }
+
+    /// Cuts the file back to its first `pages` pages, discarding the cached
+    /// pages beyond (what a failed commit allocated: nothing refers to them).
+    pub fn shrink_to(&self, pages: u64) -> Result<()> {
+        let _grow = self.grow.lock();
+        if pages >= self.page_count() {
+            return Ok(());
+        }
+        self.pool.evict_pages_from(self.shared.id, pages);
+        self.shared.dirty.lock().retain(|&p| p < pages);
+        self.logged.lock().retain(|&p| p < pages);
         self.shared
             .file
             .set_len(pages * self.shared.page_size as u64)

@@ -225,11 +225,17 @@ impl BufferPool {
     /// Removes every frame of a file (which must have been flushed or is being
     /// discarded on purpose).
     pub(super) fn evict_file(&self, file_id: u64) {
+        self.evict_pages_from(file_id, 0);
+    }
+
+    /// Removes the frames of a file's pages from `first` on (pages being cut
+    /// off the file; their changes are discarded on purpose).
+    pub(super) fn evict_pages_from(&self, file_id: u64, first: u64) {
         let mut inner = self.inner.lock();
         let keys: Vec<(u64, u64)> = inner
             .map
             .keys()
-            .filter(|k| k.0 == file_id)
+            .filter(|k| k.0 == file_id && k.1 >= first)
             .copied()
             .collect();
         for key in keys {

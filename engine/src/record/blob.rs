@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 use crate::page::layout::{self, get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 use crate::page::{PageFile, PageType, PAGE_HEADER};
 
+mod audit;
+
 const MAGIC: &[u8; 8] = b"RAIZBLB\0";
 const VERSION: u32 = 1;
 const HDR_FREE: usize = PAGE_HEADER + 16;
@@ -253,9 +255,10 @@ impl BlobStore {
         for no in candidates {
             let mut p = self.file.write(no)?;
             if let Some(slot) = self.place(&mut p, no, data, flags)? {
+                drop(p);
                 if no != st.fill {
                     st.reusable.retain(|&r| r != no);
-                    st.fill = no;
+                    self.set_fill(st, no)?;
                 }
                 return Ok(no << 16 | slot as u64);
             }
@@ -269,8 +272,27 @@ impl BlobStore {
         let slot = self
             .place(&mut p, no, data, flags)?
             .ok_or_else(|| self.corrupt(no, "fresh page cannot hold a blob"))?;
-        st.fill = no;
+        drop(p);
+        self.set_fill(st, no)?;
         Ok(no << 16 | slot as u64)
+    }
+
+    /// Makes `no` the fill page. The page it replaces goes on the free list if
+    /// all its blobs were freed while it was the fill page (an empty slotted
+    /// page is never left off the free list).
+    fn set_fill(&self, st: &mut State, no: u64) -> Result<()> {
+        let old = std::mem::replace(&mut st.fill, no);
+        if old != 0 && old != no {
+            let empty = {
+                let p = self.file.read(old)?;
+                PageType::from_byte(layout::page_type(&p)) == Some(PageType::Blobs)
+                    && get_u16(&p[PAGE_HEADER..], 4) == 0
+            };
+            if empty {
+                self.release_page(st, old)?;
+            }
+        }
+        Ok(())
     }
 
     /// Puts `data` into a slotted page if it fits (compacting the page if that

@@ -118,6 +118,14 @@ impl SlotMap {
         Ok(())
     }
 
+    /// Formats record page `page` anew, every slot empty (its content could
+    /// not be read; what it held is lost).
+    pub fn reset_page(&self, file: &PageFile, page: u64) -> Result<()> {
+        let mut p = file.write_fresh(page)?;
+        crate::page::layout::format(&mut p, PageType::Records);
+        Ok(())
+    }
+
     /// Records the file has room for (whole record pages times slots).
     pub fn capacity(&self, file: &PageFile) -> u64 {
         file.page_count().saturating_sub(FIRST_RECORD_PAGE) * self.per_page

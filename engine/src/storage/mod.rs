@@ -6,9 +6,11 @@
 //! - [`FileStorage`]: real files through `std::fs` (the only place the engine touches
 //!   the file system);
 //! - [`MemoryStorage`]: files held in memory, for tests and temporary work;
-//! - [`FaultStorage`]: memory files that remember what was synced, so a test can
-//!   simulate a power cut (unsynced writes dropped or torn), a failing `fsync` or a
-//!   full disk, on command or at a seeded random point.
+//! - [`FaultStorage`]: memory files that remember what was synced (file contents
+//!   by `sync`, directory entries by `sync_dir`), so a test can simulate a power cut
+//!   (unsynced writes dropped or torn, unsynced creates, renames and removes
+//!   undone), a failing `fsync` or a full disk, on command or at a seeded random
+//!   point.
 //!
 //! # Contract
 //!
@@ -19,8 +21,14 @@
 //!   returns `Ok`.
 //! - `sync` makes every write that returned before it durable. If it fails, the
 //!   state of the unsynced writes is unknown; callers must not retry and trust it.
-//! - Namespace operations (create, remove, rename) are durable once `sync_dir`
-//!   of the parent returns.
+//! - Namespace operations (creating a file, `remove`, `rename`, the directories
+//!   `create_dir_all` makes, `remove_dir_all`) are *not durable* until a later
+//!   `sync_dir` of the directory holding the changed entry returns `Ok`: the file's
+//!   directory, or for a directory its parent (for a rename between directories,
+//!   both). A file in a new directory survives a crash only once the directory's
+//!   own entry is durable too, so after `create_dir_all` sync each new directory's
+//!   parent. A rename within one directory is atomic. If `sync_dir` fails, the
+//!   state of those operations is unknown, as for `sync`.
 //! - A full device is reported as [`std::io::ErrorKind::StorageFull`] (or `ENOSPC`).
 
 mod fault;

@@ -25,7 +25,8 @@ pub(crate) struct Undo {
     body: HeaderBody,
     trees: Vec<TreeState>,
     blobs: Option<(u64, u64, usize)>,
-    reserved: u64,
+    /// Page counts of the files: pages a failed commit allocated are cut off.
+    pages: Vec<(Which, u64)>,
 }
 
 /// Which file of the table a captured page belongs to.
@@ -99,7 +100,8 @@ impl TableCore {
     }
 
     /// Snapshots the counters and starts capturing changed pages.
-    pub fn begin_commit(&self) -> Undo {
+    pub fn begin_commit(&mut self) -> Undo {
+        self.reserved.begin();
         for (_, f) in self.files() {
             f.begin_capture();
         }
@@ -110,7 +112,11 @@ impl TableCore {
                 let (free, fill) = b.free_and_fill();
                 (free, fill, b.retired())
             }),
-            reserved: self.reserved,
+            pages: self
+                .files()
+                .into_iter()
+                .map(|(w, f)| (w, f.page_count()))
+                .collect(),
         }
     }
 
@@ -120,7 +126,9 @@ impl TableCore {
         match c {
             Change::Append { recno: 0, values } => self.append(values),
             Change::Append { recno, values } => {
-                self.append_at(*recno, values, false).map(|()| *recno)
+                self.append_at(*recno, values, false)?;
+                self.reserved.settle(*recno);
+                Ok(*recno)
             }
             Change::Update { recno, values } => self.update(*recno, values).map(|()| *recno),
             Change::SetDeleted { recno, deleted } => {
@@ -128,7 +136,9 @@ impl TableCore {
             }
             Change::Blank { recno } => {
                 let blank = self.schema.empty_record();
-                self.append_at(*recno, &blank, true).map(|()| *recno)
+                self.append_at(*recno, &blank, true)?;
+                self.reserved.settle(*recno);
+                Ok(*recno)
             }
         }
     }
@@ -151,6 +161,7 @@ impl TableCore {
             record_count: self.body.record_count,
             deleted_count: self.body.deleted_count,
             serial_next: self.body.serial.map(|s| s.next),
+            filled_to: self.reserved.filled_to(self.body.record_count),
             blobs: self.blobs.as_ref().map(|b| {
                 let (free, fill) = b.free_and_fill();
                 (self.file_ref(Which::Blobs), free, fill)
@@ -256,6 +267,14 @@ impl TableCore {
             b.set_free_and_fill(free, fill);
             b.truncate_retired(retired);
         }
-        self.reserved = undo.reserved;
+        self.reserved.undo();
+        for (w, pages) in undo.pages {
+            let f = self.file(w);
+            if f.page_count() > pages {
+                if let Err(e) = f.shrink_to(pages) {
+                    tracing::error!(table = %self.name, file = %f.path().display(), error = %e, "could not give back the pages of a failed commit");
+                }
+            }
+        }
     }
 }

@@ -93,8 +93,12 @@ pub struct OpenReport {
     pub header_repaired: bool,
     /// Slots lost in a crash, restored as deleted blank records.
     pub lost_slots: u64,
-    /// Variable records whose body could not be read back.
+    /// Records that could not be read back in full (a damaged body or memo),
+    /// kept as deleted blank records.
     pub unreadable: u64,
+    /// Data pages that could not be read, whose slots became deleted blank
+    /// records.
+    pub damaged_pages: u64,
     /// Indexes rebuilt (missing, stale, damaged, or after an unclean close).
     pub indexes_rebuilt: u64,
 }
@@ -123,8 +127,8 @@ pub(crate) struct TableCore {
     pub schema: Arc<Schema>,
     pub(super) marked_dirty: bool,
     pub(super) env: Env,
-    /// Highest recno reserved by an open transaction's append.
-    pub(crate) reserved: u64,
+    /// Recnos reserved by open transactions' appends.
+    pub(crate) reserved: super::reserve::Reservations,
 }
 
 impl TableCore {
@@ -194,6 +198,7 @@ impl TableCore {
             sync_stamp: 1,
             clean: true,
             stats: RepairStats::default(),
+            filled_to: 0,
         })
     }
 
@@ -343,7 +348,7 @@ impl TableCore {
             indexes: Vec::new(),
             marked_dirty: false,
             env: env.clone(),
-            reserved: 0,
+            reserved: Default::default(),
         };
         // A header read from the older copy may be a generation behind: its
         // counters are rebuilt from the slots as after an unclean close.
@@ -537,65 +542,8 @@ impl TableCore {
             })
     }
 
-    /// Recounts records after an unclean close and restores lost slots.
-    fn verify(&mut self, report: &mut OpenReport) -> Result<()> {
-        tracing::warn!(table = %self.name, "table was not closed cleanly; verifying");
-        report.verified = true;
-        self.body.stats.unclean_opens += 1;
-        let capacity = self.slots.capacity(&self.data);
-        let mut last = 0;
-        let mut deleted = 0;
-        let mut empty = Vec::new();
-        for recno in 1..=capacity {
-            match self.slots.status(&self.data, recno)? {
-                SlotStatus::Empty => empty.push(recno),
-                SlotStatus::Deleted => {
-                    deleted += 1;
-                    last = recno;
-                }
-                SlotStatus::Live => last = recno,
-            }
-        }
-        empty.retain(|&r| r < last);
-        self.body.record_count = last;
-        self.marked_dirty = true;
-        for &recno in &empty {
-            let blank = self.schema.empty_record();
-            let slot = self.store_body(recno, &blank)?;
-            self.slots
-                .write(&self.data, recno, SlotStatus::Deleted, &slot)?;
-            deleted += 1;
-        }
-        if !empty.is_empty() {
-            tracing::warn!(table = %self.name, lost = empty.len(), "record slots lost in a crash restored as deleted blank records");
-        }
-        self.body.stats.lost_slots_restored += empty.len() as u64;
-        report.lost_slots = empty.len() as u64;
-        self.body.deleted_count = deleted;
-        let check_bodies = self.body.format == RecordFormat::Variable;
-        if check_bodies || self.body.serial.is_some() {
-            for recno in 1..=last {
-                match self.read(recno) {
-                    Ok(rec) => {
-                        if let Some(s) = &mut self.body.serial {
-                            if let Value::Int64(v) = rec.values()[usize::from(s.field)] {
-                                s.next = s.next.max(v.max(0) as u64 + 1);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(table = %self.name, recno, error = %e, "record unreadable after crash");
-                        report.unreadable += 1;
-                    }
-                }
-            }
-        }
-        self.body.sync_stamp += 1;
-        tracing::info!(table = %self.name, records = last, deleted, "verification done");
-        Ok(())
-    }
-
     pub(super) fn persist_header(&mut self) -> Result<()> {
+        self.body.filled_to = self.reserved.filled_to(self.body.record_count);
         self.generation += 1;
         header::write(&self.data, &self.body, self.generation)?;
         self.data.sync()

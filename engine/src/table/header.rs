@@ -26,8 +26,10 @@ use crate::storage::StorageFile;
 
 /// Magic bytes of a data file.
 pub const MAGIC: &[u8; 8] = b"RAIZDAT\0";
-/// The data file format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The data file format this build writes. Version 1 (no `filled_to`) is
+/// still read: such a header says nothing of reserved recnos, so its table is
+/// scanned for them once, at its first open.
+pub const FORMAT_VERSION: u32 = 2;
 const BODY: usize = PAGE_HEADER + 28;
 
 /// An index bound to the table: registered here so it can never be forgotten.
@@ -102,6 +104,57 @@ pub struct HeaderBody {
     pub clean: bool,
     /// Repair counters.
     pub stats: RepairStats,
+    /// Every slot `1..=filled_to` holds a record (live or deleted). Slots above
+    /// it, up to `record_count`, may be empty: recnos reserved by transactions
+    /// still open when this header was written. A crash ends those
+    /// transactions, so opening the table turns such empty slots into deleted
+    /// blank records, as a rollback does.
+    pub filled_to: u64,
+}
+
+/// A version-1 header body: [`HeaderBody`] without `filled_to`.
+#[derive(Deserialize)]
+struct HeaderBodyV1 {
+    file_id: u128,
+    table: String,
+    path: String,
+    created_at: u64,
+    schema: Schema,
+    format: RecordFormat,
+    durability: Durability,
+    indexes: Vec<IndexBinding>,
+    blob_file: Option<String>,
+    file_gen: u32,
+    serial: Option<SerialState>,
+    record_count: u64,
+    deleted_count: u64,
+    sync_stamp: u64,
+    clean: bool,
+    stats: RepairStats,
+}
+
+impl From<HeaderBodyV1> for HeaderBody {
+    fn from(v: HeaderBodyV1) -> HeaderBody {
+        HeaderBody {
+            file_id: v.file_id,
+            table: v.table,
+            path: v.path,
+            created_at: v.created_at,
+            schema: v.schema,
+            format: v.format,
+            durability: v.durability,
+            indexes: v.indexes,
+            blob_file: v.blob_file,
+            file_gen: v.file_gen,
+            serial: v.serial,
+            record_count: v.record_count,
+            deleted_count: v.deleted_count,
+            sync_stamp: v.sync_stamp,
+            clean: v.clean,
+            stats: v.stats,
+            filled_to: 0,
+        }
+    }
 }
 
 /// A header read from disk, and which copy it came from.
@@ -176,7 +229,7 @@ fn read_copy(file: &dyn StorageFile, path: &Path, page_no: u64, page_size: u32) 
         });
     }
     let version = get_u32(&page, PAGE_HEADER + 8);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != 1 {
         return Copy::Bad(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -199,7 +252,13 @@ fn read_copy(file: &dyn StorageFile, path: &Path, page_no: u64, page_size: u32) 
             "header body longer than its page",
         ));
     }
-    match postcard::from_bytes::<HeaderBody>(&page[BODY..BODY + len]) {
+    let bytes = &page[BODY..BODY + len];
+    let decoded = if version == 1 {
+        postcard::from_bytes::<HeaderBodyV1>(bytes).map(HeaderBody::from)
+    } else {
+        postcard::from_bytes::<HeaderBody>(bytes)
+    };
+    match decoded {
         Ok(body) => Copy::Good(generation, body),
         Err(e) => Copy::Bad(bad_header(
             path,

@@ -12,31 +12,12 @@ use std::cell::Cell;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::index::{describe_key, Index, IndexDef, KeySpec};
+use crate::index::{Index, IndexDef, KeySpec};
 use crate::schema::{Date, Decimal, FieldType, Memo, Schema, Value};
 
 use super::core::{blob_name, index_name, needs_blobs, TableCore, TablePaths};
 use super::header::IndexBinding;
 use super::TableOptions;
-
-/// What `check` found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CheckReport {
-    /// Records read.
-    pub records: u64,
-    /// Indexes checked.
-    pub indexes: usize,
-    /// Problems, each naming the file, page, record or key concerned (at most
-    /// the limit asked for).
-    pub problems: Vec<String>,
-}
-
-impl CheckReport {
-    /// True when nothing was wrong.
-    pub fn is_ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
 
 /// What a rewrite did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -122,100 +103,6 @@ impl TableCore {
             .map_err(|e| Error::io(&path, e))?;
         tracing::info!(table = %self.name, index = %binding.name, "index dropped");
         Ok(())
-    }
-
-    /// Checks every record and index; stops collecting after `limit` problems.
-    pub fn check(&self, limit: usize) -> Result<CheckReport> {
-        let mut report = CheckReport {
-            records: self.body.record_count,
-            indexes: self.indexes.len(),
-            problems: Vec::new(),
-        };
-        let mut deleted = 0;
-        for r in 1..=self.body.record_count {
-            match self.read(r) {
-                Ok(rec) => deleted += u64::from(rec.is_deleted()),
-                Err(e) => report.problems.push(format!("record {r}: {e}")),
-            }
-            if report.problems.len() >= limit {
-                return Ok(report);
-            }
-        }
-        if deleted != self.body.deleted_count && report.problems.is_empty() {
-            report.problems.push(format!(
-                "{}: header counts {} deleted records, the slots hold {deleted}",
-                self.data.path().display(),
-                self.body.deleted_count
-            ));
-        }
-        for i in 0..self.indexes.len() {
-            let left = limit.saturating_sub(report.problems.len());
-            report.problems.extend(self.check_index(i, left)?);
-            if report.problems.len() >= limit {
-                break;
-            }
-        }
-        Ok(report)
-    }
-
-    /// Checks one index: its tree's invariants, then exactly one entry per record
-    /// it admits, each pointing to a record with that key.
-    pub(super) fn check_index(&self, i: usize, limit: usize) -> Result<Vec<String>> {
-        let idx = &self.indexes[i];
-        let file = idx.path();
-        let name = idx.name();
-        let mut problems = Vec::new();
-        let entries = match idx.tree.verify() {
-            Ok(e) => e,
-            Err(msg) => return Ok(vec![format!("index {name} ({}): {msg}", file.display())]),
-        };
-        let mut expected = Vec::new();
-        for r in 1..=self.body.record_count {
-            if let Ok(rec) = self.read(r) {
-                if let Some(k) = idx.entry_key(rec.values(), r, rec.is_deleted()) {
-                    expected.push((k, r));
-                }
-            }
-        }
-        expected.sort_unstable();
-        let (mut a, mut b) = (0, 0);
-        while (a < entries.len() || b < expected.len()) && problems.len() < limit {
-            match (entries.get(a), expected.get(b)) {
-                (Some(got), Some(want)) if got.0 == want.0 => {
-                    if got.1 != want.1 {
-                        problems.push(format!(
-                            "index {name} ({}): key {} points to record {}, expected {}",
-                            file.display(),
-                            describe_key(&got.0),
-                            got.1,
-                            want.1
-                        ));
-                    }
-                    a += 1;
-                    b += 1;
-                }
-                (Some(got), w) if w.is_none_or(|want| got.0 < want.0) => {
-                    problems.push(format!(
-                        "index {name} ({}): entry {} for record {} matches no record",
-                        file.display(),
-                        describe_key(&got.0),
-                        got.1
-                    ));
-                    a += 1;
-                }
-                (_, Some(want)) => {
-                    problems.push(format!(
-                        "index {name} ({}): no entry for record {} (key {})",
-                        file.display(),
-                        want.1,
-                        describe_key(&want.0)
-                    ));
-                    b += 1;
-                }
-                _ => break,
-            }
-        }
-        Ok(problems)
     }
 
     /// Re-creates every index from the data, and recovers what the data pages

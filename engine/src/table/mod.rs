@@ -1,10 +1,13 @@
 //! Tables: the self-describing header, an open table's reads, writes, commits and
 //! maintenance. The handle sessions use is [`crate::Table`].
 
+mod check;
 mod commit;
 mod core;
 pub mod header;
 mod maint;
+mod reserve;
+mod verify;
 mod write;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +15,8 @@ use serde::{Deserialize, Serialize};
 pub use self::core::OpenReport;
 pub use header::{IndexBinding, RepairStats};
 
-pub use maint::{CheckReport, RewriteReport};
+pub use check::CheckReport;
+pub use maint::RewriteReport;
 
 pub(crate) use commit::{Captured, Undo};
 

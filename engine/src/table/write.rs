@@ -9,7 +9,11 @@
 //! 4. change the index entries — undone on failure;
 //! 5. write the record's slot.
 //!
-//! Blobs the write replaced are retired, not freed (see `BlobStore::retire`).
+//! Blobs an update replaced: in a logged table they are freed in the same
+//! commit (the log makes the new slot and the freed space durable together, so
+//! every change to the blob free list is part of the commit that caused it); in
+//! an unlogged table they are retired, not freed, until the data file's new
+//! slots are synced (see `BlobStore::retire`).
 
 use crate::error::{Error, Result};
 use crate::index::describe_key;
@@ -208,13 +212,30 @@ impl TableCore {
         Ok((out, written, replaced))
     }
 
-    /// Schedules replaced blobs to be freed after the next sync of the data file.
-    fn retire_all(&self, blobs: &[u64]) {
-        if let Some(store) = &self.blobs {
-            for &b in blobs {
+    /// Gives back the blobs an update replaced: freed now in a logged table
+    /// (inside the commit, which the caller undoes whole if this fails);
+    /// retired until the next sync of the data file in an unlogged one.
+    fn replaced(&self, blobs: &[u64]) -> Result<()> {
+        let Some(store) = &self.blobs else {
+            return Ok(());
+        };
+        let logged = self.is_logged() && self.env_has_wal();
+        for &b in blobs {
+            if logged {
+                match store.free(b) {
+                    Ok(()) => {}
+                    // The old value was unreadable already: its space leaks
+                    // (until rebuild) rather than the update being refused.
+                    Err(e) if e.is_corruption() => {
+                        tracing::warn!(table = %self.name, blob = b, error = %e, "replaced blob is damaged; not freed");
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
                 store.retire(b);
             }
         }
+        Ok(())
     }
 
     /// Frees blobs nothing durable points to (a failed write's new blobs).
@@ -259,14 +280,12 @@ impl TableCore {
 
     /// The recno the next append takes.
     pub fn next_recno(&self) -> u64 {
-        self.body.record_count.max(self.reserved) + 1
+        self.reserved.next(self.body.record_count)
     }
 
     /// Reserves a recno for a transaction's append (filled at its commit).
     pub fn reserve_recno(&mut self) -> u64 {
-        let r = self.next_recno();
-        self.reserved = r;
-        r
+        self.reserved.reserve(self.body.record_count)
     }
 
     /// Appends a record; returns its recno. A serial field is filled by the engine.
@@ -379,11 +398,11 @@ impl TableCore {
             self.free_all(&written);
             return Err(e);
         }
+        let mut old_blobs = replaced;
         if self.body.format == RecordFormat::Variable {
-            self.retire_all(&[var_slot(&old_slot).0]);
+            old_blobs.push(var_slot(&old_slot).0);
         }
-        self.retire_all(&replaced);
-        Ok(())
+        self.replaced(&old_blobs)
     }
 
     /// Sets `recno`'s deleted flag. Returns false when it already had that state.

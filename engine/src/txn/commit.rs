@@ -16,14 +16,16 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::log::record::Entry;
+use crate::log::Wal;
+use crate::table::{Captured, TableCore, Undo};
 
-use super::{Change, Runtime, TableShared};
+use super::{Change, Runtime, TableHandle, TableShared};
 
 /// Applies `changes` atomically (for logged tables) and durably (unless
 /// `delayed`). Returns the recno of each change, in order (appends with recno
 /// 0 get theirs here).
 pub(crate) fn commit(
-    changes: &[(Arc<TableShared>, Change)],
+    changes: &[(TableHandle, Change)],
     txn: u64,
     delayed: bool,
 ) -> Result<Vec<u64>> {
@@ -33,7 +35,7 @@ pub(crate) fn commit(
     let mut tables: Vec<Arc<TableShared>> = Vec::new();
     for (t, _) in changes {
         if !tables.iter().any(|x| Arc::ptr_eq(x, t)) {
-            tables.push(t.clone());
+            tables.push(Arc::clone(t));
         }
     }
     tables.sort_by(|a, b| {
@@ -46,26 +48,64 @@ pub(crate) fn commit(
         }
     }
     let gates: Vec<_> = runtimes.iter().map(|r| r.gate.read()).collect();
-    let mut cores: Vec<_> = tables.iter().map(|t| t.core.write()).collect();
-    let slot = |t: &Arc<TableShared>| {
-        tables
-            .iter()
-            .position(|x| Arc::ptr_eq(x, t))
-            .expect("collected above")
-    };
+    let mut guards: Vec<_> = tables.iter().map(|t| t.core.write()).collect();
+    let located: Vec<(usize, &Change)> = changes
+        .iter()
+        .map(|(t, c)| {
+            let i = tables
+                .iter()
+                .position(|x| Arc::ptr_eq(x, t))
+                .expect("collected above");
+            (i, c)
+        })
+        .collect();
+    let mut cores: Vec<&mut TableCore> = guards.iter_mut().map(|g| &mut **g).collect();
+    let (recnos, logged) = apply_locked(&mut cores, &located, txn)?;
+    drop(cores);
+    drop(guards);
+    drop(gates);
+    if let Some((w, lsn)) = logged {
+        if !delayed {
+            w.flush_to(lsn)?;
+        }
+        for rt in &runtimes {
+            if rt.wal.as_ref().is_some_and(|rw| Arc::ptr_eq(rw, &w)) {
+                // The commit is durable: a failing checkpoint must not report it
+                // as failed. (The checkpoint poisoned the log; later writes say so.)
+                if let Err(e) = super::maybe_checkpoint(rt) {
+                    tracing::error!(error = %e, "checkpoint after a commit failed");
+                }
+            }
+        }
+    }
+    Ok(recnos)
+}
+
+/// Where a commit's frames end in the log: durable once the log is synced
+/// up to this LSN.
+pub(crate) type LogEnd = (Arc<Wal>, u64);
+
+/// Applies `changes` (each naming its table by position in `cores`) to tables
+/// the caller has write-locked, under the commit gate the caller holds shared.
+/// Logged tables' part is written to the log (not yet synced): returns the
+/// recnos, and the log and LSN to make durable when logged tables took part.
+pub(crate) fn apply_locked(
+    cores: &mut [&mut TableCore],
+    changes: &[(usize, &Change)],
+    txn: u64,
+) -> Result<(Vec<u64>, Option<LogEnd>)> {
     let logged: Vec<bool> = cores
         .iter()
         .map(|c| c.is_logged() && c.env_has_wal())
         .collect();
-    let mut undos: Vec<Option<crate::table::Undo>> = cores
-        .iter()
+    let mut undos: Vec<Option<Undo>> = cores
+        .iter_mut()
         .zip(&logged)
         .map(|(c, &l)| l.then(|| c.begin_commit()))
         .collect();
     let mut recnos = vec![0u64; changes.len()];
     let mut failed = None;
-    for (n, (t, c)) in changes.iter().enumerate() {
-        let i = slot(t);
+    for (n, &(i, c)) in changes.iter().enumerate() {
         if !logged[i] {
             continue;
         }
@@ -77,14 +117,14 @@ pub(crate) fn commit(
             }
         }
     }
-    let captured: Vec<Option<crate::table::Captured>> = cores
+    let captured: Vec<Option<Captured>> = cores
         .iter()
         .zip(&logged)
         .map(|(c, &l)| l.then(|| c.end_commit()))
         .collect();
-    let abort = |cores: &mut Vec<parking_lot::RwLockWriteGuard<'_, crate::table::TableCore>>,
-                 captured: Vec<Option<crate::table::Captured>>,
-                 undos: &mut Vec<Option<crate::table::Undo>>| {
+    let abort = |cores: &mut [&mut TableCore],
+                 captured: Vec<Option<Captured>>,
+                 undos: &mut Vec<Option<Undo>>| {
         for (i, cap) in captured.into_iter().enumerate() {
             if let (Some(cap), Some(undo)) = (cap, undos[i].take()) {
                 cores[i].abort_commit(cap, undo);
@@ -92,10 +132,9 @@ pub(crate) fn commit(
         }
     };
     if let Some(e) = failed {
-        abort(&mut cores, captured, &mut undos);
+        abort(cores, captured, &mut undos);
         return Err(e);
     }
-    let mut lsn = 0;
     let mut wal = None;
     if logged.iter().any(|&l| l) {
         let mut entries: Vec<Entry> = Vec::new();
@@ -114,6 +153,7 @@ pub(crate) fn commit(
         let w = cores[logged.iter().position(|&l| l).expect("some logged")]
             .wal()
             .expect("logged tables have a log");
+        let mut lsn = 0;
         if error.is_none() {
             entries.push(Entry::Commit { txn });
             match w.append(&entries) {
@@ -122,7 +162,7 @@ pub(crate) fn commit(
             }
         }
         if let Some(e) = error {
-            abort(&mut cores, captured, &mut undos);
+            abort(cores, captured, &mut undos);
             return Err(e);
         }
         for (i, cap) in captured.iter().enumerate() {
@@ -130,30 +170,18 @@ pub(crate) fn commit(
                 cores[i].release_commit(cap, lsn);
             }
         }
-        wal = Some(w);
+        wal = Some((w, lsn));
     }
     // Unlogged tables: applied now that the logged part is in.
-    for (n, (t, c)) in changes.iter().enumerate() {
-        let i = slot(t);
+    for (i, core) in cores.iter_mut().enumerate() {
+        if !logged[i] {
+            core.reserved.begin();
+        }
+    }
+    for (n, &(i, c)) in changes.iter().enumerate() {
         if !logged[i] {
             recnos[n] = cores[i].apply_change(c)?;
         }
     }
-    drop(cores);
-    drop(gates);
-    if let Some(w) = wal {
-        if !delayed {
-            w.flush_to(lsn)?;
-        }
-        for rt in &runtimes {
-            if rt.wal.as_ref().is_some_and(|rw| Arc::ptr_eq(rw, &w)) {
-                // The commit is durable: a failing checkpoint must not report it
-                // as failed. (The checkpoint poisoned the log; later writes say so.)
-                if let Err(e) = super::maybe_checkpoint(rt) {
-                    tracing::error!(error = %e, "checkpoint after a commit failed");
-                }
-            }
-        }
-    }
-    Ok(recnos)
+    Ok((recnos, wal))
 }

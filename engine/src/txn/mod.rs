@@ -8,10 +8,10 @@
 
 pub mod commit;
 pub mod locks;
+pub mod registry;
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -21,6 +21,7 @@ use crate::schema::Value;
 use crate::table::TableCore;
 
 pub use locks::{LockInfo, LockKey, LockManager};
+pub(crate) use registry::{Registry, TableHandle};
 
 /// One change of a transaction, applied at commit.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,10 +95,11 @@ pub(crate) struct Runtime {
     pub wal: Option<Arc<Wal>>,
     /// Record, file and named locks.
     pub locks: LockManager,
-    /// Commits hold it shared; a checkpoint holds it exclusively.
+    /// Commits, table opens and closes hold it shared; a checkpoint holds it
+    /// exclusively.
     pub gate: RwLock<()>,
-    /// Open tables by name.
-    pub tables: Mutex<HashMap<String, Weak<TableShared>>>,
+    /// The open tables (see [`registry`]).
+    pub tables: Registry,
     /// Transaction ids.
     pub next_txn: AtomicU64,
     /// Log settings.
@@ -106,8 +108,8 @@ pub(crate) struct Runtime {
     pub last_checkpoint: Mutex<std::time::Instant>,
 }
 
-/// An open table shared by every handle on it. Closed cleanly when the last
-/// handle goes.
+/// An open table shared by every handle on it (see [`registry`]: one per table
+/// and process, closed when its last [`TableHandle`] goes).
 #[derive(Debug)]
 pub(crate) struct TableShared {
     /// The table.
@@ -116,32 +118,45 @@ pub(crate) struct TableShared {
     pub name: String,
     /// What the database's tables share.
     pub rt: Arc<Runtime>,
+    /// Handles on the table (counted by [`TableHandle`]).
+    pub handles: AtomicUsize,
     /// Keeps the database (and its owner lock) alive while the table is open.
     pub _keepalive: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 impl TableShared {
-    /// Flushes and marks the table cleanly closed.
-    pub fn close(&self) -> crate::Result<()> {
-        let _gate = self.rt.gate.read();
-        self.core.write().close()
+    /// A table just opened, not yet registered.
+    pub fn new(
+        core: TableCore,
+        rt: Arc<Runtime>,
+        keepalive: Arc<dyn std::any::Any + Send + Sync>,
+    ) -> TableShared {
+        TableShared {
+            name: core.name.clone(),
+            core: RwLock::new(core),
+            rt,
+            handles: AtomicUsize::new(0),
+            _keepalive: keepalive,
+        }
     }
-}
 
-impl Drop for TableShared {
-    fn drop(&mut self) {
-        let core = self.core.get_mut();
-        if let Err(e) = core.close() {
+    /// Flushes and marks the table cleanly closed (its registry entry is held
+    /// `Busy` and the gate shared by the caller). If that fails for a logged
+    /// table, its files may lag the log: the log refuses writes from then on,
+    /// so nothing builds on stale pages until the rootpath is reopened and
+    /// recovery brings the files up to date.
+    fn close_core(&self) -> crate::Result<()> {
+        let mut core = self.core.write();
+        let r = core.close();
+        if let Err(e) = &r {
             tracing::error!(table = %core.name, error = %e, "table not closed cleanly; it will be repaired at next open");
-            // Its files may now lag the log: reopening it in this process would
-            // build on stale pages. Refuse writes until the rootpath is reopened
-            // and recovery brings the files up to date.
             if core.is_logged() {
                 if let Some(w) = &self.rt.wal {
                     w.poison();
                 }
             }
         }
+        r
     }
 }
 
@@ -154,12 +169,9 @@ pub(crate) fn checkpoint(rt: &Runtime) -> crate::Result<()> {
     if let Some(wal) = &rt.wal {
         wal.flush()?;
     }
-    let open: Vec<Arc<TableShared>> = rt
-        .tables
-        .lock()
-        .values()
-        .filter_map(Weak::upgrade)
-        .collect();
+    // Plain references, not handles: a checkpoint never closes a table (the
+    // gate it holds keeps every listed table open until it is done).
+    let open: Vec<Arc<TableShared>> = rt.tables.open_tables();
     for t in &open {
         let mut core = t.core.write();
         if let Err(e) = core.flush() {

@@ -1,0 +1,120 @@
+//! Recnos reserved by open transactions.
+//!
+//! An append inside a transaction takes its recno at once (xBase code reads
+//! `recno()` right after an append) and stores the record at commit; a rollback
+//! stores a deleted blank record there instead, so recnos are dense and never
+//! reused. Meanwhile other sessions may commit higher recnos, so the slot of an
+//! open reservation can be an empty slot below `record_count`.
+//!
+//! Invariants:
+//! - Every recno up to `max(record_count, high)` is either committed (its slot
+//!   holds a live or deleted record) or in `open`.
+//! - [`Reservations::filled_to`] is below every open reservation, so every
+//!   slot up to it holds a record. Headers and logged counters carry it; after a
+//!   crash (which ends every transaction) the empty slots above it become
+//!   deleted blank records when the table is next opened.
+
+use std::collections::BTreeSet;
+
+/// Recnos reserved by open transactions on one table.
+#[derive(Debug, Default)]
+pub(crate) struct Reservations {
+    /// Highest recno ever reserved while the table has been open.
+    high: u64,
+    /// Reserved and not yet stored by a commit.
+    open: BTreeSet<u64>,
+    /// Settled by the commit under way (put back if it fails).
+    settled: Vec<u64>,
+}
+
+impl Reservations {
+    /// The recno the next append takes.
+    pub fn next(&self, record_count: u64) -> u64 {
+        record_count.max(self.high) + 1
+    }
+
+    /// Reserves the next recno.
+    pub fn reserve(&mut self, record_count: u64) -> u64 {
+        let r = self.next(record_count);
+        self.high = r;
+        self.open.insert(r);
+        r
+    }
+
+    /// True while `recno` is reserved and not yet stored.
+    pub fn is_open(&self, recno: u64) -> bool {
+        self.open.contains(&recno)
+    }
+
+    /// `recno` was stored (its append or its blank) by the commit under way.
+    pub fn settle(&mut self, recno: u64) {
+        if self.open.remove(&recno) {
+            self.settled.push(recno);
+        }
+    }
+
+    /// A commit starts.
+    pub fn begin(&mut self) {
+        self.settled.clear();
+    }
+
+    /// The commit under way failed: its reservations are open again.
+    pub fn undo(&mut self) {
+        self.open.extend(self.settled.drain(..));
+    }
+
+    /// Every recno up to this one holds a record.
+    pub fn filled_to(&self, record_count: u64) -> u64 {
+        match self.open.first() {
+            Some(&first) => record_count.min(first - 1),
+            None => record_count,
+        }
+    }
+}
+
+impl super::TableCore {
+    /// Empty slots at or below the record count, where the header allows them
+    /// (above `filled_to`): recnos whose transactions a crash ended. Filling
+    /// them with deleted blank records is the caller's (a logged commit).
+    pub(crate) fn unfilled(&self) -> crate::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for recno in self.body.filled_to + 1..=self.body.record_count {
+            if self.slots.status(&self.data, recno)? == crate::record::SlotStatus::Empty {
+                out.push(recno);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records in the header that every slot holds a record (after
+    /// [`Self::unfilled`] found none empty).
+    pub(crate) fn mark_filled(&mut self) -> crate::Result<()> {
+        if self.body.filled_to < self.body.record_count {
+            self.persist_header()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filled_to_stays_below_the_oldest_open_reservation() {
+        let mut r = Reservations::default();
+        assert_eq!(r.filled_to(10), 10);
+        let a = r.reserve(10);
+        assert_eq!(a, 11);
+        assert_eq!(r.filled_to(10), 10);
+        // Another session commits 12 past the open 11.
+        assert_eq!(r.next(10), 12);
+        assert_eq!(r.filled_to(12), 10);
+        r.begin();
+        r.settle(a);
+        assert_eq!(r.filled_to(12), 12);
+        r.undo();
+        assert!(r.is_open(a));
+        assert_eq!(r.filled_to(12), 10);
+    }
+}
