@@ -148,8 +148,8 @@ fn an_unclean_close_of_an_unlogged_table_rebuilds_every_index() {
     }
     // The process dies: the OS keeps its writes, the pool's dirty pages are lost.
     let after = storage.crash(CrashMode::KeepAll);
-    std::mem::forget(t);
-    std::mem::forget(db);
+    drop(t);
+    drop(db);
     let db = common::open_on(Arc::new(after), 128 << 10);
     let mut t = db.session().open_table("t").unwrap();
     let r = db.repairs();
@@ -205,8 +205,8 @@ fn a_crashed_logged_table_is_recovered_from_the_log_with_its_indexes() {
     // Power is cut: only what was synced survives, and every append was a
     // durable commit.
     let after = storage.crash(CrashMode::DropUnsynced);
-    std::mem::forget(t);
-    std::mem::forget(db);
+    drop(t);
+    drop(db);
     let db = common::open_on(Arc::new(after), 128 << 10);
     assert_eq!(db.recovery().commits, 500, "{:?}", db.recovery());
     let mut t = db.session().open_table("t").unwrap();

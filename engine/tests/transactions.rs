@@ -501,3 +501,59 @@ fn a_large_transaction_sees_its_own_changes_in_index_order() {
     o.set_order(Some("by_id")).unwrap();
     assert_eq!(scan(&mut o), expect(&model), "committed");
 }
+
+#[test]
+fn an_append_rolled_back_to_a_savepoint_is_a_deleted_blank_record_inside_the_transaction_too() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 10);
+    let s = db.session();
+    let mut t = s.open_table("acc").unwrap();
+    s.begin().unwrap();
+    let kept = t.append(&row("K001", 5)).unwrap();
+    let sp = s.savepoint().unwrap();
+    let undone = t.append(&row("U001", 6)).unwrap();
+    s.rollback_to(sp).unwrap();
+    // The handle still stands on the undone record: changing the order and
+    // seeking must not trip over it.
+    t.set_order(Some("by_id")).unwrap();
+    assert!(t.seek(&[Value::from("A007")]).unwrap());
+    assert_eq!(t.recno(), 8);
+    let blank = t.read(undone).unwrap();
+    assert!(blank.is_deleted());
+    assert_eq!(blank.values(), &t.schema().empty_record()[..]);
+    assert_eq!(t.read(kept).unwrap().get("BAL"), Some(&Value::Int64(5)));
+    // It may even be written to, as any deleted record; commit keeps it deleted.
+    t.update(undone, &row("U002", 7)).unwrap();
+    s.commit().unwrap();
+    let after = t.read(undone).unwrap();
+    assert!(after.is_deleted());
+    assert_eq!(after.get("BAL"), Some(&Value::Int64(7)));
+    assert!(t.check(10).unwrap().is_ok());
+}
+
+#[test]
+fn a_transaction_reads_its_own_memos_and_keeps_a_deleted_records_flag_on_update() {
+    let (_s, db) = common::mem_db(1 << 20);
+    let schema = Schema::new(vec![
+        Field::new("K", FieldType::Int64),
+        Field::new("M", FieldType::Memo),
+    ]);
+    db.create_table("m", &schema, TableOptions::default())
+        .unwrap();
+    let s = db.session();
+    let mut t = s.open_table("m").unwrap();
+    let memo = |b: &[u8]| Value::Memo(raiz_engine::Memo::Data(b.to_vec()));
+    let r = t.append(&[Value::Int64(1), memo(b"committed")]).unwrap();
+    t.delete(r).unwrap();
+    s.begin().unwrap();
+    t.update(r, &[Value::Int64(2), memo(b"mine")]).unwrap();
+    assert_eq!(t.read_memo(r, "M").unwrap(), b"mine");
+    assert!(t.read(r).unwrap().is_deleted(), "an update keeps the flag");
+    let other = db.session().open_table("m").unwrap();
+    assert_eq!(other.read_memo(r, "M").unwrap(), b"committed");
+    let n = t.append(&[Value::Int64(3), memo(b"new")]).unwrap();
+    assert_eq!(t.read_memo(n, "M").unwrap(), b"new");
+    s.commit().unwrap();
+    assert_eq!(other.read_memo(r, "M").unwrap(), b"mine");
+    assert!(other.read(r).unwrap().is_deleted());
+}

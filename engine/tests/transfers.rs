@@ -131,7 +131,7 @@ fn concurrent_transfers_keep_the_sum_at_every_read_and_after_recovery() {
     // Power cut now: every commit was durable, so recovery gives back exactly this.
     let after = storage.crash(CrashMode::DropUnsynced);
     drop(t);
-    std::mem::forget(db);
+    drop(db);
     let db = raiz_engine::Database::open_with("/bank", Options::default().storage(Arc::new(after)))
         .unwrap();
     let t = db.session().open_table("acc").unwrap();

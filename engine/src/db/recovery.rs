@@ -36,6 +36,9 @@ pub struct RecoveryReport {
     pub skipped: u64,
     /// A partial commit at the end of the log was ignored.
     pub torn_tail: bool,
+    /// Segments older than a completed checkpoint, found again after a crash
+    /// undid their removal, and not replayed.
+    pub stale_segments: usize,
     /// The last segment number (new segments continue after it).
     pub last_segment: u64,
 }
@@ -114,13 +117,25 @@ fn sniff_page_size(f: &dyn crate::storage::StorageFile) -> u32 {
 /// Replays the log of `root`, then removes its segments.
 pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport> {
     let dir = root.join(WAL_DIR);
-    let seqs = segments(storage.as_ref(), &dir)?;
+    let all = segments(storage.as_ref(), &dir)?;
     let mut report = RecoveryReport {
-        last_segment: seqs.last().copied().unwrap_or(0),
+        last_segment: all.last().copied().unwrap_or(0),
         ..RecoveryReport::default()
     };
-    if seqs.is_empty() {
+    if all.is_empty() {
         return Ok(report);
+    }
+    // Only the consecutive run ending with the newest segment: one before a
+    // gap predates a completed checkpoint (see `log::wal`), and replaying its
+    // page images would put back what later checkpoints wrote over.
+    let start = (1..all.len())
+        .rev()
+        .find(|&i| all[i - 1] + 1 != all[i])
+        .unwrap_or(0);
+    let (stale, seqs) = all.split_at(start);
+    if !stale.is_empty() {
+        tracing::warn!(segments = ?stale, "log segments older than a completed checkpoint came back; not replayed");
+        report.stale_segments = stale.len();
     }
     let started = std::time::Instant::now();
     let mut files = Files {
@@ -131,7 +146,7 @@ pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport
     };
     let mut states: HashMap<String, TableState> = HashMap::new();
     let mut group: Vec<Entry> = Vec::new();
-    'segments: for seq in &seqs {
+    'segments: for seq in seqs {
         let path = dir.join(segment_name(*seq));
         let f = storage
             .open(&path, OpenMode::Existing)
@@ -211,7 +226,7 @@ pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport
         pf.sync()?;
     }
     drop(files);
-    for seq in &seqs {
+    for seq in &all {
         let p = dir.join(segment_name(*seq));
         storage.remove(&p).map_err(|e| Error::io(&p, e))?;
     }
@@ -247,9 +262,9 @@ fn apply_state(files: &mut Files, s: &TableState, report: &mut RecoveryReport) -
     header::write(data, &body, loaded.generation + 1)?;
     header::write(data, &body, loaded.generation + 2)?;
     let stamp = body.sync_stamp;
-    if let Some((f, free, fill)) = &s.blobs {
+    if let Some((f, free, fill, pages)) = &s.blobs {
         if let Some(pf) = files.get(f)? {
-            crate::record::write_blob_header(pf, *free, *fill, f.incarnation)?;
+            crate::record::write_blob_header(pf, *free, *fill, f.incarnation, *pages)?;
         }
     }
     for (f, klen, st) in &s.indexes {
@@ -261,7 +276,7 @@ fn apply_state(files: &mut Files, s: &TableState, report: &mut RecoveryReport) -
                 free_head: st.free_head,
                 free_pages: st.free_pages,
             };
-            crate::index::write_header_page(pf, *klen, tree, stamp, f.incarnation)?;
+            crate::index::write_header_page(pf, *klen, tree, stamp, f.incarnation, st.pages)?;
         }
     }
     Ok(())

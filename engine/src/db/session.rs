@@ -24,7 +24,7 @@ use super::txn_index::{self, Overlay};
 use super::{Database, Options, TEMP_PREFIX};
 use crate::error::{Error, Result};
 use crate::index::IndexDef;
-use crate::schema::{Durability, Schema, Value};
+use crate::schema::{Durability, Schema};
 use crate::table::TableOptions;
 use crate::txn::commit::commit;
 use crate::txn::{Change, LockKey, TableHandle, TableShared};
@@ -154,7 +154,7 @@ impl SessionInner {
         &self,
         shared: &Arc<TableShared>,
         recno: u64,
-    ) -> Option<(Option<Vec<Value>>, Option<bool>)> {
+    ) -> Option<super::txn_index::PendingRecord> {
         self.txn.lock().as_ref()?.pending(shared, recno)
     }
 
@@ -429,12 +429,14 @@ impl Session {
             .lock()
             .take()
             .ok_or_else(|| Error::Transaction("commit without an open transaction".into()))?;
-        let mut changes = txn.changes;
-        changes.extend(
-            txn.blanks
-                .into_iter()
-                .map(|(t, recno)| (t, Change::Blank { recno })),
-        );
+        // Blanks first: a change the transaction made to a blanked recno came
+        // after the rollback to a savepoint that blanked it.
+        let mut changes: Vec<(TableHandle, Change)> = txn
+            .blanks
+            .into_iter()
+            .map(|(t, recno)| (t, Change::Blank { recno }))
+            .collect();
+        changes.extend(txn.changes);
         let result = commit(&changes, txn.id, self.inner.delayed.load(Ordering::Relaxed));
         if result.is_err() {
             let slots = changes.into_iter().filter_map(|(t, c)| match c {
@@ -480,8 +482,7 @@ impl Session {
                 "that savepoint was already rolled back".into(),
             ));
         }
-        let undone = t.truncate(sp.0);
-        t.blanks.extend(undone.into_iter().filter_map(append_slot));
+        t.rollback_to(sp.0);
         Ok(())
     }
 

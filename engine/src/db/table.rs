@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::session::SessionInner;
+use super::txn_index::PendingValues;
 use crate::error::{Error, Result};
 use crate::index::{Condition, IndexDef};
 use crate::record::{Record, SlotStatus};
-use crate::schema::{Schema, Value};
+use crate::schema::{Memo, Schema, Value};
 use crate::table::{CheckReport, RewriteReport, TableCore, TableInfo};
 use crate::txn::{Change, LockKey, TableHandle};
 
@@ -195,18 +196,27 @@ impl Table {
         match self.session.pending(&self.shared, recno) {
             None => core.read(recno),
             Some((values, deleted)) => {
-                let base = match &values {
-                    Some(_) => None,
-                    None => Some(core.read(recno)?),
+                let (values, base_deleted) = match values {
+                    // An update keeps the committed flag unless it changed too.
+                    PendingValues::Values(v) => {
+                        let committed = deleted.is_none()
+                            && recno <= core.record_count()
+                            && core.status(recno)? == SlotStatus::Deleted;
+                        (v, committed)
+                    }
+                    PendingValues::Blank => (core.schema.empty_record(), true),
+                    PendingValues::Unchanged => {
+                        let base = core.read(recno)?;
+                        let deleted = base.is_deleted();
+                        (base.into_values(), deleted)
+                    }
                 };
-                let values = values.unwrap_or_else(|| {
-                    base.as_ref()
-                        .map(|b| b.values().to_vec())
-                        .unwrap_or_default()
-                });
-                let deleted =
-                    deleted.unwrap_or_else(|| base.as_ref().is_some_and(|b| b.is_deleted()));
-                Ok(Record::new(recno, deleted, values, core.schema.clone()))
+                Ok(Record::new(
+                    recno,
+                    deleted.unwrap_or(base_deleted),
+                    values,
+                    core.schema.clone(),
+                ))
             }
         }
     }
@@ -231,8 +241,20 @@ impl Table {
     }
 
     /// Reads the memo in `field` of record `recno`.
+    /// Inside a transaction, its own changes are seen.
     pub fn read_memo(&self, recno: u64, field: &str) -> Result<Vec<u8>> {
-        self.shared.core.read().read_memo(recno, field)
+        let core = self.shared.core.read();
+        let pending = match self.session.pending(&self.shared, recno) {
+            Some((PendingValues::Values(v), _)) => v,
+            Some((PendingValues::Blank, _)) => return core.memo_index(field).map(|_| Vec::new()),
+            _ => return core.read_memo(recno, field),
+        };
+        let idx = core.memo_index(field)?;
+        match &pending[idx] {
+            Value::Memo(Memo::Data(d)) => Ok(d.clone()),
+            Value::Memo(Memo::Stored(_)) => core.read_memo(recno, field),
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// Replaces record `recno`'s values. To keep a memo unchanged pass the

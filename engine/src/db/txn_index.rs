@@ -3,11 +3,13 @@
 //! one: the changes stay in order in [`Txn::changes`] (for commit and
 //! savepoints), and [`TxnIndex`] folds them per table and record.
 //!
-//! Invariants: after every [`Txn::push`] or [`Txn::truncate`], the index
-//! describes exactly `changes` — per record its latest values (as the position
-//! of the change that carried them), its latest deleted flag and whether this
-//! transaction appended it; per table the recnos of its changes in order and the
-//! highest appended recno. An [`Overlay`] cached for an index has folded the
+//! Invariants: after every [`Txn::push`] or [`Txn::rollback_to`], the index
+//! describes exactly `changes` and `blanks` — per record its latest values (as
+//! the position of the change that carried them, or blank), its latest deleted
+//! flag and whether this transaction appended it; per table the recnos of its
+//! changes in order and the highest appended recno. An append rolled back to a
+//! savepoint is a deleted blank record from then on, in this transaction as it
+//! will be for everyone after its end. An [`Overlay`] cached for an index has folded the
 //! first `applied` entries of that table's `order`; it is dropped whenever the
 //! changes are truncated.
 
@@ -32,6 +34,8 @@ pub(crate) struct Overlay {
 pub(crate) struct Pending {
     /// Position in `changes` of the latest change carrying values.
     pub values_at: Option<usize>,
+    /// An append rolled back to a savepoint: a deleted blank record.
+    pub blank: bool,
     /// Latest deleted flag set by the transaction.
     pub deleted: Option<bool>,
     /// The transaction appended this recno.
@@ -48,6 +52,21 @@ pub(crate) struct TableTxn {
     /// Per index name: its definition, the `order` entries folded, the overlay.
     pub overlays: HashMap<String, (IndexDef, usize, Arc<Overlay>)>,
 }
+
+/// The values a transaction gives a record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PendingValues {
+    /// Only the deleted flag changed: the committed values stand.
+    Unchanged,
+    /// New values.
+    Values(Vec<Value>),
+    /// A deleted blank record (an append rolled back to a savepoint).
+    Blank,
+}
+
+/// What a transaction makes of a record: its values, and its deleted flag
+/// (None: unchanged).
+pub(crate) type PendingRecord = (PendingValues, Option<bool>);
 
 /// Per table (by the address of its shared state).
 pub(crate) type TxnIndex = HashMap<usize, TableTxn>;
@@ -91,15 +110,29 @@ impl Txn {
         self.changes.push((shared, change));
     }
 
-    /// Drops the changes from `at` on (rollback to a savepoint) and rebuilds
-    /// the index.
-    pub fn truncate(&mut self, at: usize) -> Vec<(TableHandle, Change)> {
-        let undone = self.changes.drain(at..).collect();
+    /// Drops the changes from `at` on (rollback to a savepoint): the recnos
+    /// they appended become blanks. Rebuilds the index.
+    pub fn rollback_to(&mut self, at: usize) {
+        for (shared, change) in self.changes.drain(at..) {
+            if let Change::Append { recno, .. } = change {
+                self.blanks.push((shared, recno));
+            }
+        }
         self.index.clear();
         for (i, (shared, change)) in self.changes.iter().enumerate() {
             fold(&mut self.index, shared, i, change);
         }
-        undone
+        for (shared, recno) in &self.blanks {
+            let t = self.index.entry(key(shared)).or_default();
+            t.order.push(*recno);
+            t.max_append = t.max_append.max(*recno);
+            *t.records.entry(*recno).or_default() = Pending {
+                values_at: None,
+                blank: true,
+                deleted: Some(true),
+                appended: true,
+            };
+        }
     }
 
     /// The table's part, if the transaction changed it.
@@ -109,16 +142,18 @@ impl Txn {
 
     /// What the transaction makes of `recno`: its pending values (None: only
     /// the flag changed) and flag (None: unchanged).
-    pub fn pending(
-        &self,
-        shared: &Arc<TableShared>,
-        recno: u64,
-    ) -> Option<(Option<Vec<Value>>, Option<bool>)> {
+    pub fn pending(&self, shared: &Arc<TableShared>, recno: u64) -> Option<PendingRecord> {
         let p = self.table(shared)?.records.get(&recno)?;
-        let values = p.values_at.and_then(|i| match &self.changes[i].1 {
-            Change::Append { values, .. } | Change::Update { values, .. } => Some(values.clone()),
-            _ => None,
-        });
+        let values = if p.blank {
+            PendingValues::Blank
+        } else {
+            match p.values_at.map(|i| &self.changes[i].1) {
+                Some(Change::Append { values, .. } | Change::Update { values, .. }) => {
+                    PendingValues::Values(values.clone())
+                }
+                _ => PendingValues::Unchanged,
+            }
+        };
         Some((values, p.deleted))
     }
 }

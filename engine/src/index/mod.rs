@@ -25,6 +25,9 @@ use crate::storage::{OpenMode, Storage};
 
 const MAGIC: &[u8; 8] = b"RAIZIDX\0";
 const VERSION: u32 = 1;
+/// Offset (after the page header) of the page count: pages past it were
+/// allocated by a commit that never completed. 0 (older files): unknown.
+const HDR_PAGES: usize = 72;
 
 /// Why an index file cannot be used as it is (and must be rebuilt).
 #[derive(Debug)]
@@ -142,6 +145,7 @@ impl Index {
             self.tree.state,
             stamp,
             self.incarnation,
+            self.tree.file().page_count(),
         )
     }
 
@@ -214,6 +218,7 @@ pub fn write_header_page(
     st: TreeState,
     stamp: u64,
     incarnation: u64,
+    pages: u64,
 ) -> Result<()> {
     let mut page = layout::file_header(file.page_size(), MAGIC, VERSION);
     put_u32(&mut page, PAGE_HEADER + 16, klen);
@@ -224,6 +229,7 @@ pub fn write_header_page(
     put_u64(&mut page, PAGE_HEADER + 48, st.free_pages);
     put_u64(&mut page, PAGE_HEADER + 56, stamp);
     put_u64(&mut page, PAGE_HEADER + 64, incarnation);
+    put_u64(&mut page, PAGE_HEADER + HDR_PAGES, pages);
     file.write_direct(0, &mut page)
 }
 
@@ -293,6 +299,11 @@ fn read_header(
         || (st.root == 0) != (st.height == 0)
     {
         return Err(bad("index header points outside its file".into()));
+    }
+    let pages = get_u64(&page, PAGE_HEADER + HDR_PAGES);
+    if pages > 0 && file.page_count() > pages {
+        // Pages a commit cut short by a crash allocated: nothing refers to them.
+        file.shrink_to(pages).map_err(Stale::Unreadable)?;
     }
     Ok((st, get_u64(&page, PAGE_HEADER + 64)))
 }

@@ -35,6 +35,24 @@ pub struct IndexState {
     pub free_head: u64,
     /// Free pages.
     pub free_pages: u64,
+    /// Pages in the file: any beyond were allocated by a commit that never
+    /// completed, and are cut off.
+    pub pages: u64,
+}
+
+/// [`IndexState`] as logs written before `pages` existed hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexStateV1 {
+    /// Root page.
+    pub root: u64,
+    /// Levels.
+    pub height: u32,
+    /// Entries.
+    pub entries: u64,
+    /// Free list head.
+    pub free_head: u64,
+    /// Free pages.
+    pub free_pages: u64,
 }
 
 /// A table's header counters after a commit.
@@ -48,8 +66,8 @@ pub struct TableState {
     pub deleted_count: u64,
     /// Next serial number, if the table has a serial field.
     pub serial_next: Option<u64>,
-    /// The blob file and its free-list head and fill page.
-    pub blobs: Option<(FileRef, u64, u64)>,
+    /// The blob file, its free-list head, fill page and page count.
+    pub blobs: Option<(FileRef, u64, u64, u64)>,
     /// Each index file, its key length and its tree counters.
     pub indexes: Vec<(FileRef, u32, IndexState)>,
     /// Every recno up to this one holds a record (see the data header's
@@ -71,7 +89,7 @@ pub struct TableStateV1 {
     /// The blob file, free-list head, fill page.
     pub blobs: Option<(FileRef, u64, u64)>,
     /// Each index file, key length, tree counters.
-    pub indexes: Vec<(FileRef, u32, IndexState)>,
+    pub indexes: Vec<(FileRef, u32, IndexStateV1)>,
 }
 
 impl From<TableStateV1> for TableState {
@@ -81,8 +99,23 @@ impl From<TableStateV1> for TableState {
             record_count: v.record_count,
             deleted_count: v.deleted_count,
             serial_next: v.serial_next,
-            blobs: v.blobs,
-            indexes: v.indexes,
+            // Page counts unknown: nothing is cut off.
+            blobs: v.blobs.map(|(f, free, fill)| (f, free, fill, 0)),
+            indexes: v
+                .indexes
+                .into_iter()
+                .map(|(f, klen, s)| {
+                    let st = IndexState {
+                        root: s.root,
+                        height: s.height,
+                        entries: s.entries,
+                        free_head: s.free_head,
+                        free_pages: s.free_pages,
+                        pages: 0,
+                    };
+                    (f, klen, st)
+                })
+                .collect(),
             // Unknown: the table is scanned for empty slots at its next open.
             filled_to: 0,
         }

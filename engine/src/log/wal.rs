@@ -12,8 +12,14 @@
 //! - A failed sync poisons the log: every later append or flush fails until the
 //!   database is reopened (a retried fsync may lie).
 //! - A checkpoint (everything before it written to the table files and synced)
-//!   starts a new segment and removes the older ones; recovery replays every
-//!   segment present, so a crash during a checkpoint only means more replay.
+//!   starts a new segment — its name durable before any commit goes to it —
+//!   and removes the older ones. Segment numbers only grow, one per checkpoint,
+//!   and a segment is removed only after a checkpoint covered it; so if a crash
+//!   brings back removed segments (their removal not yet durable), those
+//!   before a gap in the numbering are older than a completed checkpoint, and
+//!   recovery skips them: it replays the run of consecutive segments that ends
+//!   with the newest. Replaying the rest of a run only redoes what the files
+//!   already hold.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -301,9 +307,8 @@ impl Wal {
             .open(&path, OpenMode::OpenOrCreate)
             .map_err(|e| Error::io(&path, e))?;
         file.set_len(0).map_err(|e| Error::io(&path, e))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io(&self.dir, e))?;
+        // Commits are about to go to the new segment: its name must be durable.
+        self.sync_dir_or_poison()?;
         let old = w.seq;
         w.base += w.pos;
         w.pos = 0;
@@ -318,10 +323,21 @@ impl Wal {
                 self.storage.remove(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io(&self.dir, e))?;
+        self.sync_dir_or_poison()?;
         self.since_checkpoint.store(0, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Syncs the log directory. A failure poisons the log: which names the
+    /// directory will hold after a crash is unknown, and a retried sync may lie.
+    fn sync_dir_or_poison(&self) -> Result<()> {
+        self.storage.sync_dir(&self.dir).map_err(|e| {
+            self.poisoned.store(true, Ordering::Release);
+            tracing::error!(log = %self.dir.display(), error = %e, "log directory sync failed; writes refused until reopen");
+            Error::SyncFailed {
+                path: self.dir.clone(),
+                source: e,
+            }
+        })
     }
 }

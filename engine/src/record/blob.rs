@@ -37,6 +37,9 @@ const VERSION: u32 = 1;
 const HDR_FREE: usize = PAGE_HEADER + 16;
 const HDR_FILL: usize = PAGE_HEADER + 24;
 const HDR_INCARNATION: usize = PAGE_HEADER + 32;
+/// The page count: pages past it were allocated by a commit that never
+/// completed. 0 (older files): unknown.
+const HDR_PAGES: usize = PAGE_HEADER + 40;
 
 const SLOT_AREA: usize = 8;
 const SLOT: usize = 8;
@@ -105,6 +108,11 @@ impl BlobStore {
         file.read_direct(0, &mut page)?;
         check_magic(&page, file.path(), file.page_size())?;
         let mut st = State::default();
+        let pages = get_u64(&page, HDR_PAGES);
+        if trust_header && pages > 0 && file.page_count() > pages {
+            // Pages a commit cut short by a crash allocated: nothing refers to them.
+            file.shrink_to(pages)?;
+        }
         if trust_header {
             st.free_head = get_u64(&page, HDR_FREE);
             st.fill = get_u64(&page, HDR_FILL);
@@ -133,7 +141,13 @@ impl BlobStore {
 
     fn write_header(&self) -> Result<()> {
         let (free, fill) = self.free_and_fill();
-        write_header_page(&self.file, free, fill, self.incarnation)
+        write_header_page(
+            &self.file,
+            free,
+            fill,
+            self.incarnation,
+            self.file.page_count(),
+        )
     }
 
     /// Identifies this file across re-creations under the same name.
@@ -473,8 +487,10 @@ pub fn write_header_page(
     free_head: u64,
     fill: u64,
     incarnation: u64,
+    pages: u64,
 ) -> Result<()> {
     let mut page = layout::file_header(file.page_size(), MAGIC, VERSION);
+    put_u64(&mut page, HDR_PAGES, pages);
     put_u64(&mut page, HDR_FREE, free_head);
     put_u64(&mut page, HDR_FILL, fill);
     put_u64(&mut page, HDR_INCARNATION, incarnation);

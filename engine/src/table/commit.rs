@@ -164,7 +164,12 @@ impl TableCore {
             filled_to: self.reserved.filled_to(self.body.record_count),
             blobs: self.blobs.as_ref().map(|b| {
                 let (free, fill) = b.free_and_fill();
-                (self.file_ref(Which::Blobs), free, fill)
+                (
+                    self.file_ref(Which::Blobs),
+                    free,
+                    fill,
+                    b.file().page_count(),
+                )
             }),
             indexes: self
                 .indexes
@@ -181,6 +186,7 @@ impl TableCore {
                             entries: st.entries,
                             free_head: st.free_head,
                             free_pages: st.free_pages,
+                            pages: idx.tree.file().page_count(),
                         },
                     )
                 })

@@ -361,6 +361,8 @@ impl TableCore {
         }
         if !clean {
             core.verify(&mut report)?;
+        } else if !poisoned {
+            core.cut_unused_data_pages()?;
         }
         core.open_indexes(clean, &mut report)?;
         if poisoned && report != OpenReport::default() {
@@ -542,6 +544,17 @@ impl TableCore {
             })
     }
 
+    /// Cuts off record pages past the record count: what a commit that a crash
+    /// cut short allocated (no committed record lives there).
+    fn cut_unused_data_pages(&self) -> Result<()> {
+        let needed =
+            crate::record::FIRST_RECORD_PAGE + self.body.record_count.div_ceil(self.slots.per_page);
+        if self.data.page_count() > needed {
+            self.data.shrink_to(needed)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn persist_header(&mut self) -> Result<()> {
         self.body.filled_to = self.reserved.filled_to(self.body.record_count);
         self.generation += 1;
@@ -692,6 +705,13 @@ impl TableCore {
 
     /// Reads the memo in field `field` of `recno`.
     pub fn read_memo(&self, recno: u64, field: &str) -> Result<Vec<u8>> {
+        let idx = self.memo_index(field)?;
+        let rec = self.read(recno)?;
+        self.memo_of(&rec, idx)
+    }
+
+    /// The position of Memo field `field`.
+    pub fn memo_index(&self, field: &str) -> Result<usize> {
         let idx = self
             .schema
             .position(field)
@@ -707,8 +727,7 @@ impl TableCore {
                 reason: "is not a Memo field".into(),
             });
         }
-        let rec = self.read(recno)?;
-        self.memo_of(&rec, idx)
+        Ok(idx)
     }
 
     pub(super) fn memo_of(&self, rec: &Record, idx: usize) -> Result<Vec<u8>> {
