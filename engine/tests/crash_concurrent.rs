@@ -407,7 +407,7 @@ fn killed_concurrent_writers_lose_no_acknowledged_commit_and_leave_every_table_c
         c.kill().unwrap();
         c.wait().unwrap();
         reader.join().unwrap();
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             // Kill the next process while it recovers.
             let mut r = child(dir.path(), &format!("{checkpoint_bytes},{pool},1"));
             std::thread::sleep(Duration::from_millis(rng.next() % 40));
