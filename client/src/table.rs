@@ -94,11 +94,7 @@ struct Cursor {
 impl Cursor {
     fn new() -> Cursor {
         Cursor {
-            pos: Position {
-                recno: 0,
-                bof: false,
-                eof: false,
-            },
+            pos: Position::default(),
             current: None,
             ahead: VecDeque::new(),
             forward: true,
@@ -113,11 +109,11 @@ impl Cursor {
     }
 
     /// Drops the read-ahead; returns the recno the server must go back to.
-    fn take_sync(&mut self) -> Option<u64> {
+    fn take_sync(&mut self) -> Option<Position> {
         self.ahead.clear();
         self.end = None;
         let moved = std::mem::take(&mut self.server_moved);
-        (moved && self.pos.recno > 0 && !self.pos.eof).then_some(self.pos.recno)
+        (moved && self.pos.on_record).then_some(self.pos)
     }
 
     fn learn_seek(&mut self) {
@@ -144,7 +140,7 @@ impl Cursor {
                 self.scan_batch = (self.scan_batch * 2).min(MAX_READ_AHEAD);
                 n
             }
-            NavOp::Seek(_) | NavOp::SeekSoft(_) | NavOp::SeekLast(_) => {
+            NavOp::Seek(_) | NavOp::SeekSoft(_) | NavOp::SeekLast(_) | NavOp::SeekLastSoft(_) => {
                 self.learn_seek();
                 self.scan_batch = FIRST_SCAN_BATCH;
                 self.seek_batch
@@ -155,11 +151,14 @@ impl Cursor {
     }
 }
 
+/// Standing on `recno` after a step (found is cleared by any move but a seek).
 fn on(recno: u64) -> Position {
     Position {
         recno,
         bof: false,
         eof: false,
+        found: false,
+        on_record: true,
     }
 }
 
@@ -172,7 +171,7 @@ impl RemoteTable {
         Record::from_parts(w.recno, w.deleted, w.values, self.schema.clone())
     }
 
-    fn call(&self, sync: Option<u64>, op: TableOp) -> Result<(Position, TableOut)> {
+    fn call(&self, sync: Option<Position>, op: TableOp) -> Result<(Position, TableOut)> {
         let req = Request::Table {
             handle: self.handle,
             sync,
@@ -244,7 +243,10 @@ impl RemoteTable {
         }
         let sync = c.take_sync();
         let ahead = c.ahead_for(&op);
-        let seek = matches!(op, NavOp::Seek(_) | NavOp::SeekSoft(_) | NavOp::SeekLast(_));
+        let seek = matches!(
+            op,
+            NavOp::Seek(_) | NavOp::SeekSoft(_) | NavOp::SeekLast(_) | NavOp::SeekLastSoft(_)
+        );
         let (at, out) = match self.call(sync, TableOp::Nav { op, ahead }) {
             Ok(r) => r,
             Err(e) => {
@@ -625,7 +627,7 @@ impl Table {
         Ok(rep)
     }
 
-    /// Current recno (0 before the first record, count + 1 at eof).
+    /// Current recno (count + 1 on the phantom record past the last one).
     pub fn recno(&self) -> u64 {
         match &self.kind {
             TableKind::Embedded { t, .. } => t.recno(),
@@ -646,6 +648,45 @@ impl Table {
         match &self.kind {
             TableKind::Embedded { t, .. } => t.eof(),
             TableKind::Remote(r) => r.cursor().pos.eof,
+        }
+    }
+
+    /// On a real record (false on the phantom record, whose fields read blank).
+    pub fn on_record(&self) -> bool {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => t.on_record(),
+            TableKind::Remote(r) => r.cursor().pos.on_record,
+        }
+    }
+
+    /// The last seek found its key (xBase `Found()`); any other move clears it.
+    pub fn found(&self) -> bool {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => t.found(),
+            TableKind::Remote(r) => r.cursor().pos.found,
+        }
+    }
+
+    /// Records visible through the current order: inside its scope, not hidden
+    /// as deleted, passing the filter (xBase `ordKeyCount()`).
+    pub fn key_count(&self) -> Result<u64> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.key_count()?),
+            TableKind::Remote(r) => {
+                out!(r, r.positioned(TableOp::KeyCount)?, TableOut::Count(n) => n)
+            }
+        }
+    }
+
+    /// The current record's position among the records visible through the
+    /// current order, from 1; 0 on the phantom or a record the order does not
+    /// show (xBase `ordKeyNo()`).
+    pub fn key_no(&self) -> Result<u64> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.key_no()?),
+            TableKind::Remote(r) => {
+                out!(r, r.positioned(TableOp::KeyNo)?, TableOut::Count(n) => n)
+            }
         }
     }
 
@@ -703,11 +744,22 @@ impl Table {
         }
     }
 
-    /// The record the handle is on.
+    /// The record the handle is on; on the phantom record past the last one,
+    /// a blank record numbered `record_count + 1`.
     pub fn record(&self) -> Result<Record> {
         match &self.kind {
             TableKind::Embedded { t, .. } => Ok(t.record()?),
             TableKind::Remote(r) => {
+                let pos = r.cursor().pos;
+                if !pos.on_record {
+                    let blank = r.schema.empty_record();
+                    return Ok(Record::from_parts(
+                        pos.recno,
+                        false,
+                        blank,
+                        r.schema.clone(),
+                    ));
+                }
                 let epoch = r.remote.epoch();
                 if let Some((e, rec)) = &r.cursor().current {
                     if *e == epoch {
@@ -737,6 +789,7 @@ impl Table {
                 NavOp::Seek(k) => t.seek(&k)?,
                 NavOp::SeekSoft(k) => t.seek_soft(&k)?,
                 NavOp::SeekLast(k) => t.seek_last(&k)?,
+                NavOp::SeekLastSoft(k) => t.seek_last_soft(&k)?,
             }),
             TableKind::Remote(r) => r.nav(op),
         }
@@ -769,7 +822,8 @@ impl Table {
         self.nav(NavOp::Skip(n))
     }
 
-    /// Goes to a record.
+    /// Goes to a record (deleted, filtered or out of scope alike); out of
+    /// range it lands on the phantom record with bof and eof set.
     pub fn goto(&mut self, recno: u64) -> Result<()> {
         self.nav(NavOp::Goto(recno)).map(drop)
     }
@@ -787,6 +841,12 @@ impl Table {
     /// The last record with the (partial) key.
     pub fn seek_last(&mut self, key: &[Value]) -> Result<bool> {
         self.nav(NavOp::SeekLast(key.to_vec()))
+    }
+
+    /// The last record with the (partial) key, or when none has it the last
+    /// key before it (xBase `dbSeek(key, .T., .T.)`); true in the first case.
+    pub fn seek_last_soft(&mut self, key: &[Value]) -> Result<bool> {
+        self.nav(NavOp::SeekLastSoft(key.to_vec()))
     }
 
     /// Exact number of entries of a key range of the current order.

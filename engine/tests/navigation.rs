@@ -26,8 +26,20 @@ fn empty_table_sets_bof_and_eof() {
     assert!(!t.last().unwrap());
     assert!(t.bof() && t.eof());
     assert!(!t.next().unwrap());
+    assert!(
+        t.eof() && !t.bof(),
+        "a forward skip clears bof, as in xBase"
+    );
     assert!(!t.prev().unwrap());
-    assert!(matches!(t.record(), Err(Error::NoCurrentRecord { .. })));
+    assert!(
+        t.bof() && !t.eof(),
+        "a backward skip clears eof, as in xBase"
+    );
+    // The phantom record: blank fields, recno 1 on an empty table.
+    let phantom = t.record().unwrap();
+    assert!(!t.on_record());
+    assert_eq!(phantom.recno(), 1);
+    assert_eq!(phantom.get("N"), Some(&Value::Int64(0)));
 }
 
 #[test]
@@ -62,7 +74,7 @@ fn skipping_past_either_end_follows_xbase() {
 }
 
 #[test]
-fn goto_reaches_any_existing_record_and_refuses_others() {
+fn goto_reaches_any_existing_record_and_lands_on_the_phantom_for_others() {
     let (_db, s) = table_with(5);
     let mut t = s.open_table("t").unwrap();
     t.delete(4).unwrap();
@@ -73,19 +85,19 @@ fn goto_reaches_any_existing_record_and_refuses_others() {
         4,
         "goto ignores the hide-deleted option, like xBase GOTO"
     );
+    for out in [0, 6, 1000] {
+        t.goto(out).unwrap();
+        assert!(
+            t.bof() && t.eof(),
+            "goto({out}) is the phantom with both flags"
+        );
+        assert_eq!(t.recno(), 6);
+        assert!(!t.on_record());
+    }
     assert!(matches!(
-        t.goto(0),
-        Err(Error::NoSuchRecord { recno: 0, .. })
+        t.read(6),
+        Err(Error::NoSuchRecord { recno: 6, .. })
     ));
-    assert!(matches!(
-        t.goto(6),
-        Err(Error::NoSuchRecord {
-            recno: 6,
-            count: 5,
-            ..
-        })
-    ));
-    assert_eq!(t.recno(), 4, "a failed goto does not move");
 }
 
 #[test]

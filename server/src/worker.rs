@@ -70,6 +70,8 @@ fn position(t: &Table) -> Position {
         recno: t.recno(),
         bof: t.bof(),
         eof: t.eof(),
+        found: t.found(),
+        on_record: t.on_record(),
     }
 }
 
@@ -358,7 +360,7 @@ impl Worker {
         })
     }
 
-    fn table(&mut self, handle: u32, sync: Option<u64>, op: TableOp) -> R<Reply> {
+    fn table(&mut self, handle: u32, sync: Option<Position>, op: TableOp) -> R<Reply> {
         let name = self
             .handles
             .get(&handle)
@@ -412,11 +414,14 @@ impl Worker {
             )
         })?;
         let t = &mut h.table;
-        if let Some(recno) = sync {
-            match h.passed.iter().find(|c| c.recno() == recno) {
+        if let Some(pos) = sync {
+            match h.passed.iter().find(|c| c.recno() == pos.recno) {
                 Some(state) => t.restore_cursor(state).map_err(engine)?,
-                None => t.goto(recno).map_err(engine)?,
+                None => t.goto(pos.recno).map_err(engine)?,
             }
+            // The application's flags, as it saw them (a read-ahead record's
+            // own flags may differ: bof at the end of a backward batch).
+            t.set_flags(pos.bof, pos.eof, pos.found);
         }
         // Operations that leave the cursor alone keep the saved positions:
         // a client reads records and memos in the middle of a scan.
@@ -438,6 +443,8 @@ impl Worker {
                 | TableOp::Range { .. }
                 | TableOp::Current
                 | TableOp::Position
+                | TableOp::KeyCount
+                | TableOp::KeyNo
         );
         if !still || sync.is_some() {
             h.passed.clear();
@@ -517,6 +524,8 @@ impl Worker {
             }
             TableOp::Nav { op, ahead } => return nav(t, op, ahead, &mut h.passed),
             TableOp::Current => TableOut::Record(t.record().map_err(engine)?.into()),
+            TableOp::KeyCount => TableOut::Count(t.key_count().map_err(engine)?),
+            TableOp::KeyNo => TableOut::Count(t.key_no().map_err(engine)?),
             TableOp::CountRange { lower, upper } => TableOut::Count(
                 t.count_range(lower.as_deref(), upper.as_deref())
                     .map_err(engine)?,
@@ -579,8 +588,10 @@ fn take(it: &mut RangeIter, max: u32) -> R<(Vec<WireRecord>, bool)> {
     Ok((out, false))
 }
 
+/// On a real record the read-ahead can start from (at bof the handle stands
+/// on the first record, but a backward read-ahead has nowhere to go).
 fn on_record(t: &Table) -> bool {
-    t.recno() > 0 && !t.eof() && !t.bof()
+    t.on_record() && !t.eof()
 }
 
 fn nav(t: &mut Table, op: NavOp, ahead: u32, passed: &mut Vec<CursorState>) -> R<Reply> {
@@ -595,6 +606,7 @@ fn nav(t: &mut Table, op: NavOp, ahead: u32, passed: &mut Vec<CursorState>) -> R
         NavOp::Seek(k) => t.seek(&k),
         NavOp::SeekSoft(k) => t.seek_soft(&k),
         NavOp::SeekLast(k) => t.seek_last(&k),
+        NavOp::SeekLastSoft(k) => t.seek_last_soft(&k),
     }
     .map_err(engine)?;
     let at = position(t);

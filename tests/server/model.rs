@@ -65,16 +65,21 @@ fn row(rng: &mut StdRng) -> Vec<Value> {
     ]
 }
 
+/// Where the handle is, and the record it reads there (the phantom's blank
+/// record at eof included).
 fn here(t: &raiz_client::Table) -> String {
-    let rec = if t.eof() || t.bof() || t.recno() == 0 {
-        "-".to_owned()
-    } else {
-        show(
-            t.record()
-                .map(|r| (r.recno(), r.is_deleted(), r.into_values())),
-        )
-    };
-    format!("@{} bof={} eof={} {rec}", t.recno(), t.bof(), t.eof())
+    let rec = show(
+        t.record()
+            .map(|r| (r.recno(), r.is_deleted(), r.into_values())),
+    );
+    format!(
+        "@{} bof={} eof={} found={} on={} {rec}",
+        t.recno(),
+        t.bof(),
+        t.eof(),
+        t.found(),
+        t.on_record()
+    )
 }
 
 /// Runs `n` random operations on `table`; returns what each one gave.
@@ -85,7 +90,7 @@ pub fn run_ops(s: &Session, table: &str, seed: u64, n: usize) -> Vec<String> {
     for i in 0..n {
         let count = t.record_count().unwrap();
         let recno = rng.random_range(1..=count + 1);
-        let op = rng.random_range(0..24);
+        let op = rng.random_range(0..28);
         let r = match op {
             0..=3 => show(t.append(&row(&mut rng))),
             4 => {
@@ -183,7 +188,41 @@ pub fn run_ops(s: &Session, table: &str, seed: u64, n: usize) -> Vec<String> {
                 }))
             }
             21 => show(s.set_hide_deleted(rng.random_bool(0.5))),
-            22 => here(&t),
+            22 => format!(
+                "{} kc={} kn={}",
+                here(&t),
+                show(t.key_count()),
+                show(t.key_no())
+            ),
+            24 => {
+                let k = vec![Value::Char(
+                    ["b", "D", "e", "z", "C05"][rng.random_range(0..5)].into(),
+                )];
+                let mut steps = vec![format!("{} {}", show(t.seek_last_soft(&k)), here(&t))];
+                for _ in 0..rng.random_range(0..4) {
+                    steps.push(format!("{} {}", show(t.next()), here(&t)));
+                }
+                steps.join(" | ")
+            }
+            25 => {
+                let bound = |rng: &mut StdRng| match t.order() {
+                    Some("name") => rng.random_bool(0.7).then(|| vec![name(rng)]),
+                    _ => rng.random_bool(0.7).then(|| vec![code(rng)]),
+                };
+                let (lo, hi) = (bound(&mut rng), bound(&mut rng));
+                format!(
+                    "{} {}",
+                    show(t.set_scope(lo.as_deref(), hi.as_deref())),
+                    show(t.key_count())
+                )
+            }
+            26 => show(t.clear_scope()),
+            27 => {
+                let out = [0, count + 1, count + 9][rng.random_range(0..3)];
+                let first = format!("{} {}", show(t.goto(out)), here(&t));
+                let n = [-2, -1, 1, 2][rng.random_range(0..4)];
+                format!("{first} | {} {}", show(t.skip(n)), here(&t))
+            }
             _ => show(
                 t.lock(recno, std::time::Duration::ZERO)
                     .and_then(|_| t.unlock(recno)),

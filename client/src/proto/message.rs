@@ -88,9 +88,10 @@ pub enum Request {
     Table {
         /// The handle, from [`Reply::Opened`].
         handle: u32,
-        /// Put the handle back on this record first: the client read ahead
-        /// and the server's cursor is further on than the application's.
-        sync: Option<u64>,
+        /// Put the handle back where the application is first (its record,
+        /// bof, eof and found): the client read ahead and the server's cursor
+        /// is further on than the application's.
+        sync: Option<Position>,
         /// The operation.
         op: TableOp,
     },
@@ -235,6 +236,10 @@ pub enum TableOp {
     },
     /// Reads, deletes or updates every record of a key range in one request.
     Batch(BatchRequest),
+    /// Records visible through the current order (xBase `ordKeyCount()`).
+    KeyCount,
+    /// The current record's position among them (xBase `ordKeyNo()`).
+    KeyNo,
 }
 
 /// A move of a table handle.
@@ -258,13 +263,15 @@ pub enum NavOp {
     SeekSoft(Vec<Value>),
     /// Last record with the given key or prefix.
     SeekLast(Vec<Value>),
+    /// Last record with the given key or prefix, or the last key before it.
+    SeekLastSoft(Vec<Value>),
 }
 
 impl NavOp {
     /// True when read-ahead for this move goes forwards.
     pub fn forward(&self) -> bool {
         match self {
-            NavOp::Last | NavOp::Prev | NavOp::SeekLast(_) => false,
+            NavOp::Last | NavOp::Prev | NavOp::SeekLast(_) | NavOp::SeekLastSoft(_) => false,
             NavOp::Skip(n) => *n >= 0,
             _ => true,
         }
@@ -322,12 +329,16 @@ pub struct BatchOutcome {
 /// Where a handle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Position {
-    /// Current recno (0 before the first, count + 1 at eof).
+    /// Current recno (count + 1 on the phantom record).
     pub recno: u64,
     /// Before the first record.
     pub bof: bool,
     /// Past the last record.
     pub eof: bool,
+    /// The last seek found its key (cleared by any other move).
+    pub found: bool,
+    /// On a real record, not the phantom.
+    pub on_record: bool,
 }
 
 /// A record on the wire (memo fields hold references; bytes travel only when

@@ -27,8 +27,9 @@ pub use message::*;
 /// First bytes of every connection, both ways.
 pub const MAGIC: [u8; 4] = *b"RAIZ";
 
-/// Protocol version this build speaks.
-pub const VERSION: u16 = 1;
+/// Protocol version this build speaks (2: positions carry `found` and
+/// `on_record`; key count and position; soft last-seeks).
+pub const VERSION: u16 = 2;
 
 /// Prologue flag: the client wants TLS.
 pub const FLAG_TLS: u16 = 1;

@@ -16,6 +16,7 @@
 //! - Closing the database cleanly (dropping its last handle) checkpoints: the log
 //!   is empty afterwards and the next open needs no recovery.
 
+mod keypos;
 mod names;
 mod nav;
 pub mod recovery;

@@ -27,6 +27,7 @@ enum SeekMode {
     Exact,
     Soft,
     Last,
+    LastSoft,
 }
 
 fn starts_with(k: &[u8], prefix: &[u8]) -> bool {
@@ -36,7 +37,7 @@ fn starts_with(k: &[u8], prefix: &[u8]) -> bool {
 /// Where an index walk starts: at one end, or at a key (strictly after/before it,
 /// or including it).
 #[derive(Debug, Clone, Copy)]
-enum From<'a> {
+pub(super) enum From<'a> {
     End,
     Key(&'a [u8], bool),
 }
@@ -49,14 +50,14 @@ fn prefix_end(idx: &Index, prefix: &[u8]) -> Vec<u8> {
 }
 
 impl Table {
-    fn in_lower(&self, k: &[u8]) -> bool {
+    pub(super) fn in_lower(&self, k: &[u8]) -> bool {
         self.scope
             .0
             .as_ref()
             .is_none_or(|lo| &k[..lo.len().min(k.len())] >= lo.as_slice())
     }
 
-    fn in_upper(&self, k: &[u8]) -> bool {
+    pub(super) fn in_upper(&self, k: &[u8]) -> bool {
         self.scope
             .1
             .as_ref()
@@ -70,7 +71,7 @@ impl Table {
         }
     }
 
-    fn visible_phys(&self, core: &TableCore, recno: u64) -> Result<bool> {
+    pub(super) fn visible_phys(&self, core: &TableCore, recno: u64) -> Result<bool> {
         match self.status_in(core, recno)? {
             // A recno reserved by another session's open transaction.
             SlotStatus::Empty => return Ok(false),
@@ -80,7 +81,13 @@ impl Table {
         self.passes_filter(core, recno)
     }
 
-    fn visible_entry(&self, core: &TableCore, i: usize, key: &[u8], recno: u64) -> Result<bool> {
+    pub(super) fn visible_entry(
+        &self,
+        core: &TableCore,
+        i: usize,
+        key: &[u8],
+        recno: u64,
+    ) -> Result<bool> {
         if self.hide_deleted() {
             let deleted = if core.indexes[i].spec.def.unique
                 && self.session.pending(&self.shared, recno).is_none()
@@ -150,7 +157,7 @@ impl Table {
     /// scope) or backwards (stopping before the lower scope). Inside a
     /// transaction, its own pending entries are merged in and the committed
     /// entries of the records it changed are skipped.
-    fn walk(
+    pub(super) fn walk(
         &self,
         core: &TableCore,
         i: usize,
@@ -233,10 +240,13 @@ impl Table {
                 next_add = adds.next();
                 (k, r, None)
             };
+            // Forwards, keys below the scope are stepped over into it; past
+            // it the walk ends. Backwards, any key outside the scope ends it
+            // (xBase: a backward skip that leaves the scope is bof).
             let (ahead, behind) = if forwards {
                 (self.in_upper(&k), self.in_lower(&k))
             } else {
-                (self.in_lower(&k), self.in_upper(&k))
+                (self.in_lower(&k) && self.in_upper(&k), true)
             };
             if !ahead {
                 return Ok(None);
@@ -245,6 +255,26 @@ impl Table {
                 *self.walked.lock() = at.map(|p| (tree.version(), p));
                 return Ok(Some((k, r)));
             }
+        }
+    }
+
+    /// The current record's key in index `i` as of now: the remembered one
+    /// while the tree has not changed since the handle landed (and this
+    /// session's transaction has not changed the table), otherwise read from
+    /// the record again — so a move goes on from where the record is now,
+    /// after another session changed its key or a rollback put it back, as
+    /// xBase re-reads its key.
+    fn current_key(&self, core: &TableCore, i: usize) -> Result<Option<Vec<u8>>> {
+        let tree = &core.indexes[i].tree;
+        let unchanged = matches!(self.hint, Some((v, _)) if v == tree.version())
+            && !self.session.touched(&self.shared);
+        if unchanged || !self.positioned {
+            return Ok(self.ikey.clone());
+        }
+        match self.read_in(core, self.recno) {
+            Ok(rec) => Ok(core.key_of(i, rec.values(), self.recno, rec.is_deleted())),
+            // Gone from this session's view: go on from where it was.
+            Err(_) => Ok(self.ikey.clone()),
         }
     }
 
@@ -262,7 +292,7 @@ impl Table {
         Ok(None)
     }
 
-    fn index_first(&self, core: &TableCore, i: usize) -> Result<Option<(Vec<u8>, u64)>> {
+    pub(super) fn index_first(&self, core: &TableCore, i: usize) -> Result<Option<(Vec<u8>, u64)>> {
         let from = match &self.scope.0 {
             Some(lo) => From::Key(lo, false),
             None => From::End,
@@ -281,6 +311,7 @@ impl Table {
     }
 
     fn land(&mut self, found: Option<(Vec<u8>, u64)>, count: u64, both_ends: bool) -> bool {
+        self.found = false;
         let walked = self.walked.lock().take();
         match found {
             Some((k, r)) => {
@@ -334,17 +365,20 @@ impl Table {
         let shared = self.shared.clone();
         let core = shared.core.read();
         let count = self.visible_count(&core);
-        if self.eof {
+        if !self.positioned {
+            // From the phantom record (or bof on it): still past the end.
             self.set_eof(count);
+            self.bof = false;
+            self.found = false;
             return Ok(false);
         }
         let found = match &self.order {
             None => self.phys_find(&core, self.recno + 1..=count)?,
             Some(_) => {
                 let i = self.order_index(&core)?;
-                match &self.ikey {
+                match self.current_key(&core, i)? {
                     None => self.index_first(&core, i)?,
-                    Some(cur) => self.walk(&core, i, From::Key(cur, true), true)?,
+                    Some(cur) => self.walk(&core, i, From::Key(&cur, true), true)?,
                 }
             }
         };
@@ -352,55 +386,67 @@ impl Table {
         Ok(self.land(found, count, false))
     }
 
-    /// Moves to the previous visible record; from eof this is the last one, and
-    /// before the first one sets bof (staying on the first).
+    /// Moves to the previous visible record; from the phantom record this is
+    /// the last one. Before the first visible record sets bof and stands on the
+    /// first visible record (xBase: a skip back past the top goes top); with no
+    /// visible record at all, bof on the phantom record. Never sets eof.
     pub fn prev(&mut self) -> Result<bool> {
-        if self.eof {
-            return self.last();
-        }
         let shared = self.shared.clone();
         let core = shared.core.read();
-        let found = match &self.order {
-            None => self.phys_find(&core, (1..self.recno).rev())?,
-            Some(_) => {
-                let i = self.order_index(&core)?;
-                match &self.ikey {
-                    None => None,
-                    Some(cur) => self.walk(&core, i, From::Key(cur, true), false)?,
+        let count = self.visible_count(&core);
+        let found = if !self.positioned {
+            match &self.order {
+                None => self.phys_find(&core, (1..=count).rev())?,
+                Some(_) => {
+                    let i = self.order_index(&core)?;
+                    self.index_last(&core, i)?
+                }
+            }
+        } else {
+            match &self.order {
+                None => self.phys_find(&core, (1..self.recno).rev())?,
+                Some(_) => {
+                    let i = self.order_index(&core)?;
+                    match self.current_key(&core, i)? {
+                        None => None,
+                        Some(cur) => self.walk(&core, i, From::Key(&cur, true), false)?,
+                    }
                 }
             }
         };
-        match found {
-            Some((k, r)) => {
-                let ikey = self.order.as_ref().map(|_| k);
-                self.set_on(r, ikey);
-            }
-            None => {
-                // Nothing before: bof, staying on the current record as xBase does
-                // (or on the first visible one if the current one is hidden now).
-                let visible = match (&self.order, &self.ikey) {
-                    (None, _) => self.recno >= 1 && self.visible_phys(&core, self.recno)?,
-                    (Some(_), Some(k)) => {
-                        let i = self.order_index(&core)?;
-                        self.in_lower(k)
-                            && self.in_upper(k)
-                            && self.visible_entry(&core, i, k, self.recno)?
-                    }
-                    (Some(_), None) => false,
-                };
-                drop(core);
-                if !visible && !self.first()? {
-                    return Ok(false);
-                }
-                self.bof = true;
-            }
+        self.found = false;
+        if let Some((k, r)) = found {
+            let walked = self.walked.lock().take();
+            let ikey = self.order.as_ref().map(|_| k);
+            self.set_on(r, ikey);
+            self.hint = walked;
+            return Ok(true);
         }
-        Ok(!self.bof && !self.eof)
+        // Nothing before: go top, with bof.
+        let top = match &self.order {
+            None => self.phys_find(&core, 1..=count)?,
+            Some(_) => {
+                let i = self.order_index(&core)?;
+                self.index_first(&core, i)?
+            }
+        };
+        self.land(top, count, false);
+        self.bof = true;
+        self.eof = false;
+        Ok(false)
     }
 
     /// Moves `n` visible records forward (or back when negative); stops at eof or
     /// bof. Returns true when it lands on a record without reaching either.
     pub fn skip(&mut self, n: i64) -> Result<bool> {
+        if n == 0 {
+            // xBase SKIP 0: stays, re-reading the record; only found is cleared.
+            self.found = false;
+            if self.positioned {
+                self.rekey()?;
+            }
+            return Ok(!self.bof && !self.eof);
+        }
         for _ in 0..n.unsigned_abs() {
             let moved = if n > 0 { self.next()? } else { self.prev()? };
             if !moved {
@@ -410,6 +456,11 @@ impl Table {
         Ok(!self.bof && !self.eof)
     }
 
+    /// A seek, as DBFCDX does it: the raw position of the key (first key ≥
+    /// it, or for a last-seek the last key ≤ it), then the nearest visible
+    /// record in the seek's direction. Found when that record's key starts
+    /// with the key; otherwise a soft seek stays there and an exact one goes
+    /// to the phantom record. bof is always cleared.
     fn seek_with(&mut self, key: &[Value], mode: SeekMode) -> Result<bool> {
         let shared = self.shared.clone();
         let core = shared.core.read();
@@ -417,33 +468,56 @@ impl Table {
         let i = self.order_index(&core)?;
         let idx = &core.indexes[i];
         let k = idx.spec.seek_key(&core.name, key)?;
-        let found = match mode {
-            SeekMode::Exact | SeekMode::Soft => {
-                let start = match &self.scope.0 {
-                    Some(lo) if lo.as_slice() > k.as_slice() => lo.as_slice(),
-                    _ => k.as_slice(),
-                };
-                self.walk(&core, i, From::Key(start, false), true)?
-            }
-            SeekMode::Last => {
-                let end = prefix_end(idx, &k);
-                self.walk(&core, i, From::Key(&end, false), false)?
-            }
+        let (last, soft) = match mode {
+            SeekMode::Exact => (false, false),
+            SeekMode::Soft => (false, true),
+            SeekMode::Last => (true, false),
+            SeekMode::LastSoft => (true, true),
         };
-        let exact = found.as_ref().is_some_and(|(fk, _)| starts_with(fk, &k));
-        match (mode, found) {
-            (SeekMode::Soft, Some((fk, r))) => self.set_on(r, Some(fk)),
-            (_, Some((fk, r))) if exact => self.set_on(r, Some(fk)),
-            _ => {
-                self.set_eof(count);
-                self.bof = false;
+        let end = prefix_end(idx, &k);
+        let hit = if last {
+            self.walk(&core, i, From::Key(&end, false), false)?
+        } else {
+            let start = match &self.scope.0 {
+                Some(lo) if lo.as_slice() > k.as_slice() => lo.as_slice(),
+                _ => k.as_slice(),
+            };
+            self.walk(&core, i, From::Key(start, false), true)?
+        };
+        let walked = self.walked.lock().take();
+        let hit = match hit {
+            // A soft last-seek that found nothing visible at or before the
+            // key: if the key's raw position is inside the scope (only hidden
+            // records there), xBase goes top; before every key or past the
+            // scope, eof.
+            None if last && soft => {
+                let raw = match self.tree_start(idx, From::Key(&end, false), false)? {
+                    Some(p) => Some(idx.tree.entry(p)?.0),
+                    None => None,
+                };
+                match raw {
+                    Some(rk) if self.in_upper(&rk) => self.index_first(&core, i)?,
+                    _ => None,
+                }
             }
+            other => other,
+        };
+        let exact = hit.as_ref().is_some_and(|(fk, _)| starts_with(fk, &k));
+        match hit {
+            Some((fk, r)) if exact || soft => {
+                self.set_on(r, Some(fk));
+                self.hint = walked;
+            }
+            _ => self.set_eof(count),
         }
+        self.bof = false;
+        self.found = exact;
         Ok(exact)
     }
 
     /// Seeks the first visible record whose key starts with `key` (leading segment
-    /// values; the last may be a prefix of a Char segment). Not found: eof.
+    /// values; the last may be a prefix of a Char segment, or of a Date segment
+    /// given as `YYYYMMDD` text). Not found: eof, on the phantom record.
     pub fn seek(&mut self, key: &[Value]) -> Result<bool> {
         self.seek_with(key, SeekMode::Exact)
     }
@@ -457,6 +531,13 @@ impl Table {
     /// Seeks the last visible record whose key starts with `key`. Not found: eof.
     pub fn seek_last(&mut self, key: &[Value]) -> Result<bool> {
         self.seek_with(key, SeekMode::Last)
+    }
+
+    /// Soft last-seek (xBase `dbSeek(key, .T., .T.)`): the last visible record
+    /// whose key starts with `key`; when none does, the last visible key before
+    /// it (true only in the first case).
+    pub fn seek_last_soft(&mut self, key: &[Value]) -> Result<bool> {
+        self.seek_with(key, SeekMode::LastSoft)
     }
 
     fn range_bounds(

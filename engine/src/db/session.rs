@@ -158,6 +158,14 @@ impl SessionInner {
         self.txn.lock().as_ref()?.pending(shared, recno)
     }
 
+    /// True when this session's open transaction changed `shared`.
+    pub fn touched(&self, shared: &Arc<TableShared>) -> bool {
+        self.txn
+            .lock()
+            .as_ref()
+            .is_some_and(|t| t.table(shared).is_some())
+    }
+
     /// Highest recno this session's transaction appended to `shared`.
     pub fn pending_max(&self, shared: &Arc<TableShared>) -> u64 {
         self.txn
@@ -338,19 +346,22 @@ impl Session {
     }
 
     /// Opens a handle on table `name` (one of this session's temporary tables, or
-    /// a table of the rootpath), positioned before the first record.
+    /// a table of the rootpath), standing on its first record in physical
+    /// order (xBase `USE` goes top; on an empty table, eof and bof on the
+    /// phantom record).
     pub fn open_table(&self, name: &str) -> Result<Table> {
         let canonical = super::validate_table_name(name)?;
-        if let Some(t) = &*self.inner.temp.lock() {
-            if t.names.contains(&canonical) {
-                return Ok(Table::new(
-                    t.db.open_shared(&canonical)?,
-                    self.inner.clone(),
-                ));
-            }
-        }
-        let shared = self.inner.db.open_shared(name)?;
-        Ok(Table::new(shared, self.inner.clone()))
+        let temp = match &*self.inner.temp.lock() {
+            Some(t) if t.names.contains(&canonical) => Some(t.db.open_shared(&canonical)?),
+            _ => None,
+        };
+        let shared = match temp {
+            Some(s) => s,
+            None => self.inner.db.open_shared(name)?,
+        };
+        let mut t = Table::new(shared, self.inner.clone());
+        t.first()?;
+        Ok(t)
     }
 
     /// Creates a table. A [`Durability::Temporary`] table is private to this

@@ -29,6 +29,9 @@ use crate::txn::{Change, LockKey, TableHandle};
 /// A record filter for navigation.
 pub type Filter = Box<dyn Fn(&Record) -> bool + Send + Sync>;
 
+/// Encoded lower and upper bounds (key prefixes) of a scope.
+pub(super) type Scope = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A saved position of a handle: its record, and its entry in the order it was
 /// taken in. Putting it back resumes navigation exactly where the handle was,
 /// even if that record's key changed since (a server saves these while it
@@ -38,6 +41,8 @@ pub struct CursorState {
     recno: u64,
     bof: bool,
     eof: bool,
+    positioned: bool,
+    found: bool,
     order: Option<String>,
     ikey: Option<Vec<u8>>,
 }
@@ -86,8 +91,15 @@ pub struct Table {
     pub(super) hint: Option<(u64, crate::index::Pos)>,
     /// The tree position the last walk ended on (set by `walk`, taken by `land`).
     pub(super) walked: parking_lot::Mutex<Option<(u64, crate::index::Pos)>>,
-    /// Encoded lower and upper scope bounds (prefixes).
-    pub(super) scope: (Option<Vec<u8>>, Option<Vec<u8>>),
+    /// Encoded lower and upper scope bounds (prefixes) of the current order.
+    pub(super) scope: Scope,
+    /// The scopes of the other orders: each index keeps its own (xBase
+    /// `ordScope`), in force again when the order is chosen again.
+    pub(super) scopes: std::collections::HashMap<String, Scope>,
+    /// On a record (false on the phantom record past the last one).
+    pub(super) positioned: bool,
+    /// Set by the last seek, cleared by every other move (xBase `Found()`).
+    pub(super) found: bool,
     pub(super) filter: Option<Filter>,
 }
 
@@ -116,6 +128,9 @@ impl Table {
             hint: None,
             walked: parking_lot::Mutex::new(None),
             scope: (None, None),
+            scopes: Default::default(),
+            positioned: false,
+            found: false,
             filter: None,
         }
     }
@@ -269,8 +284,8 @@ impl Table {
                 values: values.to_vec(),
             },
         )?;
-        if self.recno == recno && !self.eof {
-            self.reposition(recno)?;
+        if self.recno == recno && self.positioned {
+            self.rekey()?;
         }
         Ok(())
     }
@@ -284,8 +299,8 @@ impl Table {
                 deleted: true,
             },
         )?;
-        if self.recno == recno && !self.eof {
-            self.reposition(recno)?;
+        if self.recno == recno && self.positioned {
+            self.rekey()?;
         }
         Ok(())
     }
@@ -300,8 +315,8 @@ impl Table {
                 deleted: false,
             },
         )?;
-        if self.recno == recno && !self.eof {
-            self.reposition(recno)?;
+        if self.recno == recno && self.positioned {
+            self.rekey()?;
         }
         Ok(())
     }
@@ -410,13 +425,13 @@ impl Table {
     /// Drops an index. Handles ordered by it fall back to physical order.
     pub fn drop_index(&mut self, name: &str) -> Result<()> {
         self.shared.core.write().drop_index(name)?;
-        if self
-            .order
-            .as_deref()
-            .is_some_and(|o| o.eq_ignore_ascii_case(name))
-        {
+        let lower = name.to_ascii_lowercase();
+        self.scopes.remove(&lower);
+        if self.order.as_deref() == Some(lower.as_str()) {
             self.order = None;
+            self.scope = (None, None);
             self.ikey = None;
+            self.hint = None;
         }
         Ok(())
     }
@@ -442,55 +457,70 @@ impl Table {
         Ok(())
     }
 
-    fn after_rewrite(&mut self) {
-        self.recno = 0;
-        self.bof = true;
-        self.eof = true;
+    /// After a rewrite (pack, rebuild, alter) the handle goes to the first
+    /// record, as DBFCDX does after `PACK`.
+    fn after_rewrite(&mut self) -> Result<()> {
         self.ikey = None;
+        self.hint = None;
+        self.first().map(drop)
     }
 
     /// Re-creates every index from the data, recovering what damaged data pages
     /// still hold. Needs the only handle on the table.
     pub fn rebuild(&mut self) -> Result<RewriteReport> {
         self.exclusive("rebuild")?;
-        let r = self.shared.core.write().rebuild();
-        self.after_rewrite();
-        r
+        let r = self.shared.core.write().rebuild()?;
+        self.after_rewrite()?;
+        Ok(r)
     }
 
     /// Removes deleted records for good, renumbering the rest. Needs the only
     /// handle on the table; on failure the table is left as it was.
     pub fn pack(&mut self) -> Result<RewriteReport> {
         self.exclusive("pack")?;
-        let r = self.shared.core.write().pack();
-        self.after_rewrite();
-        r
+        let r = self.shared.core.write().pack()?;
+        self.after_rewrite()?;
+        Ok(r)
     }
 
     /// Changes the table's fields (see the crate docs for conversions). Needs the
     /// only handle on the table; on failure the table is left as it was.
     pub fn alter(&mut self, schema: &Schema) -> Result<RewriteReport> {
         self.exclusive("alter")?;
-        let r = self.shared.core.write().alter(schema);
-        self.after_rewrite();
-        r
+        let r = self.shared.core.write().alter(schema)?;
+        self.after_rewrite()?;
+        Ok(r)
     }
 
     // ---- position ----
 
-    /// The current record number (`record_count + 1` at eof, 0 before any move).
+    /// The current record number (`record_count + 1` on the phantom record
+    /// past the last one).
     pub fn recno(&self) -> u64 {
         self.recno
     }
 
-    /// True after moving back past the first record, or on an empty table.
+    /// True after moving back past the first visible record (the handle stays
+    /// on it), or when there is no visible record.
     pub fn bof(&self) -> bool {
         self.bof
     }
 
-    /// True after moving past the last record, or on an empty table.
+    /// True after moving past the last visible record, onto the phantom record.
     pub fn eof(&self) -> bool {
         self.eof
+    }
+
+    /// True when the handle stands on a real record, false on the phantom
+    /// record (`recno() == record_count() + 1`), whose fields read blank.
+    pub fn on_record(&self) -> bool {
+        self.positioned
+    }
+
+    /// True when the last seek found its key (xBase `Found()`); every other
+    /// move clears it.
+    pub fn found(&self) -> bool {
+        self.found
     }
 
     /// The current order: an index name, or None for physical (recno) order.
@@ -498,8 +528,10 @@ impl Table {
         self.order.as_deref()
     }
 
-    /// Sets the order by index name (None: physical order). The handle stays on
-    /// its record. The scope is cleared (it was in the previous index's keys).
+    /// Sets the order by index name (None: physical order). The handle stays
+    /// where it is (bof and eof too). Each index keeps its own scope: leaving
+    /// an order and coming back finds its scope still in force; choosing the
+    /// order already in force changes nothing.
     pub fn set_order(&mut self, index: Option<&str>) -> Result<()> {
         let order = match index {
             Some(name) => {
@@ -509,14 +541,21 @@ impl Table {
             }
             None => None,
         };
-        self.order = order;
-        self.scope = (None, None);
-        if self.recno > 0 && !self.eof {
-            self.reposition(self.recno)?;
-        } else {
-            self.ikey = None;
+        if order == self.order {
+            return Ok(());
         }
-        Ok(())
+        let scope = std::mem::take(&mut self.scope);
+        if let Some(old) = self.order.take() {
+            if scope != (None, None) {
+                self.scopes.insert(old, scope);
+            }
+        }
+        self.scope = order
+            .as_ref()
+            .and_then(|o| self.scopes.remove(o))
+            .unwrap_or_default();
+        self.order = order;
+        self.rekey()
     }
 
     /// Restricts navigation in the current index to keys between `lower` and
@@ -533,7 +572,7 @@ impl Table {
         Ok(())
     }
 
-    /// Removes the scope.
+    /// Removes the current order's scope.
     pub fn clear_scope(&mut self) {
         self.scope = (None, None);
     }
@@ -579,31 +618,49 @@ impl Table {
         self.hint = None;
         self.bof = false;
         self.eof = false;
+        self.positioned = true;
     }
 
+    /// Onto the phantom record past the last one (eof; bof left to the caller).
     pub(super) fn set_eof(&mut self, count: u64) {
         self.recno = count + 1;
         self.ikey = None;
         self.hint = None;
         *self.walked.get_mut() = None;
         self.eof = true;
+        self.positioned = false;
     }
 
     /// Puts the handle on `recno`, with its key in the current order.
-    fn reposition(&mut self, recno: u64) -> Result<()> {
-        let ikey = {
-            let core = self.shared.core.read();
-            match &self.order {
-                None => None,
-                Some(_) => {
-                    let i = self.order_index(&core)?;
-                    let rec = self.read_in(&core, recno)?;
-                    core.key_of(i, rec.values(), recno, rec.is_deleted())
-                }
-            }
-        };
+    pub(super) fn reposition(&mut self, recno: u64) -> Result<()> {
+        let ikey = self.key_in_order(recno)?;
         self.set_on(recno, ikey);
+        self.found = false;
         Ok(())
+    }
+
+    /// Recomputes the current record's key in the current order (after the
+    /// record or the order changed); the position and its flags stay.
+    pub(super) fn rekey(&mut self) -> Result<()> {
+        self.hint = None;
+        self.ikey = if self.positioned {
+            self.key_in_order(self.recno)?
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    fn key_in_order(&self, recno: u64) -> Result<Option<Vec<u8>>> {
+        let core = self.shared.core.read();
+        match &self.order {
+            None => Ok(None),
+            Some(_) => {
+                let i = self.order_index(&core)?;
+                let rec = self.read_in(&core, recno)?;
+                Ok(core.key_of(i, rec.values(), recno, rec.is_deleted()))
+            }
+        }
     }
 
     /// The handle's position, to put back with [`Table::restore_cursor`].
@@ -612,9 +669,19 @@ impl Table {
             recno: self.recno,
             bof: self.bof,
             eof: self.eof,
+            positioned: self.positioned,
+            found: self.found,
             order: self.order.clone(),
             ikey: self.ikey.clone(),
         }
+    }
+
+    /// Sets the bof, eof and found flags of a position restored for a remote
+    /// client (the flags it saw; the record is the one the handle is on).
+    pub fn set_flags(&mut self, bof: bool, eof: bool, found: bool) {
+        self.bof = bof;
+        self.eof = eof;
+        self.found = found;
     }
 
     /// Puts the handle back where [`Table::cursor_state`] saw it; refused when
@@ -631,33 +698,49 @@ impl Table {
         self.recno = state.recno;
         self.bof = state.bof;
         self.eof = state.eof;
+        self.positioned = state.positioned;
+        self.found = state.found;
         self.ikey = state.ikey.clone();
         self.hint = None;
         Ok(())
     }
 
-    /// Positions on record `recno` (deleted or not, in scope or not).
+    /// Positions on record `recno` (deleted or not, in scope or not: xBase
+    /// `dbGoto` ignores SET DELETED, the filter and the scope). A recno out of
+    /// range — 0, past the last record, or one another session's open
+    /// transaction reserved — lands on the phantom record with both bof and
+    /// eof set, as in xBase; it is not an error ([`Table::read`] stays strict).
     pub fn goto(&mut self, recno: u64) -> Result<()> {
-        {
+        let exists = {
             let core = self.shared.core.read();
-            if self.status_in(&core, recno)? == SlotStatus::Empty {
-                return Err(Error::NoSuchRecord {
-                    table: core.name.clone(),
-                    recno,
-                    count: core.record_count(),
-                });
-            }
+            recno >= 1
+                && recno <= self.visible_count(&core)
+                && self.status_in(&core, recno)? != SlotStatus::Empty
+        };
+        if exists {
+            self.reposition(recno)
+        } else {
+            let count = self.visible_count(&self.shared.core.read());
+            self.set_eof(count);
+            self.bof = true;
+            self.found = false;
+            Ok(())
         }
-        self.reposition(recno)
     }
 
-    /// The record the handle is on.
+    /// The record the handle is on. On the phantom record past the last one
+    /// (eof) this is a blank record — blank Char, zero, the empty date, false,
+    /// empty memos — numbered `record_count() + 1`, as xBase reads fields at
+    /// eof; [`Table::on_record`] tells the two apart.
     pub fn record(&self) -> Result<Record> {
-        if self.eof || self.recno == 0 {
-            return Err(Error::NoCurrentRecord {
-                table: self.name(),
-                at: if self.eof { "eof" } else { "bof" },
-            });
+        if !self.positioned {
+            let schema = self.schema();
+            return Ok(Record::new(
+                self.recno,
+                false,
+                schema.empty_record(),
+                schema,
+            ));
         }
         self.read(self.recno)
     }

@@ -922,8 +922,9 @@ impl BTree {
         Ok(())
     }
 
-    /// Entries from `pos` onwards while `keep(key)` holds, counted without
-    /// reading records.
+    /// Entries from `pos` onwards while `keep(key)` holds — `keep` must hold
+    /// for a prefix of the keys in order (an upper bound) —, counted without
+    /// reading records, a whole leaf at a time.
     pub fn count_from(&self, mut pos: Option<Pos>, keep: impl Fn(&[u8]) -> bool) -> Result<u64> {
         let mut n = 0;
         while let Some(p) = pos {
@@ -933,13 +934,23 @@ impl BTree {
                 e: self.e(),
             };
             self.check_node(p.page, &node)?;
-            let mut i = p.idx;
-            while i < node.count() {
-                if !keep(node.key(i)) {
+            let count = node.count();
+            // `keep` holds for a prefix of the keys in order: a leaf whose last
+            // key is kept is counted whole, without looking at each key.
+            if p.idx < count && keep(node.key(count - 1)) {
+                n += (count - p.idx) as u64;
+            } else {
+                let mut i = p.idx;
+                while i < count {
+                    if !keep(node.key(i)) {
+                        return Ok(n);
+                    }
+                    n += 1;
+                    i += 1;
+                }
+                if p.idx < count {
                     return Ok(n);
                 }
-                n += 1;
-                i += 1;
             }
             pos = if node.right() == 0 {
                 None

@@ -9,12 +9,15 @@
 //! | `Numeric`     | 8 or 16   | mantissa at the field's scale, sign bit flipped, big-endian |
 //! | `Int64`       | 8         | sign bit flipped, big-endian                               |
 //! | `Float64`     | 8         | IEEE total order (negatives inverted, sign flipped), big-endian |
-//! | `Date`        | 4         | `yyyymmdd` big-endian (the empty date sorts first)          |
+//! | `Date`        | 8         | `YYYYMMDD` as ASCII digits, xBase `DTOS()` (the empty date is 8 blanks and sorts first) |
 //! | `Logical`     | 1         | 0 or 1                                                     |
 //! | `Binary(n)`   | n + 2     | bytes zero-padded, then the length big-endian               |
 //!
 //! A descending segment inverts its bytes. A partial seek key is a prefix: whole
-//! leading segments, and for a `Char` segment the bytes given (not padded).
+//! leading segments, and for a `Char` segment the bytes given (not padded); a
+//! `Date` segment may be sought as `YYYYMMDD` text, whole or (last) a prefix of
+//! it — `"2024"` seeks the first date of 2024, as `dbSeek("2024")` does on a
+//! `DTOS()` index.
 
 use serde::{Deserialize, Serialize};
 
@@ -262,7 +265,7 @@ fn seg_width(table: &str, ty: FieldType, seg: &Segment) -> Result<(usize, usize)
         }
         FieldType::Numeric { len, .. } => (0, if len <= 18 { 8 } else { 16 }),
         FieldType::Int64 | FieldType::Float64 => (0, 8),
-        FieldType::Date => (0, 4),
+        FieldType::Date => (0, 8),
         FieldType::Logical => (0, 1),
         FieldType::Binary(n) => (0, n as usize + 2),
         FieldType::Memo => {
@@ -388,11 +391,57 @@ impl KeySpec {
         let mut out = Vec::with_capacity(self.key_len);
         for (i, (s, v)) in self.segs.iter().zip(values).enumerate() {
             let last = i + 1 == values.len();
+            if let (FieldType::Date, Value::Char(text)) = (s.ty, v) {
+                date_text(table, &self.def.name, s, text, last, &mut out)?;
+                continue;
+            }
             let v = seek_value(table, &self.def.name, s, v)?;
             encode(s, &v, last, &mut out);
         }
         Ok(out)
     }
+}
+
+/// A Date segment sought as `YYYYMMDD` text: whole, or a prefix of it when it
+/// is the seek key's last part.
+fn date_text(
+    table: &str,
+    index: &str,
+    s: &CSeg,
+    text: &str,
+    last: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidValue {
+        table: table.to_owned(),
+        field: index.to_owned(),
+        value: format!("{text:?}"),
+        reason: reason.to_owned(),
+    };
+    let t = text.trim_end();
+    if t.len() > 8 || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(
+            "a Date segment is sought as YYYYMMDD digits (or a prefix of them)",
+        ));
+    }
+    if t.len() < 8 && !last {
+        return Err(bad(
+            "only the last part of a seek key may be a partial date",
+        ));
+    }
+    let start = out.len();
+    if t.is_empty() && text.len() == 8 {
+        // Eight blanks: the empty date.
+        out.extend_from_slice(b"        ");
+    } else {
+        out.extend_from_slice(t.as_bytes());
+    }
+    if s.desc {
+        for b in &mut out[start..] {
+            *b = !*b;
+        }
+    }
+    Ok(())
 }
 
 fn seek_value(table: &str, index: &str, s: &CSeg, v: &Value) -> Result<Value> {
@@ -473,7 +522,13 @@ fn encode(s: &CSeg, v: &Value, partial: bool, out: &mut Vec<u8>) {
             };
             out.extend_from_slice(&ord.to_be_bytes());
         }
-        (FieldType::Date, Value::Date(d)) => out.extend_from_slice(&d.yyyymmdd().to_be_bytes()),
+        (FieldType::Date, Value::Date(d)) => {
+            if d.is_empty() {
+                out.extend_from_slice(b"        ");
+            } else {
+                out.extend_from_slice(format!("{:08}", d.yyyymmdd()).as_bytes());
+            }
+        }
         (FieldType::Logical, Value::Logical(b)) => out.push(u8::from(*b)),
         (FieldType::Binary(n), Value::Binary(b)) => {
             out.extend_from_slice(b);
