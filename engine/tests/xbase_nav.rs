@@ -387,7 +387,9 @@ mod model {
 
         pub fn visible(&self, recno: u64) -> bool {
             let r = &self.recs[recno as usize - 1];
-            !(self.hide && r.deleted) && !(self.filter && r.n == 0)
+            let hidden = self.hide && r.deleted;
+            let filtered = self.filter && r.n == 0;
+            !hidden && !filtered
         }
 
         /// Every recno in the order (the raw entries), with its key.
