@@ -76,6 +76,53 @@ pub fn decode_request(payload: &[u8]) -> Result<(u64, super::Request), (Option<u
     }
 }
 
+/// The hello of a connection: [`super::Request::Hello`]'s fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// What the client calls itself.
+    pub client: String,
+}
+
+/// [`super::Request`] reduced to its variant 0, `Hello`: the same encoding,
+/// and no other variant to decode. Anything else fails on its tag.
+#[derive(serde::Deserialize)]
+#[serde(rename = "Request")]
+enum HelloOnly {
+    Hello {
+        user: String,
+        password: String,
+        client: String,
+    },
+}
+
+/// Decodes the first request of a connection, which must be a hello; like
+/// [`decode_request`], the id first. Nothing but a hello's three strings is
+/// decoded, so an unauthenticated peer reaches no other decoder (no recursive
+/// type, no large collection).
+pub fn decode_hello(payload: &[u8]) -> Result<(u64, Hello), (Option<u64>, String)> {
+    let (id, rest) = postcard::take_from_bytes::<u64>(payload)
+        .map_err(|_| (None, "a frame without a request id".to_owned()))?;
+    match decode::<HelloOnly>(rest) {
+        Ok(HelloOnly::Hello {
+            user,
+            password,
+            client,
+        }) => Ok((
+            id,
+            Hello {
+                user,
+                password,
+                client,
+            },
+        )),
+        Err(_) => Err((Some(id), "the first request must be a hello".to_owned())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +157,35 @@ mod tests {
         assert_eq!(decode_request(&[7, 250]).unwrap_err().0, Some(7));
         assert_eq!(decode_request(&[0xff]).unwrap_err().0, None);
         assert_eq!(decode_request(&[]).unwrap_err().0, None);
+    }
+
+    #[test]
+    fn only_a_hello_decodes_before_login() {
+        let hello = Request::Hello {
+            user: "ana".into(),
+            password: "pw".into(),
+            client: "test".into(),
+        };
+        // Hello is variant 0 of Request: the one-variant mirror depends on it.
+        assert_eq!(encode(&hello)[0], 0);
+        let payload = encode(&Envelope {
+            id: 3u64,
+            body: &hello,
+        });
+        let (id, h) = decode_hello(&payload).unwrap();
+        assert_eq!(
+            (id, h.user.as_str(), h.password.as_str(), h.client.as_str()),
+            (3, "ana", "pw", "test")
+        );
+        assert_eq!(decode_request(&payload).unwrap(), (3, hello));
+        for req in [Request::Ping, Request::ListTables, Request::Checkpoint] {
+            let payload = encode(&Envelope {
+                id: 4u64,
+                body: &req,
+            });
+            assert_eq!(decode_hello(&payload).unwrap_err().0, Some(4));
+        }
+        assert_eq!(decode_hello(&[]).unwrap_err().0, None);
+        assert_eq!(decode_hello(&[1, 0, 0xff]).unwrap_err().0, Some(1));
     }
 }
