@@ -32,11 +32,14 @@
 //! ```
 
 pub mod acl;
+pub mod auth;
 pub mod config;
 mod conn;
+pub mod limits;
 pub mod registry;
 pub mod serve;
 pub mod users;
+mod watch;
 mod worker;
 
 use std::io::Write;
@@ -145,6 +148,9 @@ pub(crate) struct Shared {
     pub db: raiz_engine::Database,
     pub config: Config,
     pub acl: acl::Acl,
+    pub users: Arc<users::UserDb>,
+    pub auth: auth::Auth,
+    pub limits: Arc<limits::Limits>,
     pub registry: registry::Registry,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub shutdown: tokio::sync::watch::Sender<bool>,
