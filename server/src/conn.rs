@@ -146,12 +146,13 @@ pub async fn refuse<S: Stream>(mut stream: S) {
 }
 
 /// Serves one accepted connection to its end.
-pub async fn serve<S: Stream>(shared: Arc<Shared>, mut stream: S, peer: Peer, slot: ConnSlot) {
-    let Some(pending) = shared.limits.unauthenticated(&peer.ip) else {
-        tracing::warn!(peer = %peer.address, "too many connections logging in from this address or in total; refused");
-        refuse(stream).await;
-        return;
-    };
+pub async fn serve<S: Stream>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    peer: Peer,
+    slot: ConnSlot,
+    pending: PendingSlot,
+) {
     let frame_timeout = shared.config.frame_timeout();
     let mut hello = [0u8; 8];
     match timeout(frame_timeout, stream.read_exact(&mut hello)).await {

@@ -326,15 +326,18 @@ impl Backoff {
 
 /// Serves an accepted stream, or refuses it at `max_connections`.
 fn dispatch<S: conn::Stream>(shared: &Arc<Shared>, stream: S, peer: Peer) {
-    match shared.limits.connect() {
-        Some(slot) => {
-            tokio::spawn(conn::serve(shared.clone(), stream, peer, slot));
-        }
-        None => {
-            tracing::warn!(peer = %peer.address, open = shared.limits.open(), max = shared.config.max_connections(), "at max_connections; refused");
-            tokio::spawn(conn::refuse(stream));
-        }
-    }
+    let Some(slot) = shared.limits.connect() else {
+        tracing::warn!(peer = %peer.address, open = shared.limits.open(), max = shared.config.max_connections(), "at max_connections; refused");
+        tokio::spawn(conn::refuse(stream));
+        return;
+    };
+    // Taken here, in accept order, so the limit is exact.
+    let Some(pending) = shared.limits.unauthenticated(&peer.ip) else {
+        tracing::warn!(peer = %peer.address, "too many connections logging in from this address or in total; refused");
+        tokio::spawn(conn::refuse(stream));
+        return;
+    };
+    tokio::spawn(conn::serve(shared.clone(), stream, peer, slot, pending));
 }
 
 async fn accept_tcp(shared: Arc<Shared>, l: tokio::net::TcpListener) {

@@ -72,6 +72,14 @@ pub fn decode_request(payload: &[u8]) -> Result<(u64, super::Request), (Option<u
         .map_err(|_| (None, "a frame without a request id".to_owned()))?;
     match decode::<super::Request>(rest) {
         Ok(req) => Ok((id, req)),
+        // Custom errors lose their message in postcard: say what they are.
+        Err(postcard::Error::SerdeDeCustom) => Err((
+            Some(id),
+            format!(
+                "request {id} does not decode: a value is invalid or a condition is nested more than {} levels deep",
+                raiz_engine::index::Condition::MAX_DEPTH
+            ),
+        )),
         Err(e) => Err((Some(id), format!("request {id} does not decode: {e}"))),
     }
 }

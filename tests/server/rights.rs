@@ -1,0 +1,1 @@
+//! Rights that follow the user, lock-idle sessions and smaller holes.
