@@ -25,20 +25,26 @@ pub async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = shared.shutdown.subscribe();
+    let mut seen = shared.users.generation();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        users(&shared);
+        users(&shared, &mut seen);
         lock_waits(&shared);
     }
 }
 
-fn users(shared: &Shared) {
-    if !shared.users.refresh() {
+/// Ends the sessions of removed users once per new list (read here, or by a
+/// login that came first).
+fn users(shared: &Shared, seen: &mut u64) {
+    shared.users.refresh();
+    let generation = shared.users.generation();
+    if generation == *seen {
         return;
     }
+    *seen = generation;
     let users = shared.users.current();
     for e in shared.registry.entries() {
         if users.get(&e.user).is_none() {
