@@ -196,4 +196,38 @@ mod tests {
         assert_eq!(decode_hello(&[]).unwrap_err().0, None);
         assert_eq!(decode_hello(&[1, 0, 0xff]).unwrap_err().0, Some(1));
     }
+
+    /// The fuzz seeds are what their names say (see fuzz/seeds).
+    #[test]
+    fn fuzz_seeds_decode_as_named() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+        let frames = |target: &str, name: &str| {
+            let bytes = std::fs::read(seeds.join(target).join(name)).unwrap();
+            let mut input = bytes.as_slice();
+            let mut out = Vec::new();
+            while let Ok(p) = read_frame(&mut input, 1 << 20) {
+                out.push(p);
+            }
+            out
+        };
+        for name in ["deep-set-filter", "deep-create-index"] {
+            let f = frames("request_decoder", name);
+            let (id, why) = decode_request(&f[0]).unwrap_err();
+            assert!(
+                id.is_some() && why.contains("nested more than 64"),
+                "{name}: {why}"
+            );
+        }
+        let f = frames("request_decoder", "at-the-limit");
+        assert!(decode_request(&f[0]).is_ok());
+        assert_eq!(decode_request(&f[1]).unwrap().1, Request::Ping);
+        let hello = std::fs::read(seeds.join("handshake/hello")).unwrap();
+        let payload = read_frame(&mut &hello[8..], crate::proto::MAX_HELLO_FRAME).unwrap();
+        assert_eq!(decode_hello(&payload).unwrap().1.user, "ana");
+        let deep = std::fs::read(seeds.join("handshake/deep-before-login")).unwrap();
+        let payload = read_frame(&mut &deep[8..], crate::proto::MAX_HELLO_FRAME).unwrap();
+        assert!(decode_hello(&payload).is_err());
+        let over = std::fs::read(seeds.join("handshake/deep-over-the-limit")).unwrap();
+        assert!(read_frame(&mut &over[8..], crate::proto::MAX_HELLO_FRAME).is_err());
+    }
 }
