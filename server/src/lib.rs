@@ -42,6 +42,7 @@
 //! ```
 
 pub mod acl;
+mod ahead;
 pub mod auth;
 pub mod config;
 mod conn;
