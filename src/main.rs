@@ -125,6 +125,13 @@ enum Command {
         /// Seconds a client has to finish a frame it started.
         #[arg(long)]
         frame_secs: Option<u64>,
+        /// Connections served at once; the excess is refused (default 4096).
+        #[arg(long)]
+        max_connections: Option<u64>,
+        /// End a session that holds locks others wait for and has sent
+        /// nothing for this many seconds (default 60).
+        #[arg(long)]
+        lock_idle_secs: Option<u64>,
     },
     /// Manage the users of a rootpath (argon2 hashes in raiz.users).
     User {
@@ -295,6 +302,8 @@ fn run(cli: Cli) -> Result<(), String> {
             tls_key,
             idle_secs,
             frame_secs,
+            max_connections,
+            lock_idle_secs,
         } => {
             config.root = root.or(config.root);
             config.listen = listen.or(config.listen);
@@ -303,6 +312,8 @@ fn run(cli: Cli) -> Result<(), String> {
             config.tls_key = tls_key.or(config.tls_key);
             config.idle_secs = idle_secs.or(config.idle_secs);
             config.frame_secs = frame_secs.or(config.frame_secs);
+            config.max_connections = max_connections.or(config.max_connections);
+            config.lock_idle_secs = lock_idle_secs.or(config.lock_idle_secs);
             if config.listen.is_none() && config.unix.is_none() {
                 config.listen = Some(format!("127.0.0.1:{}", raiz_client::DEFAULT_PORT));
             }

@@ -122,6 +122,16 @@ pub fn monitor(connect: &str, end: Option<u64>) -> Result<(), String> {
                 i.locks.join("; ")
             },
         );
+        if let (true, Some(lock)) = (i.busy, &i.waiting_for) {
+            if !i.blocked_by.is_empty() {
+                let by: Vec<String> = i.blocked_by.iter().map(u64::to_string).collect();
+                println!(
+                    "{:>6}  waits for {lock}, held by session {}",
+                    "",
+                    by.join(", ")
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -75,8 +75,11 @@ pub enum ErrorKind {
     BadRequest,
     /// The peer broke the protocol (bad magic, version, frame).
     Protocol,
-    /// The connection or session ended (ended by an admin, idle, shutdown).
+    /// The connection or session ended (ended by an admin, idle, shutdown,
+    /// the user removed).
     Closed,
+    /// The server refused the connection at its connection limit: retry later.
+    Busy,
 }
 
 impl ErrorKind {

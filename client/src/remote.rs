@@ -174,6 +174,12 @@ impl Conn {
                     "TLS was asked for but the server has no certificate".into(),
                 ))
             }
+            Some(Status::Busy) => {
+                return Err(Error::Server {
+                    kind: crate::ErrorKind::Busy,
+                    message: format!("{peer}: the server is at its connection limit; retry later"),
+                })
+            }
             _ => return Err(protocol(format!("unexpected server status {status}"))),
         }
         if let Some((host, ca)) = tls {

@@ -35,6 +35,19 @@ pub struct Config {
     pub frame_secs: Option<u64>,
     /// Largest request frame accepted, in MiB.
     pub max_frame_mb: Option<u64>,
+    /// Connections served at once, logged in or not (default 4096); the
+    /// excess is answered with a `Busy` status and closed.
+    pub max_connections: Option<u64>,
+    /// Connections that have not logged in yet, in total (default 512).
+    pub max_unauthenticated: Option<u64>,
+    /// Connections that have not logged in yet, per peer address (default 64).
+    pub max_unauthenticated_per_address: Option<u64>,
+    /// Request frames buffered (read, queued, not yet executed) across all
+    /// connections, in MiB (default 512; at least `max_frame_mb`).
+    pub frame_budget_mb: Option<u64>,
+    /// A session holding locks others wait for, idle this many seconds, is
+    /// ended (default 60).
+    pub lock_idle_secs: Option<u64>,
     /// Accept connections without TLS from other machines (default: only
     /// loopback and the Unix socket may skip TLS once a certificate is set;
     /// without a certificate every address is served in the clear).
@@ -60,6 +73,14 @@ impl Config {
             ("idle_secs", c.idle_secs),
             ("frame_secs", c.frame_secs),
             ("max_frame_mb", c.max_frame_mb),
+            ("max_connections", c.max_connections),
+            ("max_unauthenticated", c.max_unauthenticated),
+            (
+                "max_unauthenticated_per_address",
+                c.max_unauthenticated_per_address,
+            ),
+            ("frame_budget_mb", c.frame_budget_mb),
+            ("lock_idle_secs", c.lock_idle_secs),
         ] {
             if v == Some(0) {
                 return Err(Error::Invalid {
@@ -114,6 +135,33 @@ impl Config {
             })
     }
 
+    /// Connections served at once (default 4096).
+    pub fn max_connections(&self) -> usize {
+        clamp_usize(self.max_connections, 4096)
+    }
+
+    /// Connections not yet logged in: in total, and per peer address
+    /// (defaults 512 and 64).
+    pub fn max_unauthenticated(&self) -> (usize, usize) {
+        (
+            clamp_usize(self.max_unauthenticated, 512),
+            clamp_usize(self.max_unauthenticated_per_address, 64),
+        )
+    }
+
+    /// Bytes of request frames buffered across connections (default 512 MiB,
+    /// never below the largest frame, so any one frame can be read).
+    pub fn frame_budget(&self) -> usize {
+        let budget = clamp_usize(self.frame_budget_mb, 512).saturating_mul(1 << 20);
+        budget.max(self.max_frame() as usize)
+    }
+
+    /// Idle time after which a session holding locks others wait for is
+    /// ended (default 60 s).
+    pub fn lock_idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lock_idle_secs.unwrap_or(60))
+    }
+
     /// The buffer pool budget in bytes (the engine's default when unset).
     pub fn pool_bytes(&self) -> usize {
         self.pool_mb
@@ -121,6 +169,10 @@ impl Config {
                 (mb as usize).saturating_mul(1 << 20)
             })
     }
+}
+
+fn clamp_usize(v: Option<u64>, default: usize) -> usize {
+    v.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]
@@ -151,6 +203,14 @@ mod tests {
             std::time::Duration::from_millis(250)
         );
         assert!(Config::parse("pool_mb = 'x'").is_err());
+        assert!(Config::parse("max_connections = 0").is_err());
+        let c =
+            Config::parse("max_connections = 10\nmax_unauthenticated_per_address = 2\n").unwrap();
+        assert_eq!(c.max_connections(), 10);
+        assert_eq!(c.max_unauthenticated(), (512, 2));
+        assert_eq!(c.lock_idle_timeout(), std::time::Duration::from_secs(60));
+        let c = Config::parse("frame_budget_mb = 1\nmax_frame_mb = 8\n").unwrap();
+        assert_eq!(c.frame_budget(), 8 << 20);
         assert!(matches!(
             Config::load(&dir.path().join("none.toml")),
             Err(Error::Read { .. })

@@ -6,18 +6,36 @@
 //! a frame that does not decode gets a `BadRequest` reply and the connection
 //! goes on. Ending the connection closes the worker's queue; the worker
 //! finishes the request it is executing, then ends the session.
+//!
+//! Before login a peer may send one hello, in a frame of at most
+//! [`proto::MAX_HELLO_FRAME`] bytes, decoded by [`proto::decode_hello`] (no
+//! other request decoder is reachable). After it, every frame reserves its
+//! bytes in the server's frame budget before its body is read, the queue to
+//! the worker is short, and the worker waits while its unsent replies exceed
+//! [`crate::limits::REPLY_BUDGET`]: a client that does not read its replies
+//! stops being read (see [`crate::limits`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raiz_client::proto::{self, Envelope, Reply, Request, Status, WireError};
+use raiz_client::proto::{self, Envelope, Reply, Status, WireError};
 use raiz_client::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use crate::auth::{Verdict, FAILURE_DELAY};
+use crate::limits::{ConnSlot, Outbox, PendingSlot};
 use crate::worker::{Item, Worker};
 use crate::Shared;
+
+/// Why a session ended when an admin or the server's watcher ended it.
+const ENDED: &str = "ended by an admin or the server";
+/// Requests queued for a session thread.
+const QUEUE: usize = 16;
+/// Time the writer gets to send what is queued once a session was ended.
+const FORCED_END_GRACE: Duration = Duration::from_secs(1);
 
 /// A byte stream a connection runs on (TCP, TLS over TCP, Unix socket).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -27,6 +45,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 pub struct Peer {
     /// Address, for logs and the monitor.
     pub address: String,
+    /// The address without the port (`unix` for the Unix socket): what
+    /// per-address limits count.
+    pub ip: String,
     /// Loopback TCP or the Unix socket: TLS is optional.
     pub local: bool,
     /// A TCP stream TLS can be started on.
@@ -34,10 +55,16 @@ pub struct Peer {
 }
 
 async fn send_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
-    let mut frame = Vec::with_capacity(payload.len() + 4);
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(payload);
-    w.write_all(&frame).await?;
+    let len = (payload.len() as u32).to_le_bytes();
+    if payload.len() <= 16 << 10 {
+        let mut frame = Vec::with_capacity(payload.len() + 4);
+        frame.extend_from_slice(&len);
+        frame.extend_from_slice(payload);
+        w.write_all(&frame).await?;
+    } else {
+        w.write_all(&len).await?;
+        w.write_all(payload).await?;
+    }
     w.flush().await
 }
 
@@ -57,15 +84,14 @@ enum ReadEnd {
     Io(std::io::Error),
 }
 
-/// Reads one frame: the first byte may take up to `idle` (re-armed while the
-/// session is busy), the rest must arrive within `frame`.
-async fn read_frame<R: AsyncRead + Unpin>(
+/// Reads a frame's length: the first byte may take up to `idle` (re-armed
+/// while the session is busy), the rest must arrive within `frame`.
+async fn read_len<R: AsyncRead + Unpin>(
     r: &mut R,
     idle: Duration,
     frame: Duration,
-    limit: u32,
     busy: &(dyn Fn() -> bool + Sync),
-) -> Result<Vec<u8>, ReadEnd> {
+) -> Result<u32, ReadEnd> {
     let first = loop {
         match timeout(idle, r.read_u8()).await {
             Ok(Ok(b)) => break b,
@@ -77,13 +103,22 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Err(_) => return Err(ReadEnd::Idle),
         }
     };
-    let rest = async {
-        let mut len = [first, 0, 0, 0];
-        r.read_exact(&mut len[1..]).await.map_err(ReadEnd::Io)?;
-        let len = u32::from_le_bytes(len);
-        if len > limit {
-            return Err(ReadEnd::TooLarge(len));
-        }
+    let mut len = [first, 0, 0, 0];
+    match timeout(frame, r.read_exact(&mut len[1..])).await {
+        Ok(Ok(_)) => Ok(u32::from_le_bytes(len)),
+        Ok(Err(e)) => Err(ReadEnd::Io(e)),
+        Err(_) => Err(ReadEnd::Slow),
+    }
+}
+
+/// Reads a frame's body of `len` bytes within `frame`. The buffer grows as
+/// bytes arrive, so announcing a large frame and sending little costs little.
+async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: u32,
+    frame: Duration,
+) -> Result<Vec<u8>, ReadEnd> {
+    let body = async {
         let mut buf = Vec::with_capacity((len as usize).min(1 << 20));
         let got = r
             .take(u64::from(len))
@@ -95,14 +130,29 @@ async fn read_frame<R: AsyncRead + Unpin>(
         }
         Ok(buf)
     };
-    match timeout(frame, rest).await {
-        Ok(r) => r,
-        Err(_) => Err(ReadEnd::Slow),
-    }
+    timeout(frame, body).await.unwrap_or(Err(ReadEnd::Slow))
+}
+
+/// Refuses a connection over a limit: a `Busy` prologue, then close. The
+/// peer's prologue is read first (briefly), so the close does not reset the
+/// connection before the client has read the answer.
+pub async fn refuse<S: Stream>(mut stream: S) {
+    let _ = stream
+        .write_all(&proto::prologue(proto::VERSION, Status::Busy as u16))
+        .await;
+    let mut hello = [0u8; 8];
+    let _ = timeout(Duration::from_millis(500), stream.read_exact(&mut hello)).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Serves one accepted connection to its end.
-pub async fn serve<S: Stream>(shared: Arc<Shared>, mut stream: S, peer: Peer) {
+pub async fn serve<S: Stream>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    peer: Peer,
+    slot: ConnSlot,
+    pending: PendingSlot,
+) {
     let frame_timeout = shared.config.frame_timeout();
     let mut hello = [0u8; 8];
     match timeout(frame_timeout, stream.read_exact(&mut hello)).await {
@@ -150,81 +200,86 @@ pub async fn serve<S: Stream>(shared: Arc<Shared>, mut stream: S, peer: Peer) {
             return;
         };
         match timeout(frame_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => run(shared, tls, peer).await,
+            Ok(Ok(tls)) => run(shared, tls, peer, pending, slot).await,
             Ok(Err(e)) => tracing::warn!(peer = %peer.address, error = %e, "TLS handshake failed"),
             Err(_) => tracing::warn!(peer = %peer.address, "TLS handshake timed out"),
         }
     } else {
-        run(shared, stream, peer).await;
+        run(shared, stream, peer, pending, slot).await;
     }
 }
 
-async fn run<S: Stream>(shared: Arc<Shared>, stream: S, peer: Peer) {
-    let (r, mut w) = tokio::io::split(stream);
-    let mut r = BufReader::with_capacity(64 << 10, r);
-    let limit = shared.config.max_frame();
+/// Reads and checks the hello; the user, or None when the connection is done.
+async fn login<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    r: &mut R,
+    w: &mut W,
+    peer: &Peer,
+) -> Option<(u64, crate::users::User, String)> {
     let frame_timeout = shared.config.frame_timeout();
-    // Authentication: one Hello frame.
-    let payload = match read_frame(&mut r, frame_timeout, frame_timeout, limit, &|| false).await {
-        Ok(p) => p,
-        Err(_) => {
-            tracing::warn!(peer = %peer.address, "no hello in time or a bad frame; closed");
-            return;
+    let limit = proto::MAX_HELLO_FRAME;
+    let payload = match read_len(r, frame_timeout, frame_timeout, &|| false).await {
+        Ok(len) if len > limit => {
+            let msg = format!("a hello frame of {len} bytes exceeds the limit of {limit} bytes");
+            tracing::warn!(peer = %peer.address, "{msg}; closed");
+            let _ = send_frame(w, &error_payload(0, ErrorKind::BadRequest, msg)).await;
+            return None;
         }
+        Ok(len) => read_body(r, len, frame_timeout).await.ok(),
+        Err(_) => None,
     };
-    let (id, user, password, client) = match proto::decode::<Envelope<Request>>(&payload) {
-        Ok(Envelope {
-            id,
-            body:
-                Request::Hello {
-                    user,
-                    password,
-                    client,
-                },
-        }) => (id, user, password, client),
-        _ => {
-            let msg = "the first request must be a hello".to_owned();
-            let _ = send_frame(&mut w, &error_payload(0, ErrorKind::BadRequest, msg)).await;
-            return;
-        }
+    let Some(payload) = payload else {
+        tracing::warn!(peer = %peer.address, "no hello in time or a bad frame; closed");
+        return None;
     };
-    let root = shared.db.root().to_path_buf();
-    let name = user.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        crate::users::Users::load(&root).map(|u| u.verify(&name, &password).cloned())
-    })
-    .await;
-    let user = match verified {
-        Ok(Ok(Some(u))) => u,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot read the user list");
+    let (id, hello) = match proto::decode_hello(&payload) {
+        Ok(h) => h,
+        Err((id, msg)) => {
             let _ = send_frame(
-                &mut w,
-                &error_payload(
-                    id,
-                    ErrorKind::Auth,
-                    "the server cannot read its user list".into(),
-                ),
+                w,
+                &error_payload(id.unwrap_or(0), ErrorKind::BadRequest, msg),
             )
             .await;
-            return;
-        }
-        _ => {
-            tracing::warn!(peer = %peer.address, user = %user, "authentication failed");
-            // Slow down password guessing.
-            tokio::time::sleep(Duration::from_millis(750)).await;
-            let _ = send_frame(
-                &mut w,
-                &error_payload(
-                    id,
-                    ErrorKind::Auth,
-                    format!("authentication failed for user {user:?}"),
-                ),
-            )
-            .await;
-            return;
+            return None;
         }
     };
+    let delay = shared.auth.delay(&peer.ip, &hello.user);
+    if !delay.is_zero() {
+        tracing::debug!(peer = %peer.address, user = %hello.user, ?delay, "login slowed after failures");
+        tokio::time::sleep(delay).await;
+    }
+    let name = hello.user.clone();
+    match shared.auth.verify(hello.user, hello.password).await {
+        Verdict::Ok(user) => Some((id, user, hello.client)),
+        Verdict::Unavailable => {
+            let msg = "the server is shutting down".to_owned();
+            let _ = send_frame(w, &error_payload(id, ErrorKind::Closed, msg)).await;
+            None
+        }
+        Verdict::Denied => {
+            tracing::warn!(peer = %peer.address, user = %name, "authentication failed");
+            shared.auth.failed(&peer.ip, &name);
+            tokio::time::sleep(FAILURE_DELAY).await;
+            let msg = format!("authentication failed for user {name:?}");
+            let _ = send_frame(w, &error_payload(id, ErrorKind::Auth, msg)).await;
+            None
+        }
+    }
+}
+
+async fn run<S: Stream>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: Peer,
+    pending: PendingSlot,
+    _slot: ConnSlot,
+) {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::with_capacity(16 << 10, r);
+    let Some((id, user, client)) = login(&shared, &mut r, &mut w, &peer).await else {
+        return;
+    };
+    drop(pending);
     let session = shared.db.session();
     let sid = session.id();
     let entry = shared.registry.add(sid, &user.name, &peer.address, &client);
@@ -240,14 +295,17 @@ async fn run<S: Stream>(shared: Arc<Shared>, stream: S, peer: Peer) {
         shared.registry.remove(sid);
         return;
     }
-    let (req_tx, req_rx) = tokio::sync::mpsc::channel::<Item>(64);
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (req_tx, req_rx) = mpsc::channel::<Item>(QUEUE);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let outbox = Arc::new(Outbox::default());
+    let farewell = out_tx.clone();
     let worker = Worker::new(shared.clone(), session, user, entry.clone());
     let done = shared.workers.guard();
+    let worker_outbox = outbox.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("raiz-session-{sid}"))
         .spawn(move || {
-            worker.run(req_rx, out_tx);
+            worker.run(req_rx, out_tx, &worker_outbox);
             drop(done);
         });
     if let Err(e) = spawned {
@@ -256,61 +314,129 @@ async fn run<S: Stream>(shared: Arc<Shared>, stream: S, peer: Peer) {
         return;
     }
     let writer_entry = entry.clone();
-    let writer = tokio::spawn(async move {
+    let writer_outbox = outbox.clone();
+    let mut writer = tokio::spawn(async move {
         while let Some(p) = out_rx.recv().await {
             writer_entry
                 .bytes_out
                 .fetch_add(p.len() as u64 + 4, Ordering::Relaxed);
-            if send_frame(&mut w, &p).await.is_err() {
+            let sent = send_frame(&mut w, &p).await;
+            writer_outbox.sent(p.len());
+            if sent.is_err() {
                 break;
             }
         }
+        writer_outbox.close();
         let _ = w.shutdown().await;
     });
+    let why = read_requests(&shared, &mut r, &entry, &req_tx).await;
+    let forced = entry.reason();
+    tracing::info!(session = sid, peer = %peer.address, reason = why, detail = forced.as_deref().unwrap_or(""), "session ending");
+    if let Some(reason) = &forced {
+        let _ = farewell.send(error_payload(0, ErrorKind::Closed, reason.clone()));
+    }
+    drop(farewell);
+    drop(req_tx);
+    let grace = if forced.is_some() || why == ENDED {
+        FORCED_END_GRACE
+    } else {
+        shared.config.frame_timeout()
+    };
+    // The writer ends once the session thread has answered its last request.
+    // If meanwhile replies wait and none gets out for `grace`, the client
+    // does not read: stop writing, so the session thread (maybe waiting for
+    // room) ends and releases its locks.
+    let mut sent = entry.bytes_out.load(Ordering::Relaxed);
+    while timeout(grace, &mut writer).await.is_err() {
+        let now = entry.bytes_out.load(Ordering::Relaxed);
+        if outbox.pending() > 0 && now == sent {
+            writer.abort();
+            outbox.close();
+            break;
+        }
+        sent = now;
+    }
+    shared.registry.remove(sid);
+}
+
+/// Reads requests into the worker's queue until the connection ends; why.
+async fn read_requests<R: AsyncRead + Unpin>(
+    shared: &Shared,
+    r: &mut R,
+    entry: &Arc<crate::registry::Entry>,
+    req_tx: &mpsc::Sender<Item>,
+) -> &'static str {
+    let limit = shared.config.max_frame();
+    let frame_timeout = shared.config.frame_timeout();
     let idle = shared.config.idle_timeout();
     let mut ended = entry.ended();
     let mut shutdown = shared.shutdown.subscribe();
     let busy_entry = entry.clone();
     let busy = move || busy_entry.busy.load(Ordering::Relaxed);
-    let why = loop {
-        let frame = tokio::select! {
-            f = read_frame(&mut r, idle, frame_timeout, limit, &busy) => f,
-            _ = ended.wait_for(|e| *e) => break "ended by an admin",
-            _ = shutdown.wait_for(|s| *s) => break "server shutting down",
-        };
-        let payload = match frame {
-            Ok(p) => p,
-            Err(ReadEnd::Closed) => break "closed by the client",
-            Err(ReadEnd::Io(e)) => {
-                tracing::debug!(session = sid, error = %e, "read");
-                break "connection lost";
+    loop {
+        let next = async {
+            let len = read_len(r, idle, frame_timeout, &busy).await?;
+            if len > limit {
+                return Err(ReadEnd::TooLarge(len));
             }
-            Err(ReadEnd::Idle) => break "idle timeout",
-            Err(ReadEnd::Slow) => break "frame not completed in time",
+            let permit = shared.limits.frame(len).await;
+            Ok((read_body(r, len, frame_timeout).await?, permit))
+        };
+        let frame = tokio::select! {
+            f = next => f,
+            _ = ended.wait_for(|e| *e) => return ENDED,
+            _ = shutdown.wait_for(|s| *s) => return "server shutting down",
+        };
+        let (payload, permit) = match frame {
+            Ok(p) => p,
+            Err(ReadEnd::Closed) => return "closed by the client",
+            Err(ReadEnd::Io(e)) => {
+                tracing::debug!(session = entry.id, error = %e, "read");
+                return "connection lost";
+            }
+            Err(ReadEnd::Idle) => return "idle timeout",
+            Err(ReadEnd::Slow) => return "frame not completed in time",
             Err(ReadEnd::TooLarge(len)) => {
                 let msg = format!("frame of {len} bytes exceeds the limit of {limit} bytes");
-                let _ = req_tx.send((0, Err(msg))).await;
-                break "frame over the limit";
+                let _ = req_tx.send(Item::refused(0, msg)).await;
+                return "frame over the limit";
             }
         };
         entry
             .bytes_in
             .fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
         entry.touch();
-        let item = match proto::decode_request(&payload) {
-            Ok((id, req)) => (id, Ok(req)),
-            Err((Some(id), why)) => (id, Err(why)),
+        let decoded = proto::decode_request(&payload);
+        drop(payload);
+        let item = match decoded {
+            Ok((id, req)) => Item::new(id, req, permit),
+            Err((Some(id), why)) => Item::refused(id, why),
             Err((None, why)) => {
-                let _ = req_tx.send((0, Err(why))).await;
-                break "undecodable frame";
+                let _ = req_tx.send(Item::refused(0, why)).await;
+                return "undecodable frame";
             }
         };
-        if req_tx.send(item).await.is_err() {
-            break "session ended";
+        // Queue it; a full queue means the session is busy or its client does
+        // not read its replies (the session thread waits for room): then this
+        // connection is not read either, up to the idle timeout.
+        let queued = async {
+            loop {
+                match timeout(idle, req_tx.reserve()).await {
+                    Ok(Ok(slot)) => return Ok(slot),
+                    Ok(Err(_)) => return Err("session ended"),
+                    Err(_) if busy() => continue,
+                    Err(_) => return Err("replies not read within the idle timeout"),
+                }
+            }
+        };
+        let slot = tokio::select! {
+            q = queued => q,
+            _ = ended.wait_for(|e| *e) => return ENDED,
+            _ = shutdown.wait_for(|s| *s) => return "server shutting down",
+        };
+        match slot {
+            Ok(slot) => slot.send(item),
+            Err(why) => return why,
         }
-    };
-    tracing::info!(session = sid, peer = %peer.address, reason = why, "session ending");
-    drop(req_tx);
-    let _ = writer.await;
-    shared.registry.remove(sid);
+    }
 }

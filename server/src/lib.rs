@@ -7,9 +7,14 @@
 //! - [`users`] and [`acl`]: who may connect (argon2 hashes in `raiz.users`) and
 //!   what each user may do to each table (`raiz.acl`).
 //! - [`serve`]: listeners, signals and graceful shutdown; per connection,
-//!   `conn` (async: handshake, frames, timeouts) and `worker` (an OS thread
-//!   that owns the engine session and runs its requests in order).
-//! - [`registry`]: the sessions `raiz monitor` lists and ends.
+//!   `conn` (async: handshake, frames, timeouts, backpressure) and `worker`
+//!   (an OS thread that owns the engine session and runs its requests in
+//!   order).
+//! - [`auth`]: password checks on a small pool, login throttling.
+//! - [`limits`]: connections, logins in progress, buffered frames, unsent
+//!   replies.
+//! - [`registry`]: the sessions `raiz monitor` lists and ends; `watch` keeps
+//!   them in step with `raiz.users` and ends idle holders of awaited locks.
 //!
 //! ```toml
 //! root = "/data/erp"
@@ -24,6 +29,11 @@
 //! idle_secs = 1800         # a session without requests for this long is ended
 //! frame_secs = 30          # a started frame must be complete within this
 //! max_frame_mb = 72
+//! max_connections = 4096   # connections at once; the excess gets a Busy status
+//! max_unauthenticated = 512               # connections not logged in yet, in total
+//! max_unauthenticated_per_address = 64    # … and per peer address
+//! frame_budget_mb = 512    # request frames read and not yet executed, all connections
+//! lock_idle_secs = 60      # end a session holding awaited locks, silent this long
 //! ```
 //!
 //! ```
@@ -32,11 +42,15 @@
 //! ```
 
 pub mod acl;
+mod ahead;
+pub mod auth;
 pub mod config;
 mod conn;
+pub mod limits;
 pub mod registry;
 pub mod serve;
 pub mod users;
+mod watch;
 mod worker;
 
 use std::io::Write;
@@ -145,6 +159,9 @@ pub(crate) struct Shared {
     pub db: raiz_engine::Database,
     pub config: Config,
     pub acl: acl::Acl,
+    pub users: Arc<users::UserDb>,
+    pub auth: auth::Auth,
+    pub limits: Arc<limits::Limits>,
     pub registry: registry::Registry,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub shutdown: tokio::sync::watch::Sender<bool>,

@@ -1,7 +1,9 @@
 //! The server's sessions, as `raiz monitor` lists them. Each connection owns
 //! one entry; the entry's `end` signal is how an admin (or shutdown) stops the
 //! connection's reader: an idle session closes at once, a busy one after the
-//! request it is executing.
+//! request it is executing. An entry also says which lock its session waits
+//! for and whose locks those are (kept by the server's watcher), so the
+//! monitor shows who waits on whom.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +12,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use raiz_client::SessionInfo;
+use raiz_engine::LockKey;
 use tokio::sync::watch;
 
 /// One session.
@@ -37,6 +40,12 @@ pub struct Entry {
     pub tables: Mutex<Vec<String>>,
     /// When the open transaction began.
     pub txn_since: Mutex<Option<Instant>>,
+    /// The lock the session's current request may be waiting for.
+    pub waiting: Mutex<Option<LockKey>>,
+    /// Sessions holding that lock, as the watcher last saw them.
+    pub blocked_by: Mutex<Vec<u64>>,
+    /// Why the session was ended, told to its client.
+    reason: Mutex<Option<String>>,
     end: watch::Sender<bool>,
 }
 
@@ -44,6 +53,22 @@ impl Entry {
     /// Asks the connection to end.
     pub fn end(&self) {
         self.end.send_replace(true);
+    }
+
+    /// Asks the connection to end, telling its client why.
+    pub fn end_because(&self, reason: String) {
+        self.reason.lock().get_or_insert(reason);
+        self.end();
+    }
+
+    /// Why the session was ended, if it was told.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().clone()
+    }
+
+    /// Seconds since the last request arrived.
+    pub fn idle(&self) -> std::time::Duration {
+        self.last.lock().elapsed()
     }
 
     /// A receiver that changes when the session is asked to end.
@@ -79,6 +104,9 @@ impl Registry {
             bytes_out: AtomicU64::new(0),
             tables: Mutex::new(Vec::new()),
             txn_since: Mutex::new(None),
+            waiting: Mutex::new(None),
+            blocked_by: Mutex::new(Vec::new()),
+            reason: Mutex::new(None),
             end,
         });
         self.sessions.lock().insert(id, e.clone());
@@ -106,6 +134,11 @@ impl Registry {
         for e in self.sessions.lock().values() {
             e.end();
         }
+    }
+
+    /// Every session.
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.sessions.lock().values().cloned().collect()
     }
 
     /// Number of sessions.
@@ -137,6 +170,12 @@ impl Registry {
                 requests: e.requests.load(Ordering::Relaxed),
                 bytes_in: e.bytes_in.load(Ordering::Relaxed),
                 bytes_out: e.bytes_out.load(Ordering::Relaxed),
+                waiting_for: e.waiting.lock().as_ref().map(ToString::to_string),
+                blocked_by: if e.busy.load(Ordering::Relaxed) {
+                    e.blocked_by.lock().clone()
+                } else {
+                    Vec::new()
+                },
             })
             .collect()
     }

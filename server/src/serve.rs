@@ -92,7 +92,14 @@ fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
         address: path.display().to_string(),
         source,
     };
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(lerr(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket; not replacing it",
+            )));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(lerr(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -115,8 +122,8 @@ pub fn start(config: Config, signals: bool) -> Result<ServerHandle, Error> {
         message: "no rootpath: give --root or root = in raiz.toml".into(),
     })?;
     let tls = tls_acceptor(&config)?;
-    let users = crate::users::Users::load(&root)?;
-    if users.users.is_empty() {
+    let users = Arc::new(crate::users::UserDb::open(&root)?);
+    if users.current().users.is_empty() {
         tracing::warn!(root = %root.display(), "no users yet: every login fails until `raiz user add` creates one");
     }
     let db = Database::open_with(
@@ -157,10 +164,17 @@ pub fn start(config: Config, signals: bool) -> Result<ServerHandle, Error> {
     let (stop, stop_rx) = watch::channel(false);
     let handle_tcp = tcp.as_ref().map(|(_, a)| *a);
     let unix_path = config.unix.clone();
+    let auth = crate::auth::Auth::start(users.clone()).map_err(|source| Error::Listen {
+        address: "password-check threads".into(),
+        source,
+    })?;
     let shared = Arc::new(Shared {
         db,
+        limits: Arc::new(crate::limits::Limits::new(&config)),
         config,
         acl,
+        users,
+        auth,
         registry: registry::Registry::default(),
         tls,
         shutdown: watch::channel(false).0,
@@ -229,6 +243,7 @@ fn serve(
                 Err(e) => tracing::error!(error = %e, "Unix listener"),
             }
         }
+        tokio::spawn(crate::watch::run(shared.clone()));
         tracing::info!(root = %root.display(), "serving");
         wait_for_stop(&mut stop, signals).await;
         tracing::info!(
@@ -280,8 +295,54 @@ async fn wait_for_stop(stop: &mut watch::Receiver<bool>, signals: bool) {
     }
 }
 
+/// Backs off after `accept` failures (out of file descriptors): waits grow
+/// from 50 ms to 1 s, and one warning is logged per 10 s.
+#[derive(Default)]
+struct Backoff {
+    wait: Duration,
+    failures: u64,
+    warned: Option<Instant>,
+}
+
+impl Backoff {
+    async fn failed(&mut self, e: &std::io::Error) {
+        self.failures += 1;
+        if self
+            .warned
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(error = %e, failures = self.failures, "accept failed; backing off");
+            self.warned = Some(Instant::now());
+            self.failures = 0;
+        }
+        self.wait = (self.wait * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::time::sleep(self.wait).await;
+    }
+
+    fn succeeded(&mut self) {
+        self.wait = Duration::ZERO;
+    }
+}
+
+/// Serves an accepted stream, or refuses it at `max_connections`.
+fn dispatch<S: conn::Stream>(shared: &Arc<Shared>, stream: S, peer: Peer) {
+    let Some(slot) = shared.limits.connect() else {
+        tracing::warn!(peer = %peer.address, open = shared.limits.open(), max = shared.config.max_connections(), "at max_connections; refused");
+        tokio::spawn(conn::refuse(stream));
+        return;
+    };
+    // Taken here, in accept order, so the limit is exact.
+    let Some(pending) = shared.limits.unauthenticated(&peer.ip) else {
+        tracing::warn!(peer = %peer.address, "too many connections logging in from this address or in total; refused");
+        tokio::spawn(conn::refuse(stream));
+        return;
+    };
+    tokio::spawn(conn::serve(shared.clone(), stream, peer, slot, pending));
+}
+
 async fn accept_tcp(shared: Arc<Shared>, l: tokio::net::TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
+    let mut backoff = Backoff::default();
     loop {
         let accepted = tokio::select! {
             a = l.accept() => a,
@@ -290,11 +351,11 @@ async fn accept_tcp(shared: Arc<Shared>, l: tokio::net::TcpListener) {
         let (stream, addr) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "accept");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.failed(&e).await;
                 continue;
             }
         };
+        backoff.succeeded();
         let _ = stream.set_nodelay(true);
         let ka = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(30))
@@ -305,15 +366,17 @@ async fn accept_tcp(shared: Arc<Shared>, l: tokio::net::TcpListener) {
         }
         let peer = Peer {
             address: addr.to_string(),
+            ip: addr.ip().to_string(),
             local: addr.ip().is_loopback(),
             tcp: true,
         };
-        tokio::spawn(conn::serve(shared.clone(), stream, peer));
+        dispatch(&shared, stream, peer);
     }
 }
 
 async fn accept_unix(shared: Arc<Shared>, l: tokio::net::UnixListener) {
     let mut shutdown = shared.shutdown.subscribe();
+    let mut backoff = Backoff::default();
     loop {
         let accepted = tokio::select! {
             a = l.accept() => a,
@@ -321,17 +384,16 @@ async fn accept_unix(shared: Arc<Shared>, l: tokio::net::UnixListener) {
         };
         match accepted {
             Ok((stream, _)) => {
+                backoff.succeeded();
                 let peer = Peer {
                     address: "unix".into(),
+                    ip: "unix".into(),
                     local: true,
                     tcp: false,
                 };
-                tokio::spawn(conn::serve(shared.clone(), stream, peer));
+                dispatch(&shared, stream, peer);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => backoff.failed(&e).await,
         }
     }
 }

@@ -2,8 +2,11 @@
 //! names, argon2id password hashes (PHC strings: salt and parameters
 //! included), groups and an admin flag. Only hashes are stored. The file is
 //! replaced atomically (write, sync, rename) so a crash leaves the old or the
-//! new list, never half of one; the server reads it at every login, so
-//! `raiz user add` takes effect without a restart.
+//! new list, never half of one. A running server keeps the list in a
+//! [`UserDb`], which re-reads the file when its metadata changes (checked at
+//! every login and by a watcher twice a second), so `raiz user add`, `remove`
+//! or a change of groups take effect without a restart — for open sessions
+//! too, which re-validate their user when the list's generation moved.
 
 use std::path::{Path, PathBuf};
 
@@ -173,6 +176,88 @@ impl Users {
     }
 }
 
+/// What identifies a version of the user file: replaced atomically, each
+/// version is a new inode.
+type Stamp = Option<(u64, u64, u64, i64, i64)>;
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The user list of a running server, re-read when the file changes.
+#[derive(Debug)]
+pub struct UserDb {
+    root: PathBuf,
+    current: parking_lot::RwLock<std::sync::Arc<Users>>,
+    stamp: parking_lot::Mutex<Stamp>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl UserDb {
+    /// Reads the list of `root`.
+    pub fn open(root: &Path) -> Result<UserDb, Error> {
+        let path = users_path(root);
+        let st = stamp(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(UserDb {
+            root: root.to_path_buf(),
+            current: parking_lot::RwLock::new(std::sync::Arc::new(Users::load(root)?)),
+            stamp: parking_lot::Mutex::new(st),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The list as last read.
+    pub fn current(&self) -> std::sync::Arc<Users> {
+        self.current.read().clone()
+    }
+
+    /// Bumped each time a changed list is read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Re-reads the file if its metadata changed (one `stat` otherwise);
+    /// true when a new list was read. A list that does not parse is logged
+    /// and the previous one kept.
+    pub fn refresh(&self) -> bool {
+        let path = users_path(&self.root);
+        let mut seen = self.stamp.lock();
+        let now = match stamp(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot stat the user list");
+                return false;
+            }
+        };
+        if now == *seen {
+            return false;
+        }
+        match Users::load(&self.root) {
+            Ok(users) => {
+                *seen = now;
+                *self.current.write() = std::sync::Arc::new(users);
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                tracing::info!(path = %path.display(), "user list changed; re-read");
+                true
+            }
+            Err(e) => {
+                *seen = now;
+                tracing::error!(error = %e, "the changed user list is invalid; keeping the previous one");
+                false
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +285,30 @@ mod tests {
         assert!(u.remove("ana").is_err());
         std::fs::write(dir.path().join(USERS_FILE), "[[user]]\nnam = 1\n").unwrap();
         assert!(Users::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_user_db_follows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = UserDb::open(dir.path()).unwrap();
+        assert!(db.current().users.is_empty());
+        assert!(!db.refresh());
+        let mut u = Users::default();
+        u.add("ana", "pw", vec![], false).unwrap();
+        u.save(dir.path()).unwrap();
+        assert!(db.refresh());
+        assert_eq!(db.generation(), 1);
+        assert!(db.current().get("ana").is_some());
+        assert!(!db.refresh());
+        std::fs::write(dir.path().join(USERS_FILE), "[[user]]\nnam = 1\n").unwrap();
+        assert!(!db.refresh());
+        assert!(
+            db.current().get("ana").is_some(),
+            "a bad file keeps the old list"
+        );
+        u.remove("ana").unwrap();
+        u.save(dir.path()).unwrap();
+        assert!(db.refresh());
+        assert!(db.current().get("ana").is_none());
     }
 }

@@ -1,35 +1,68 @@
 //! The engine side of one connection: an OS thread that owns the session and
 //! its table handles and executes the connection's requests in order, so the
 //! engine's blocking work (I/O, lock waits, fsync) never runs on the async
-//! reactor. Every request is checked against the user's rights first.
+//! reactor. Every request is checked against the user's rights first; the
+//! user is re-read when the server's user list changed (a removed user's
+//! session ends with an error saying so). Before a request that may wait for
+//! a lock, the worker notes the lock in its registry entry, so the monitor
+//! and the lock-idle watchdog see who waits on whom.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raiz_client::proto::{
-    BatchAction, NavOp, Position, Reply, Request, TableOp, TableOut, WireError, WireRecord,
-};
+use raiz_client::proto::{BatchAction, Position, Reply, Request, TableOp, TableOut, WireError};
 use raiz_client::ErrorKind;
 use raiz_engine::db::{CursorState, RangeIter, Savepoint};
-use raiz_engine::{Session, Table};
+use raiz_engine::{LockKey, Session, Table};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::acl::{self, Right};
+use crate::ahead::{nav, take, MAX_AHEAD};
+use crate::limits::Outbox;
 use crate::registry::Entry;
 use crate::users::User;
 use crate::Shared;
 
-/// A read-ahead reply stops growing past this many bytes of record data.
-const MAX_AHEAD_BYTES: usize = 1 << 20;
-/// Records one request may read ahead or return from a range.
-const MAX_AHEAD: u32 = 4096;
+/// Named locks one session may hold.
+pub const MAX_NAMED_LOCKS: usize = 1024;
+/// Longest lock name, in bytes.
+pub const MAX_LOCK_NAME: usize = 256;
 
-/// One queued request: its id, and the request or why it did not decode.
-pub type Item = (u64, Result<Request, String>);
+/// One queued request: its id, the request or why it did not decode, and
+/// its bytes' reservation in the frame budget (released once it has run).
+pub struct Item {
+    id: u64,
+    req: Result<Request, String>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Item {
+    /// A decoded request.
+    pub fn new(id: u64, req: Request, budget: Option<OwnedSemaphorePermit>) -> Item {
+        Item {
+            id,
+            req: Ok(req),
+            _budget: budget,
+        }
+    }
+
+    /// A frame that did not decode: answered `BadRequest` with `why`.
+    pub fn refused(id: u64, why: String) -> Item {
+        Item {
+            id,
+            req: Err(why),
+            _budget: None,
+        }
+    }
+}
 
 struct Handle {
     table: Table,
+    /// One of the session's temporary tables: every right, whatever a real
+    /// table of the same name allows.
+    temporary: bool,
     /// Shared, so a request names its table without copying the string.
     name: Arc<str>,
     /// Positions the last move passed while reading ahead, so a client's
@@ -44,9 +77,15 @@ pub struct Worker {
     user: User,
     entry: Arc<Entry>,
     handles: HashMap<u32, Handle>,
-    iters: HashMap<u32, (RangeIter, Arc<str>)>,
+    iters: HashMap<u32, (RangeIter, Arc<str>, bool)>,
     savepoints: Vec<Savepoint>,
     next_id: u32,
+    /// The user list generation `user` was read at.
+    users_seen: u64,
+    /// Temporary tables this session created (lower case).
+    temps: HashSet<String>,
+    /// Named locks taken (may include some a transaction's end released).
+    names: HashSet<String>,
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> WireError {
@@ -56,16 +95,16 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> WireError {
     }
 }
 
-fn engine(e: raiz_engine::Error) -> WireError {
+pub(crate) fn engine(e: raiz_engine::Error) -> WireError {
     WireError {
         kind: ErrorKind::of(&e),
         message: e.to_string(),
     }
 }
 
-type R<T> = Result<T, WireError>;
+pub(crate) type R<T> = Result<T, WireError>;
 
-fn position(t: &Table) -> Position {
+pub(crate) fn position(t: &Table) -> Position {
     Position {
         recno: t.recno(),
         bof: t.bof(),
@@ -75,22 +114,13 @@ fn position(t: &Table) -> Position {
     }
 }
 
-fn approx_size(w: &WireRecord) -> usize {
-    w.values
-        .iter()
-        .map(|v| match v {
-            raiz_engine::Value::Char(s) => s.len() + 2,
-            raiz_engine::Value::Binary(b) => b.len() + 2,
-            _ => 12,
-        })
-        .sum::<usize>()
-        + 12
-}
-
 impl Worker {
     /// A worker for an authenticated session.
     pub fn new(shared: Arc<Shared>, session: Session, user: User, entry: Arc<Entry>) -> Worker {
         Worker {
+            users_seen: shared.users.generation(),
+            temps: HashSet::new(),
+            names: HashSet::new(),
             shared,
             session,
             user,
@@ -109,13 +139,23 @@ impl Worker {
         mut self,
         mut rx: tokio::sync::mpsc::Receiver<Item>,
         out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+        outbox: &Outbox,
     ) {
-        while let Some((id, req)) = rx.blocking_recv() {
-            self.entry.busy.store(true, Ordering::Relaxed);
-            let body = match req {
-                Ok(r) => self.handle(r),
-                Err(why) => Err(err(ErrorKind::BadRequest, why)),
+        // Waits while the client has not read REPLY_BUDGET bytes of replies.
+        while outbox.wait_room() {
+            let Some(item) = rx.blocking_recv() else {
+                break;
             };
+            let id = item.id;
+            self.entry.busy.store(true, Ordering::Relaxed);
+            let revoked = self.revalidate();
+            let body = match (&revoked, item.req) {
+                (Some(why), _) => Err(err(ErrorKind::Closed, why.clone())),
+                (None, Ok(r)) => self.handle(r),
+                (None, Err(why)) => Err(err(ErrorKind::BadRequest, why)),
+            };
+            *self.entry.waiting.lock() = None;
+            self.entry.blocked_by.lock().clear();
             if let Err(e) = &body {
                 tracing::debug!(session = self.entry.id, kind = ?e.kind, "{}", e.message);
             }
@@ -131,7 +171,12 @@ impl Worker {
             }
             let payload = raiz_client::proto::encode(&raiz_client::proto::Envelope { id, body });
             self.entry.busy.store(false, Ordering::Relaxed);
+            outbox.queued(payload.len());
             if out.send(payload).is_err() {
+                break;
+            }
+            if let Some(why) = revoked {
+                self.entry.end_because(why);
                 break;
             }
         }
@@ -143,6 +188,41 @@ impl Worker {
         if let Err(e) = self.session.end() {
             tracing::warn!(session = self.entry.id, error = %e, "ending the session");
         }
+    }
+
+    /// Re-reads the user when the user list changed; why the session must
+    /// end when the user is gone.
+    fn revalidate(&mut self) -> Option<String> {
+        let generation = self.shared.users.generation();
+        if generation == self.users_seen {
+            return None;
+        }
+        self.users_seen = generation;
+        match self.shared.users.current().get(&self.user.name) {
+            Some(u) => {
+                if u.admin != self.user.admin || u.groups != self.user.groups {
+                    tracing::info!(session = self.entry.id, user = %u.name, admin = u.admin, groups = ?u.groups, "the user's rights changed; applied to the session");
+                }
+                self.user = u.clone();
+                None
+            }
+            None => {
+                tracing::warn!(session = self.entry.id, user = %self.user.name, "the user was removed; ending the session");
+                Some(removed(&self.user.name))
+            }
+        }
+    }
+
+    /// Notes the lock the current request may wait for.
+    fn may_wait(&self, key: LockKey) {
+        *self.entry.waiting.lock() = Some(key);
+    }
+
+    fn need_on(&self, table: &str, temporary: bool, right: Right) -> R<()> {
+        if temporary {
+            return Ok(());
+        }
+        self.need(table, right)
     }
 
     fn need(&self, table: &str, right: Right) -> R<()> {
@@ -186,7 +266,11 @@ impl Worker {
                 return Err(err(ErrorKind::BadRequest, "already authenticated"))
             }
             Request::Ping => Reply::Done,
-            Request::ListTables => Reply::Tables(db.list_tables().map_err(engine)?),
+            Request::ListTables => {
+                let mut tables = db.list_tables().map_err(engine)?;
+                tables.retain(|t| self.shared.acl.allows(&self.user, t, Right::Read));
+                Reply::Tables(tables)
+            }
             Request::TableExists(name) => {
                 Self::name_ok(&name)?;
                 Reply::Bool(db.table_exists(&name).map_err(engine)?)
@@ -199,7 +283,9 @@ impl Worker {
                 Self::name_ok(&name)?;
                 let temporary = options.durability == raiz_engine::Durability::Temporary;
                 s.create_table(&name, &schema, options).map_err(engine)?;
-                if !temporary {
+                if temporary {
+                    self.temps.insert(name.to_ascii_lowercase());
+                } else {
                     self.shared
                         .acl
                         .set(&name, Some(acl::for_new_table(&self.user)))
@@ -219,7 +305,8 @@ impl Worker {
             }
             Request::OpenTable(name) => {
                 Self::name_ok(&name)?;
-                self.need(&name, Right::Read)?;
+                let temporary = self.temps.contains(&name.to_ascii_lowercase());
+                self.need_on(&name, temporary, Right::Read)?;
                 let table = s.open_table(&name).map_err(engine)?;
                 let id = self.next_id;
                 self.next_id = self.next_id.wrapping_add(1).max(1);
@@ -231,6 +318,7 @@ impl Worker {
                     id,
                     Handle {
                         table,
+                        temporary,
                         name: Arc::from(tname.as_str()),
                         passed: Vec::new(),
                     },
@@ -269,10 +357,19 @@ impl Worker {
                 Reply::Done
             }
             Request::LockName(name) => {
-                s.lock_name(&name).map_err(engine)?;
+                self.named_lock_allowed(&name)?;
+                self.may_wait(LockKey::Name(name.clone()));
+                self.session.lock_name(&name).map_err(engine)?;
+                self.names.insert(name);
                 Reply::Done
             }
-            Request::UnlockName(name) => Reply::Bool(s.unlock_name(&name)),
+            Request::UnlockName(name) => {
+                let released = self.session.unlock_name(&name);
+                if released {
+                    self.names.remove(&name);
+                }
+                Reply::Bool(released)
+            }
             Request::SetHideDeleted(on) => {
                 s.set_hide_deleted(on);
                 Reply::Done
@@ -286,21 +383,22 @@ impl Worker {
                 Reply::Done
             }
             Request::Checkpoint => {
+                self.admin("a checkpoint")?;
                 db.checkpoint().map_err(engine)?;
                 Reply::Done
             }
             Request::Table { handle, sync, op } => self.table(handle, sync, op)?,
             Request::RangeNext { iter, max } => {
-                let name = self
+                let (name, temporary) = self
                     .iters
                     .get(&iter)
-                    .map(|(_, n)| n.clone())
+                    .map(|(_, n, t)| (n.clone(), *t))
                     .ok_or_else(|| {
                         err(ErrorKind::BadRequest, format!("no range iterator {iter}"))
                     })?;
-                self.need(&name, Right::Read)?;
+                self.need_on(&name, temporary, Right::Read)?;
                 let it = match self.iters.get_mut(&iter) {
-                    Some((it, _)) => it,
+                    Some((it, _, _)) => it,
                     None => return Err(err(ErrorKind::BadRequest, "no range iterator")),
                 };
                 let (records, done) = take(it, max.clamp(1, MAX_AHEAD))?;
@@ -360,11 +458,47 @@ impl Worker {
         })
     }
 
+    /// Refuses a named lock over the per-session limits.
+    fn named_lock_allowed(&mut self, name: &str) -> R<()> {
+        if name.len() > MAX_LOCK_NAME {
+            return Err(err(
+                ErrorKind::InvalidName,
+                format!(
+                    "a lock name of {} bytes exceeds the limit of {MAX_LOCK_NAME}",
+                    name.len()
+                ),
+            ));
+        }
+        if self.names.len() >= MAX_NAMED_LOCKS && !self.names.contains(name) {
+            // Locks a transaction's end released are still counted: recount.
+            let me = self.session.id();
+            self.names = self
+                .shared
+                .db
+                .locks()
+                .into_iter()
+                .filter_map(|l| match l.key {
+                    LockKey::Name(n) if l.session == me => Some(n),
+                    _ => None,
+                })
+                .collect();
+            if self.names.len() >= MAX_NAMED_LOCKS {
+                return Err(err(
+                    ErrorKind::LockConflict,
+                    format!(
+                        "session {me} holds {MAX_NAMED_LOCKS} named locks, the most one session may hold"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn table(&mut self, handle: u32, sync: Option<Position>, op: TableOp) -> R<Reply> {
-        let name = self
+        let (name, temporary) = self
             .handles
             .get(&handle)
-            .map(|h| h.name.clone())
+            .map(|h| (h.name.clone(), h.temporary))
             .ok_or_else(|| {
                 err(
                     ErrorKind::BadRequest,
@@ -405,7 +539,15 @@ impl Worker {
             });
         }
         // Closing needs no right (the rights may have changed since the open).
-        self.need(&name, right)?;
+        self.need_on(&name, temporary, right)?;
+        match &op {
+            TableOp::Lock { recno, .. }
+            | TableOp::Update { recno, .. }
+            | TableOp::Delete(recno)
+            | TableOp::Recall(recno) => self.may_wait(LockKey::Record(name.to_string(), *recno)),
+            TableOp::LockFile { .. } => self.may_wait(LockKey::File(name.to_string())),
+            _ => {}
+        }
         let session = self.session.clone();
         let h = self.handles.get_mut(&handle).ok_or_else(|| {
             err(
@@ -548,7 +690,7 @@ impl Worker {
                 } else {
                     let id = self.next_id;
                     self.next_id = self.next_id.wrapping_add(1).max(1);
-                    self.iters.insert(id, (it, name.clone()));
+                    self.iters.insert(id, (it, name.clone(), temporary));
                     Some(id)
                 };
                 let at = position(&self.handles[&handle].table);
@@ -572,72 +714,7 @@ impl Worker {
     }
 }
 
-fn take(it: &mut RangeIter, max: u32) -> R<(Vec<WireRecord>, bool)> {
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    while out.len() < max as usize && bytes < MAX_AHEAD_BYTES {
-        match it.next() {
-            Some(r) => {
-                let w: WireRecord = r.map_err(engine)?.into();
-                bytes += approx_size(&w);
-                out.push(w);
-            }
-            None => return Ok((out, true)),
-        }
-    }
-    Ok((out, false))
-}
-
-/// On a real record the read-ahead can start from (at bof the handle stands
-/// on the first record, but a backward read-ahead has nowhere to go).
-fn on_record(t: &Table) -> bool {
-    t.on_record() && !t.eof()
-}
-
-fn nav(t: &mut Table, op: NavOp, ahead: u32, passed: &mut Vec<CursorState>) -> R<Reply> {
-    let forward = op.forward();
-    let found = match op {
-        NavOp::First => t.first(),
-        NavOp::Last => t.last(),
-        NavOp::Next => t.next(),
-        NavOp::Prev => t.prev(),
-        NavOp::Skip(n) => t.skip(n),
-        NavOp::Goto(r) => t.goto(r).map(|_| true),
-        NavOp::Seek(k) => t.seek(&k),
-        NavOp::SeekSoft(k) => t.seek_soft(&k),
-        NavOp::SeekLast(k) => t.seek_last(&k),
-        NavOp::SeekLastSoft(k) => t.seek_last_soft(&k),
-    }
-    .map_err(engine)?;
-    let at = position(t);
-    let mut current = None;
-    let mut more = Vec::new();
-    let mut end = None;
-    if on_record(t) {
-        current = Some(WireRecord::from(t.record().map_err(engine)?));
-        if ahead > 0 {
-            passed.push(t.cursor_state());
-        }
-        let mut bytes = 0;
-        while more.len() < ahead.min(MAX_AHEAD) as usize && bytes < MAX_AHEAD_BYTES {
-            let moved = if forward { t.next() } else { t.prev() }.map_err(engine)?;
-            if !moved || !on_record(t) {
-                end = Some(position(t));
-                break;
-            }
-            let w = WireRecord::from(t.record().map_err(engine)?);
-            bytes += approx_size(&w);
-            more.push(w);
-            passed.push(t.cursor_state());
-        }
-    }
-    Ok(Reply::Table {
-        at,
-        out: TableOut::Moved {
-            found,
-            current,
-            ahead: more,
-            end,
-        },
-    })
+/// Why a removed user's session ends.
+pub fn removed(user: &str) -> String {
+    format!("user {user} was removed from the server's user list; session ended")
 }

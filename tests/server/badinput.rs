@@ -14,30 +14,30 @@ use raiz_engine::{Field, FieldType, Schema, TableOptions, Value};
 
 use crate::harness::{Server, PASSWORD};
 
-fn raw(server: &Server) -> TcpStream {
+pub fn raw(server: &Server) -> TcpStream {
     let s = TcpStream::connect(&server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
 
-fn prologue(s: &mut TcpStream, version: u16) -> (u16, u16) {
+pub fn prologue(s: &mut TcpStream, version: u16) -> (u16, u16) {
     s.write_all(&proto::prologue(version, 0)).unwrap();
     let mut b = [0u8; 8];
     s.read_exact(&mut b).unwrap();
     proto::parse_prologue(&b).unwrap()
 }
 
-fn send(s: &mut TcpStream, id: u64, req: &Request) {
+pub fn send(s: &mut TcpStream, id: u64, req: &Request) {
     let payload = proto::encode(&Envelope { id, body: req });
     proto::write_frame(s, &payload).unwrap();
 }
 
-fn recv(s: &mut TcpStream) -> Response {
+pub fn recv(s: &mut TcpStream) -> Response {
     proto::decode(&proto::read_frame(s, proto::DEFAULT_MAX_FRAME).unwrap()).unwrap()
 }
 
 /// A raw, authenticated connection.
-fn login(server: &Server) -> TcpStream {
+pub fn login(server: &Server) -> TcpStream {
     let mut s = raw(server);
     assert_eq!(prologue(&mut s, proto::VERSION).1, Status::Ok as u16);
     send(
@@ -54,7 +54,7 @@ fn login(server: &Server) -> TcpStream {
 }
 
 /// True when the server closed the connection (EOF or reset).
-fn closed(s: &mut TcpStream) -> bool {
+pub fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 64];
     loop {
         match s.read(&mut b) {
@@ -67,7 +67,7 @@ fn closed(s: &mut TcpStream) -> bool {
     }
 }
 
-fn table(server: &Server) -> raiz_client::Session {
+pub fn table(server: &Server) -> raiz_client::Session {
     let s = server.session("ana");
     let schema = Schema::new(vec![
         Field::new("CODE", FieldType::Char(10)),
@@ -85,7 +85,7 @@ fn table(server: &Server) -> raiz_client::Session {
     s
 }
 
-fn intact(server: &Server) {
+pub fn intact(server: &Server) {
     let s = server.session("bo");
     let t = s.open_table("t").unwrap();
     assert_eq!(t.record_count().unwrap(), 50);

@@ -157,3 +157,35 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A field of `/proc/<pid>/status` (`VmRSS`, `Threads`…), as a number (kB
+/// for sizes).
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The server's resident memory, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS")
+}
+
+impl Server {
+    /// A fresh rootpath with the test users, served with `config` as its
+    /// raiz.toml and `extra` flags.
+    pub fn with_config(config: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        make_users(&root);
+        let path = dir.path().join("raiz.toml");
+        std::fs::write(&path, config).unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        let mut args = vec!["--config", path.as_str()];
+        args.extend_from_slice(extra);
+        Server::start_in(dir, &args)
+    }
+}

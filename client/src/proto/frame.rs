@@ -72,7 +72,62 @@ pub fn decode_request(payload: &[u8]) -> Result<(u64, super::Request), (Option<u
         .map_err(|_| (None, "a frame without a request id".to_owned()))?;
     match decode::<super::Request>(rest) {
         Ok(req) => Ok((id, req)),
+        // Custom errors lose their message in postcard: say what they are.
+        Err(postcard::Error::SerdeDeCustom) => Err((
+            Some(id),
+            format!(
+                "request {id} does not decode: a value is invalid or a condition is nested more than {} levels deep",
+                raiz_engine::index::Condition::MAX_DEPTH
+            ),
+        )),
         Err(e) => Err((Some(id), format!("request {id} does not decode: {e}"))),
+    }
+}
+
+/// The hello of a connection: [`super::Request::Hello`]'s fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// What the client calls itself.
+    pub client: String,
+}
+
+/// [`super::Request`] reduced to its variant 0, `Hello`: the same encoding,
+/// and no other variant to decode. Anything else fails on its tag.
+#[derive(serde::Deserialize)]
+#[serde(rename = "Request")]
+enum HelloOnly {
+    Hello {
+        user: String,
+        password: String,
+        client: String,
+    },
+}
+
+/// Decodes the first request of a connection, which must be a hello; like
+/// [`decode_request`], the id first. Nothing but a hello's three strings is
+/// decoded, so an unauthenticated peer reaches no other decoder (no recursive
+/// type, no large collection).
+pub fn decode_hello(payload: &[u8]) -> Result<(u64, Hello), (Option<u64>, String)> {
+    let (id, rest) = postcard::take_from_bytes::<u64>(payload)
+        .map_err(|_| (None, "a frame without a request id".to_owned()))?;
+    match decode::<HelloOnly>(rest) {
+        Ok(HelloOnly::Hello {
+            user,
+            password,
+            client,
+        }) => Ok((
+            id,
+            Hello {
+                user,
+                password,
+                client,
+            },
+        )),
+        Err(_) => Err((Some(id), "the first request must be a hello".to_owned())),
     }
 }
 
@@ -110,5 +165,69 @@ mod tests {
         assert_eq!(decode_request(&[7, 250]).unwrap_err().0, Some(7));
         assert_eq!(decode_request(&[0xff]).unwrap_err().0, None);
         assert_eq!(decode_request(&[]).unwrap_err().0, None);
+    }
+
+    #[test]
+    fn only_a_hello_decodes_before_login() {
+        let hello = Request::Hello {
+            user: "ana".into(),
+            password: "pw".into(),
+            client: "test".into(),
+        };
+        // Hello is variant 0 of Request: the one-variant mirror depends on it.
+        assert_eq!(encode(&hello)[0], 0);
+        let payload = encode(&Envelope {
+            id: 3u64,
+            body: &hello,
+        });
+        let (id, h) = decode_hello(&payload).unwrap();
+        assert_eq!(
+            (id, h.user.as_str(), h.password.as_str(), h.client.as_str()),
+            (3, "ana", "pw", "test")
+        );
+        assert_eq!(decode_request(&payload).unwrap(), (3, hello));
+        for req in [Request::Ping, Request::ListTables, Request::Checkpoint] {
+            let payload = encode(&Envelope {
+                id: 4u64,
+                body: &req,
+            });
+            assert_eq!(decode_hello(&payload).unwrap_err().0, Some(4));
+        }
+        assert_eq!(decode_hello(&[]).unwrap_err().0, None);
+        assert_eq!(decode_hello(&[1, 0, 0xff]).unwrap_err().0, Some(1));
+    }
+
+    /// The fuzz seeds are what their names say (see fuzz/seeds).
+    #[test]
+    fn fuzz_seeds_decode_as_named() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+        let frames = |target: &str, name: &str| {
+            let bytes = std::fs::read(seeds.join(target).join(name)).unwrap();
+            let mut input = bytes.as_slice();
+            let mut out = Vec::new();
+            while let Ok(p) = read_frame(&mut input, 1 << 20) {
+                out.push(p);
+            }
+            out
+        };
+        for name in ["deep-set-filter", "deep-create-index"] {
+            let f = frames("request_decoder", name);
+            let (id, why) = decode_request(&f[0]).unwrap_err();
+            assert!(
+                id.is_some() && why.contains("nested more than 64"),
+                "{name}: {why}"
+            );
+        }
+        let f = frames("request_decoder", "at-the-limit");
+        assert!(decode_request(&f[0]).is_ok());
+        assert_eq!(decode_request(&f[1]).unwrap().1, Request::Ping);
+        let hello = std::fs::read(seeds.join("handshake/hello")).unwrap();
+        let payload = read_frame(&mut &hello[8..], crate::proto::MAX_HELLO_FRAME).unwrap();
+        assert_eq!(decode_hello(&payload).unwrap().1.user, "ana");
+        let deep = std::fs::read(seeds.join("handshake/deep-before-login")).unwrap();
+        let payload = read_frame(&mut &deep[8..], crate::proto::MAX_HELLO_FRAME).unwrap();
+        assert!(decode_hello(&payload).is_err());
+        let over = std::fs::read(seeds.join("handshake/deep-over-the-limit")).unwrap();
+        assert!(read_frame(&mut &over[8..], crate::proto::MAX_HELLO_FRAME).is_err());
     }
 }

@@ -493,6 +493,10 @@ pub struct SessionInfo {
     pub bytes_in: u64,
     /// Bytes sent.
     pub bytes_out: u64,
+    /// The lock the current request waits for, if it may be waiting.
+    pub waiting_for: Option<String>,
+    /// Sessions holding that lock.
+    pub blocked_by: Vec<u64>,
 }
 
 /// Access rights of one class of users on a table.

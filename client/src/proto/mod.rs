@@ -8,7 +8,10 @@
 //! handshake follows on the same stream.
 //!
 //! Then frames: a u32 little-endian payload length, then a postcard-encoded
-//! [`Envelope`]. The first request is [`Request::Hello`] (authentication); every
+//! [`Envelope`]. The first request is [`Request::Hello`] (authentication), in a
+//! frame of at most [`MAX_HELLO_FRAME`] bytes; the server decodes it with
+//! [`decode_hello`], which knows no other request, so nothing but a hello is
+//! decoded before a peer has authenticated. Every
 //! request carries an id that its reply echoes, so a client may send several
 //! before reading the replies (pipelining); the server answers in order. A frame
 //! longer than the receiver's limit is refused before it is read.
@@ -21,7 +24,9 @@
 mod frame;
 mod message;
 
-pub use frame::{decode, decode_request, encode, read_frame, write_frame, FrameError};
+pub use frame::{
+    decode, decode_hello, decode_request, encode, read_frame, write_frame, FrameError, Hello,
+};
 pub use message::*;
 
 /// First bytes of every connection, both ways.
@@ -38,6 +43,10 @@ pub const FLAG_TLS: u16 = 1;
 /// (64 MiB) plus room for the request around it.
 pub const DEFAULT_MAX_FRAME: u32 = 72 << 20;
 
+/// Limit on the first frame of a connection (the hello), before the peer has
+/// authenticated: user, password and client name fit in far less.
+pub const MAX_HELLO_FRAME: u32 = 16 << 10;
+
 /// The server's answer in its prologue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
@@ -52,6 +61,9 @@ pub enum Status {
     TlsUnavailable = 3,
     /// The first bytes were not a raiz prologue.
     NotRaiz = 4,
+    /// The server is at its connection limit (`max_connections`, or too many
+    /// connections from this address still logging in): retry later.
+    Busy = 5,
 }
 
 impl Status {
@@ -63,6 +75,7 @@ impl Status {
             2 => Status::TlsRequired,
             3 => Status::TlsUnavailable,
             4 => Status::NotRaiz,
+            5 => Status::Busy,
             _ => return None,
         })
     }

@@ -328,8 +328,19 @@ impl Table {
     }
 
     /// Locks record `recno` for this session (RecLock), waiting up to `timeout`
-    /// for another session to release it. Readers are never blocked by it.
+    /// for another session to release it. Readers are never blocked by it. A
+    /// record that does not exist (for this session) is `NoSuchRecord`.
     pub fn lock(&self, recno: u64, timeout: Duration) -> Result<()> {
+        {
+            let core = self.shared.core.read();
+            if self.status_in(&core, recno)? == SlotStatus::Empty {
+                return Err(Error::NoSuchRecord {
+                    table: core.name.clone(),
+                    recno,
+                    count: core.record_count(),
+                });
+            }
+        }
         self.shared
             .rt
             .locks

@@ -123,8 +123,9 @@ impl Literal {
     }
 }
 
-/// Which records a conditional index holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Which records a conditional index holds (at most [`Condition::MAX_DEPTH`]
+/// levels deep).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Condition {
     /// `field op value`.
     Cmp {
@@ -143,7 +144,102 @@ pub enum Condition {
     Not(Box<Condition>),
 }
 
+thread_local! {
+    /// Conditions being decoded on this thread, outermost first.
+    static DECODING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of a condition being decoded; past the limit, the decoder fails
+/// before it reads (and recurses into) anything more.
+struct DepthGuard;
+
+impl DepthGuard {
+    fn enter<E: serde::de::Error>() -> std::result::Result<DepthGuard, E> {
+        DECODING.with(|d| {
+            let depth = d.get() + 1;
+            if depth > Condition::MAX_DEPTH {
+                return Err(E::custom(format_args!(
+                    "condition nested more than {} levels deep",
+                    Condition::MAX_DEPTH
+                )));
+            }
+            d.set(depth);
+            Ok(DepthGuard)
+        })
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        DECODING.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// The derived decoding of [`Condition`] (same names, order and shape); its
+/// nested conditions decode through [`Condition`]'s own `Deserialize`, so
+/// every level passes the depth guard.
+#[derive(Deserialize)]
+#[serde(rename = "Condition")]
+enum ConditionRepr {
+    Cmp {
+        field: String,
+        op: CmpOp,
+        value: Literal,
+    },
+    And(Vec<Condition>),
+    Or(Vec<Condition>),
+    Not(Box<Condition>),
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let _level = DepthGuard::enter::<D::Error>()?;
+        Ok(match ConditionRepr::deserialize(d)? {
+            ConditionRepr::Cmp { field, op, value } => Condition::Cmp { field, op, value },
+            ConditionRepr::And(v) => Condition::And(v),
+            ConditionRepr::Or(v) => Condition::Or(v),
+            ConditionRepr::Not(c) => Condition::Not(c),
+        })
+    }
+}
+
 impl Condition {
+    /// Deepest nesting of `And`, `Or` and `Not` a condition may have: deeper
+    /// ones are refused when decoded (from the wire or a file) and when an
+    /// index or a filter is defined, so no condition can exhaust a stack.
+    pub const MAX_DEPTH: usize = 64;
+
+    /// How deeply `And`, `Or` and `Not` nest (a comparison alone is 1),
+    /// computed without recursion.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(self, 1usize)];
+        while let Some((c, d)) = stack.pop() {
+            deepest = deepest.max(d);
+            match c {
+                Condition::Cmp { .. } => {}
+                Condition::And(v) | Condition::Or(v) => stack.extend(v.iter().map(|c| (c, d + 1))),
+                Condition::Not(c) => stack.push((c, d + 1)),
+            }
+        }
+        deepest
+    }
+
+    /// Refuses a condition nested deeper than [`Condition::MAX_DEPTH`].
+    fn check_depth(&self, table: &str, what: &str) -> Result<()> {
+        let depth = self.depth();
+        if depth > Condition::MAX_DEPTH {
+            return Err(Error::InvalidSchema {
+                table: table.to_owned(),
+                reason: format!(
+                    "{what} condition is nested {depth} levels deep; the limit is {}",
+                    Condition::MAX_DEPTH
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// `field op value`.
     pub fn cmp(field: impl Into<String>, op: CmpOp, value: Literal) -> Condition {
         Condition::Cmp {
@@ -161,6 +257,7 @@ impl Condition {
         table: &str,
         schema: &Schema,
     ) -> Result<impl Fn(&[Value]) -> bool + Send + Sync + 'static> {
+        self.check_depth(table, "the filter")?;
         let c = compile_cond(table, schema, self)?;
         Ok(move |values: &[Value]| eval(&c, values))
     }
@@ -345,6 +442,9 @@ impl KeySpec {
                 "index {} has a key of {key_len} bytes; the limit is {MAX_KEY_LEN}",
                 def.name
             )));
+        }
+        if let Some(c) = &def.condition {
+            c.check_depth(table, &format!("index {}'s", def.name))?;
         }
         let cond = def
             .condition
@@ -603,5 +703,60 @@ fn eval(c: &CCond, values: &[Value]) -> bool {
         CCond::And(v) => v.iter().all(|c| eval(c, values)),
         CCond::Or(v) => v.iter().any(|c| eval(c, values)),
         CCond::Not(c) => !eval(c, values),
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+    use crate::schema::{Field, FieldType};
+
+    fn nested(depth: usize) -> Condition {
+        let mut c = Condition::cmp("N", CmpOp::Gt, Literal::Int64(0));
+        for i in 1..depth {
+            c = if i % 2 == 0 {
+                Condition::Not(Box::new(c))
+            } else {
+                Condition::And(vec![c])
+            };
+        }
+        c
+    }
+
+    #[test]
+    fn deep_conditions_are_refused_when_decoded_and_defined() {
+        let schema = Schema::new(vec![Field::new("N", FieldType::Int64)]);
+        let ok = nested(Condition::MAX_DEPTH);
+        assert_eq!(ok.depth(), Condition::MAX_DEPTH);
+        let bytes = postcard::to_allocvec(&ok).unwrap();
+        assert_eq!(postcard::from_bytes::<Condition>(&bytes).unwrap(), ok);
+        assert!(ok.predicate("t", &schema).is_ok());
+        let def = IndexDef::new("pos", vec![Segment::field("N")]).when(ok);
+        assert!(KeySpec::compile("t", &schema, &def).is_ok());
+
+        let deep = nested(Condition::MAX_DEPTH + 1);
+        let bytes = postcard::to_allocvec(&deep).unwrap();
+        let e = postcard::from_bytes::<Condition>(&bytes).unwrap_err();
+        assert!(matches!(e, postcard::Error::SerdeDeCustom), "{e:?}");
+        let Err(e) = deep.predicate("t", &schema) else {
+            panic!("a filter nested too deep was accepted")
+        };
+        assert!(e.to_string().contains("nested 65 levels deep"), "{e}");
+        let def = IndexDef::new("pos", vec![Segment::field("N")]).when(deep);
+        let e = KeySpec::compile("t", &schema, &def).unwrap_err();
+        assert!(matches!(e, Error::InvalidSchema { .. }), "{e}");
+        // The guard is released after a failure: the next decode starts at 0.
+        let bytes = postcard::to_allocvec(&nested(3)).unwrap();
+        assert!(postcard::from_bytes::<Condition>(&bytes).is_ok());
+
+        // A hostile encoding far deeper than any stack could take: `Not`
+        // (variant 3) a million times fails at the limit, without recursing.
+        let hostile = vec![3u8; 1_000_000];
+        assert!(postcard::from_bytes::<Condition>(&hostile).is_err());
+        // Wide is fine: depth, not size, is limited.
+        let wide = Condition::Or((0..10_000).map(|_| nested(2)).collect());
+        assert_eq!(wide.depth(), 3);
+        let bytes = postcard::to_allocvec(&wide).unwrap();
+        assert_eq!(postcard::from_bytes::<Condition>(&bytes).unwrap(), wide);
     }
 }

@@ -1,11 +1,12 @@
 //! Real files through `std::fs`: positional reads and writes (`pread`/`pwrite`),
 //! `fdatasync` for `sync`, and an advisory `flock` for the rootpath owner lock —
 //! released by the kernel when the owning process dies, which is what lets a stale
-//! owner be taken over safely.
+//! owner be taken over safely. Files are opened with `O_NOFOLLOW`: a symbolic link
+//! in a rootpath (`evil.rzd -> /elsewhere`) is refused, never followed outside it.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,9 +65,31 @@ impl Drop for FileLock {
     }
 }
 
+/// Options that open a file without following a symbolic link at its path.
+fn no_follow() -> OpenOptions {
+    let mut opts = OpenOptions::new();
+    opts.custom_flags(libc::O_NOFOLLOW);
+    opts
+}
+
+/// Names the link when an open failed because the path is a symbolic link.
+fn refuse_link(path: &Path, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{} is a symbolic link; raiz opens no links in a rootpath",
+                path.display()
+            ),
+        )
+    } else {
+        e
+    }
+}
+
 impl Storage for FileStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        let mut opts = OpenOptions::new();
+        let mut opts = no_follow();
         opts.read(true).write(true);
         match mode {
             OpenMode::CreateNew => {
@@ -78,7 +101,7 @@ impl Storage for FileStorage {
             }
         }
         Ok(Arc::new(RealFile {
-            file: opts.open(path)?,
+            file: opts.open(path).map_err(|e| refuse_link(path, e))?,
         }))
     }
 
@@ -139,12 +162,13 @@ impl Storage for FileStorage {
     }
 
     fn try_lock(&self, path: &Path, owner: &str) -> io::Result<LockAttempt> {
-        let mut file = OpenOptions::new()
+        let mut file = no_follow()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)?;
+            .open(path)
+            .map_err(|e| refuse_link(path, e))?;
         match file.try_lock() {
             Ok(()) => {
                 let mut previous = String::new();
@@ -166,5 +190,28 @@ impl Storage for FileStorage {
             }
             Err(TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbolic_links_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"not yours").unwrap();
+        let link = dir.path().join("evil.rzd");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let s = FileStorage::new();
+        for mode in [OpenMode::Existing, OpenMode::OpenOrCreate] {
+            let e = s.open(&link, mode).unwrap_err();
+            assert!(e.to_string().contains("evil.rzd is a symbolic link"), "{e}");
+        }
+        assert!(s.open(&link, OpenMode::CreateNew).is_err());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
+        // A real file opens as before.
+        assert!(s.open(&outside, OpenMode::Existing).is_ok());
     }
 }
