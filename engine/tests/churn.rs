@@ -30,13 +30,6 @@
 //! counts, index order — and `check` passes on each; no thread panics and none
 //! hangs (a watchdog fails the test instead of hanging CI).
 //!
-//! Three engine bugs would stop it, so it steps around them (each is pinned by a
-//! failing test of its own): a read inside a transaction of a record it changed
-//! is compared loosely (`own_changes.rs`), `set_order` failing on a handle left
-//! on an append `rollback_to` undid is ignored (same file), and `create_index`
-//! refused with `NoSuchRecord` while another transaction holds a reserved recno
-//! is an expected answer (`reservations.rs`).
-//!
 //! `RAIZ_CHURN_OPS` sets the operations per worker (default 4000; a quarter of
 //! that in the run on real files), `RAIZ_CHURN_SEED` the seed (printed; thread
 //! timing still varies between runs), `RAIZ_CHURN_WORKERS` the number of workers
@@ -384,12 +377,7 @@ fn refused(e: &Error) -> bool {
 
 /// The recno of record `key`, found through the unique index.
 fn locate(t: &mut Table, key: Key) -> raiz_engine::Result<Option<u64>> {
-    match t.set_order(Some("by_key")) {
-        // The handle sits on an append a `rollback_to` undid: the order is set
-        // but the position cannot be read (see `own_changes.rs`).
-        Err(Error::NoSuchRecord { .. }) => {}
-        r => r?,
-    }
+    t.set_order(Some("by_key"))?;
     let found = t.seek(&[Value::Int64(key.0 as i64), Value::Int64(key.1 as i64)])?;
     Ok(found.then(|| t.recno()))
 }
@@ -424,42 +412,39 @@ fn assert_holds(tbl: Tbl, t: &Table, recno: u64, key: Key, want: State, what: &s
 }
 
 /// [`assert_holds`] for a record the reading session's open transaction may
-/// have changed. Such a read gives the values as the transaction wrote them
-/// (a Char not blank-padded, a memo as its data); `read_memo` is not used for
-/// them, as it shows the committed memo (see `own_changes.rs`).
+/// have changed: it reads back exactly as it will once committed (values in
+/// their stored form, its own memo, its deleted flag).
 fn assert_holds_in_txn(tbl: Tbl, t: &Table, recno: u64, key: Key, want: State) {
     let rec = t
         .read(recno)
         .unwrap_or_else(|e| panic!("in a transaction: {} record {recno}: {e}", tbl.name()));
-    let trim = |v: &Value| match v {
+    let got: Vec<Value> = rec.values().to_vec();
+    let mut expected: Vec<Value> = row(tbl, key.0, key.1, want.ver);
+    let n = got.len() - 1;
+    let pad = |v: &Value| match v {
         Value::Char(c) => Value::Char(c.trim_end().to_owned()),
         other => other.clone(),
     };
-    let got: Vec<Value> = rec.values().iter().map(trim).collect();
-    let mut expected: Vec<Value> = row(tbl, key.0, key.1, want.ver).iter().map(trim).collect();
-    let n = got.len() - 1;
+    // (Blank padding inside a transaction is pinned by `own_changes.rs`.)
+    for (g, e) in got[..n].iter().zip(&expected[..n]) {
+        assert_eq!(
+            pad(g),
+            pad(e),
+            "in a transaction: {} record {key:?} (recno {recno}) is not version {}",
+            tbl.name(),
+            want.ver
+        );
+    }
     assert_eq!(
-        &got[..n],
-        &expected[..n],
-        "in a transaction: {} record {key:?} (recno {recno}) is not version {}",
-        tbl.name(),
-        want.ver
-    );
-    // `is_deleted`, not the record's flag: a committed deleted record this
-    // transaction updated reads back as live (see `own_changes.rs`).
-    assert_eq!(
-        t.is_deleted(recno).unwrap(),
+        rec.is_deleted(),
         want.deleted,
         "in a transaction: {} record {key:?} (recno {recno}) deleted flag",
         tbl.name()
     );
-    let memo_now = match &got[n] {
-        Value::Memo(Memo::Data(d)) => d.clone(),
-        Value::Memo(Memo::Empty) => Vec::new(),
-        _ => t
-            .read_memo(recno, "NOTE")
-            .unwrap_or_else(|e| panic!("in a transaction: {} memo of {recno}: {e}", tbl.name())),
-    };
+    assert_eq!(t.is_deleted(recno).unwrap(), want.deleted);
+    let memo_now = t
+        .read_memo(recno, "NOTE")
+        .unwrap_or_else(|e| panic!("in a transaction: {} memo of {recno}: {e}", tbl.name()));
     let Value::Memo(m) = expected.pop().unwrap() else {
         unreachable!()
     };
@@ -1052,9 +1037,6 @@ impl Worker<'_> {
                 match t.create_index(&def) {
                     Ok(()) => self.stats.index_changes += 1,
                     Err(Error::IndexExists { .. }) => {}
-                    // Another session's open transaction holds a recno below a
-                    // committed one (see `reservations.rs`).
-                    Err(Error::NoSuchRecord { .. }) => {}
                     Err(e) => panic!("worker {}: create_index on {}: {e}", self.id, tbl.name()),
                 }
             }

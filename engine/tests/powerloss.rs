@@ -34,13 +34,9 @@
 //!
 //! An unlogged table takes part in the same transactions: after the crash it
 //! opens, `check` passes, and every record that reads back holds a version once
-//! written to it (or is a deleted blank record). A torn page (`Random` only) may
-//! make it refuse a read with a checksum error, as the README documents.
-//!
-//! One known engine bug is stepped around: pages a commit the crash interrupted
-//! had allocated are left in the blob and index files, and `check` reports them
-//! as lost; such reports are tolerated and counted here, and pinned by the two
-//! `a_commit_killed_after_allocating_..._leaves_check_clean` tests at the end.
+//! written to it (or is a deleted blank record) — torn pages included: the
+//! verification at open turns what cannot be read back into deleted blank
+//! records.
 //!
 //! `RAIZ_FAULT_SEEDS` sets the number of seeds (default 40). A failure names
 //! its seed and crash mode; `RAIZ_POWERLOSS_SEED=n` replays seed n alone, and
@@ -1006,49 +1002,28 @@ fn with_in_doubt(state: &State, doubt: &InDoubt) -> State {
     s
 }
 
-/// Pages a commit the crash interrupted allocated (they are written when
-/// allocated, before the commit is logged), left in the file and reported by
-/// `check` as lost. A known bug, pinned by the `..._leaves_check_clean_...`
-/// tests below; tolerated here (and counted) so the seeded runs go on finding
-/// others. Remove once fixed.
-fn known_leak(problem: &str) -> bool {
-    problem.contains("(lost)") || problem.contains("such pages lost")
-}
-
-static LEAKS: AtomicU64 = AtomicU64::new(0);
 /// Images whose recovery gave the interrupted operation applied.
 static APPLIED: AtomicU64 = AtomicU64::new(0);
 /// Reopens the power cut before they were done.
 static RECOVERIES_CUT: AtomicU64 = AtomicU64::new(0);
 
-/// Asserts `check` passes on table `tbl`; with `torn` (a crash that may tear
-/// pages), a checksum error in the unlogged table is the documented outcome.
-fn check_table(db: &Database, tbl: Tbl, torn: bool, what: &str) -> Result<(), String> {
-    let tolerated = |e: &Error| torn && tbl == Tbl::Ul && matches!(e, Error::Checksum { .. });
+/// Asserts `check` passes on table `tbl`.
+fn check_table(db: &Database, tbl: Tbl, what: &str) -> Result<(), String> {
     let t = match db.session().open_table(tbl.name()) {
         Ok(t) => t,
-        Err(e) if tolerated(&e) => return Ok(()),
         Err(e) => return Err(format!("{what}: {} does not open: {e}", tbl.name())),
     };
     let report = t
         .check(20)
         .map_err(|e| format!("{what}: check {}: {e}", tbl.name()))?;
-    let bad: Vec<&String> = report
-        .problems
-        .iter()
-        .filter(|p| !(torn && tbl == Tbl::Ul && p.contains("checksum mismatch")))
-        .filter(|p| {
-            let leak = known_leak(p);
-            if leak {
-                LEAKS.fetch_add(1, Ordering::Relaxed);
-            }
-            !leak
-        })
-        .collect();
-    if bad.is_empty() {
+    if report.is_ok() {
         Ok(())
     } else {
-        Err(format!("{what}: check {} found {bad:?}", tbl.name()))
+        Err(format!(
+            "{what}: check {} found {:?}",
+            tbl.name(),
+            report.problems
+        ))
     }
 }
 
@@ -1057,7 +1032,6 @@ fn check_table(db: &Database, tbl: Tbl, torn: bool, what: &str) -> Result<(), St
 fn check_unlogged(db: &Database, ended: &Ended, torn: bool, what: &str) -> Result<(), String> {
     let t = match db.session().open_table(Tbl::Ul.name()) {
         Ok(t) => t,
-        Err(Error::Checksum { .. }) if torn => return Ok(()),
         Err(e) => return Err(format!("{what}: ul does not open: {e}")),
     };
     let mut seen = BTreeSet::new();
@@ -1153,7 +1127,7 @@ fn verify_image(
         }
     }
     for tbl in TABLES {
-        check_table(&db, tbl, torn, what)?;
+        check_table(&db, tbl, what)?;
     }
     check_unlogged(&db, ended, torn, what)?;
     // Index order agrees with the records.
@@ -1184,7 +1158,6 @@ fn verify_image(
     for tbl in [Tbl::Fx, Tbl::Vr, Tbl::Log, Tbl::Ul] {
         let mut t = match s.open_table(tbl.name()) {
             Ok(t) => t,
-            Err(Error::Checksum { .. }) if torn && tbl == Tbl::Ul => continue,
             Err(e) => return Err(format!("{what}: open {}: {e}", tbl.name())),
         };
         let rec = Rec {
@@ -1202,7 +1175,7 @@ fn verify_image(
     s.commit()
         .map_err(|e| format!("{what}: commit after recovery: {e}"))?;
     for tbl in TABLES {
-        check_table(&db, tbl, torn, &format!("{what}, after a new commit"))?;
+        check_table(&db, tbl, &format!("{what}, after a new commit"))?;
     }
     drop(s);
     drop(db);
@@ -1319,11 +1292,10 @@ fn power_cuts_keep_every_acknowledged_commit_and_no_partial_transaction() {
         total.conflicts += s.conflicts;
     }
     eprintln!(
-        "powerloss: {:?} seeds, {cuts} cut mid-run ({in_doubt} during a commit, pack or index change), {total:?}; {} images recovered the interrupted operation; {} reopens cut by the power; {} lost pages tolerated; {:?}",
+        "powerloss: {:?} seeds, {cuts} cut mid-run ({in_doubt} during a commit, pack or index change), {total:?}; {} images recovered the interrupted operation; {} reopens cut by the power; {:?}",
         seeds(),
         APPLIED.load(Ordering::Relaxed),
         RECOVERIES_CUT.load(Ordering::Relaxed),
-        LEAKS.load(Ordering::Relaxed),
         started.elapsed()
     );
     assert!(

@@ -93,11 +93,15 @@ fn fold(index: &mut TxnIndex, shared: &Arc<TableShared>, at: usize, change: &Cha
     match change {
         Change::Append { .. } => {
             p.values_at = Some(at);
+            p.blank = false;
             p.deleted = Some(false);
             p.appended = true;
             t.max_append = t.max_append.max(recno);
         }
-        Change::Update { .. } => p.values_at = Some(at),
+        Change::Update { .. } => {
+            p.values_at = Some(at);
+            p.blank = false;
+        }
         Change::SetDeleted { deleted, .. } => p.deleted = Some(*deleted),
         Change::Blank { .. } => {}
     }
@@ -110,20 +114,19 @@ impl Txn {
         self.changes.push((shared, change));
     }
 
-    /// Drops the changes from `at` on (rollback to a savepoint): the recnos
-    /// they appended become blanks. Rebuilds the index.
-    pub fn rollback_to(&mut self, at: usize) {
-        for (shared, change) in self.changes.drain(at..) {
-            if let Change::Append { recno, .. } = change {
-                self.blanks.push((shared, recno));
-            }
-        }
-        self.index.clear();
-        for (i, (shared, change)) in self.changes.iter().enumerate() {
-            fold(&mut self.index, shared, i, change);
-        }
+    /// A recno reserved for an append that did not happen: a deleted blank
+    /// record from now on.
+    pub fn add_blank(&mut self, shared: TableHandle, recno: u64) {
+        self.blanks.push((shared, recno));
+        self.fold_blanks();
+    }
+
+    fn fold_blanks(&mut self) {
         for (shared, recno) in &self.blanks {
             let t = self.index.entry(key(shared)).or_default();
+            if t.records.get(recno).is_some_and(|p| p.blank) {
+                continue;
+            }
             t.order.push(*recno);
             t.max_append = t.max_append.max(*recno);
             *t.records.entry(*recno).or_default() = Pending {
@@ -132,6 +135,23 @@ impl Txn {
                 deleted: Some(true),
                 appended: true,
             };
+        }
+    }
+
+    /// Drops the changes from `at` on (rollback to a savepoint): the recnos
+    /// they appended become blanks. Rebuilds the index.
+    pub fn rollback_to(&mut self, at: usize) {
+        for (shared, change) in self.changes.drain(at..) {
+            if let Change::Append { recno, .. } = change {
+                self.blanks.push((shared, recno));
+            }
+        }
+        // Blanks first: whatever the transaction did to a blanked recno
+        // afterwards is in `changes` (everything before was rolled back).
+        self.index.clear();
+        self.fold_blanks();
+        for (i, (shared, change)) in self.changes.iter().enumerate() {
+            fold(&mut self.index, shared, i, change);
         }
     }
 

@@ -213,6 +213,14 @@ impl PageFile {
         }
     }
 
+    /// Lets the pool write a captured page back (an unlogged table's commit:
+    /// nothing to log first).
+    pub fn unhold(&self, page_no: u64) {
+        if let Some(frame) = self.pool.cached(self.shared.id, page_no) {
+            frame.hold.store(false, Ordering::Release);
+        }
+    }
+
     /// Puts back a page's image from before a failed commit.
     pub fn restore(&self, page_no: u64, before: Option<&[u8]>) -> Result<()> {
         if let Some(frame) = self.pool.cached(self.shared.id, page_no) {

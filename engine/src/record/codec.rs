@@ -50,6 +50,37 @@ impl Codec {
         self.fixed_len
     }
 
+    /// Puts checked values in the form a read gives back once they are
+    /// stored: Char blank-padded to its width, numbers at their field's scale
+    /// (so a transaction reads its own changes as everyone will after it).
+    pub fn normalize(&self, values: &mut [Value]) {
+        for (ty, v) in self.types.iter().zip(values.iter_mut()) {
+            match (ty, &*v) {
+                (FieldType::Char(n), Value::Char(s)) => {
+                    let t = s.trim_end_matches(' ');
+                    let mut p = String::with_capacity(*n as usize);
+                    p.push_str(t);
+                    p.extend(std::iter::repeat_n(
+                        ' ',
+                        (*n as usize).saturating_sub(t.len()),
+                    ));
+                    *v = Value::Char(p);
+                }
+                (FieldType::Numeric { dec, .. }, Value::Numeric(_) | Value::Int64(_)) => {
+                    let d = match &*v {
+                        Value::Numeric(d) => *d,
+                        Value::Int64(i) => Decimal::from(*i),
+                        _ => unreachable!("matched above"),
+                    };
+                    if let Some(d) = d.rescale(*dec) {
+                        *v = Value::Numeric(d);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Appends the encoding of `values` (checked, memos resolved to stored
     /// references) to `out`.
     pub fn encode(&self, values: &[Value], out: &mut Vec<u8>) {

@@ -252,6 +252,17 @@ impl TableCore {
         }
     }
 
+    /// The commit of an unlogged table is in: its captured pages may be
+    /// written back whenever the pool likes (no log to wait for).
+    pub fn release_unlogged(&self, cap: &Captured) {
+        for (w, pages) in &cap.files {
+            let f = self.file(*w);
+            for (page, _) in pages {
+                f.unhold(*page);
+            }
+        }
+    }
+
     /// Puts every captured page and counter back as they were before the commit.
     pub fn abort_commit(&mut self, cap: Captured, undo: Undo) {
         for (w, pages) in &cap.files {

@@ -522,12 +522,17 @@ impl TableCore {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<()> {
         let count = self.body.record_count;
-        let records = (1..=count).map(|r| {
+        let records = (1..=count).filter_map(|r| {
             if r % 4096 == 0 || r == count {
                 progress(r, count);
             }
-            self.read(r)
-                .map(|rec| (r, rec.values().to_vec(), rec.is_deleted()))
+            match self.read(r) {
+                Ok(rec) => Some(Ok((r, rec.values().to_vec(), rec.is_deleted()))),
+                // A recno an open transaction reserved: its commit (or its
+                // rollback's blank) adds the entry, as to every index then.
+                Err(Error::NoSuchRecord { .. }) if self.reserved.is_open(r) => None,
+                Err(e) => Some(Err(e)),
+            }
         });
         index
             .build(records, self.body.sync_stamp, |_| {})

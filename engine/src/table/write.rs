@@ -44,6 +44,14 @@ impl TableCore {
         Ok(())
     }
 
+    /// Checks a record's values and puts them in their stored form (what a
+    /// transaction keeps until its commit).
+    pub(crate) fn check_and_normalize(&self, values: &mut [Value]) -> Result<()> {
+        self.check_values(values)?;
+        self.codec.normalize(values);
+        Ok(())
+    }
+
     /// Each index's full key for a record (None where its condition excludes it).
     fn keys(&self, values: &[Value], recno: u64, deleted: bool) -> Vec<Option<Vec<u8>>> {
         self.indexes

@@ -87,8 +87,15 @@ pub(crate) type LogEnd = (Arc<Wal>, u64);
 
 /// Applies `changes` (each naming its table by position in `cores`) to tables
 /// the caller has write-locked, under the commit gate the caller holds shared.
-/// Logged tables' part is written to the log (not yet synced): returns the
-/// recnos, and the log and LSN to make durable when logged tables took part.
+///
+/// Every table — logged or not — captures the pages the changes touch, so a
+/// change that fails anywhere (a unique key taken meanwhile, a full disk) puts
+/// every table back as it was: a commit is all or nothing in every table, even
+/// when it is refused by an unlogged one. Then the logged tables' part is
+/// written to the log (not yet synced); only after that are the captured
+/// pages released. Returns the recnos, and the log and LSN to make durable
+/// when logged tables took part. (Unlogged tables are atomic only while the
+/// process lives: a crash may keep any part of their changes.)
 pub(crate) fn apply_locked(
     cores: &mut [&mut TableCore],
     changes: &[(usize, &Change)],
@@ -98,17 +105,10 @@ pub(crate) fn apply_locked(
         .iter()
         .map(|c| c.is_logged() && c.env_has_wal())
         .collect();
-    let mut undos: Vec<Option<Undo>> = cores
-        .iter_mut()
-        .zip(&logged)
-        .map(|(c, &l)| l.then(|| c.begin_commit()))
-        .collect();
+    let mut undos: Vec<Undo> = cores.iter_mut().map(|c| c.begin_commit()).collect();
     let mut recnos = vec![0u64; changes.len()];
     let mut failed = None;
     for (n, &(i, c)) in changes.iter().enumerate() {
-        if !logged[i] {
-            continue;
-        }
         match cores[i].apply_change(c) {
             Ok(r) => recnos[n] = r,
             Err(e) => {
@@ -117,30 +117,24 @@ pub(crate) fn apply_locked(
             }
         }
     }
-    let captured: Vec<Option<Captured>> = cores
-        .iter()
-        .zip(&logged)
-        .map(|(c, &l)| l.then(|| c.end_commit()))
-        .collect();
-    let abort = |cores: &mut [&mut TableCore],
-                 captured: Vec<Option<Captured>>,
-                 undos: &mut Vec<Option<Undo>>| {
-        for (i, cap) in captured.into_iter().enumerate() {
-            if let (Some(cap), Some(undo)) = (cap, undos[i].take()) {
-                cores[i].abort_commit(cap, undo);
-            }
+    let captured: Vec<Captured> = cores.iter().map(|c| c.end_commit()).collect();
+    let abort = |cores: &mut [&mut TableCore], captured: Vec<Captured>, undos: Vec<Undo>| {
+        for ((core, cap), undo) in cores.iter_mut().zip(captured).zip(undos) {
+            core.abort_commit(cap, undo);
         }
     };
     if let Some(e) = failed {
-        abort(cores, captured, &mut undos);
+        abort(cores, captured, std::mem::take(&mut undos));
         return Err(e);
     }
     let mut wal = None;
-    if logged.iter().any(|&l| l) {
+    let mut lsn = 0;
+    if let Some(first) = logged.iter().position(|&l| l) {
+        let w = cores[first].wal().expect("logged tables have a log");
         let mut entries: Vec<Entry> = Vec::new();
         let mut error = None;
         for (i, cap) in captured.iter().enumerate() {
-            if let Some(cap) = cap {
+            if logged[i] {
                 match cores[i].log_entries(cap) {
                     Ok(mut e) => entries.append(&mut e),
                     Err(e) => {
@@ -150,10 +144,6 @@ pub(crate) fn apply_locked(
                 }
             }
         }
-        let w = cores[logged.iter().position(|&l| l).expect("some logged")]
-            .wal()
-            .expect("logged tables have a log");
-        let mut lsn = 0;
         if error.is_none() {
             entries.push(Entry::Commit { txn });
             match w.append(&entries) {
@@ -162,25 +152,16 @@ pub(crate) fn apply_locked(
             }
         }
         if let Some(e) = error {
-            abort(cores, captured, &mut undos);
+            abort(cores, captured, undos);
             return Err(e);
-        }
-        for (i, cap) in captured.iter().enumerate() {
-            if let Some(cap) = cap {
-                cores[i].release_commit(cap, lsn);
-            }
         }
         wal = Some((w, lsn));
     }
-    // Unlogged tables: applied now that the logged part is in.
-    for (i, core) in cores.iter_mut().enumerate() {
-        if !logged[i] {
-            core.reserved.begin();
-        }
-    }
-    for (n, &(i, c)) in changes.iter().enumerate() {
-        if !logged[i] {
-            recnos[n] = cores[i].apply_change(c)?;
+    for (i, cap) in captured.iter().enumerate() {
+        if logged[i] {
+            cores[i].release_commit(cap, lsn);
+        } else {
+            cores[i].release_unlogged(cap);
         }
     }
     Ok((recnos, wal))

@@ -120,8 +120,10 @@ pub(crate) struct TableShared {
     pub rt: Arc<Runtime>,
     /// Handles on the table (counted by [`TableHandle`]).
     pub handles: AtomicUsize,
-    /// Keeps the database (and its owner lock) alive while the table is open.
-    pub _keepalive: Arc<dyn std::any::Any + Send + Sync>,
+    /// Keeps the database (and its owner lock) alive while the table is open;
+    /// dropped when a failed close leaves the table registered (see
+    /// [`registry`]), so that table does not keep the database alive.
+    pub keepalive: Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl TableShared {
@@ -136,7 +138,7 @@ impl TableShared {
             core: RwLock::new(core),
             rt,
             handles: AtomicUsize::new(0),
-            _keepalive: keepalive,
+            keepalive: Mutex::new(Some(keepalive)),
         }
     }
 

@@ -15,6 +15,10 @@
 //!   registry lock it checks the count is still 0 and the entry still its own,
 //!   marks the entry `Busy`, closes the table (flush, header marked clean), then
 //!   removes the entry and wakes the waiters.
+//! - **A failed close keeps the table.** When closing cannot write and sync
+//!   a table's files, the copy in memory is the only current one: it stays
+//!   registered (open, no handles) so a later open reads it, never the stale
+//!   files.
 //! - **Checkpoints see every table.** A close holds the commit gate shared from
 //!   before it marks its entry `Busy` until the entry is gone; an open registers
 //!   its table (and fills the holes a crash left, a logged commit) under the gate
@@ -192,9 +196,20 @@ impl Runtime {
         }
         map.insert(t.name.clone(), Slot::Busy);
         drop(map);
-        let _busy = self.tables.busy(&t.name);
+        let mut busy = self.tables.busy(&t.name);
         let result = t.close_core();
-        drop(_busy);
+        if result.is_err() {
+            // Its files could not be brought up to date: the pages in memory
+            // are the only current copy. It stays open — a later open gets
+            // this copy, whose committed data stays readable — without
+            // keeping the database alive.
+            t.keepalive.lock().take();
+            let mut map = self.tables.map.lock();
+            map.insert(t.name.clone(), Slot::Open(t.clone()));
+            busy.armed = false;
+            self.tables.changed.notify_all();
+        }
+        drop(busy);
         drop(gate);
         result
     }
