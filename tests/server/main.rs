@@ -9,3 +9,4 @@ mod model;
 mod readahead;
 mod rights;
 mod security;
+mod xbase;
