@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raiz_client::proto::{BatchAction, Position, Reply, Request, TableOp, TableOut, WireError};
+use raiz_client::proto::{BatchAction, BatchRequest, Position, Reply, Request, TableOp, TableOut, WireError};
 use raiz_client::ErrorKind;
 use raiz_engine::db::{CursorState, RangeIter, Savepoint};
 use raiz_engine::{LockKey, Session, Table};
@@ -587,6 +587,10 @@ impl Worker {
                 | TableOp::Position
                 | TableOp::KeyCount
                 | TableOp::KeyNo
+                | TableOp::Batch(BatchRequest {
+                    action: BatchAction::Read { lock_ms: None },
+                    ..
+                })
         );
         if !still || sync.is_some() {
             h.passed.clear();

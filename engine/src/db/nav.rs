@@ -258,26 +258,6 @@ impl Table {
         }
     }
 
-    /// The current record's key in index `i` as of now: the remembered one
-    /// while the tree has not changed since the handle landed (and this
-    /// session's transaction has not changed the table), otherwise read from
-    /// the record again — so a move goes on from where the record is now,
-    /// after another session changed its key or a rollback put it back, as
-    /// xBase re-reads its key.
-    fn current_key(&self, core: &TableCore, i: usize) -> Result<Option<Vec<u8>>> {
-        let tree = &core.indexes[i].tree;
-        let unchanged = matches!(self.hint, Some((v, _)) if v == tree.version())
-            && !self.session.touched(&self.shared);
-        if unchanged || !self.positioned {
-            return Ok(self.ikey.clone());
-        }
-        match self.read_in(core, self.recno) {
-            Ok(rec) => Ok(core.key_of(i, rec.values(), self.recno, rec.is_deleted())),
-            // Gone from this session's view: go on from where it was.
-            Err(_) => Ok(self.ikey.clone()),
-        }
-    }
-
     /// First visible record of `recnos`, in physical order.
     fn phys_find(
         &self,
@@ -376,9 +356,9 @@ impl Table {
             None => self.phys_find(&core, self.recno + 1..=count)?,
             Some(_) => {
                 let i = self.order_index(&core)?;
-                match self.current_key(&core, i)? {
+                match &self.ikey {
                     None => self.index_first(&core, i)?,
-                    Some(cur) => self.walk(&core, i, From::Key(&cur, true), true)?,
+                    Some(cur) => self.walk(&core, i, From::Key(cur, true), true)?,
                 }
             }
         };
@@ -407,9 +387,9 @@ impl Table {
                 None => self.phys_find(&core, (1..self.recno).rev())?,
                 Some(_) => {
                     let i = self.order_index(&core)?;
-                    match self.current_key(&core, i)? {
+                    match &self.ikey {
                         None => None,
-                        Some(cur) => self.walk(&core, i, From::Key(&cur, true), false)?,
+                        Some(cur) => self.walk(&core, i, From::Key(cur, true), false)?,
                     }
                 }
             }
