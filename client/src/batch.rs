@@ -47,10 +47,9 @@ fn run_in(table: &mut Table, req: &BatchRequest) -> raiz_engine::Result<(u64, Ve
         BatchAction::Read { lock_ms: Some(ms) } => {
             let mut out = Vec::with_capacity(selected.len());
             for r in selected {
-                table.lock(r.recno(), Duration::from_millis(*ms))?;
-                // Read again under the lock: the record may have changed
-                // between the range read and the lock.
-                out.push(table.read(r.recno())?);
+                // The lock re-reads the record: it may have changed between
+                // the range read and the lock.
+                out.push(table.lock(r.recno(), Duration::from_millis(*ms))?);
             }
             Ok((count, out))
         }

@@ -482,15 +482,23 @@ impl Table {
     }
 
     /// Locks a record, waiting at most `timeout`.
-    pub fn lock(&self, recno: u64, timeout: Duration) -> Result<()> {
+    pub fn lock(&self, recno: u64, timeout: Duration) -> Result<Record> {
         match &self.kind {
             TableKind::Embedded { t, .. } => Ok(t.lock(recno, timeout)?),
-            TableKind::Remote(r) => r
-                .op(TableOp::Lock {
+            TableKind::Remote(r) => {
+                let op = TableOp::Lock {
                     recno,
                     timeout_ms: millis(timeout),
-                })
-                .map(drop),
+                };
+                let rec = out!(r, r.op(op)?, TableOut::Record(w) => r.record(w))?;
+                // The handle's current record, if this is it, is as of now.
+                let epoch = r.remote.epoch();
+                let mut c = r.cursor();
+                if c.pos.on_record && c.pos.recno == recno {
+                    c.current = Some((epoch, rec.clone()));
+                }
+                Ok(rec)
+            }
         }
     }
 
@@ -564,11 +572,16 @@ impl Table {
         match &mut self.kind {
             TableKind::Embedded { t, .. } => Ok(t.drop_index(name)?),
             TableKind::Remote(r) => {
-                if r.order.as_deref() == Some(name) {
+                r.remote.wrote();
+                r.positioned(TableOp::DropIndex(name.to_owned()))?;
+                // Index names are case-insensitive.
+                if r.order
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(name))
+                {
                     r.order = None;
                 }
-                r.remote.wrote();
-                r.positioned(TableOp::DropIndex(name.to_owned())).map(drop)
+                Ok(())
             }
         }
     }
@@ -883,22 +896,25 @@ impl Table {
                 } else {
                     FIRST_RANGE_BATCH.min(max)
                 };
-                let (iter, records) = out!(r, r.op(TableOp::Range {
+                let (iter, records, done) = out!(r, r.op(TableOp::Range {
                     lower: lower.map(<[Value]>::to_vec), upper: upper.map(<[Value]>::to_vec), first })?,
-                    TableOut::Range { iter, records } => (iter, records))?;
+                    TableOut::Range { iter, records, done } => (iter, records, done))?;
                 Ok(RangeIter {
-                    kind: RangeKind::Remote {
+                    kind: RangeKind::Remote(RemoteRange {
                         remote: r.remote.clone(),
                         schema: r.schema.clone(),
                         iter,
                         buf: records.into(),
+                        used: 0,
+                        epoch: r.remote.epoch(),
+                        done,
                         batch: if max == 0 {
                             1
                         } else {
                             (first * 2).min(max.max(1))
                         },
                         max: if max == 0 { 1 } else { max },
-                    },
+                    }),
                 })
             }
         }
@@ -944,14 +960,70 @@ pub struct RangeIter {
 #[derive(Debug)]
 enum RangeKind {
     Embedded(raiz_engine::db::RangeIter),
-    Remote {
-        remote: Arc<Remote>,
-        schema: Arc<Schema>,
-        iter: Option<u32>,
-        buf: VecDeque<WireRecord>,
-        batch: u32,
-        max: u32,
-    },
+    Remote(RemoteRange),
+}
+
+/// A remote range iterator: records come in growing batches. When this
+/// session writes, the rest of a batch may be stale: it is dropped and the
+/// server's iterator put back after the last record the application used, so
+/// the iterator shows the session's own writes as an embedded one does.
+#[derive(Debug)]
+struct RemoteRange {
+    remote: Arc<Remote>,
+    schema: Arc<Schema>,
+    iter: Option<u32>,
+    buf: VecDeque<WireRecord>,
+    /// Records of the current batch the application used.
+    used: u32,
+    /// The session's write epoch when the batch was read.
+    epoch: u64,
+    /// The server had no more records when the batch was read.
+    done: bool,
+    batch: u32,
+    max: u32,
+}
+
+impl RemoteRange {
+    fn next(&mut self) -> Option<Result<Record>> {
+        let stale = self.remote.epoch() != self.epoch;
+        if self.buf.is_empty() || stale {
+            if self.done && !stale {
+                return None;
+            }
+            let id = self.iter?;
+            let resume = stale.then_some(self.used);
+            self.buf.clear();
+            match self.remote.call(&Request::RangeNext {
+                iter: id,
+                max: self.batch,
+                resume,
+            }) {
+                Ok(Reply::RangeMore { records, done }) => {
+                    self.buf.extend(records);
+                    self.done = done;
+                    self.used = 0;
+                    self.epoch = self.remote.epoch();
+                    self.batch = (self.batch * 2).min(self.max);
+                }
+                Ok(other) => {
+                    self.iter = None;
+                    return Some(Err(self.remote.unexpected(&other)));
+                }
+                Err(e) => {
+                    self.iter = None;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let w = self.buf.pop_front()?;
+        self.used += 1;
+        Some(Ok(Record::from_parts(
+            w.recno,
+            w.deleted,
+            w.values,
+            self.schema.clone(),
+        )))
+    }
 }
 
 impl Iterator for RangeIter {
@@ -960,56 +1032,18 @@ impl Iterator for RangeIter {
     fn next(&mut self) -> Option<Result<Record>> {
         match &mut self.kind {
             RangeKind::Embedded(it) => it.next().map(|r| r.map_err(Into::into)),
-            RangeKind::Remote {
-                remote,
-                schema,
-                iter,
-                buf,
-                batch,
-                max,
-            } => {
-                if buf.is_empty() {
-                    let id = (*iter)?;
-                    match remote.call(&Request::RangeNext {
-                        iter: id,
-                        max: *batch,
-                    }) {
-                        Ok(Reply::RangeMore { records, done }) => {
-                            buf.extend(records);
-                            if done {
-                                *iter = None;
-                            }
-                            *batch = (*batch * 2).min(*max);
-                        }
-                        Ok(other) => {
-                            *iter = None;
-                            return Some(Err(remote.unexpected(&other)));
-                        }
-                        Err(e) => {
-                            *iter = None;
-                            return Some(Err(e));
-                        }
-                    }
-                }
-                let w = buf.pop_front()?;
-                Some(Ok(Record::from_parts(
-                    w.recno,
-                    w.deleted,
-                    w.values,
-                    schema.clone(),
-                )))
-            }
+            RangeKind::Remote(r) => r.next(),
         }
     }
 }
 
 impl Drop for RangeIter {
     fn drop(&mut self) {
-        if let RangeKind::Remote {
+        if let RangeKind::Remote(RemoteRange {
             remote,
             iter: Some(id),
             ..
-        } = &self.kind
+        }) = &self.kind
         {
             // Without waiting: the reply is skipped when it comes.
             remote.conn().send_forget(&Request::RangeClose(*id));

@@ -116,13 +116,13 @@ fn a_failed_commit_applies_nothing_across_tables() {
     s.begin().unwrap();
     l.append(&[Value::from("moved 10")]).unwrap();
     t.update(1, &row("A000", 90)).unwrap();
-    // Meanwhile another session takes the unique key this transaction will need.
+    t.append(&row("A500", 1)).unwrap();
+    // Meanwhile another session commits the unique key this transaction took.
     other
         .open_table("acc")
         .unwrap()
         .append(&row("A500", 0))
         .unwrap();
-    t.append(&row("A500", 1)).unwrap();
     assert!(matches!(s.commit(), Err(Error::DuplicateKey { .. })));
     assert_eq!(bal(&t, 1), 100);
     assert_eq!(

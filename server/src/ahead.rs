@@ -25,20 +25,59 @@ fn approx_size(w: &WireRecord) -> usize {
         + 12
 }
 
-pub fn take(it: &mut RangeIter, max: u32) -> R<(Vec<WireRecord>, bool)> {
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    while out.len() < max as usize && bytes < MAX_AHEAD_BYTES {
-        match it.next() {
-            Some(r) => {
-                let w: WireRecord = r.map_err(engine)?.into();
-                bytes += approx_size(&w);
-                out.push(w);
-            }
-            None => return Ok((out, true)),
+/// A range iterator a client reads in batches, with what it needs to put it
+/// back after the client's own writes.
+pub struct Range {
+    pub it: RangeIter,
+    /// The iterator's position before the last batch.
+    before: Option<Vec<u8>>,
+    /// The key of each record of the last batch.
+    keys: Vec<Vec<u8>>,
+}
+
+impl Range {
+    pub fn new(it: RangeIter) -> Range {
+        Range {
+            it,
+            before: None,
+            keys: Vec::new(),
         }
     }
-    Ok((out, false))
+
+    /// Puts the iterator just after the `used`-th record of the last batch
+    /// (its position before the batch when 0).
+    pub fn resume(&mut self, used: u32) {
+        let key = match used {
+            0 => self.before.clone(),
+            n => self
+                .keys
+                .get(n as usize - 1)
+                .cloned()
+                .or_else(|| self.keys.last().cloned())
+                .or_else(|| self.before.clone()),
+        };
+        self.it.restart_after(key);
+    }
+
+    /// The next batch of at most `max` records; true when the range is done.
+    pub fn take(&mut self, max: u32) -> R<(Vec<WireRecord>, bool)> {
+        self.before = self.it.last_key();
+        self.keys.clear();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while out.len() < max as usize && bytes < MAX_AHEAD_BYTES {
+            match self.it.next() {
+                Some(r) => {
+                    let w: WireRecord = r.map_err(engine)?.into();
+                    bytes += approx_size(&w);
+                    out.push(w);
+                    self.keys.extend(self.it.last_key());
+                }
+                None => return Ok((out, true)),
+            }
+        }
+        Ok((out, false))
+    }
 }
 
 /// On a real record the read-ahead can start from (at bof the handle stands

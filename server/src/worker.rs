@@ -12,14 +12,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raiz_client::proto::{BatchAction, BatchRequest, Position, Reply, Request, TableOp, TableOut, WireError};
+use raiz_client::proto::{
+    BatchAction, BatchRequest, Position, Reply, Request, TableOp, TableOut, WireError,
+};
 use raiz_client::ErrorKind;
-use raiz_engine::db::{CursorState, RangeIter, Savepoint};
+use raiz_engine::db::{CursorState, Savepoint};
 use raiz_engine::{LockKey, Session, Table};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::acl::{self, Right};
-use crate::ahead::{nav, take, MAX_AHEAD};
+use crate::ahead::{nav, MAX_AHEAD};
 use crate::limits::Outbox;
 use crate::registry::Entry;
 use crate::users::User;
@@ -77,7 +79,7 @@ pub struct Worker {
     user: User,
     entry: Arc<Entry>,
     handles: HashMap<u32, Handle>,
-    iters: HashMap<u32, (RangeIter, Arc<str>, bool)>,
+    iters: HashMap<u32, (crate::ahead::Range, Arc<str>, bool)>,
     savepoints: Vec<Savepoint>,
     next_id: u32,
     /// The user list generation `user` was read at.
@@ -388,7 +390,7 @@ impl Worker {
                 Reply::Done
             }
             Request::Table { handle, sync, op } => self.table(handle, sync, op)?,
-            Request::RangeNext { iter, max } => {
+            Request::RangeNext { iter, max, resume } => {
                 let (name, temporary) = self
                     .iters
                     .get(&iter)
@@ -401,10 +403,10 @@ impl Worker {
                     Some((it, _, _)) => it,
                     None => return Err(err(ErrorKind::BadRequest, "no range iterator")),
                 };
-                let (records, done) = take(it, max.clamp(1, MAX_AHEAD))?;
-                if done {
-                    self.iters.remove(&iter);
+                if let Some(used) = resume {
+                    it.resume(used);
                 }
+                let (records, done) = it.take(max.clamp(1, MAX_AHEAD))?;
                 Reply::RangeMore { records, done }
             }
             Request::RangeClose(iter) => {
@@ -616,11 +618,11 @@ impl Worker {
                 TableOut::Done
             }
             TableOp::IsDeleted(r) => TableOut::Bool(t.is_deleted(r).map_err(engine)?),
-            TableOp::Lock { recno, timeout_ms } => {
+            TableOp::Lock { recno, timeout_ms } => TableOut::Record(
                 t.lock(recno, Duration::from_millis(timeout_ms))
-                    .map_err(engine)?;
-                TableOut::Done
-            }
+                    .map_err(engine)?
+                    .into(),
+            ),
             TableOp::Unlock(r) => TableOut::Bool(t.unlock(r)),
             TableOp::LockFile { timeout_ms } => {
                 t.lock_file(Duration::from_millis(timeout_ms))
@@ -685,22 +687,25 @@ impl Worker {
                 upper,
                 first,
             } => {
-                let mut it = t
-                    .range(lower.as_deref(), upper.as_deref())
-                    .map_err(engine)?;
-                let (records, done) = take(&mut it, first.clamp(1, MAX_AHEAD))?;
-                let iter = if done {
-                    None
-                } else {
-                    let id = self.next_id;
-                    self.next_id = self.next_id.wrapping_add(1).max(1);
-                    self.iters.insert(id, (it, name.clone(), temporary));
-                    Some(id)
-                };
+                let mut it = crate::ahead::Range::new(
+                    t.range(lower.as_deref(), upper.as_deref())
+                        .map_err(engine)?,
+                );
+                let (records, done) = it.take(first.clamp(1, MAX_AHEAD))?;
+                // Kept until the client closes it, even when done: the
+                // client's own writes may need it put back and read again.
+                let id = self.next_id;
+                self.next_id = self.next_id.wrapping_add(1).max(1);
+                self.iters.insert(id, (it, name.clone(), temporary));
+                let iter = Some(id);
                 let at = position(&self.handles[&handle].table);
                 return Ok(Reply::Table {
                     at,
-                    out: TableOut::Range { iter, records },
+                    out: TableOut::Range {
+                        iter,
+                        records,
+                        done,
+                    },
                 });
             }
             TableOp::Batch(b) => {

@@ -282,7 +282,11 @@ fn requests_naming_what_does_not_exist_are_typed_errors() {
     let mut s = login(&server);
     let cases: [(Request, ErrorKind); 4] = [
         (
-            Request::RangeNext { iter: 99, max: 5 },
+            Request::RangeNext {
+                iter: 99,
+                max: 5,
+                resume: None,
+            },
             ErrorKind::BadRequest,
         ),
         (Request::RollbackTo(7), ErrorKind::Transaction),

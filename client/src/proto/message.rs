@@ -101,6 +101,10 @@ pub enum Request {
         iter: u32,
         /// At most this many.
         max: u32,
+        /// The client's session wrote since the last batch, of which the
+        /// application used this many records: go on after the last of those
+        /// (the rest of the batch may be stale).
+        resume: Option<u32>,
     },
     /// Drops a range iterator.
     RangeClose(u32),
@@ -450,12 +454,16 @@ pub enum TableOut {
         /// Where the cursor stopped when read-ahead reached the end.
         end: Option<Position>,
     },
-    /// A range iterator's first records (iter is None when already exhausted).
+    /// A range iterator's first records.
     Range {
-        /// Iterator id for [`Request::RangeNext`].
+        /// Iterator id for [`Request::RangeNext`] (kept until
+        /// [`Request::RangeClose`], so a client can resume it after its own
+        /// writes).
         iter: Option<u32>,
         /// Records.
         records: Vec<WireRecord>,
+        /// The range has no more records (for now).
+        done: bool,
     },
     /// A batch's result.
     Batch {

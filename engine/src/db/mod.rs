@@ -23,6 +23,7 @@ pub mod recovery;
 mod session;
 mod table;
 mod txn_index;
+mod unique;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;

@@ -107,7 +107,7 @@ impl Table {
     /// transaction has any. Cached in the transaction and brought up to date
     /// with the changes made since, so a move costs the same in a large
     /// transaction as in a small one.
-    fn overlay(&self, core: &TableCore, i: usize) -> Result<Option<Arc<Overlay>>> {
+    pub(super) fn overlay(&self, core: &TableCore, i: usize) -> Result<Option<Arc<Overlay>>> {
         let def = &core.indexes[i].spec.def;
         let Some((mut ov, fresh, applied)) = self.session.overlay_take(&self.shared, def) else {
             return Ok(None);
@@ -634,6 +634,19 @@ impl std::fmt::Debug for RangeIter {
 }
 
 impl RangeIter {
+    /// The key of the last record returned (None before the first).
+    pub fn last_key(&self) -> Option<Vec<u8>> {
+        self.last.clone()
+    }
+
+    /// Goes on after `key` (None: from the start of the range), as if the
+    /// last record returned had that key: a server puts an iterator back
+    /// where its client's application is after the client read ahead.
+    pub fn restart_after(&mut self, key: Option<Vec<u8>>) {
+        self.last = key;
+        self.done = false;
+    }
+
     fn step(&mut self) -> Result<Option<Record>> {
         let core = self.shared.core.read();
         let i = core.index_pos(&self.index)?;

@@ -91,7 +91,13 @@ impl SessionInner {
                 Change::Append { mut values, .. } => {
                     shared.core.read().check_and_normalize(&mut values)?;
                     Self::check_file_lock(shared, self.id)?;
-                    let recno = shared.core.write().reserve_recno();
+                    let recno = {
+                        let mut core = shared.core.write();
+                        // The serial is the transaction's at once: it reads
+                        // it back and later updates carry it unchanged.
+                        core.assign_serial(&mut values);
+                        core.reserve_recno()
+                    };
                     if let Err(e) = self.lock(shared, &LockKey::Record(name, recno)) {
                         // The recno is taken: it becomes a deleted blank record
                         // when the transaction ends, as a rolled-back append's.
@@ -165,6 +171,11 @@ impl SessionInner {
         recno: u64,
     ) -> Option<super::txn_index::PendingRecord> {
         self.txn.lock().as_ref()?.pending(shared, recno)
+    }
+
+    /// True while a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.lock().is_some()
     }
 
     /// True when this session's open transaction changed `shared`.

@@ -189,6 +189,8 @@ impl Table {
     /// Inside a transaction the recno is reserved now and the record stored at
     /// commit.
     pub fn append(&mut self, values: &[Value]) -> Result<u64> {
+        self.shared.core.read().check_values(values)?;
+        self.check_unique_in_txn(values, None)?;
         let recno = self.session.write(
             &self.shared,
             Change::Append {
@@ -277,6 +279,8 @@ impl Table {
     /// on that record it stays on it, even if its key in the current order changed.
     /// The record is locked for the write (and until the end of a transaction).
     pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
+        self.shared.core.read().check_values(values)?;
+        self.check_unique_in_txn(values, Some(recno))?;
         self.session.write(
             &self.shared,
             Change::Update {
@@ -308,6 +312,13 @@ impl Table {
     /// Undeletes record `recno`. Refused with [`Error::DuplicateKey`] when a live
     /// record now holds its key in a unique index.
     pub fn recall(&mut self, recno: u64) -> Result<()> {
+        if self.session.in_transaction() {
+            if let Ok(rec) = self.read(recno) {
+                if rec.is_deleted() {
+                    self.check_unique_in_txn(rec.values(), Some(recno))?;
+                }
+            }
+        }
         self.session.write(
             &self.shared,
             Change::SetDeleted {
@@ -328,9 +339,12 @@ impl Table {
     }
 
     /// Locks record `recno` for this session (RecLock), waiting up to `timeout`
-    /// for another session to release it. Readers are never blocked by it. A
-    /// record that does not exist (for this session) is `NoSuchRecord`.
-    pub fn lock(&self, recno: u64, timeout: Duration) -> Result<()> {
+    /// for another session to release it, and returns the record as of the
+    /// lock — re-read after it was taken, as xBase `RLock` re-reads, so a
+    /// read-modify-write under the lock starts from the committed values.
+    /// Readers are never blocked by it. A record that does not exist (for this
+    /// session) is `NoSuchRecord`.
+    pub fn lock(&self, recno: u64, timeout: Duration) -> Result<Record> {
         {
             let core = self.shared.core.read();
             if self.status_in(&core, recno)? == SlotStatus::Empty {
@@ -341,15 +355,12 @@ impl Table {
                 });
             }
         }
-        self.shared
-            .rt
-            .locks
-            .lock(
-                self.session.id,
-                &LockKey::Record(self.shared.name.clone(), recno),
-                timeout,
-            )
-            .map(|_| ())
+        self.shared.rt.locks.lock(
+            self.session.id,
+            &LockKey::Record(self.shared.name.clone(), recno),
+            timeout,
+        )?;
+        self.read(recno)
     }
 
     /// Releases a record lock (kept until the end of an open transaction).
@@ -555,6 +566,13 @@ impl Table {
         if order == self.order {
             return Ok(());
         }
+        // Everything that can fail first: a failed switch leaves the handle
+        // as it was.
+        let ikey = if self.positioned {
+            self.key_in(order.as_deref(), self.recno)?
+        } else {
+            None
+        };
         let scope = std::mem::take(&mut self.scope);
         if let Some(old) = self.order.take() {
             if scope != (None, None) {
@@ -566,7 +584,9 @@ impl Table {
             .and_then(|o| self.scopes.remove(o))
             .unwrap_or_default();
         self.order = order;
-        self.rekey()
+        self.ikey = ikey;
+        self.hint = None;
+        Ok(())
     }
 
     /// Restricts navigation in the current index to keys between `lower` and
@@ -663,15 +683,18 @@ impl Table {
     }
 
     fn key_in_order(&self, recno: u64) -> Result<Option<Vec<u8>>> {
+        self.key_in(self.order.as_deref(), recno)
+    }
+
+    /// Record `recno`'s key in index `order` (None: physical order, no key).
+    fn key_in(&self, order: Option<&str>, recno: u64) -> Result<Option<Vec<u8>>> {
+        let Some(name) = order else {
+            return Ok(None);
+        };
         let core = self.shared.core.read();
-        match &self.order {
-            None => Ok(None),
-            Some(_) => {
-                let i = self.order_index(&core)?;
-                let rec = self.read_in(&core, recno)?;
-                Ok(core.key_of(i, rec.values(), recno, rec.is_deleted()))
-            }
-        }
+        let i = core.index_pos(name)?;
+        let rec = self.read_in(&core, recno)?;
+        Ok(core.key_of(i, rec.values(), recno, rec.is_deleted()))
     }
 
     /// The handle's position, to put back with [`Table::restore_cursor`].

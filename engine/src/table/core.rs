@@ -582,7 +582,8 @@ impl TableCore {
 
     /// Marks the table not-clean on disk before its first change. A logged
     /// table stays marked clean: the log, not a verification, repairs it.
-    pub(super) fn mark_dirty(&mut self) -> Result<()> {
+    /// Refuses writes to a table whose files or log failed a sync.
+    pub(crate) fn check_can_write(&self) -> Result<()> {
         self.data.check_writable()?;
         if let Some(b) = &self.blobs {
             b.file().check_writable()?;
@@ -594,6 +595,11 @@ impl TableCore {
                 });
             }
         }
+        Ok(())
+    }
+
+    pub(super) fn mark_dirty(&mut self) -> Result<()> {
+        self.check_can_write()?;
         if self.is_logged() {
             // The stamp still moves, so an index file copied from before this
             // change is recognised as stale; the header is written at checkpoint.

@@ -82,6 +82,17 @@ impl TableCore {
         Ok(())
     }
 
+    /// The error for `values` taking key `k` of unique index `i`, which
+    /// record `owner` holds.
+    pub(crate) fn duplicate(&self, i: usize, values: &[Value], k: &[u8], owner: u64) -> Error {
+        Error::DuplicateKey {
+            table: self.name.clone(),
+            index: self.indexes[i].name().to_owned(),
+            key: self.describe(i, values, k),
+            recno: owner,
+        }
+    }
+
     /// A key printed as its segment values, `FIELD=value, …`.
     fn describe(&self, i: usize, values: &[Value], k: &[u8]) -> String {
         let segs = &self.indexes[i].spec.def.segments;
@@ -299,12 +310,24 @@ impl TableCore {
     /// Appends a record; returns its recno. A serial field is filled by the engine.
     pub fn append(&mut self, values: &[Value]) -> Result<u64> {
         let recno = self.next_recno();
-        self.append_at(recno, values, false)?;
+        let mut values = values.to_vec();
+        self.assign_serial(&mut values);
+        self.append_at(recno, &values, false)?;
         Ok(recno)
     }
 
+    /// Fills the serial field of `values` with the next number (never handed
+    /// out again, even if the append is rolled back).
+    pub fn assign_serial(&mut self, values: &mut [Value]) {
+        if let Some(s) = &mut self.body.serial {
+            values[usize::from(s.field)] = Value::Int64(s.next as i64);
+            s.next += 1;
+        }
+    }
+
     /// Stores a new record at `recno` (the next one, or one reserved earlier),
-    /// live or already deleted.
+    /// live or already deleted, with its serial field as given (see
+    /// [`TableCore::assign_serial`]; a blank record keeps 0).
     pub fn append_at(&mut self, recno: u64, values: &[Value], deleted: bool) -> Result<()> {
         self.check_values(values)?;
         if recno == 0 || recno > self.next_recno() {
@@ -315,10 +338,7 @@ impl TableCore {
         {
             return Err(self.corrupt(recno, "a new record's recno is already taken"));
         }
-        let mut values = values.to_vec();
-        if let Some(s) = self.body.serial {
-            values[usize::from(s.field)] = Value::Int64(s.next as i64);
-        }
+        let values = values.to_vec();
         let keys = self.keys(&values, recno, deleted);
         if !deleted {
             self.check_unique(&keys, &values, recno)?;
@@ -354,7 +374,11 @@ impl TableCore {
         self.body.record_count = self.body.record_count.max(recno);
         self.body.deleted_count += u64::from(deleted);
         if let Some(s) = &mut self.body.serial {
-            s.next += 1;
+            // Never below a number stored (a serial assigned before a crash
+            // lost the counter's last value).
+            if let Value::Int64(v) = values[usize::from(s.field)] {
+                s.next = s.next.max(v.max(0) as u64 + 1);
+            }
         }
         Ok(())
     }
