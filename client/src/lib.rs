@@ -35,6 +35,6 @@ mod url;
 
 pub use error::{Error, ErrorKind, Result};
 pub use proto::{BatchAction, BatchOutcome, BatchRequest, Permissions, Rights, SessionInfo};
-pub use session::{Connection, Savepoint, Session};
+pub use session::{Connection, Retry, Savepoint, Session};
 pub use table::{RangeIter, Table, MAX_READ_AHEAD};
 pub use url::{ConnectOptions, ConnectionString, DEFAULT_PORT};

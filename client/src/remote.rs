@@ -68,6 +68,11 @@ pub(crate) struct Conn {
     broken: bool,
     /// Requests sent without waiting: their replies are skipped when they come.
     forgotten: std::collections::VecDeque<u64>,
+    /// Writes sent without waiting (deferred): their replies are read when
+    /// they come, and the first error among them is kept for the next request
+    /// that waits.
+    deferred: std::collections::VecDeque<u64>,
+    deferred_error: Option<Error>,
     pub stats: Arc<Stats>,
     pub session: u64,
 }
@@ -211,6 +216,8 @@ impl Conn {
             max_frame: opts.max_frame.unwrap_or(proto::DEFAULT_MAX_FRAME),
             broken: false,
             forgotten: std::collections::VecDeque::new(),
+            deferred: std::collections::VecDeque::new(),
+            deferred_error: None,
             stats: Arc::default(),
             session: 0,
         };
@@ -326,19 +333,83 @@ impl Conn {
         })
     }
 
+    /// Sends a write without waiting for its reply; an error it gets is
+    /// reported by the next request that waits (or [`Conn::settle`]).
+    pub fn send_deferred(&mut self, req: &Request) -> Result<()> {
+        let id = self.send(req)?;
+        self.deferred.push_back(id);
+        Ok(())
+    }
+
+    /// Writes sent without waiting whose replies have not come yet.
+    pub fn deferred(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Waits for the replies of every deferred write (a round trip, when
+    /// there are any); returns the first error one of them got.
+    pub fn settle(&mut self) -> Result<()> {
+        if let Some(&last) = self.deferred.back() {
+            self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+            while self.deferred.contains(&last) {
+                let resp = self.read_response()?;
+                self.route(resp)?;
+            }
+        }
+        match self.deferred_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Files a reply that belongs to a deferred or forgotten request; an
+    /// unexpected one breaks the connection.
+    fn route(&mut self, resp: Response) -> Result<()> {
+        if self.deferred.front() == Some(&resp.id) {
+            self.deferred.pop_front();
+            if let Err(e) = resp.body {
+                self.deferred_error.get_or_insert(Error::Server {
+                    kind: e.kind,
+                    message: e.message,
+                });
+            }
+            return Ok(());
+        }
+        if self.forgotten.front() == Some(&resp.id) {
+            self.forgotten.pop_front();
+            return Ok(());
+        }
+        self.broken = true;
+        if let (0, Err(e)) = (resp.id, resp.body) {
+            return Err(Error::Server {
+                kind: e.kind,
+                message: e.message,
+            });
+        }
+        Err(Error::Protocol {
+            peer: self.peer.clone(),
+            reason: format!("unexpected reply to request {}", resp.id),
+        })
+    }
+
     /// Reads the reply to request `id` (replies come in request order),
-    /// skipping replies to forgotten requests.
+    /// filing the replies of deferred and forgotten requests sent before it.
+    /// A deferred write's error takes the place of this reply: the caller
+    /// learns of it at its next request.
     pub fn recv(&mut self, id: u64) -> Result<Reply> {
         loop {
             let resp = self.read_response()?;
             if resp.id == id {
+                if let Some(e) = self.deferred_error.take() {
+                    return Err(e);
+                }
                 return resp.body.map_err(|e| Error::Server {
                     kind: e.kind,
                     message: e.message,
                 });
             }
-            if self.forgotten.front() == Some(&resp.id) {
-                self.forgotten.pop_front();
+            if self.deferred.front() == Some(&resp.id) || self.forgotten.front() == Some(&resp.id) {
+                self.route(resp)?;
                 continue;
             }
             self.broken = true;

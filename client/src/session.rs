@@ -1,6 +1,6 @@
 //! [`Connection`] and [`Session`]: the same calls embedded and remote.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use crate::proto::{Permissions, Reply, Request, SessionInfo};
 use crate::remote::{Conn, Stats};
 use crate::table::Table;
 use crate::url::{ConnectOptions, ConnectionString};
+pub use raiz_engine::db::Retry;
 
 /// What a connection string opened: a database in this process, or a server
 /// each [`Connection::session`] connects to.
@@ -80,6 +81,9 @@ impl Connection {
                         peer: conn.peer().to_owned(),
                         conn: Mutex::new(conn),
                         epoch: AtomicU64::new(0),
+                        deferring: AtomicBool::new(false),
+                        in_txn: AtomicBool::new(false),
+                        savepoints: AtomicU64::new(0),
                     }))
                 }
             },
@@ -94,6 +98,13 @@ pub(crate) struct Remote {
     /// Bumped by every write this session sends: read-ahead filled before a
     /// write is dropped, since it may hold the records the write changed.
     epoch: AtomicU64,
+    /// Writes inside a transaction are sent without waiting for their replies.
+    deferring: AtomicBool,
+    /// A transaction is open (as this client began it).
+    in_txn: AtomicBool,
+    /// Savepoints taken in the open transaction (the server numbers them the
+    /// same way, from 0 at each begin).
+    savepoints: AtomicU64,
     stats: Arc<Stats>,
     session: u64,
     peer: String,
@@ -114,6 +125,12 @@ impl Remote {
 
     pub fn wrote(&self) {
         self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// True when a write should be sent without waiting (deferred writes on,
+    /// inside a transaction).
+    pub fn defer_writes(&self) -> bool {
+        self.deferring.load(Ordering::Relaxed) && self.in_txn.load(Ordering::Relaxed)
     }
 
     pub fn unexpected(&self, reply: &Reply) -> Error {
@@ -268,7 +285,16 @@ impl Session {
     pub fn begin(&self) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.begin()?),
-            SessionKind::Remote(r) => r.done(&Request::Begin),
+            SessionKind::Remote(r) => {
+                if r.deferring.load(Ordering::Relaxed) {
+                    r.conn().send_deferred(&Request::Begin)?;
+                } else {
+                    r.done(&Request::Begin)?;
+                }
+                r.in_txn.store(true, Ordering::Relaxed);
+                r.savepoints.store(0, Ordering::Relaxed);
+                Ok(())
+            }
         }
     }
 
@@ -280,24 +306,94 @@ impl Session {
         }
     }
 
-    /// Commits: durable when this returns (for logged tables).
+    /// Commits: durable when this returns (for logged tables). With deferred
+    /// writes, a write of the transaction that failed fails the commit: the
+    /// transaction is rolled back and that write's error returned.
     pub fn commit(&self) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.commit()?),
             SessionKind::Remote(r) => {
                 r.wrote();
+                r.in_txn.store(false, Ordering::Relaxed);
+                // The replies of deferred writes come before the commit's:
+                // the first failure among them is the commit's (the server
+                // then rolled the transaction back instead of committing).
                 r.done(&Request::Commit)
             }
         }
     }
 
-    /// Rolls the transaction back.
+    /// Rolls the transaction back (deferred writes' errors are dropped with it).
     pub fn rollback(&self) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.rollback()?),
             SessionKind::Remote(r) => {
                 r.wrote();
+                r.in_txn.store(false, Ordering::Relaxed);
+                if r.conn().deferred() > 0 {
+                    let _ = r.conn().settle();
+                }
                 r.done(&Request::Rollback)
+            }
+        }
+    }
+
+    /// Sends the writes of a transaction without waiting for each reply
+    /// (remote; embedded writes are immediate anyway): an order of three lines
+    /// then costs a handful of round trips instead of dozens. A write's error
+    /// is reported by the next request that waits for a reply — a read, a
+    /// seek, a lock — or by [`Session::commit`], which then rolls the
+    /// transaction back. Appends ([`Table::append`]) still wait: they answer
+    /// their recno; [`Table::insert`] does not.
+    pub fn set_deferred_writes(&self, on: bool) -> Result<()> {
+        if let SessionKind::Remote(r) = &self.kind {
+            r.done(&Request::SetDeferredWrites(on))?;
+            r.deferring.store(on, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Runs `work` in a transaction: commits when it returns Ok, rolls back
+    /// when it (or the commit) fails, and runs it again when a deadlock
+    /// refused it (up to three times; see [`Session::transaction_with`]).
+    pub fn transaction<T>(&self, work: impl FnMut(&Session) -> Result<T>) -> Result<T> {
+        self.transaction_with(Retry::default(), work)
+            .map(|(v, _)| v)
+    }
+
+    /// [`Session::transaction`] with a retry policy; returns the value and how
+    /// many times the transaction was retried.
+    pub fn transaction_with<T>(
+        &self,
+        retry: Retry,
+        mut work: impl FnMut(&Session) -> Result<T>,
+    ) -> Result<(T, u32)> {
+        let mut retries = 0;
+        loop {
+            self.begin()?;
+            let result = match work(self) {
+                Ok(v) => self.commit().map(|()| v),
+                Err(e) => {
+                    // (A failed commit has rolled back already.)
+                    let _ = self.rollback();
+                    Err(e)
+                }
+            };
+            match result {
+                Ok(v) => return Ok((v, retries)),
+                Err(e) => {
+                    let again = match e.kind() {
+                        crate::ErrorKind::Deadlock => true,
+                        crate::ErrorKind::LockTimeout => retry.on_timeout,
+                        _ => false,
+                    };
+                    if again && retries < retry.max {
+                        retries += 1;
+                        retry.pause(retries);
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
         }
     }
@@ -306,8 +402,16 @@ impl Session {
     pub fn savepoint(&self) -> Result<Savepoint> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(Savepoint(SavepointKind::Embedded(s.savepoint()?))),
+            SessionKind::Remote(r) if r.defer_writes() => {
+                r.conn().send_deferred(&Request::Savepoint)?;
+                let n = r.savepoints.fetch_add(1, Ordering::Relaxed);
+                Ok(Savepoint(SavepointKind::Remote(n)))
+            }
             SessionKind::Remote(r) => match r.call(&Request::Savepoint)? {
-                Reply::Savepoint(n) => Ok(Savepoint(SavepointKind::Remote(n))),
+                Reply::Savepoint(n) => {
+                    r.savepoints.store(n + 1, Ordering::Relaxed);
+                    Ok(Savepoint(SavepointKind::Remote(n)))
+                }
                 other => Err(r.unexpected(&other)),
             },
         }
@@ -319,6 +423,9 @@ impl Session {
             (SessionKind::Embedded(s), SavepointKind::Embedded(sp)) => Ok(s.rollback_to(sp)?),
             (SessionKind::Remote(r), SavepointKind::Remote(n)) => {
                 r.wrote();
+                if r.defer_writes() {
+                    return r.conn().send_deferred(&Request::RollbackTo(n));
+                }
                 r.done(&Request::RollbackTo(n))
             }
             _ => Err(Error::Engine(raiz_engine::Error::Transaction(

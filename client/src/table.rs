@@ -188,6 +188,35 @@ impl RemoteTable {
         Ok(self.call(None, op)?.1)
     }
 
+    /// The handle's current record, if `rec` is it, is `rec` now (a lock
+    /// re-read it).
+    fn refresh_current(&self, rec: &Record) {
+        let epoch = self.remote.epoch();
+        let mut c = self.cursor();
+        if c.pos.on_record && c.pos.recno == rec.recno() {
+            c.current = Some((epoch, rec.clone()));
+        }
+    }
+
+    /// A write that does not move the handle: sent without waiting inside a
+    /// transaction when the session defers writes (its error then comes with
+    /// the next request that waits), otherwise like [`RemoteTable::write`].
+    fn write_maybe_deferred(&self, op: TableOp) -> Result<()> {
+        if !self.remote.defer_writes() {
+            return self.write(op).map(drop);
+        }
+        self.remote.wrote();
+        let mut c = self.cursor();
+        let sync = c.take_sync();
+        c.current = None;
+        let req = Request::Table {
+            handle: self.handle,
+            sync,
+            op,
+        };
+        self.remote.conn().send_deferred(&req)
+    }
+
     /// A write: it may move the handle (an append lands on the new record)
     /// and makes any read-ahead stale, so it goes positioned.
     fn write(&self, op: TableOp) -> Result<TableOut> {
@@ -375,7 +404,12 @@ impl Table {
         match &mut self.kind {
             TableKind::Embedded { t, .. } => Ok(t.append(values)?),
             TableKind::Remote(r) => {
-                out!(r, r.write(TableOp::Append(values.to_vec()))?, TableOut::Count(n) => n)
+                let out = r.write(TableOp::Append(values.to_vec()))?;
+                let rec = out!(r, out, TableOut::Appended(w) => r.record(w))?;
+                let recno = rec.recno();
+                // The handle is on it: record() needs no request.
+                r.cursor().current = Some((r.remote.epoch(), rec));
+                Ok(recno)
             }
         }
     }
@@ -406,10 +440,10 @@ impl Table {
                         match reply {
                             Reply::Table {
                                 at,
-                                out: TableOut::Count(n),
+                                out: TableOut::Appended(w),
                             } => {
                                 c.pos = at;
-                                recnos.push(n);
+                                recnos.push(w.recno);
                             }
                             other => return Err(r.remote.unexpected(&other)),
                         }
@@ -441,33 +475,91 @@ impl Table {
         }
     }
 
-    /// Replaces a record's values.
+    /// Replaces a record's values (deferred remotely inside a transaction
+    /// when the session asks for it: [`crate::Session::set_deferred_writes`]).
     pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
         match &mut self.kind {
             TableKind::Embedded { t, .. } => Ok(t.update(recno, values)?),
+            TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Update {
+                recno,
+                values: values.to_vec(),
+            }),
+        }
+    }
+
+    /// Replaces only the named fields of a record (xBase `REPLACE`), keeping
+    /// the others — memos included; deferred like [`Table::update`].
+    pub fn update_fields(&mut self, recno: u64, fields: &[(&str, Value)]) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.update_fields(recno, fields)?),
+            TableKind::Remote(r) => r.write_maybe_deferred(TableOp::UpdateFields {
+                recno,
+                fields: fields
+                    .iter()
+                    .map(|(f, v)| ((*f).to_owned(), v.clone()))
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Appends a record without moving the handle. Deferred like
+    /// [`Table::update`] (its recno is then not known here: use
+    /// [`Table::append`] when you need it).
+    pub fn insert(&mut self, values: &[Value]) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => t.insert(values).map(drop).map_err(Into::into),
+            TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Insert(values.to_vec())),
+        }
+    }
+
+    /// Logically deletes a record (deferred like [`Table::update`]).
+    pub fn delete(&mut self, recno: u64) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.delete(recno)?),
+            TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Delete(recno)),
+        }
+    }
+
+    /// Undeletes a record (deferred like [`Table::update`]).
+    pub fn recall(&mut self, recno: u64) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.recall(recno)?),
+            TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Recall(recno)),
+        }
+    }
+
+    /// Locks a record, waiting up to the session's lock timeout (xBase
+    /// `RLock`), and returns it as of the lock.
+    pub fn rlock(&self, recno: u64) -> Result<Record> {
+        match &self.kind {
+            TableKind::Embedded { t, .. } => Ok(t.rlock(recno)?),
             TableKind::Remote(r) => {
-                r.write(TableOp::Update {
+                let op = TableOp::Lock {
                     recno,
-                    values: values.to_vec(),
-                })?;
-                Ok(())
+                    timeout_ms: u64::MAX,
+                };
+                let rec = out!(r, r.op(op)?, TableOut::Record(w) => r.record(w))?;
+                r.refresh_current(&rec);
+                Ok(rec)
             }
         }
     }
 
-    /// Logically deletes a record.
-    pub fn delete(&mut self, recno: u64) -> Result<()> {
+    /// Seeks `key` exactly and, when found, locks the record it lands on (the
+    /// session's lock timeout) and returns it as of the lock — one request to
+    /// a server. None when the key is not there (eof, as after any failed
+    /// seek).
+    pub fn seek_lock(&mut self, key: &[Value]) -> Result<Option<Record>> {
         match &mut self.kind {
-            TableKind::Embedded { t, .. } => Ok(t.delete(recno)?),
-            TableKind::Remote(r) => r.write(TableOp::Delete(recno)).map(drop),
-        }
-    }
-
-    /// Undeletes a record.
-    pub fn recall(&mut self, recno: u64) -> Result<()> {
-        match &mut self.kind {
-            TableKind::Embedded { t, .. } => Ok(t.recall(recno)?),
-            TableKind::Remote(r) => r.write(TableOp::Recall(recno)).map(drop),
+            TableKind::Embedded { t, .. } => Ok(t.seek_lock(key)?),
+            TableKind::Remote(r) => {
+                let out = r.positioned(TableOp::SeekLock(key.to_vec()))?;
+                let rec = out!(r, out, TableOut::Locked(w) => w.map(|w| r.record(w)))?;
+                if let Some(rec) = &rec {
+                    r.refresh_current(rec);
+                }
+                Ok(rec)
+            }
         }
     }
 
@@ -492,11 +584,7 @@ impl Table {
                 };
                 let rec = out!(r, r.op(op)?, TableOut::Record(w) => r.record(w))?;
                 // The handle's current record, if this is it, is as of now.
-                let epoch = r.remote.epoch();
-                let mut c = r.cursor();
-                if c.pos.on_record && c.pos.recno == recno {
-                    c.current = Some((epoch, rec.clone()));
-                }
+                r.refresh_current(&rec);
                 Ok(rec)
             }
         }

@@ -263,33 +263,43 @@ pub enum Error {
         index: String,
     },
 
-    /// Another session holds a lock this operation needs (no wait was asked for).
-    #[error("{lock} is locked by session {holder}")]
+    /// Another session holds a lock this operation needs and no wait was
+    /// asked for (a zero timeout): "not waited".
+    #[error("{lock} is locked by {holder_name}")]
     LockConflict {
         /// The lock, described.
         lock: String,
         /// The session holding it.
         holder: u64,
+        /// The holder as people know it: `session N`, with its user and
+        /// address when the session has a name (a server's sessions do).
+        holder_name: String,
     },
 
-    /// Waited for a lock until the timeout.
-    #[error("{lock} is still locked by session {holder} after {waited_ms} ms")]
+    /// Waited for a lock until the timeout and gave up: "waited".
+    #[error("{lock} is still locked by {holder_name} after {waited_ms} ms")]
     LockTimeout {
         /// The lock, described.
         lock: String,
         /// The session holding it.
         holder: u64,
+        /// The holder as people know it (see [`Error::LockConflict`]).
+        holder_name: String,
         /// How long this session waited.
         waited_ms: u64,
     },
 
     /// Waiting for the lock would close a cycle of sessions waiting for each other.
-    #[error("deadlock: waiting for {lock} (held by session {holder}) would never end; roll back and retry")]
+    #[error(
+        "deadlock: waiting for {lock} (held by {holder_name}) would never end; roll back and retry"
+    )]
     Deadlock {
         /// The lock asked for.
         lock: String,
         /// A session in the cycle.
         holder: u64,
+        /// The holder as people know it (see [`Error::LockConflict`]).
+        holder_name: String,
     },
 
     /// A transaction operation without an open transaction, or a savepoint that

@@ -282,6 +282,8 @@ async fn run<S: Stream>(
     drop(pending);
     let session = shared.db.session();
     let sid = session.id();
+    // Other sessions' lock errors name this one by its user and address.
+    session.set_name(&format!("{}@{}", user.name, peer.address));
     let entry = shared.registry.add(sid, &user.name, &peer.address, &client);
     tracing::info!(session = sid, user = %user.name, peer = %peer.address, "session started");
     let welcome = proto::encode(&Envelope::<Result<Reply, WireError>> {

@@ -81,6 +81,10 @@ pub struct Worker {
     handles: HashMap<u32, Handle>,
     iters: HashMap<u32, (crate::ahead::Range, Arc<str>, bool)>,
     savepoints: Vec<Savepoint>,
+    /// The client sends writes inside transactions without waiting.
+    deferred: bool,
+    /// The first such write that failed in the open transaction.
+    txn_failed: Option<WireError>,
     next_id: u32,
     /// The user list generation `user` was read at.
     users_seen: u64,
@@ -130,6 +134,8 @@ impl Worker {
             handles: HashMap::new(),
             iters: HashMap::new(),
             savepoints: Vec::new(),
+            deferred: false,
+            txn_failed: None,
             next_id: 1,
         }
     }
@@ -151,11 +157,17 @@ impl Worker {
             let id = item.id;
             self.entry.busy.store(true, Ordering::Relaxed);
             let revoked = self.revalidate();
+            let writes = item.req.as_ref().is_ok_and(is_write);
             let body = match (&revoked, item.req) {
                 (Some(why), _) => Err(err(ErrorKind::Closed, why.clone())),
                 (None, Ok(r)) => self.handle(r),
                 (None, Err(why)) => Err(err(ErrorKind::BadRequest, why)),
             };
+            if let (true, true, Err(e)) = (self.deferred, writes, &body) {
+                if self.session.in_transaction() && self.txn_failed.is_none() {
+                    self.txn_failed = Some(e.clone());
+                }
+            }
             *self.entry.waiting.lock() = None;
             self.entry.blocked_by.lock().clear();
             if let Err(e) = &body {
@@ -335,15 +347,27 @@ impl Worker {
             Request::Begin => {
                 s.begin().map_err(engine)?;
                 self.savepoints.clear();
+                self.txn_failed = None;
                 Reply::Done
             }
             Request::InTransaction => Reply::Bool(s.in_transaction()),
             Request::Commit => {
+                if let Some(e) = self.txn_failed.take() {
+                    // A write the client did not wait for failed: the
+                    // transaction is not whole, so it is not committed.
+                    s.rollback().map_err(engine)?;
+                    return Err(e);
+                }
                 s.commit().map_err(engine)?;
                 Reply::Done
             }
             Request::Rollback => {
+                self.txn_failed = None;
                 s.rollback().map_err(engine)?;
+                Reply::Done
+            }
+            Request::SetDeferredWrites(on) => {
+                self.deferred = on;
                 Reply::Done
             }
             Request::Savepoint => {
@@ -509,7 +533,10 @@ impl Worker {
             })?;
         let right = match &op {
             TableOp::Append(_)
+            | TableOp::Insert(_)
             | TableOp::Update { .. }
+            | TableOp::UpdateFields { .. }
+            | TableOp::SeekLock(_)
             | TableOp::Recall(_)
             | TableOp::Lock { .. }
             | TableOp::Unlock(_)
@@ -545,6 +572,7 @@ impl Worker {
         match &op {
             TableOp::Lock { recno, .. }
             | TableOp::Update { recno, .. }
+            | TableOp::UpdateFields { recno, .. }
             | TableOp::Delete(recno)
             | TableOp::Recall(recno) => self.may_wait(LockKey::Record(name.to_string(), *recno)),
             TableOp::LockFile { .. } => self.may_wait(LockKey::File(name.to_string())),
@@ -600,7 +628,10 @@ impl Worker {
         let out = match op {
             TableOp::Close | TableOp::Position => TableOut::Done,
             TableOp::Info => TableOut::Info(Box::new(t.info())),
-            TableOp::Append(v) => TableOut::Count(t.append(&v).map_err(engine)?),
+            TableOp::Append(v) => {
+                t.append(&v).map_err(engine)?;
+                TableOut::Appended(t.record().map_err(engine)?.into())
+            }
             TableOp::Read(r) => TableOut::Record(t.read(r).map_err(engine)?.into()),
             TableOp::ReadMemo { recno, field } => {
                 TableOut::Memo(t.read_memo(recno, &field).map_err(engine)?)
@@ -619,9 +650,13 @@ impl Worker {
             }
             TableOp::IsDeleted(r) => TableOut::Bool(t.is_deleted(r).map_err(engine)?),
             TableOp::Lock { recno, timeout_ms } => TableOut::Record(
-                t.lock(recno, Duration::from_millis(timeout_ms))
-                    .map_err(engine)?
-                    .into(),
+                if timeout_ms == u64::MAX {
+                    t.rlock(recno)
+                } else {
+                    t.lock(recno, Duration::from_millis(timeout_ms))
+                }
+                .map_err(engine)?
+                .into(),
             ),
             TableOp::Unlock(r) => TableOut::Bool(t.unlock(r)),
             TableOp::LockFile { timeout_ms } => {
@@ -673,6 +708,18 @@ impl Worker {
             TableOp::Nav { op, ahead } => return nav(t, op, ahead, &mut h.passed),
             TableOp::Current => TableOut::Record(t.record().map_err(engine)?.into()),
             TableOp::KeyCount => TableOut::Count(t.key_count().map_err(engine)?),
+            TableOp::SeekLock(key) => {
+                TableOut::Locked(t.seek_lock(&key).map_err(engine)?.map(Into::into))
+            }
+            TableOp::UpdateFields { recno, fields } => {
+                let fields: Vec<(&str, raiz_engine::Value)> = fields
+                    .iter()
+                    .map(|(f, v)| (f.as_str(), v.clone()))
+                    .collect();
+                t.update_fields(recno, &fields).map_err(engine)?;
+                TableOut::Done
+            }
+            TableOp::Insert(values) => TableOut::Count(t.insert(&values).map_err(engine)?),
             TableOp::KeyNo => TableOut::Count(t.key_no().map_err(engine)?),
             TableOp::CountRange { lower, upper } => TableOut::Count(
                 t.count_range(lower.as_deref(), upper.as_deref())
@@ -720,6 +767,24 @@ impl Worker {
             at: position(t),
             out,
         })
+    }
+}
+
+/// True for the requests a client may send without waiting when it defers
+/// writes: their failure must fail the transaction's commit.
+fn is_write(req: &Request) -> bool {
+    match req {
+        Request::Savepoint | Request::RollbackTo(_) => true,
+        Request::Table { op, .. } => matches!(
+            op,
+            TableOp::Append(_)
+                | TableOp::Insert(_)
+                | TableOp::Update { .. }
+                | TableOp::UpdateFields { .. }
+                | TableOp::Delete(_)
+                | TableOp::Recall(_)
+        ),
+        _ => false,
     }
 }
 

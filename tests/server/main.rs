@@ -2,10 +2,12 @@
 
 mod abuse;
 mod admin;
+mod app_api;
 mod badinput;
 mod harness;
 mod locks;
 mod model;
+mod order_entry;
 mod readahead;
 mod rights;
 mod security;

@@ -122,6 +122,10 @@ pub enum Request {
         /// The new permissions.
         permissions: Permissions,
     },
+    /// The client sends this session's writes inside a transaction without
+    /// waiting for their replies: a write that fails then makes the
+    /// transaction's commit fail (and roll back) with that write's error.
+    SetDeferredWrites(bool),
 }
 
 /// An operation on a table handle.
@@ -155,11 +159,11 @@ pub enum TableOp {
     Recall(u64),
     /// Whether a record is deleted.
     IsDeleted(u64),
-    /// Locks a record.
+    /// Locks a record; answers it as of the lock.
     Lock {
         /// Record.
         recno: u64,
-        /// Wait at most this long.
+        /// Wait at most this long (`u64::MAX`: the session's lock timeout).
         timeout_ms: u64,
     },
     /// Unlocks a record.
@@ -242,6 +246,18 @@ pub enum TableOp {
     Batch(BatchRequest),
     /// Records visible through the current order (xBase `ordKeyCount()`).
     KeyCount,
+    /// Seeks a key exactly and, when found, locks the record (session lock
+    /// timeout) and returns it as of the lock.
+    SeekLock(Vec<Value>),
+    /// Replaces only the named fields of a record.
+    UpdateFields {
+        /// Record.
+        recno: u64,
+        /// Field names and their new values.
+        fields: Vec<(String, Value)>,
+    },
+    /// Appends a record without moving the handle; answers its recno.
+    Insert(Vec<Value>),
     /// The current record's position among them (xBase `ordKeyNo()`).
     KeyNo,
 }
@@ -472,6 +488,10 @@ pub enum TableOut {
         /// Records read.
         records: Vec<WireRecord>,
     },
+    /// The record an append stored (the handle is on it).
+    Appended(WireRecord),
+    /// The record a [`TableOp::SeekLock`] found and locked (None: not found).
+    Locked(Option<WireRecord>),
 }
 
 /// A session as `raiz monitor` shows it.

@@ -34,7 +34,7 @@ use parking_lot::{Mutex, RwLock};
 pub use names::{validate_table_name, MAX_TABLE_NAME};
 pub use nav::RangeIter;
 pub use recovery::RecoveryReport;
-pub use session::{Savepoint, Session};
+pub use session::{Retry, Savepoint, Session};
 pub use table::{CursorState, Filter, Table};
 
 use crate::error::{Error, Result};

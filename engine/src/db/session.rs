@@ -76,6 +76,7 @@ impl SessionInner {
             Some(holder) => Err(Error::LockConflict {
                 lock: format!("table {}", shared.name),
                 holder,
+                holder_name: shared.rt.locks.describe(holder),
             }),
             None => Ok(()),
         }
@@ -270,6 +271,7 @@ impl SessionInner {
         if let Err(e) = self.rollback() {
             tracing::warn!(session = self.id, error = %e, "rolling back at session end failed");
         }
+        self.db.runtime().locks.forget_name(self.id);
         if let Some(t) = self.temp.lock().take() {
             let storage = t.db.storage().clone();
             drop(t.db);
@@ -290,6 +292,47 @@ fn append_slot((t, c): (TableHandle, Change)) -> Option<(TableHandle, u64)> {
 impl Drop for SessionInner {
     fn drop(&mut self) {
         self.end();
+    }
+}
+
+/// When [`Session::transaction`] runs a failed transaction again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// At most this many retries.
+    pub max: u32,
+    /// Retry on [`Error::LockTimeout`] too, not only on [`Error::Deadlock`].
+    pub on_timeout: bool,
+}
+
+impl Default for Retry {
+    /// Three retries, on deadlocks only.
+    fn default() -> Retry {
+        Retry {
+            max: 3,
+            on_timeout: false,
+        }
+    }
+}
+
+impl Retry {
+    /// No retry.
+    pub const NONE: Retry = Retry {
+        max: 0,
+        on_timeout: false,
+    };
+
+    /// Waits a little before retry `n`: a random part of a window that grows
+    /// with `n`, so two transactions that deadlocked do not meet again in
+    /// lockstep.
+    pub fn pause(&self, n: u32) {
+        let window = 2u64 << n.min(8);
+        let ms = rand::random::<u64>() % window;
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+
+    fn retries(&self, e: &Error) -> bool {
+        matches!(e, Error::Deadlock { .. })
+            || (self.on_timeout && matches!(e, Error::LockTimeout { .. }))
     }
 }
 
@@ -352,8 +395,18 @@ impl Session {
         self.inner.hide_deleted.load(Ordering::Relaxed)
     }
 
-    /// How long writes and lock calls wait for another session's lock before
-    /// failing (zero, the default: fail at once with [`Error::LockConflict`]).
+    /// Names the session in other sessions' lock errors ("record 7 of table
+    /// sa1 is locked by session 3 (ana@10.0.0.7:51234)"); a server names each
+    /// session after its user and address.
+    pub fn set_name(&self, name: &str) {
+        self.inner.db.runtime().locks.set_name(self.inner.id, name);
+    }
+
+    /// The session's default lock timeout: how long writes, and locks taken
+    /// without a timeout of their own ([`Table::rlock`]), wait for another
+    /// session's lock before failing — zero, the default, fails at once with
+    /// [`Error::LockConflict`] ("not waited"); a wait that runs out is
+    /// [`Error::LockTimeout`] ("waited").
     pub fn set_lock_timeout(&self, timeout: Duration) {
         *self.inner.lock_timeout.lock() = timeout;
     }
@@ -490,6 +543,57 @@ impl Session {
             ));
         }
         self.inner.rollback()
+    }
+
+    /// Runs `work` in a transaction: commits when it returns Ok, rolls back
+    /// when it (or the commit) fails. A transaction refused by a deadlock is
+    /// run again from the start, up to `retry.max` times (and one that gave up
+    /// waiting for a lock too, with `retry.on_timeout`). Returns the value and
+    /// how many times the transaction was retried.
+    ///
+    /// ```
+    /// use raiz_engine::{Database, Field, FieldType, Schema, TableOptions, Value};
+    /// use raiz_engine::db::Retry;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = Database::open(dir.path())?;
+    /// db.create_table("acc", &Schema::new(vec![Field::new("BAL", FieldType::Int64)]), TableOptions::default())?;
+    /// let s = db.session();
+    /// let mut t = s.open_table("acc")?;
+    /// t.append(&[Value::Int64(100)])?;
+    /// let (bal, retries) = s.transaction(Retry::default(), |_| {
+    ///     let rec = t.rlock(1)?;
+    ///     let bal = rec.get("BAL").and_then(Value::as_i64).unwrap_or(0) - 30;
+    ///     t.update(1, &[Value::Int64(bal)])?;
+    ///     Ok(bal)
+    /// })?;
+    /// assert_eq!((bal, retries), (70, 0));
+    /// # Ok::<(), raiz_engine::Error>(())
+    /// ```
+    pub fn transaction<T>(
+        &self,
+        retry: Retry,
+        mut work: impl FnMut(&Session) -> Result<T>,
+    ) -> Result<(T, u32)> {
+        let mut retries = 0;
+        loop {
+            self.begin()?;
+            let result = work(self).and_then(|v| self.commit().map(|()| v));
+            match result {
+                Ok(v) => return Ok((v, retries)),
+                Err(e) => {
+                    if self.in_transaction() {
+                        self.inner.rollback()?;
+                    }
+                    if retries < retry.max && retry.retries(&e) {
+                        retries += 1;
+                        tracing::debug!(session = self.inner.id, retries, error = %e, "transaction retried");
+                        retry.pause(retries);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Marks a point to roll back to, inside the open transaction.

@@ -294,6 +294,37 @@ impl Table {
         Ok(())
     }
 
+    /// Replaces only the named fields of record `recno` (xBase `REPLACE f
+    /// WITH v`), keeping the others — memos included — as they are. A name
+    /// that is not a field is [`Error::NoSuchField`].
+    pub fn update_fields(&mut self, recno: u64, fields: &[(&str, Value)]) -> Result<()> {
+        let mut values = self.read(recno)?.into_values();
+        let schema = self.schema();
+        for (name, v) in fields {
+            let i = schema.position(name).ok_or_else(|| Error::NoSuchField {
+                table: self.name(),
+                field: (*name).to_owned(),
+            })?;
+            values[i] = v.clone();
+        }
+        self.update(recno, &values)
+    }
+
+    /// Appends a record without moving the handle (for a writer that goes on
+    /// where it is, such as order items appended during a scan); returns its
+    /// recno.
+    pub fn insert(&mut self, values: &[Value]) -> Result<u64> {
+        self.shared.core.read().check_values(values)?;
+        self.check_unique_in_txn(values, None)?;
+        self.session.write(
+            &self.shared,
+            Change::Append {
+                recno: 0,
+                values: values.to_vec(),
+            },
+        )
+    }
+
     /// Deletes record `recno` logically: it keeps its recno and stays readable.
     pub fn delete(&mut self, recno: u64) -> Result<()> {
         self.session.write(
@@ -361,6 +392,24 @@ impl Table {
             timeout,
         )?;
         self.read(recno)
+    }
+
+    /// Locks record `recno` waiting up to the session's lock timeout (xBase
+    /// `RLock`), and returns it as of the lock.
+    pub fn rlock(&self, recno: u64) -> Result<Record> {
+        self.lock(recno, self.session.timeout())
+    }
+
+    /// Seeks `key` exactly and, when found, locks the record it lands on
+    /// (waiting up to the session's lock timeout) and returns it as of the
+    /// lock: the read-modify-write pattern of order entry, in one call (one
+    /// request to a server). None when the key is not there (the handle is on
+    /// the phantom record, as after any failed seek).
+    pub fn seek_lock(&mut self, key: &[Value]) -> Result<Option<Record>> {
+        if !self.seek(key)? {
+            return Ok(None);
+        }
+        self.rlock(self.recno).map(Some)
     }
 
     /// Releases a record lock (kept until the end of an open transaction).

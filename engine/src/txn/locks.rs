@@ -112,9 +112,30 @@ impl Table {
 pub struct LockManager {
     table: Mutex<Table>,
     changed: Condvar,
+    /// What to call a session in messages (`ana@10.0.0.7:51234`).
+    names: Mutex<HashMap<u64, String>>,
 }
 
 impl LockManager {
+    /// Names `session` for lock messages (a server names its sessions after
+    /// their user and address).
+    pub fn set_name(&self, session: u64, name: &str) {
+        self.names.lock().insert(session, name.to_owned());
+    }
+
+    /// Forgets a session's name (the session ended).
+    pub fn forget_name(&self, session: u64) {
+        self.names.lock().remove(&session);
+    }
+
+    /// `session N`, with its name when it has one.
+    pub fn describe(&self, session: u64) -> String {
+        match self.names.lock().get(&session) {
+            Some(n) => format!("session {session} ({n})"),
+            None => format!("session {session}"),
+        }
+    }
+
     /// Takes `key` for `session`, waiting up to `timeout` for other sessions to
     /// release it. Returns false when the session already held it.
     pub fn lock(&self, session: u64, key: &LockKey, timeout: Duration) -> Result<bool> {
@@ -137,6 +158,7 @@ impl LockManager {
                 return Err(Error::Deadlock {
                     lock: key.to_string(),
                     holder: blockers[0],
+                    holder_name: self.describe(blockers[0]),
                 });
             }
             let now = Instant::now();
@@ -146,11 +168,13 @@ impl LockManager {
                     Error::LockConflict {
                         lock: key.to_string(),
                         holder: blockers[0],
+                        holder_name: self.describe(blockers[0]),
                     }
                 } else {
                     Error::LockTimeout {
                         lock: key.to_string(),
                         holder: blockers[0],
+                        holder_name: self.describe(blockers[0]),
                         waited_ms: timeout.as_millis() as u64,
                     }
                 });
