@@ -5,7 +5,7 @@
 //!
 //! | type          | bytes     | encoding                                                   |
 //! |---------------|-----------|------------------------------------------------------------|
-//! | `Char(n)`     | width     | the bytes at `offset..offset+width`, blank-padded, optionally upper-cased |
+//! | `Char(n)`     | width     | the bytes at `offset..offset+width`, blank-padded, optionally upper-cased or folded |
 //! | `Numeric`     | 8 or 16   | mantissa at the field's scale, sign bit flipped, big-endian |
 //! | `Int64`       | 8         | sign bit flipped, big-endian                               |
 //! | `Float64`     | 8         | IEEE total order (negatives inverted, sign flipped), big-endian |
@@ -18,6 +18,9 @@
 //! `Date` segment may be sought as `YYYYMMDD` text, whole or (last) a prefix of
 //! it — `"2024"` seeks the first date of 2024, as `dbSeek("2024")` does on a
 //! `DTOS()` index.
+//!
+//! `Char` widths count bytes, and upper-case and folded segments fold text
+//! before it is encoded: see [`Segment`].
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +31,49 @@ use crate::schema::{Date, Decimal, FieldType, Schema, Value};
 pub const MAX_KEY_LEN: usize = 960;
 
 /// One part of a key.
+///
+/// # Text: bytes, upper case and folding
+///
+/// A `Char(n)` field holds `n` **bytes** of UTF-8, as a DBF field holds `n`
+/// bytes in its codepage: `"José"` takes 5 of them, and a `Char(6)` field
+/// holds `"Ângela"` only if it is 7 wide. Segment widths, offsets and the
+/// length of a seek key count bytes too.
+///
+/// An [`upper`](Segment::upper) segment upper-cases the text, keeping every
+/// character's byte length (`ç → Ç`, `á → Á`; a letter whose upper case is
+/// longer stays as it is), and sorts accented capitals after `Z`, by their
+/// code points. A [`fold`](Segment::fold) segment is for names: it upper-cases
+/// and drops accents from the Latin letters used in Portuguese, Spanish,
+/// French and the rest of Latin-1 and Latin Extended-A (`Á À Â Ã Ä Å → A`,
+/// `Ç → C`, `É → E`, `Ñ → N`, `Ø → O`, `ß → SS`, `Æ → AE`, `Œ → OE`, lower
+/// case alike), so `"Ângela"`, `"ANGELA"` and `"angela"` are one key and sort
+/// between `"ANDRE"` and `"BRUNO"`. Other characters are upper-cased as in an
+/// `upper` segment. A folded letter never takes more bytes than the letter
+/// (a 2-byte `Á` becomes a 1-byte `A`), so the whole field is folded and then
+/// blank-padded to its width before the segment's bytes are taken: a partial
+/// segment's offset and length count bytes of the folded text.
+///
+/// A seek on an upper-case or folded segment folds the sought key the same
+/// way, so `seek("angela")` and `seek("ÂNGELA")` both find `"Ângela"`.
+///
+/// # Encoding
+///
+/// Stored in table headers and sent over the wire with postcard: the case
+/// rule (`upper`, `fold`) is one byte, 0 for as-is, 1 for upper case, 2 for
+/// folded, where earlier versions stored `upper` as a `bool` (the same bytes 0
+/// and 1), so definitions written before `fold` existed read unchanged. A
+/// build that predates `fold` refuses a folded definition (2 is not a
+/// `bool`) rather than misreading it.
+///
+/// ```
+/// use raiz_engine::index::Segment;
+/// let name = Segment::field("A1_NOME").fold();
+/// assert!(name.fold && name.upper);
+/// let prefix = Segment::part("A1_COD", 0, 3).upper().descending();
+/// assert_eq!((prefix.offset, prefix.len), (0, Some(3)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "SegmentRepr", try_from = "SegmentRepr")]
 pub struct Segment {
     /// The field.
     pub field: String,
@@ -40,6 +85,60 @@ pub struct Segment {
     pub upper: bool,
     /// Sort this segment in descending order.
     pub descending: bool,
+    /// Fold to upper case without accents (`Char` only; implies `upper`):
+    /// see [text](Segment#text-bytes-upper-case-and-folding).
+    pub fold: bool,
+}
+
+/// How a [`Segment`] is encoded: its case rule in one byte where `upper` was
+/// a `bool` (postcard writes both as one byte), so older definitions decode.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Segment")]
+struct SegmentRepr {
+    field: String,
+    offset: u32,
+    len: Option<u32>,
+    /// 0 as is, 1 upper case, 2 folded.
+    upper: u8,
+    descending: bool,
+}
+
+impl From<Segment> for SegmentRepr {
+    fn from(s: Segment) -> SegmentRepr {
+        SegmentRepr {
+            field: s.field,
+            offset: s.offset,
+            len: s.len,
+            upper: if s.fold { 2 } else { u8::from(s.upper) },
+            descending: s.descending,
+        }
+    }
+}
+
+impl TryFrom<SegmentRepr> for Segment {
+    type Error = String;
+
+    fn try_from(r: SegmentRepr) -> std::result::Result<Segment, String> {
+        let (upper, fold) = match r.upper {
+            0 => (false, false),
+            1 => (true, false),
+            2 => (true, true),
+            other => {
+                return Err(format!(
+                    "segment on {}: unknown case rule {other} (this build knows 0 to 2)",
+                    r.field
+                ))
+            }
+        };
+        Ok(Segment {
+            field: r.field,
+            offset: r.offset,
+            len: r.len,
+            upper,
+            descending: r.descending,
+            fold,
+        })
+    }
 }
 
 impl Segment {
@@ -51,6 +150,7 @@ impl Segment {
             len: None,
             upper: false,
             descending: false,
+            fold: false,
         }
     }
 
@@ -66,6 +166,21 @@ impl Segment {
     /// Folds to upper case.
     pub fn upper(mut self) -> Segment {
         self.upper = true;
+        self
+    }
+
+    /// Folds to upper case without accents, for names: `"Ângela"`, `"angela"`
+    /// and `"ANGELA"` are one key (see
+    /// [text](Segment#text-bytes-upper-case-and-folding)).
+    ///
+    /// ```
+    /// use raiz_engine::index::{IndexDef, Segment};
+    /// let by_name = IndexDef::new("by_name", vec![Segment::field("A1_NOME").fold()]);
+    /// assert!(by_name.segments[0].fold);
+    /// ```
+    pub fn fold(mut self) -> Segment {
+        self.upper = true;
+        self.fold = true;
         self
     }
 
@@ -309,10 +424,13 @@ impl IndexDef {
 #[derive(Debug, Clone)]
 struct CSeg {
     field: usize,
+    /// The field's name, as the schema spells it.
+    name: String,
     ty: FieldType,
     offset: usize,
     width: usize,
     upper: bool,
+    fold: bool,
     desc: bool,
 }
 
@@ -340,9 +458,9 @@ fn seg_width(table: &str, ty: FieldType, seg: &Segment) -> Result<(usize, usize)
         reason,
     };
     let partial = seg.offset != 0 || seg.len.is_some();
-    if (partial || seg.upper) && !matches!(ty, FieldType::Char(_)) {
+    if (partial || seg.upper || seg.fold) && !matches!(ty, FieldType::Char(_)) {
         return Err(bad(format!(
-            "segment on {}: byte ranges and upper-case apply to Char fields only",
+            "segment on {}: byte ranges, upper-case and folding apply to Char fields only",
             seg.field
         )));
     }
@@ -394,6 +512,62 @@ fn upper_in_place(bytes: &mut Vec<u8>) {
     }
 }
 
+/// The letter without its accent, upper-case, for the Latin letters of
+/// Latin-1 and Latin Extended-A; never more bytes than the letter (all of
+/// them take 2).
+fn fold_latin(c: char) -> Option<&'static str> {
+    Some(match c {
+        'À'..='Å' | 'à'..='å' | 'Ā'..='ą' => "A",
+        'Æ' | 'æ' => "AE",
+        'Ç' | 'ç' | 'Ć'..='č' => "C",
+        'Ð' | 'ð' | 'Ď'..='đ' => "D",
+        'È'..='Ë' | 'è'..='ë' | 'Ē'..='ě' => "E",
+        'Ĝ'..='ģ' => "G",
+        'Ĥ'..='ħ' => "H",
+        'Ì'..='Ï' | 'ì'..='ï' | 'Ĩ'..='ı' => "I",
+        'Ĳ' | 'ĳ' => "IJ",
+        'Ĵ' | 'ĵ' => "J",
+        'Ķ'..='ĸ' => "K",
+        'Ĺ'..='ł' => "L",
+        'Ñ' | 'ñ' | 'Ń'..='ŋ' => "N",
+        'Ò'..='Ö' | 'Ø' | 'ò'..='ö' | 'ø' | 'Ō'..='ő' => "O",
+        'Œ' | 'œ' => "OE",
+        'Ŕ'..='ř' => "R",
+        'Ś'..='š' | 'ſ' => "S",
+        'ß' => "SS",
+        'Ţ'..='ŧ' => "T",
+        'Þ' | 'þ' => "TH",
+        'Ù'..='Ü' | 'ù'..='ü' | 'Ũ'..='ų' => "U",
+        'Ŵ' | 'ŵ' => "W",
+        'Ý' | 'ý' | 'ÿ' | 'Ŷ'..='Ÿ' => "Y",
+        'Ź'..='ž' => "Z",
+        _ => return None,
+    })
+}
+
+/// Upper case without accents: the text of a [`Segment::fold`] key, never
+/// longer in bytes than `s`.
+pub(crate) fn fold_text(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_uppercase();
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c.to_ascii_uppercase());
+        } else if let Some(f) = fold_latin(c) {
+            out.push_str(f);
+        } else {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) if u.len_utf8() == c.len_utf8() => out.push(u),
+                _ => out.push(c),
+            }
+        }
+    }
+    out
+}
+
 fn put_i128_ordered(out: &mut Vec<u8>, v: i128, width: usize) {
     if width == 8 {
         out.extend_from_slice(&((v as i64 as u64) ^ (1 << 63)).to_be_bytes());
@@ -429,10 +603,12 @@ impl KeySpec {
             let (offset, width) = seg_width(table, ty, s)?;
             segs.push(CSeg {
                 field,
+                name: schema.fields()[field].name.clone(),
                 ty,
                 offset,
                 width,
                 upper: s.upper,
+                fold: s.fold,
                 desc: s.descending,
             });
         }
@@ -479,23 +655,34 @@ impl KeySpec {
     }
 
     /// A seek key from leading segment values; the last may be a partial `Char`.
+    ///
+    /// An error names the segment's field, and the index and segment in its
+    /// reason: `field A1_COD: index sa1_1, segment A1_COD: a Int64 value
+    /// cannot seek a Char(6) segment`.
     pub fn seek_key(&self, table: &str, values: &[Value]) -> Result<Vec<u8>> {
         if values.len() > self.segs.len() {
+            let fields: Vec<&str> = self.segs.iter().map(|s| s.name.as_str()).collect();
             return Err(Error::InvalidValue {
                 table: table.to_owned(),
-                field: self.def.name.clone(),
+                field: fields.join("+"),
                 value: format!("{} values", values.len()),
-                reason: format!("index {} has {} segments", self.def.name, self.segs.len()),
+                reason: format!(
+                    "index {} has {} segment(s) ({})",
+                    self.def.name,
+                    self.segs.len(),
+                    fields.join(", ")
+                ),
             });
         }
         let mut out = Vec::with_capacity(self.key_len);
         for (i, (s, v)) in self.segs.iter().zip(values).enumerate() {
             let last = i + 1 == values.len();
+            let ctx = format!("index {}, segment {}", self.def.name, s.name);
             if let (FieldType::Date, Value::Char(text)) = (s.ty, v) {
-                date_text(table, &self.def.name, s, text, last, &mut out)?;
+                date_text(table, &ctx, s, text, last, &mut out)?;
                 continue;
             }
-            let v = seek_value(table, &self.def.name, s, v)?;
+            let v = seek_value(table, &ctx, s, v)?;
             encode(s, &v, last, &mut out);
         }
         Ok(out)
@@ -503,10 +690,10 @@ impl KeySpec {
 }
 
 /// A Date segment sought as `YYYYMMDD` text: whole, or a prefix of it when it
-/// is the seek key's last part.
+/// is the seek key's last part. `ctx` names the index and segment.
 fn date_text(
     table: &str,
-    index: &str,
+    ctx: &str,
     s: &CSeg,
     text: &str,
     last: bool,
@@ -514,9 +701,9 @@ fn date_text(
 ) -> Result<()> {
     let bad = |reason: &str| Error::InvalidValue {
         table: table.to_owned(),
-        field: index.to_owned(),
+        field: s.name.clone(),
         value: format!("{text:?}"),
-        reason: reason.to_owned(),
+        reason: format!("{ctx}: {reason}"),
     };
     let t = text.trim_end();
     if t.len() > 8 || !t.bytes().all(|b| b.is_ascii_digit()) {
@@ -544,23 +731,28 @@ fn date_text(
     Ok(())
 }
 
-fn seek_value(table: &str, index: &str, s: &CSeg, v: &Value) -> Result<Value> {
+/// Checks a sought value against segment `s`: its type, a `Char`'s length
+/// (after folding, for a folded segment), a `Numeric`'s decimals. `ctx` names
+/// the index and segment (or the condition) for the error's reason; the
+/// error's field is the segment's field.
+fn seek_value(table: &str, ctx: &str, s: &CSeg, v: &Value) -> Result<Value> {
     let bad = |reason: String| Error::InvalidValue {
         table: table.to_owned(),
-        field: index.to_owned(),
+        field: s.name.clone(),
         value: v.to_string(),
-        reason,
+        reason: format!("{ctx}: {reason}"),
     };
     Ok(match (s.ty, v) {
         (FieldType::Char(_), Value::Char(c)) => {
-            if c.len() > s.width {
+            let folded = s.fold.then(|| fold_text(c));
+            let len = folded.as_ref().map_or(c.len(), String::len);
+            if len > s.width {
                 return Err(bad(format!(
-                    "a key part of {} bytes is longer than its {}-byte segment",
-                    c.len(),
+                    "a key part of {len} bytes is longer than its {}-byte segment",
                     s.width
                 )));
             }
-            v.clone()
+            folded.map_or_else(|| v.clone(), Value::Char)
         }
         (FieldType::Numeric { dec, .. }, Value::Numeric(_) | Value::Int64(_)) => {
             let d = match v {
@@ -592,8 +784,12 @@ fn encode(s: &CSeg, v: &Value, partial: bool, out: &mut Vec<u8>) {
     let start = out.len();
     match (s.ty, v) {
         (FieldType::Char(n), Value::Char(text)) => {
-            let mut b: Vec<u8> = text.as_bytes().to_vec();
-            if s.upper {
+            let mut b: Vec<u8> = if s.fold {
+                fold_text(text).into_bytes()
+            } else {
+                text.as_bytes().to_vec()
+            };
+            if s.upper && !s.fold {
                 upper_in_place(&mut b);
             }
             if partial {
@@ -656,10 +852,12 @@ fn compile_cond(table: &str, schema: &Schema, c: &Condition) -> Result<CCond> {
             let (offset, width) = seg_width(table, f.ty, &seg)?;
             let cs = CSeg {
                 field: idx,
+                name: f.name.clone(),
                 ty: f.ty,
                 offset,
                 width,
                 upper: false,
+                fold: false,
                 desc: false,
             };
             let v = seek_value(table, "condition", &cs, &value.to_value())?;
@@ -758,5 +956,215 @@ mod depth_tests {
         assert_eq!(wide.depth(), 3);
         let bytes = postcard::to_allocvec(&wide).unwrap();
         assert_eq!(postcard::from_bytes::<Condition>(&bytes).unwrap(), wide);
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+    use crate::schema::{Field, FieldType};
+
+    fn names() -> Schema {
+        Schema::new(vec![
+            Field::new("A1_COD", FieldType::Char(6)),
+            Field::new("A1_NOME", FieldType::Char(10)),
+        ])
+    }
+
+    fn spec(segs: Vec<Segment>) -> KeySpec {
+        KeySpec::compile("sa1", &names(), &IndexDef::new("sa1_1", segs)).unwrap()
+    }
+
+    fn key(k: &KeySpec, name: &str) -> Vec<u8> {
+        k.key(&[Value::from("000001"), Value::from(name)])
+    }
+
+    #[test]
+    fn folding_drops_accents_and_never_grows() {
+        assert_eq!(fold_text("Ângela"), "ANGELA");
+        assert_eq!(fold_text("andré"), "ANDRE");
+        assert_eq!(fold_text("Érico"), "ERICO");
+        assert_eq!(fold_text("João Conceição Müller"), "JOAO CONCEICAO MULLER");
+        assert_eq!(fold_text("Straße Œuvre Æsir"), "STRASSE OEUVRE AESIR");
+        assert_eq!(fold_text("Łódź Šťastný Ğ ı ÿ"), "LODZ STASTNY G I Y");
+        assert_eq!(fold_text("Nº 12 – ª"), "Nº 12 – ª");
+        assert_eq!(fold_text("ωΣ"), "ΩΣ");
+        for c in ('\u{80}'..='\u{24F}').chain(['ß', 'ŉ', 'Ω', 'ﬁ']) {
+            let s = c.to_string();
+            assert!(fold_text(&s).len() <= s.len(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn folded_names_sort_by_their_letters() {
+        let upper = spec(vec![Segment::field("A1_NOME").upper()]);
+        let fold = spec(vec![Segment::field("A1_NOME").fold()]);
+        let names = ["Ângela", "Érico", "ZULMIRA", "andré", "Bruno", "ÁLVARO"];
+        let sorted = |k: &KeySpec| {
+            let mut v: Vec<(Vec<u8>, &str)> = names.iter().map(|n| (key(k, n), *n)).collect();
+            v.sort();
+            v.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            sorted(&fold),
+            ["ÁLVARO", "andré", "Ângela", "Bruno", "Érico", "ZULMIRA"]
+        );
+        // Upper case alone puts accented capitals after Z.
+        assert_eq!(
+            sorted(&upper),
+            ["andré", "Bruno", "ZULMIRA", "ÁLVARO", "Ângela", "Érico"]
+        );
+        // Fixed width: the folded text is blank-padded to the field.
+        assert_eq!(key(&fold, "Ângela"), b"ANGELA    ");
+        assert_eq!(fold.key_len(), 10);
+    }
+
+    #[test]
+    fn folded_seeks_find_with_and_without_accents() {
+        let fold = spec(vec![Segment::field("A1_NOME").fold()]);
+        let full = key(&fold, "Ângela");
+        for sought in ["angela", "ANGELA", "Ângela", "ÂNGELA", "ângela"] {
+            assert_eq!(
+                fold.seek_key("sa1", &[Value::from(sought)]).unwrap(),
+                b"ANGELA"
+            );
+            assert!(full.starts_with(b"ANGELA"));
+        }
+        let prefix = fold.seek_key("sa1", &[Value::from("Â")]).unwrap();
+        assert_eq!(prefix, b"A");
+        // A sought key counts the bytes of its folded text: 11 bytes of
+        // "Ângela Luíz" fold to 10 and fit the Char(10) segment.
+        assert_eq!(
+            fold.seek_key("sa1", &[Value::from("Ângela Luí")]).unwrap(),
+            b"ANGELA LUI"
+        );
+        let upper = spec(vec![Segment::field("A1_NOME").upper()]);
+        assert!(upper.seek_key("sa1", &[Value::from("Ângela Luí")]).is_err());
+        // A partial folded segment takes bytes of the folded text.
+        let part = spec(vec![Segment::part("A1_NOME", 1, 3).fold()]);
+        assert_eq!(key(&part, "Ângela"), b"NGE");
+        // Descending folded segments invert the folded bytes.
+        let desc = spec(vec![Segment::field("A1_NOME").fold().descending()]);
+        assert!(key(&desc, "Érico") < key(&desc, "andré"));
+    }
+
+    #[test]
+    fn fold_applies_to_char_fields_only() {
+        let s = Schema::new(vec![Field::new("N", FieldType::Int64)]);
+        let def = IndexDef::new("n", vec![Segment::field("N").fold()]);
+        let e = KeySpec::compile("t", &s, &def).unwrap_err();
+        assert!(
+            e.to_string().contains("folding apply to Char fields only"),
+            "{e}"
+        );
+    }
+
+    /// `Segment` as it was encoded before `fold`: `upper` a bool.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct OldSegment {
+        field: String,
+        offset: u32,
+        len: Option<u32>,
+        upper: bool,
+        descending: bool,
+    }
+
+    #[test]
+    fn segments_written_before_fold_decode_unchanged() {
+        for (upper, descending, len) in [(false, false, None), (true, true, Some(3))] {
+            let old = OldSegment {
+                field: "A1_NOME".into(),
+                offset: 2,
+                len,
+                upper,
+                descending,
+            };
+            let bytes = postcard::to_allocvec(&old).unwrap();
+            let new: Segment = postcard::from_bytes(&bytes).unwrap();
+            let mut want = Segment::field("A1_NOME");
+            want.offset = 2;
+            want.len = len;
+            want.upper = upper;
+            want.descending = descending;
+            assert_eq!(new, want);
+            // And a segment without fold encodes exactly as before.
+            assert_eq!(postcard::to_allocvec(&new).unwrap(), bytes);
+        }
+        // Whole definitions, as stored in a table header.
+        let def = IndexDef::new(
+            "by_name",
+            vec![
+                Segment::field("A1_NOME").fold(),
+                Segment::field("A1_COD").upper(),
+            ],
+        )
+        .unique();
+        let bytes = postcard::to_allocvec(&def).unwrap();
+        assert_eq!(postcard::from_bytes::<IndexDef>(&bytes).unwrap(), def);
+        // A build that predates fold refuses a folded segment rather than
+        // misreading it.
+        let folded = postcard::to_allocvec(&Segment::field("X").fold()).unwrap();
+        assert!(postcard::from_bytes::<OldSegment>(&folded).is_err());
+        let mut bad = folded.clone();
+        let at = bad.len() - 2;
+        bad[at] = 3;
+        assert!(postcard::from_bytes::<Segment>(&bad).is_err());
+    }
+
+    #[test]
+    fn seek_errors_name_the_field_and_the_index() {
+        let k = spec(vec![Segment::field("A1_COD"), Segment::field("A1_NOME")]);
+        let e = k.seek_key("sa1", &[Value::Int64(1)]).unwrap_err();
+        let Error::InvalidValue { field, reason, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(field, "A1_COD");
+        assert_eq!(
+            reason,
+            "index sa1_1, segment A1_COD: a Int64 value cannot seek a Char(6) segment"
+        );
+        assert_eq!(
+            e.to_string(),
+            "table sa1: field A1_COD: index sa1_1, segment A1_COD: \
+             a Int64 value cannot seek a Char(6) segment (value 1)"
+        );
+        let e = k
+            .seek_key("sa1", &[Value::from("000001"), Value::from("x".repeat(11))])
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("field A1_NOME: index sa1_1, segment A1_NOME: a key part of 11 bytes"),
+            "{e}"
+        );
+        let e = k
+            .seek_key(
+                "sa1",
+                &[Value::from("1"), Value::from("2"), Value::from("3")],
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("field A1_COD+A1_NOME: index sa1_1 has 2 segment(s) (A1_COD, A1_NOME)"),
+            "{e}"
+        );
+        let dated = Schema::new(vec![Field::new("EMISSAO", FieldType::Date)]);
+        let d = KeySpec::compile(
+            "sf2",
+            &dated,
+            &IndexDef::new("sf2_1", vec![Segment::field("emissao")]),
+        )
+        .unwrap();
+        let e = d.seek_key("sf2", &[Value::from("2024-01")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("field EMISSAO: index sf2_1, segment EMISSAO: a Date segment"),
+            "{e}"
+        );
+        // Conditions name their field too.
+        let c = Condition::cmp("A1_COD", CmpOp::Eq, Literal::Int64(1));
+        let Err(e) = c.predicate("sa1", &names()) else {
+            panic!("an Int64 compared with a Char field was accepted")
+        };
+        assert!(e.to_string().contains("field A1_COD: condition:"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Records: their encoding, the slots that address them by recno, and the blob
 //! file that holds memos and the bodies of variable-length records.
 
+mod access;
 mod blob;
 mod codec;
 mod slots;
@@ -16,6 +17,10 @@ pub use slots::{SlotMap, SlotStatus, FIRST_RECORD_PAGE, VAR_SLOT_BODY};
 use crate::schema::{Schema, Value};
 
 /// A record read from a table.
+///
+/// Its fields are read by name, typed: [`Record::str`], [`Record::dec`],
+/// [`Record::int`], [`Record::date`], [`Record::bool`], [`Record::memo`]…
+/// (see `record/access.rs`), or as [`Value`]s with [`Record::get`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     recno: u64,
@@ -73,7 +78,7 @@ impl Record {
 
     /// The value of the field named `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.schema.position(name).map(|i| &self.values[i])
+        self.schema.position(name).and_then(|i| self.values.get(i))
     }
 
     /// The table's schema.

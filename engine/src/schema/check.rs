@@ -90,7 +90,7 @@ pub fn check_value(table: &str, field: &Field, value: &Value) -> Result<()> {
     Ok(())
 }
 
-fn shorten(s: &str) -> String {
+pub(crate) fn shorten(s: &str) -> String {
     const MAX: usize = 80;
     if s.len() <= MAX {
         return s.to_owned();

@@ -1,13 +1,17 @@
 //! Table definitions: field types, schemas, and the checks a value must pass
 //! before it is written.
 
-mod check;
+mod builder;
+pub(crate) mod check;
+pub mod decimal;
 mod value;
 
 use serde::{Deserialize, Serialize};
 
+pub use builder::RecordBuilder;
 pub use check::check_value;
-pub use value::{Date, Decimal, Memo, MemoRef, ParseDecimalError, Value};
+pub use decimal::{Decimal, DecimalError, ParseDecimalError, Rounding};
+pub use value::{Date, Memo, MemoRef, Value};
 
 use crate::error::{Error, Result};
 

@@ -1,146 +1,14 @@
-//! Field values: exact decimals, xBase dates, memos, and the [`Value`] enum.
+//! Field values: xBase dates, memos, and the [`Value`] enum (exact decimals
+//! are in [`decimal`](super::decimal)).
 //!
 //! There is no NULL: every type has an empty value (blanks, zero, the empty date,
 //! false, an empty memo) and a freshly appended field holds it.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// An exact decimal number: `mantissa × 10^-scale`.
-///
-/// ```
-/// use raiz_engine::Decimal;
-/// let d: Decimal = "-12.50".parse().unwrap();
-/// assert_eq!(d.mantissa(), -1250);
-/// assert_eq!(d.scale(), 2);
-/// assert_eq!(d.to_string(), "-12.50");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Decimal {
-    mantissa: i128,
-    scale: u8,
-}
-
-/// Why a text is not a decimal.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a decimal number")]
-pub struct ParseDecimalError(pub String);
-
-impl Decimal {
-    /// Most digits a decimal may hold.
-    pub const MAX_DIGITS: u32 = 38;
-
-    /// `mantissa × 10^-scale`.
-    pub const fn new(mantissa: i128, scale: u8) -> Decimal {
-        Decimal { mantissa, scale }
-    }
-
-    /// Zero with no decimals.
-    pub const ZERO: Decimal = Decimal::new(0, 0);
-
-    /// The unscaled integer.
-    pub fn mantissa(&self) -> i128 {
-        self.mantissa
-    }
-
-    /// Digits after the decimal point.
-    pub fn scale(&self) -> u8 {
-        self.scale
-    }
-
-    /// The same number with exactly `scale` decimals, if that is exact (no digit
-    /// is dropped and nothing overflows).
-    pub fn rescale(&self, scale: u8) -> Option<Decimal> {
-        if scale >= self.scale {
-            let f = 10i128.checked_pow(u32::from(scale - self.scale))?;
-            Some(Decimal::new(self.mantissa.checked_mul(f)?, scale))
-        } else {
-            let f = 10i128.checked_pow(u32::from(self.scale - scale))?;
-            (self.mantissa % f == 0).then(|| Decimal::new(self.mantissa / f, scale))
-        }
-    }
-
-    /// Digits before the decimal point (at least 1, as in `0.5`).
-    pub fn integer_digits(&self) -> u32 {
-        let f = 10u128.pow(u32::from(self.scale));
-        let int = self.mantissa.unsigned_abs() / f;
-        if int == 0 {
-            1
-        } else {
-            int.ilog10() + 1
-        }
-    }
-
-    /// An `f64` approximation (for display and conversions only).
-    pub fn to_f64(&self) -> f64 {
-        self.mantissa as f64 / 10f64.powi(i32::from(self.scale))
-    }
-}
-
-impl Default for Decimal {
-    fn default() -> Self {
-        Decimal::ZERO
-    }
-}
-
-impl FromStr for Decimal {
-    type Err = ParseDecimalError;
-
-    fn from_str(s: &str) -> Result<Decimal, ParseDecimalError> {
-        let err = || ParseDecimalError(s.to_owned());
-        let t = s.trim();
-        let (neg, digits) = match t.as_bytes().first() {
-            Some(b'-') => (true, &t[1..]),
-            Some(b'+') => (false, &t[1..]),
-            _ => (false, t),
-        };
-        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-        if int.is_empty() && frac.is_empty() {
-            return Err(err());
-        }
-        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-            return Err(err());
-        }
-        let scale = u8::try_from(frac.len()).map_err(|_| err())?;
-        if int.trim_start_matches('0').len() + frac.len() > Decimal::MAX_DIGITS as usize {
-            return Err(err());
-        }
-        let mut m: i128 = 0;
-        for b in int.bytes().chain(frac.bytes()) {
-            m = m
-                .checked_mul(10)
-                .and_then(|m| m.checked_add(i128::from(b - b'0')))
-                .ok_or_else(err)?;
-        }
-        Ok(Decimal::new(if neg { -m } else { m }, scale))
-    }
-}
-
-impl fmt::Display for Decimal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.mantissa < 0 { "-" } else { "" };
-        let abs = self.mantissa.unsigned_abs();
-        if self.scale == 0 {
-            return write!(f, "{sign}{abs}");
-        }
-        let p = 10u128.pow(u32::from(self.scale));
-        write!(
-            f,
-            "{sign}{}.{:0width$}",
-            abs / p,
-            abs % p,
-            width = self.scale as usize
-        )
-    }
-}
-
-impl From<i64> for Decimal {
-    fn from(v: i64) -> Decimal {
-        Decimal::new(i128::from(v), 0)
-    }
-}
+use super::decimal::Decimal;
 
 /// A calendar date, or the empty date. Stored as `yyyymmdd`; `0` is empty.
 ///
@@ -325,10 +193,64 @@ impl Value {
         }
     }
 
-    /// The memo reference, if this is a stored memo.
+    /// The memo, if this is a `Memo` value (a reference when read from a
+    /// table: the bytes come from `Table::read_memo`).
     pub fn as_memo(&self) -> Option<&Memo> {
         match self {
             Value::Memo(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The truth value, if this is a `Logical` value.
+    ///
+    /// ```
+    /// use raiz_engine::Value;
+    /// assert_eq!(Value::from(true).as_bool(), Some(true));
+    /// assert_eq!(Value::from("T").as_bool(), None);
+    /// ```
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Logical(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The date, if this is a `Date` value.
+    ///
+    /// ```
+    /// use raiz_engine::{Date, Value};
+    /// assert_eq!(Value::from(Date::ymd(2024, 5, 1)).as_date(), Some(Date::ymd(2024, 5, 1)));
+    /// ```
+    pub fn as_date(&self) -> Option<Date> {
+        match self {
+            Value::Date(d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// The float, if this is a `Float64` value.
+    ///
+    /// ```
+    /// use raiz_engine::Value;
+    /// assert_eq!(Value::from(0.5).as_f64(), Some(0.5));
+    /// ```
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float64(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The bytes, if this is a `Binary` value.
+    ///
+    /// ```
+    /// use raiz_engine::Value;
+    /// assert_eq!(Value::from(&b"\x01\x02"[..]).as_bytes(), Some(&[1u8, 2][..]));
+    /// ```
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Binary(b) => Some(b),
             _ => None,
         }
     }
@@ -397,30 +319,51 @@ impl From<Date> for Value {
     }
 }
 
+/// An `Int64` value (it converts exactly into a `Numeric` field too).
+impl From<i32> for Value {
+    fn from(v: i32) -> Value {
+        Value::Int64(i64::from(v))
+    }
+}
+
+/// An `Int64` value (it converts exactly into a `Numeric` field too).
+impl From<u32> for Value {
+    fn from(v: u32) -> Value {
+        Value::Int64(i64::from(v))
+    }
+}
+
+/// A `Binary` value.
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Value {
+        Value::Binary(v)
+    }
+}
+
+/// A `Binary` value.
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Value {
+        Value::Binary(v.to_vec())
+    }
+}
+
+/// A `Binary` value.
+impl<const N: usize> From<&[u8; N]> for Value {
+    fn from(v: &[u8; N]) -> Value {
+        Value::Binary(v.to_vec())
+    }
+}
+
+/// A `Memo` value.
+impl From<Memo> for Value {
+    fn from(v: Memo) -> Value {
+        Value::Memo(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimal_parse_and_print() {
-        for s in ["0", "1.5", "-0.25", "123456789.01", "-7"] {
-            assert_eq!(s.parse::<Decimal>().unwrap().to_string(), s);
-        }
-        assert_eq!(".5".parse::<Decimal>().unwrap().to_string(), "0.5");
-        for bad in ["", "-", "1.2.3", "abc", "1e5", "."] {
-            assert!(bad.parse::<Decimal>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn decimal_rescale_is_exact_or_refused() {
-        let d: Decimal = "1.50".parse().unwrap();
-        assert_eq!(d.rescale(1), Some(Decimal::new(15, 1)));
-        assert_eq!(d.rescale(4), Some(Decimal::new(15000, 4)));
-        assert_eq!("1.55".parse::<Decimal>().unwrap().rescale(1), None);
-        assert_eq!(Decimal::new(5, 1).integer_digits(), 1);
-        assert_eq!(Decimal::new(-12345, 2).integer_digits(), 3);
-    }
 
     #[test]
     fn dates() {
