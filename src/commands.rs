@@ -45,7 +45,9 @@ pub fn info(db: &Database, table: &str) -> CmdResult {
                     if s.len.is_some() || s.offset > 0 {
                         t += &format!("[{}..{}]", s.offset, s.offset + s.len.unwrap_or(0));
                     }
-                    if s.upper {
+                    if s.fold {
+                        t += " fold";
+                    } else if s.upper {
                         t += " upper";
                     }
                     if s.descending {
@@ -155,13 +157,14 @@ pub fn alter(
     Ok(())
 }
 
-/// `FIELD[,upper][,desc][,part=OFFSET:LEN]`
+/// `FIELD[,upper][,fold][,desc][,part=OFFSET:LEN]`
 fn segment(spec: &str) -> Result<Segment, String> {
     let mut parts = spec.split(',');
     let mut seg = Segment::field(parts.next().unwrap_or_default().trim());
     for m in parts {
         match m.trim() {
             "upper" => seg = seg.upper(),
+            "fold" => seg = seg.fold(),
             "desc" => seg = seg.descending(),
             p if p.starts_with("part=") => {
                 let (o, l) = p[5..]
@@ -175,7 +178,7 @@ fn segment(spec: &str) -> Result<Segment, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown segment modifier {other:?} (upper, desc, part=OFFSET:LEN)"
+                    "unknown segment modifier {other:?} (upper, fold, desc, part=OFFSET:LEN)"
                 ))
             }
         }

@@ -62,7 +62,8 @@ pub use db::{validate_table_name, Database, Options, Session};
 pub use error::{Error, Result};
 pub use record::Record;
 pub use schema::{
-    Date, Decimal, Durability, Field, FieldType, Memo, MemoRef, RecordFormat, Schema, Value,
+    Date, Decimal, DecimalError, Durability, Field, FieldType, Memo, MemoRef, RecordBuilder,
+    RecordFormat, Rounding, Schema, Value,
 };
 pub use table::{TableInfo, TableOptions};
 pub use txn::{LockInfo, LockKey, LogOptions};
