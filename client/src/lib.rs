@@ -78,8 +78,6 @@
 //! # }
 //! ```
 
-#[doc = include_str!("../../docs/xbase.md")]
-pub mod guide {}
 pub mod batch;
 mod error;
 pub mod proto;

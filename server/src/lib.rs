@@ -46,6 +46,7 @@ mod ahead;
 pub mod auth;
 pub mod config;
 mod conn;
+pub mod guide;
 pub mod limits;
 pub mod registry;
 pub mod serve;

@@ -5,6 +5,7 @@ mod admin;
 mod app_api;
 mod badinput;
 mod harness;
+mod interleaved;
 mod locks;
 mod model;
 mod order_entry;

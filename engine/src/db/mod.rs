@@ -116,6 +116,9 @@ impl Drop for DbInner {
         if let Err(e) = crate::txn::checkpoint(&self.rt) {
             tracing::error!(root = %self.root.display(), error = %e, "final checkpoint failed; the log will be replayed at next open");
         }
+        // Tables kept after a failed close reference the runtime that
+        // references them: let go of them, or the database is never freed.
+        let _ = self.rt.release_kept();
     }
 }
 

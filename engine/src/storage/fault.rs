@@ -337,6 +337,13 @@ fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
 }
 
 impl FaultStorage {
+    /// How many handles on this namespace exist (clones, and a database's
+    /// own copy while it is open): tests use it to prove a dropped
+    /// database let go of its storage.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.shared)
+    }
+
     /// An empty namespace with no faults armed.
     pub fn new() -> FaultStorage {
         FaultStorage {

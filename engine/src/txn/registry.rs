@@ -17,8 +17,11 @@
 //!   removes the entry and wakes the waiters.
 //! - **A failed close keeps the table.** When closing cannot write and sync
 //!   a table's files, the copy in memory is the only current one: it stays
-//!   registered (open, no handles) so a later open reads it, never the stale
-//!   files.
+//!   registered (`Kept`, no handles) so a later open reads it, never the stale
+//!   files. A drop or a rewrite of a kept table first retries its close and
+//!   reports that close's error if it fails again. When the database itself
+//!   goes, it retries the close of its kept tables and lets go of them, so a
+//!   database that met a faulty disk is freed like any other.
 //! - **Checkpoints see every table.** A close holds the commit gate shared from
 //!   before it marks its entry `Busy` until the entry is gone; an open registers
 //!   its table (and fills the holes a crash left, a logged commit) under the gate
@@ -44,6 +47,9 @@ enum Slot {
     Busy,
     /// The table is open.
     Open(Arc<TableShared>),
+    /// Its last handle went but its close failed: the pages in memory are its
+    /// only current copy (no handles; not keeping the database alive).
+    Kept(Arc<TableShared>),
 }
 
 /// What [`Registry::acquire`] found.
@@ -54,6 +60,9 @@ enum Acquired {
     InUse(usize),
     /// The table was not open; its name is now `Busy`, held by the caller.
     Claimed,
+    /// The table was kept after a failed close; its name is now `Busy`, held
+    /// by the caller, who must close it before using its files.
+    Kept(Arc<TableShared>),
 }
 
 /// The open tables of a database, by name.
@@ -95,6 +104,16 @@ impl Registry {
                     t.handles.fetch_add(1, Ordering::AcqRel);
                     return Acquired::Open(t.clone());
                 }
+                Some(Slot::Kept(t)) => {
+                    let t = t.clone();
+                    if count {
+                        t.handles.store(1, Ordering::Release);
+                        map.insert(name.to_owned(), Slot::Open(t.clone()));
+                        return Acquired::Open(t);
+                    }
+                    map.insert(name.to_owned(), Slot::Busy);
+                    return Acquired::Kept(t);
+                }
                 Some(Slot::Open(t)) => match t.handles.load(Ordering::Acquire) {
                     // Its last handle is gone and its close is under way.
                     0 => self.changed.wait(&mut map),
@@ -123,10 +142,19 @@ impl Registry {
             .lock()
             .values()
             .filter_map(|s| match s {
-                Slot::Open(t) => Some(t.clone()),
+                Slot::Open(t) | Slot::Kept(t) => Some(t.clone()),
                 Slot::Busy => None,
             })
             .collect()
+    }
+
+    /// Puts back a kept table whose close failed again (its name was `Busy`,
+    /// held by `guard`).
+    fn keep(&self, t: Arc<TableShared>, mut guard: BusyGuard<'_>) {
+        let mut map = self.map.lock();
+        map.insert(t.name.clone(), Slot::Kept(t));
+        guard.armed = false;
+        self.changed.notify_all();
     }
 }
 
@@ -145,6 +173,7 @@ impl Runtime {
         if let Acquired::Open(t) = self.tables.acquire(name, true) {
             return Ok(TableHandle::new(t));
         }
+        // (`acquire` with a count never answers `Kept` or `InUse`.)
         let mut guard = self.tables.busy(name);
         let shared = open()?;
         let gate = self.gate.read_recursive();
@@ -175,11 +204,57 @@ impl Runtime {
         in_use: impl FnOnce(usize) -> crate::Error,
         f: impl FnOnce() -> Result<R>,
     ) -> Result<R> {
-        if let Acquired::InUse(handles) = self.tables.acquire(name, false) {
-            return Err(in_use(handles));
+        let kept = match self.tables.acquire(name, false) {
+            Acquired::InUse(handles) => return Err(in_use(handles)),
+            Acquired::Kept(t) => Some(t),
+            Acquired::Open(_) | Acquired::Claimed => None,
+        };
+        let guard = self.tables.busy(name);
+        if let Some(t) = kept {
+            let gate = self.gate.read_recursive();
+            if let Err(e) = t.close_core() {
+                drop(gate);
+                self.tables.keep(t, guard);
+                return Err(e);
+            }
         }
-        let _guard = self.tables.busy(name);
+        let _guard = guard;
         f()
+    }
+
+    /// Retries the close of every kept table and lets go of them all (the
+    /// database is going: nothing can open them any more). Returns the first
+    /// close that failed again; those tables are repaired at the next open
+    /// (logged ones from the log).
+    pub(crate) fn release_kept(&self) -> Result<()> {
+        let gate = self.gate.read_recursive();
+        let kept: Vec<Arc<TableShared>> = {
+            let mut map = self.tables.map.lock();
+            let names: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| matches!(s, Slot::Kept(_)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| match map.remove(&n) {
+                    Some(Slot::Kept(t)) => Some(t),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut first = Ok(());
+        for t in kept {
+            if let Err(e) = t.close_core() {
+                tracing::error!(table = %t.name, error = %e, "a table whose close failed could not be closed at the end either; it will be repaired at next open");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        self.tables.changed.notify_all();
+        drop(gate);
+        first
     }
 
     /// Closes `t` if its last handle is gone and nobody reopened it meanwhile.
@@ -196,7 +271,7 @@ impl Runtime {
         }
         map.insert(t.name.clone(), Slot::Busy);
         drop(map);
-        let mut busy = self.tables.busy(&t.name);
+        let busy = self.tables.busy(&t.name);
         let result = t.close_core();
         if result.is_err() {
             // Its files could not be brought up to date: the pages in memory
@@ -204,12 +279,10 @@ impl Runtime {
             // this copy, whose committed data stays readable — without
             // keeping the database alive.
             t.keepalive.lock().take();
-            let mut map = self.tables.map.lock();
-            map.insert(t.name.clone(), Slot::Open(t.clone()));
-            busy.armed = false;
-            self.tables.changed.notify_all();
+            self.tables.keep(t.clone(), busy);
+        } else {
+            drop(busy);
         }
-        drop(busy);
         drop(gate);
         result
     }
