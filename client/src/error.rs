@@ -80,6 +80,11 @@ pub enum ErrorKind {
     Closed,
     /// The server refused the connection at its connection limit: retry later.
     Busy,
+    /// The server's change feed stopped: cache nodes reload once it restarts.
+    FeedStopped,
+    /// A cache node cannot vouch for its copy: it has heard nothing from its
+    /// server for longer than its staleness limit.
+    Stale,
 }
 
 impl ErrorKind {
@@ -116,6 +121,7 @@ impl ErrorKind {
             E::Deadlock { .. } => ErrorKind::Deadlock,
             E::Transaction(_) => ErrorKind::Transaction,
             E::Unsupported(_) => ErrorKind::Unsupported,
+            E::FeedStopped { .. } => ErrorKind::FeedStopped,
             #[allow(unreachable_patterns)]
             _ => ErrorKind::Other,
         }

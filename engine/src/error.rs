@@ -310,6 +310,14 @@ pub enum Error {
     /// The operation is not available in this build or on this table.
     #[error("not supported: {0}")]
     Unsupported(String),
+
+    /// The change feed cannot go on (a commit's log sync failed, or nobody
+    /// took its changes): cache nodes must reload after the server restarts.
+    #[error("the change feed stopped: {reason}")]
+    FeedStopped {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {

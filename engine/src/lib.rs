@@ -48,6 +48,7 @@
 
 pub mod db;
 pub mod error;
+pub mod feed;
 pub mod index;
 pub mod log;
 pub mod page;

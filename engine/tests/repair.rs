@@ -176,6 +176,7 @@ fn leftovers_of_an_interrupted_rewrite_are_removed() {
     assert_eq!(
         files,
         vec![
+            "raiz.epoch",
             "raiz.owner",
             "raiz.wal",
             "t.by_code.rzi",

@@ -113,12 +113,19 @@ pub(crate) struct DbInner {
 impl Drop for DbInner {
     fn drop(&mut self) {
         // Every table is closed by now; an empty log means no recovery next time.
-        if let Err(e) = crate::txn::checkpoint(&self.rt) {
+        let checkpoint = crate::txn::checkpoint(&self.rt);
+        if let Err(e) = &checkpoint {
             tracing::error!(root = %self.root.display(), error = %e, "final checkpoint failed; the log will be replayed at next open");
         }
         // Tables kept after a failed close reference the runtime that
         // references them: let go of them, or the database is never freed.
-        let _ = self.rt.release_kept();
+        let kept = self.rt.release_kept();
+        // Only a clean end keeps the epoch for the next open.
+        if checkpoint.is_ok() && kept.is_ok() {
+            if let Err(e) = self.rt.feed.close() {
+                tracing::warn!(root = %self.root.display(), error = %e, "could not mark the change feed closed; cache nodes will reload");
+            }
+        }
     }
 }
 
@@ -178,7 +185,12 @@ fn fill_holes(rt: &Runtime, shared: &TableShared) -> Result<()> {
     let txn = rt
         .next_txn
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (_, logged) = crate::txn::commit::apply_locked(&mut [&mut *core], &located, txn)?;
+    let (recnos, logged) = crate::txn::commit::apply_locked(&mut [&mut *core], &located, txn)?;
+    if rt.feed.active() {
+        let lsn = logged.as_ref().map_or(0, |(_, l)| *l);
+        let changes = crate::txn::commit::feed_changes(&[&*core], &located, &recnos)?;
+        rt.feed.push_commit(changes, lsn);
+    }
     drop(core);
     if let Some((wal, lsn)) = logged {
         wal.flush_to(lsn)?;
@@ -275,7 +287,12 @@ impl Database {
             let wal = Wal::open(storage.clone(), &root, report.last_segment)?;
             (Some(Arc::new(wal)), report)
         };
+        let feed = match &wal {
+            Some(w) => crate::feed::Feed::open(storage.clone(), &root, Some(w.clone()))?,
+            None => crate::feed::Feed::none(),
+        };
         let rt = Arc::new(Runtime {
+            feed: Arc::new(feed),
             wal,
             locks: Default::default(),
             gate: RwLock::new(()),
@@ -322,6 +339,12 @@ impl Database {
 
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage
+    }
+
+    /// The change feed of this rootpath: commits to watched tables, numbered
+    /// in commit order (see [`crate::feed`]).
+    pub fn feed(&self) -> &Arc<crate::feed::Feed> {
+        &self.inner.rt.feed
     }
 
     /// The rootpath (absolute).
@@ -416,7 +439,9 @@ impl Database {
                     table: name.clone(),
                 });
             }
-            TableCore::create(&self.env(), &name, schema, &opts)
+            TableCore::create(&self.env(), &name, schema, &opts)?;
+            rt.feed.push_event(&name, crate::feed::TableEvent::Created);
+            Ok(())
         })?;
         tracing::info!(table = %name, format = ?opts.format, durability = %opts.durability, page_size = opts.page_size, "table created");
         Ok(())
@@ -443,9 +468,14 @@ impl Database {
             table: name.clone(),
             handles,
         };
-        self.inner
-            .rt
-            .with_table_closed(&name, in_use, || self.remove_table_files(&name))?;
+        self.inner.rt.with_table_closed(&name, in_use, || {
+            self.remove_table_files(&name)?;
+            self.inner
+                .rt
+                .feed
+                .push_event(&name, crate::feed::TableEvent::Dropped);
+            Ok(())
+        })?;
         tracing::info!(table = %name, "table dropped");
         Ok(())
     }

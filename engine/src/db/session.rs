@@ -498,6 +498,56 @@ impl Session {
         Ok(())
     }
 
+    /// Applies changes another database committed — a cache node keeping its
+    /// copy of a server's tables — as one commit, without locks: each record
+    /// is stored as the source committed it (see
+    /// [`crate::feed::RecordChange`]; a record past the end reserves the recnos
+    /// before it, which their own changes fill). Durable when it returns unless
+    /// delayed durability is on. Refused inside a transaction.
+    pub fn replicate(&self, batch: &[(&Table, &[crate::feed::RecordChange])]) -> Result<()> {
+        use crate::feed::RecordChange as R;
+        if self.in_transaction() {
+            return Err(Error::Transaction(
+                "replicated changes cannot be applied inside a transaction".into(),
+            ));
+        }
+        let mut changes: Vec<(TableHandle, Change)> = Vec::new();
+        for (t, list) in batch {
+            for c in list.iter() {
+                let change = match c {
+                    R::Append { recno, values } => Change::Put {
+                        recno: *recno,
+                        values: Some(values.clone()),
+                        deleted: Some(false),
+                    },
+                    R::Update { recno, values } => Change::Put {
+                        recno: *recno,
+                        values: Some(values.clone()),
+                        deleted: None,
+                    },
+                    R::SetDeleted { recno, deleted } => Change::Put {
+                        recno: *recno,
+                        values: None,
+                        deleted: Some(*deleted),
+                    },
+                    R::Blank { recno } => Change::Put {
+                        recno: *recno,
+                        values: Some(t.schema().empty_record()),
+                        deleted: Some(true),
+                    },
+                };
+                changes.push((t.shared.clone(), change));
+            }
+        }
+        let id = self
+            .inner
+            .db
+            .runtime()
+            .next_txn
+            .fetch_add(1, Ordering::Relaxed);
+        commit(&changes, id, self.inner.delayed.load(Ordering::Relaxed)).map(drop)
+    }
+
     /// True while a transaction is open.
     pub fn in_transaction(&self) -> bool {
         self.inner.txn.lock().is_some()

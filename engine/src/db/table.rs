@@ -490,12 +490,28 @@ impl Table {
         def: &IndexDef,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<()> {
-        self.shared.core.write().create_index(def, progress)
+        let mut core = self.shared.core.write();
+        core.create_index(def, progress)?;
+        self.rewritten(&core);
+        Ok(())
+    }
+
+    /// Tells the change feed the table was rewritten (its write lock held, so
+    /// the event is numbered between the commits before and after it).
+    fn rewritten(&self, core: &crate::table::TableCore) {
+        self.shared
+            .rt
+            .feed
+            .push_event(&core.name, crate::feed::TableEvent::Rewritten);
     }
 
     /// Drops an index. Handles ordered by it fall back to physical order.
     pub fn drop_index(&mut self, name: &str) -> Result<()> {
-        self.shared.core.write().drop_index(name)?;
+        {
+            let mut core = self.shared.core.write();
+            core.drop_index(name)?;
+            self.rewritten(&core);
+        }
         let lower = name.to_ascii_lowercase();
         self.scopes.remove(&lower);
         if self.order.as_deref() == Some(lower.as_str()) {
@@ -540,7 +556,12 @@ impl Table {
     /// still hold. Needs the only handle on the table.
     pub fn rebuild(&mut self) -> Result<RewriteReport> {
         self.exclusive("rebuild")?;
-        let r = self.shared.core.write().rebuild()?;
+        let r = {
+            let mut core = self.shared.core.write();
+            let r = core.rebuild()?;
+            self.rewritten(&core);
+            r
+        };
         self.after_rewrite()?;
         Ok(r)
     }
@@ -549,7 +570,12 @@ impl Table {
     /// handle on the table; on failure the table is left as it was.
     pub fn pack(&mut self) -> Result<RewriteReport> {
         self.exclusive("pack")?;
-        let r = self.shared.core.write().pack()?;
+        let r = {
+            let mut core = self.shared.core.write();
+            let r = core.pack()?;
+            self.rewritten(&core);
+            r
+        };
         self.after_rewrite()?;
         Ok(r)
     }
@@ -558,7 +584,12 @@ impl Table {
     /// only handle on the table; on failure the table is left as it was.
     pub fn alter(&mut self, schema: &Schema) -> Result<RewriteReport> {
         self.exclusive("alter")?;
-        let r = self.shared.core.write().alter(schema)?;
+        let r = {
+            let mut core = self.shared.core.write();
+            let r = core.alter(schema)?;
+            self.rewritten(&core);
+            r
+        };
         self.after_rewrite()?;
         Ok(r)
     }

@@ -103,7 +103,8 @@ fn fold(index: &mut TxnIndex, shared: &Arc<TableShared>, at: usize, change: &Cha
             p.blank = false;
         }
         Change::SetDeleted { deleted, .. } => p.deleted = Some(*deleted),
-        Change::Blank { .. } => {}
+        // Replicated changes never enter a transaction.
+        Change::Blank { .. } | Change::Put { .. } => {}
     }
 }
 

@@ -134,6 +134,13 @@ impl TableCore {
             Change::SetDeleted { recno, deleted } => {
                 self.set_deleted(*recno, *deleted).map(|_| *recno)
             }
+            Change::Put {
+                recno,
+                values,
+                deleted,
+            } => self
+                .put(*recno, values.as_deref(), *deleted)
+                .map(|()| *recno),
             Change::Blank { recno } => {
                 let blank = self.schema.empty_record();
                 self.append_at(*recno, &blank, true)?;

@@ -316,6 +316,11 @@ impl TableCore {
         Ok(recno)
     }
 
+    /// The position of the serial field, if the table has one.
+    pub fn serial_field(&self) -> Option<usize> {
+        self.body.serial.map(|s| usize::from(s.field))
+    }
+
     /// Fills the serial field of `values` with the next number (never handed
     /// out again, even if the append is rolled back).
     pub fn assign_serial(&mut self, values: &mut [Value]) {
@@ -435,6 +440,88 @@ impl TableCore {
             old_blobs.push(var_slot(&old_slot).0);
         }
         self.replaced(&old_blobs)
+    }
+
+    /// Stores a record as another database committed it (a cache node's
+    /// copy of a server's table): at `recno` whatever is there, reserving the
+    /// recnos before it that do not exist yet (their own changes fill them
+    /// later). `values` None keeps the record's values (a new record gets a
+    /// blank one); a memo given as `Memo::Stored` keeps this record's memo.
+    /// `deleted` None keeps the flag (a new record is live).
+    pub fn put(
+        &mut self,
+        recno: u64,
+        values: Option<&[Value]>,
+        deleted: Option<bool>,
+    ) -> Result<()> {
+        if recno == 0 {
+            return Err(self.no_such(recno));
+        }
+        while self.next_recno() < recno {
+            self.reserve_recno();
+        }
+        let filled = recno <= self.body.record_count
+            && self.slots.status(&self.data, recno)? != SlotStatus::Empty;
+        if !filled {
+            let blank;
+            let values = match values {
+                Some(v) => v,
+                None => {
+                    blank = self.schema.empty_record();
+                    &blank
+                }
+            };
+            let values = self.keep_no_memo(values);
+            self.append_at(recno, &values, deleted.unwrap_or(false))?;
+            self.reserved.settle(recno);
+            return Ok(());
+        }
+        if let Some(values) = values {
+            let old = self.read(recno)?;
+            let mut values = values.to_vec();
+            for (i, v) in values.iter_mut().enumerate() {
+                if let Value::Memo(Memo::Stored(_)) = v {
+                    *v = old.values()[i].clone();
+                }
+            }
+            if let Some(f) = self.serial_field() {
+                // The source's serial, whatever this copy holds.
+                if values[f] != old.values()[f] {
+                    self.store_serial_change(recno, &values)?;
+                    return self.set_flag(recno, deleted);
+                }
+            }
+            self.update(recno, &values)?;
+        }
+        self.set_flag(recno, deleted)
+    }
+
+    fn set_flag(&mut self, recno: u64, deleted: Option<bool>) -> Result<()> {
+        if let Some(d) = deleted {
+            self.set_deleted(recno, d)?;
+        }
+        Ok(())
+    }
+
+    /// A new record cannot keep a memo it never had: `Memo::Stored` becomes
+    /// empty (only an update's own memo can be kept).
+    fn keep_no_memo(&self, values: &[Value]) -> Vec<Value> {
+        values
+            .iter()
+            .map(|v| match v {
+                Value::Memo(Memo::Stored(_)) => Value::Memo(Memo::Empty),
+                v => v.clone(),
+            })
+            .collect()
+    }
+
+    /// A put that changes the serial field (a copy out of step with its
+    /// source): the record is stored again under its recno.
+    fn store_serial_change(&mut self, recno: u64, values: &[Value]) -> Result<()> {
+        let serial = self.body.serial.take();
+        let r = self.update(recno, values);
+        self.body.serial = serial;
+        r
     }
 
     /// Sets `recno`'s deleted flag. Returns false when it already had that state.

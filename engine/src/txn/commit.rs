@@ -61,12 +61,47 @@ pub(crate) fn commit(
         .collect();
     let mut cores: Vec<&mut TableCore> = guards.iter_mut().map(|g| &mut **g).collect();
     let (recnos, logged) = apply_locked(&mut cores, &located, txn)?;
+    // Numbered while the tables are still locked (see `crate::feed`).
+    let lsn = logged.as_ref().map_or(0, |(_, l)| *l);
+    for rt in &runtimes {
+        if rt.feed.active() {
+            let mine: Vec<usize> = (0..tables.len())
+                .filter(|&i| Arc::ptr_eq(&tables[i].rt, rt))
+                .collect();
+            let views: Vec<&TableCore> = mine.iter().map(|&i| &*cores[i]).collect();
+            let located: Vec<(usize, &Change)> = located
+                .iter()
+                .filter_map(|&(i, c)| mine.iter().position(|&m| m == i).map(|j| (j, c)))
+                .collect();
+            let recnos: Vec<u64> = changes
+                .iter()
+                .zip(&recnos)
+                .filter(|((t, _), _)| Arc::ptr_eq(&t.rt, rt))
+                .map(|(_, r)| *r)
+                .collect();
+            match feed_changes(&views, &located, &recnos) {
+                Ok(c) => rt.feed.push_commit(c, lsn),
+                Err(e) => rt
+                    .feed
+                    .break_with(format!("reading back a commit's serial: {e}")),
+            }
+        }
+    }
     drop(cores);
     drop(guards);
     drop(gates);
     if let Some((w, lsn)) = logged {
         if !delayed {
-            w.flush_to(lsn)?;
+            if let Err(e) = w.flush_to(lsn) {
+                for rt in &runtimes {
+                    rt.feed
+                        .break_with(format!("a commit's log sync failed: {e}"));
+                }
+                return Err(e);
+            }
+            for rt in &runtimes {
+                rt.feed.durable();
+            }
         }
         for rt in &runtimes {
             if rt.wal.as_ref().is_some_and(|rw| Arc::ptr_eq(rw, &w)) {
@@ -79,6 +114,61 @@ pub(crate) fn commit(
         }
     }
     Ok(recnos)
+}
+
+/// A commit's changes as the change feed carries them, per table (in the
+/// order of `cores`), with the recnos `apply_locked` gave. An append's
+/// serial number, assigned while it applied, is read back from its record.
+pub(crate) fn feed_changes(
+    cores: &[&TableCore],
+    changes: &[(usize, &Change)],
+    recnos: &[u64],
+) -> Result<Vec<crate::feed::TableChanges>> {
+    use crate::feed::{RecordChange, TableChanges};
+    let mut out: Vec<TableChanges> = cores
+        .iter()
+        .map(|c| TableChanges {
+            table: c.name.clone(),
+            changes: Vec::new(),
+        })
+        .collect();
+    for (&(i, c), &recno) in changes.iter().zip(recnos) {
+        let rc = match c {
+            Change::Append { recno: 0, values } => {
+                let mut values = values.clone();
+                if let Some(field) = cores[i].serial_field() {
+                    values[field] = cores[i].read(recno)?.values()[field].clone();
+                }
+                RecordChange::Append { recno, values }
+            }
+            Change::Append { values, .. } => RecordChange::Append {
+                recno,
+                values: values.clone(),
+            },
+            Change::Update { values, .. } => RecordChange::Update {
+                recno,
+                values: values.clone(),
+            },
+            Change::SetDeleted { deleted, .. } => RecordChange::SetDeleted {
+                recno,
+                deleted: *deleted,
+            },
+            Change::Blank { .. } => RecordChange::Blank { recno },
+            Change::Put {
+                values: Some(values),
+                ..
+            } => RecordChange::Update {
+                recno,
+                values: values.clone(),
+            },
+            Change::Put { deleted, .. } => RecordChange::SetDeleted {
+                recno,
+                deleted: deleted.unwrap_or(false),
+            },
+        };
+        out[i].changes.push(rc);
+    }
+    Ok(out)
 }
 
 /// Where a commit's frames end in the log: durable once the log is synced

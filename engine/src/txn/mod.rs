@@ -53,6 +53,16 @@ pub enum Change {
         /// The reserved recno.
         recno: u64,
     },
+    /// A record as another database committed it (a cache node's copy): see
+    /// [`crate::table::TableCore::put`].
+    Put {
+        /// The record.
+        recno: u64,
+        /// Its values (None: kept).
+        values: Option<Vec<Value>>,
+        /// Its deleted flag (None: kept).
+        deleted: Option<bool>,
+    },
 }
 
 impl Change {
@@ -62,7 +72,8 @@ impl Change {
             Change::Append { recno, .. }
             | Change::Update { recno, .. }
             | Change::SetDeleted { recno, .. }
-            | Change::Blank { recno } => *recno,
+            | Change::Blank { recno }
+            | Change::Put { recno, .. } => *recno,
         }
     }
 }
@@ -106,6 +117,8 @@ pub(crate) struct Runtime {
     pub log: LogOptions,
     /// When the last checkpoint ran.
     pub last_checkpoint: Mutex<std::time::Instant>,
+    /// The change feed (see [`crate::feed`]).
+    pub feed: Arc<crate::feed::Feed>,
 }
 
 /// An open table shared by every handle on it (see [`registry`]: one per table
