@@ -174,6 +174,20 @@ pub enum Error {
     /// The operation needs a server connection.
     #[error("{0} needs a server connection")]
     RemoteOnly(&'static str),
+    /// A cache node's copy or its state cannot be used.
+    #[error("cache node: {0}")]
+    Cache(String),
+    /// A cache node has heard nothing from its server for longer than its
+    /// staleness limit: it refuses to serve a copy it cannot vouch for.
+    #[error("cache node: table {table} is stale: no word from the server for {silent_ms} ms (limit {limit_ms} ms)")]
+    Stale {
+        /// The table read.
+        table: String,
+        /// Since the last message from the server (or since the node started).
+        silent_ms: u64,
+        /// The node's limit.
+        limit_ms: u64,
+    },
 }
 
 impl Error {
@@ -194,6 +208,8 @@ impl Error {
             Error::Protocol { .. } => ErrorKind::Protocol,
             Error::Tls(_) => ErrorKind::Protocol,
             Error::RemoteOnly(_) => ErrorKind::Unsupported,
+            Error::Cache(_) => ErrorKind::Other,
+            Error::Stale { .. } => ErrorKind::Stale,
         }
     }
 }

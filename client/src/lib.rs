@@ -79,6 +79,7 @@
 //! ```
 
 pub mod batch;
+pub mod cache;
 mod error;
 pub mod proto;
 mod remote;

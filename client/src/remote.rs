@@ -333,6 +333,17 @@ impl Conn {
         })
     }
 
+    /// Sets how long a read may wait (None: for ever); a read that times out
+    /// breaks the connection.
+    pub fn set_read_timeout(&mut self, d: Option<std::time::Duration>) -> Result<()> {
+        let r = match self.io.get_ref() {
+            Transport::Tcp(s) => s.set_read_timeout(d),
+            Transport::Unix(s) => s.set_read_timeout(d),
+            Transport::Tls(s) => s.sock.set_read_timeout(d),
+        };
+        r.map_err(|e| self.fail(e))
+    }
+
     /// Sends a write without waiting for its reply; an error it gets is
     /// reported by the next request that waits (or [`Conn::settle`]).
     pub fn send_deferred(&mut self, req: &Request) -> Result<()> {

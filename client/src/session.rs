@@ -24,6 +24,7 @@ pub struct Connection {
 enum ConnKind {
     Embedded(Database),
     Remote(ConnectionString, ConnectOptions),
+    Cached(crate::cache::CacheNode),
 }
 
 impl Connection {
@@ -48,6 +49,21 @@ impl Connection {
         Ok(Connection { kind })
     }
 
+    /// Sessions through a cache node running in this process.
+    pub fn cached(node: crate::cache::CacheNode) -> Connection {
+        Connection {
+            kind: ConnKind::Cached(node),
+        }
+    }
+
+    /// The cache node, when this connection goes through one.
+    pub fn cache_node(&self) -> Option<&crate::cache::CacheNode> {
+        match &self.kind {
+            ConnKind::Cached(n) => Some(n),
+            _ => None,
+        }
+    }
+
     /// Wraps an already open embedded database.
     pub fn embedded(db: Database) -> Connection {
         Connection {
@@ -59,13 +75,13 @@ impl Connection {
     pub fn database(&self) -> Option<&Database> {
         match &self.kind {
             ConnKind::Embedded(db) => Some(db),
-            ConnKind::Remote(..) => None,
+            ConnKind::Remote(..) | ConnKind::Cached(_) => None,
         }
     }
 
     /// True for a server connection.
     pub fn is_remote(&self) -> bool {
-        matches!(self.kind, ConnKind::Remote(..))
+        !matches!(self.kind, ConnKind::Embedded(..))
     }
 
     /// A new session (remote: a new authenticated network connection).
@@ -73,18 +89,14 @@ impl Connection {
         Ok(Session {
             kind: match &self.kind {
                 ConnKind::Embedded(db) => SessionKind::Embedded(db.session()),
-                ConnKind::Remote(cs, opts) => {
-                    let conn = Conn::connect(cs, opts)?;
-                    SessionKind::Remote(Arc::new(Remote {
-                        session: conn.session,
-                        stats: conn.stats.clone(),
-                        peer: conn.peer().to_owned(),
-                        conn: Mutex::new(conn),
-                        epoch: AtomicU64::new(0),
-                        deferring: AtomicBool::new(false),
-                        in_txn: AtomicBool::new(false),
-                        savepoints: AtomicU64::new(0),
-                    }))
+                ConnKind::Remote(cs, opts) => SessionKind::Remote(Remote::connect(cs, opts)?),
+                ConnKind::Cached(node) => {
+                    let cfg = &node.node().config;
+                    let remote = Remote::connect(&cfg.server, &cfg.options)?;
+                    SessionKind::Cached {
+                        cache: Arc::new(crate::cache::route::CachedSession::new(node.clone())),
+                        remote,
+                    }
                 }
             },
         })
@@ -111,6 +123,26 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
+    /// A new authenticated connection: one server session.
+    pub fn connect(cs: &ConnectionString, opts: &ConnectOptions) -> Result<Arc<Remote>> {
+        let conn = Conn::connect(cs, opts)?;
+        Ok(Arc::new(Remote {
+            session: conn.session,
+            stats: conn.stats.clone(),
+            peer: conn.peer().to_owned(),
+            conn: Mutex::new(conn),
+            epoch: AtomicU64::new(0),
+            deferring: AtomicBool::new(false),
+            in_txn: AtomicBool::new(false),
+            savepoints: AtomicU64::new(0),
+        }))
+    }
+
+    /// A transaction is open (as this client began it).
+    pub fn in_txn(&self) -> bool {
+        self.in_txn.load(Ordering::Relaxed)
+    }
+
     pub fn conn(&self) -> MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -191,6 +223,12 @@ pub struct Session {
 enum SessionKind {
     Embedded(raiz_engine::Session),
     Remote(Arc<Remote>),
+    /// Through a cache node: cached tables read from its copy, the rest
+    /// (and every write) on the server through `remote`.
+    Cached {
+        remote: Arc<Remote>,
+        cache: Arc<crate::cache::route::CachedSession>,
+    },
 }
 
 impl Session {
@@ -198,20 +236,22 @@ impl Session {
     pub fn id(&self) -> u64 {
         match &self.kind {
             SessionKind::Embedded(s) => s.id(),
-            SessionKind::Remote(r) => r.session,
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => r.session,
         }
     }
 
     /// True when this session talks to a server.
     pub fn is_remote(&self) -> bool {
-        matches!(self.kind, SessionKind::Remote(_))
+        !matches!(self.kind, SessionKind::Embedded(_))
     }
 
     /// Round trips to the server so far (0 embedded).
     pub fn round_trips(&self) -> u64 {
         match &self.kind {
             SessionKind::Embedded(_) => 0,
-            SessionKind::Remote(r) => r.stats.round_trips.load(Ordering::Relaxed),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.stats.round_trips.load(Ordering::Relaxed)
+            }
         }
     }
 
@@ -219,10 +259,25 @@ impl Session {
     pub fn bytes(&self) -> (u64, u64) {
         match &self.kind {
             SessionKind::Embedded(_) => (0, 0),
-            SessionKind::Remote(r) => (
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => (
                 r.stats.bytes_out.load(Ordering::Relaxed),
                 r.stats.bytes_in.load(Ordering::Relaxed),
             ),
+        }
+    }
+
+    /// The change feed's position: every commit this session saw
+    /// acknowledged is numbered at or before it (cache nodes wait for it to
+    /// show their own writes).
+    pub fn feed_position(&self) -> Result<u64> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.database().feed().last_seq()),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::FeedPosition)? {
+                    Reply::Count(n) => Ok(n),
+                    other => Err(r.unexpected(&other)),
+                }
+            }
         }
     }
 
@@ -230,15 +285,20 @@ impl Session {
     pub fn open_table(&self, name: &str) -> Result<Table> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(Table::embedded(s.open_table(name)?, s.clone())),
-            SessionKind::Remote(r) => match r.call(&Request::OpenTable(name.to_owned()))? {
-                Reply::Opened {
-                    handle,
-                    name,
-                    schema,
-                    at,
-                } => Ok(Table::remote(r.clone(), handle, name, schema, at)),
-                other => Err(r.unexpected(&other)),
-            },
+            SessionKind::Cached { remote, cache } if cache.node().caches(name) => {
+                Table::cached(remote.clone(), cache.clone(), name)
+            }
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::OpenTable(name.to_owned()))? {
+                    Reply::Opened {
+                        handle,
+                        name,
+                        schema,
+                        at,
+                    } => Ok(Table::remote(r.clone(), handle, name, schema, at)),
+                    other => Err(r.unexpected(&other)),
+                }
+            }
         }
     }
 
@@ -246,11 +306,13 @@ impl Session {
     pub fn create_table(&self, name: &str, schema: &Schema, opts: TableOptions) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.create_table(name, schema, opts)?),
-            SessionKind::Remote(r) => r.done(&Request::CreateTable {
-                name: name.to_owned(),
-                schema: schema.clone(),
-                options: opts,
-            }),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.done(&Request::CreateTable {
+                    name: name.to_owned(),
+                    schema: schema.clone(),
+                    options: opts,
+                })
+            }
         }
     }
 
@@ -258,7 +320,9 @@ impl Session {
     pub fn drop_table(&self, name: &str) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.database().drop_table(name)?),
-            SessionKind::Remote(r) => r.done(&Request::DropTable(name.to_owned())),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.done(&Request::DropTable(name.to_owned()))
+            }
         }
     }
 
@@ -266,10 +330,12 @@ impl Session {
     pub fn list_tables(&self) -> Result<Vec<String>> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.database().list_tables()?),
-            SessionKind::Remote(r) => match r.call(&Request::ListTables)? {
-                Reply::Tables(t) => Ok(t),
-                other => Err(r.unexpected(&other)),
-            },
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::ListTables)? {
+                    Reply::Tables(t) => Ok(t),
+                    other => Err(r.unexpected(&other)),
+                }
+            }
         }
     }
 
@@ -277,7 +343,9 @@ impl Session {
     pub fn table_exists(&self, name: &str) -> Result<bool> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.database().table_exists(name)?),
-            SessionKind::Remote(r) => r.boolean(&Request::TableExists(name.to_owned())),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.boolean(&Request::TableExists(name.to_owned()))
+            }
         }
     }
 
@@ -285,7 +353,7 @@ impl Session {
     pub fn begin(&self) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.begin()?),
-            SessionKind::Remote(r) => {
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
                 if r.deferring.load(Ordering::Relaxed) {
                     r.conn().send_deferred(&Request::Begin)?;
                 } else {
@@ -293,6 +361,9 @@ impl Session {
                 }
                 r.in_txn.store(true, Ordering::Relaxed);
                 r.savepoints.store(0, Ordering::Relaxed);
+                if let SessionKind::Cached { cache, .. } = &self.kind {
+                    cache.txn_began();
+                }
                 Ok(())
             }
         }
@@ -302,7 +373,9 @@ impl Session {
     pub fn in_transaction(&self) -> Result<bool> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.in_transaction()),
-            SessionKind::Remote(r) => r.boolean(&Request::InTransaction),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.boolean(&Request::InTransaction)
+            }
         }
     }
 
@@ -312,13 +385,17 @@ impl Session {
     pub fn commit(&self) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.commit()?),
-            SessionKind::Remote(r) => {
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
                 r.wrote();
                 r.in_txn.store(false, Ordering::Relaxed);
                 // The replies of deferred writes come before the commit's:
                 // the first failure among them is the commit's (the server
                 // then rolled the transaction back instead of committing).
-                r.done(&Request::Commit)
+                let done = r.done(&Request::Commit);
+                if let SessionKind::Cached { cache, .. } = &self.kind {
+                    cache.txn_ended(r, done.is_ok())?;
+                }
+                done
             }
         }
     }
@@ -327,11 +404,14 @@ impl Session {
     pub fn rollback(&self) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.rollback()?),
-            SessionKind::Remote(r) => {
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
                 r.wrote();
                 r.in_txn.store(false, Ordering::Relaxed);
                 if r.conn().deferred() > 0 {
                     let _ = r.conn().settle();
+                }
+                if let SessionKind::Cached { cache, .. } = &self.kind {
+                    cache.txn_ended(r, false)?;
                 }
                 r.done(&Request::Rollback)
             }
@@ -346,7 +426,7 @@ impl Session {
     /// transaction back. Appends ([`Table::append`]) still wait: they answer
     /// their recno; [`Table::insert`] does not.
     pub fn set_deferred_writes(&self, on: bool) -> Result<()> {
-        if let SessionKind::Remote(r) = &self.kind {
+        if let SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } = &self.kind {
             r.done(&Request::SetDeferredWrites(on))?;
             r.deferring.store(on, Ordering::Relaxed);
         }
@@ -402,18 +482,20 @@ impl Session {
     pub fn savepoint(&self) -> Result<Savepoint> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(Savepoint(SavepointKind::Embedded(s.savepoint()?))),
-            SessionKind::Remote(r) if r.defer_writes() => {
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } if r.defer_writes() => {
                 r.conn().send_deferred(&Request::Savepoint)?;
                 let n = r.savepoints.fetch_add(1, Ordering::Relaxed);
                 Ok(Savepoint(SavepointKind::Remote(n)))
             }
-            SessionKind::Remote(r) => match r.call(&Request::Savepoint)? {
-                Reply::Savepoint(n) => {
-                    r.savepoints.store(n + 1, Ordering::Relaxed);
-                    Ok(Savepoint(SavepointKind::Remote(n)))
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::Savepoint)? {
+                    Reply::Savepoint(n) => {
+                        r.savepoints.store(n + 1, Ordering::Relaxed);
+                        Ok(Savepoint(SavepointKind::Remote(n)))
+                    }
+                    other => Err(r.unexpected(&other)),
                 }
-                other => Err(r.unexpected(&other)),
-            },
+            }
         }
     }
 
@@ -421,7 +503,10 @@ impl Session {
     pub fn rollback_to(&self, sp: Savepoint) -> Result<()> {
         match (&self.kind, sp.0) {
             (SessionKind::Embedded(s), SavepointKind::Embedded(sp)) => Ok(s.rollback_to(sp)?),
-            (SessionKind::Remote(r), SavepointKind::Remote(n)) => {
+            (
+                SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. },
+                SavepointKind::Remote(n),
+            ) => {
                 r.wrote();
                 if r.defer_writes() {
                     return r.conn().send_deferred(&Request::RollbackTo(n));
@@ -438,7 +523,9 @@ impl Session {
     pub fn lock_name(&self, name: &str) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.lock_name(name)?),
-            SessionKind::Remote(r) => r.done(&Request::LockName(name.to_owned())),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.done(&Request::LockName(name.to_owned()))
+            }
         }
     }
 
@@ -447,7 +534,9 @@ impl Session {
     pub fn unlock_name(&self, name: &str) -> Result<bool> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.unlock_name(name)),
-            SessionKind::Remote(r) => r.boolean(&Request::UnlockName(name.to_owned())),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.boolean(&Request::UnlockName(name.to_owned()))
+            }
         }
     }
 
@@ -458,7 +547,10 @@ impl Session {
                 s.set_hide_deleted(on);
                 Ok(())
             }
-            SessionKind::Remote(r) => {
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                if let SessionKind::Cached { cache, .. } = &self.kind {
+                    cache.local().set_hide_deleted(on);
+                }
                 r.wrote();
                 r.done(&Request::SetHideDeleted(on))
             }
@@ -472,9 +564,9 @@ impl Session {
                 s.set_lock_timeout(timeout);
                 Ok(())
             }
-            SessionKind::Remote(r) => r.done(&Request::SetLockTimeout(
-                u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            )),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => r.done(
+                &Request::SetLockTimeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            ),
         }
     }
 
@@ -485,7 +577,9 @@ impl Session {
                 s.set_delayed_durability(on);
                 Ok(())
             }
-            SessionKind::Remote(r) => r.done(&Request::SetDelayedDurability(on)),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.done(&Request::SetDelayedDurability(on))
+            }
         }
     }
 
@@ -493,7 +587,9 @@ impl Session {
     pub fn checkpoint(&self) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(s) => Ok(s.database().checkpoint()?),
-            SessionKind::Remote(r) => r.done(&Request::Checkpoint),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.done(&Request::Checkpoint)
+            }
         }
     }
 
@@ -501,7 +597,9 @@ impl Session {
     pub fn ping(&self) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(_) => Ok(()),
-            SessionKind::Remote(r) => r.done(&Request::Ping),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.done(&Request::Ping)
+            }
         }
     }
 
@@ -509,10 +607,12 @@ impl Session {
     pub fn list_sessions(&self) -> Result<Vec<SessionInfo>> {
         match &self.kind {
             SessionKind::Embedded(_) => Err(Error::RemoteOnly("listing sessions")),
-            SessionKind::Remote(r) => match r.call(&Request::ListSessions)? {
-                Reply::Sessions(s) => Ok(s),
-                other => Err(r.unexpected(&other)),
-            },
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::ListSessions)? {
+                    Reply::Sessions(s) => Ok(s),
+                    other => Err(r.unexpected(&other)),
+                }
+            }
         }
     }
 
@@ -520,7 +620,9 @@ impl Session {
     pub fn end_session(&self, id: u64) -> Result<bool> {
         match &self.kind {
             SessionKind::Embedded(_) => Err(Error::RemoteOnly("ending sessions")),
-            SessionKind::Remote(r) => r.boolean(&Request::EndSession(id)),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.boolean(&Request::EndSession(id))
+            }
         }
     }
 
@@ -528,10 +630,12 @@ impl Session {
     pub fn permissions(&self, table: &str) -> Result<Permissions> {
         match &self.kind {
             SessionKind::Embedded(_) => Err(Error::RemoteOnly("table permissions")),
-            SessionKind::Remote(r) => match r.call(&Request::GetPermissions(table.to_owned()))? {
-                Reply::Permissions(p) => Ok(p),
-                other => Err(r.unexpected(&other)),
-            },
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::GetPermissions(table.to_owned()))? {
+                    Reply::Permissions(p) => Ok(p),
+                    other => Err(r.unexpected(&other)),
+                }
+            }
         }
     }
 
@@ -539,10 +643,12 @@ impl Session {
     pub fn set_permissions(&self, table: &str, permissions: Permissions) -> Result<()> {
         match &self.kind {
             SessionKind::Embedded(_) => Err(Error::RemoteOnly("table permissions")),
-            SessionKind::Remote(r) => r.done(&Request::SetPermissions {
-                table: table.to_owned(),
-                permissions,
-            }),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                r.done(&Request::SetPermissions {
+                    table: table.to_owned(),
+                    permissions,
+                })
+            }
         }
     }
 
@@ -551,7 +657,7 @@ impl Session {
     pub fn end(self) -> Result<()> {
         match self.kind {
             SessionKind::Embedded(s) => Ok(s.end()?),
-            SessionKind::Remote(_) => Ok(()),
+            SessionKind::Remote(_) | SessionKind::Cached { .. } => Ok(()),
         }
     }
 }

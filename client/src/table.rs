@@ -18,6 +18,7 @@ use raiz_engine::index::{Condition, IndexDef};
 use raiz_engine::table::{CheckReport, RewriteReport};
 use raiz_engine::{Record, Schema, TableInfo, Value};
 
+use crate::cache::route::{CachedSession, CachedTable};
 use crate::error::Result;
 use crate::proto::{
     BatchOutcome, BatchRequest, NavOp, Position, Reply, Request, TableOp, TableOut, WireRecord,
@@ -43,6 +44,8 @@ enum TableKind {
         session: raiz_engine::Session,
     },
     Remote(RemoteTable),
+    /// A table a cache node caches: its copy or the server answers.
+    Cached(Box<CachedTable>),
 }
 
 #[derive(Debug)]
@@ -353,6 +356,7 @@ impl Table {
     /// The table's name.
     pub fn name(&self) -> String {
         match &self.kind {
+            TableKind::Cached(c) => c.name(),
             TableKind::Embedded { t, .. } => t.name(),
             TableKind::Remote(r) => r.name.clone(),
         }
@@ -361,6 +365,7 @@ impl Table {
     /// The table's fields.
     pub fn schema(&self) -> Arc<Schema> {
         match &self.kind {
+            TableKind::Cached(c) => c.schema(),
             TableKind::Embedded { t, .. } => t.schema(),
             TableKind::Remote(r) => r.schema.clone(),
         }
@@ -369,15 +374,65 @@ impl Table {
     /// Sets the most records one remote reply may read ahead (0: one record
     /// per round trip, as without read-ahead). No effect embedded.
     pub fn set_read_ahead(&mut self, max: u32) {
-        if let TableKind::Remote(r) = &self.kind {
-            let mut c = r.cursor();
-            c.max_ahead = max.min(MAX_READ_AHEAD);
+        match &mut self.kind {
+            TableKind::Remote(r) => {
+                let mut c = r.cursor();
+                c.max_ahead = max.min(MAX_READ_AHEAD);
+            }
+            TableKind::Cached(c) => c.set_read_ahead(max),
+            TableKind::Embedded { .. } => {}
+        }
+    }
+
+    /// A handle on a table a cache node caches.
+    pub(crate) fn cached(
+        remote: Arc<Remote>,
+        session: Arc<CachedSession>,
+        name: &str,
+    ) -> Result<Table> {
+        Ok(Table {
+            kind: TableKind::Cached(Box::new(CachedTable::open(remote, session, name)?)),
+        })
+    }
+
+    /// The engine handle of an embedded table.
+    pub(crate) fn engine_mut(&mut self) -> Option<&mut raiz_engine::Table> {
+        match &mut self.kind {
+            TableKind::Embedded { t, .. } => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Puts a remote handle where `p` says (the next request carries it),
+    /// dropping its read-ahead; embedded, goes to the record.
+    pub(crate) fn put_position(&mut self, p: Position) -> Result<()> {
+        match &mut self.kind {
+            TableKind::Remote(r) => {
+                if !p.on_record {
+                    // Off the records there is nothing to sync to: move there.
+                    return self.goto(p.recno);
+                }
+                let mut c = r.cursor();
+                c.ahead.clear();
+                c.end = None;
+                c.current = None;
+                c.pos = p;
+                c.server_moved = true;
+                Ok(())
+            }
+            TableKind::Embedded { t, .. } => {
+                t.goto(p.recno)?;
+                t.set_flags(p.bof, p.eof, p.found);
+                Ok(())
+            }
+            TableKind::Cached(_) => Ok(()),
         }
     }
 
     /// Header information and counts.
     pub fn info(&self) -> Result<TableInfo> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.info()),
             TableKind::Embedded { t, .. } => Ok(t.info()),
             TableKind::Remote(r) => out!(r, r.op(TableOp::Info)?, TableOut::Info(i) => *i),
         }
@@ -386,6 +441,7 @@ impl Table {
     /// Records, deleted ones included.
     pub fn record_count(&self) -> Result<u64> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.record_count()),
             TableKind::Embedded { t, .. } => Ok(t.record_count()),
             TableKind::Remote(_) => Ok(self.info()?.record_count),
         }
@@ -394,6 +450,7 @@ impl Table {
     /// Logically deleted records.
     pub fn deleted_count(&self) -> Result<u64> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.deleted_count()),
             TableKind::Embedded { t, .. } => Ok(t.deleted_count()),
             TableKind::Remote(_) => Ok(self.info()?.deleted_count),
         }
@@ -402,6 +459,7 @@ impl Table {
     /// Appends a record; returns its recno.
     pub fn append(&mut self, values: &[Value]) -> Result<u64> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.append(values)),
             TableKind::Embedded { t, .. } => Ok(t.append(values)?),
             TableKind::Remote(r) => {
                 let out = r.write(TableOp::Append(values.to_vec()))?;
@@ -419,6 +477,7 @@ impl Table {
     /// [`Table::append`]: wrap the call in a transaction for all or nothing.
     pub fn append_many(&mut self, rows: &[Vec<Value>]) -> Result<Vec<u64>> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.append_many(rows)),
             TableKind::Embedded { t, .. } => Ok(rows
                 .iter()
                 .map(|v| t.append(v))
@@ -457,6 +516,7 @@ impl Table {
     /// Reads a record (memo fields as references; see [`Table::read_memo`]).
     pub fn read(&self, recno: u64) -> Result<Record> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.read(recno)),
             TableKind::Embedded { t, .. } => Ok(t.read(recno)?),
             TableKind::Remote(r) => {
                 out!(r, r.op(TableOp::Read(recno))?, TableOut::Record(w) => r.record(w))
@@ -467,6 +527,7 @@ impl Table {
     /// Reads a memo field's bytes.
     pub fn read_memo(&self, recno: u64, field: &str) -> Result<Vec<u8>> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.read_memo(recno, field)),
             TableKind::Embedded { t, .. } => Ok(t.read_memo(recno, field)?),
             TableKind::Remote(r) => {
                 out!(r, r.op(TableOp::ReadMemo { recno, field: field.to_owned() })?,
@@ -479,6 +540,7 @@ impl Table {
     /// when the session asks for it: [`crate::Session::set_deferred_writes`]).
     pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.update(recno, values)),
             TableKind::Embedded { t, .. } => Ok(t.update(recno, values)?),
             TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Update {
                 recno,
@@ -491,6 +553,7 @@ impl Table {
     /// the others — memos included; deferred like [`Table::update`].
     pub fn update_fields(&mut self, recno: u64, fields: &[(&str, Value)]) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.update_fields(recno, fields)),
             TableKind::Embedded { t, .. } => Ok(t.update_fields(recno, fields)?),
             TableKind::Remote(r) => r.write_maybe_deferred(TableOp::UpdateFields {
                 recno,
@@ -507,6 +570,7 @@ impl Table {
     /// [`Table::append`] when you need it).
     pub fn insert(&mut self, values: &[Value]) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.insert(values)),
             TableKind::Embedded { t, .. } => t.insert(values).map(drop).map_err(Into::into),
             TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Insert(values.to_vec())),
         }
@@ -515,6 +579,7 @@ impl Table {
     /// Logically deletes a record (deferred like [`Table::update`]).
     pub fn delete(&mut self, recno: u64) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.delete(recno)),
             TableKind::Embedded { t, .. } => Ok(t.delete(recno)?),
             TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Delete(recno)),
         }
@@ -523,6 +588,7 @@ impl Table {
     /// Undeletes a record (deferred like [`Table::update`]).
     pub fn recall(&mut self, recno: u64) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.recall(recno)),
             TableKind::Embedded { t, .. } => Ok(t.recall(recno)?),
             TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Recall(recno)),
         }
@@ -532,6 +598,7 @@ impl Table {
     /// `RLock`), and returns it as of the lock.
     pub fn rlock(&self, recno: u64) -> Result<Record> {
         match &self.kind {
+            TableKind::Cached(c) => c.server(|t| t.rlock(recno)),
             TableKind::Embedded { t, .. } => Ok(t.rlock(recno)?),
             TableKind::Remote(r) => {
                 let op = TableOp::Lock {
@@ -551,6 +618,7 @@ impl Table {
     /// seek).
     pub fn seek_lock(&mut self, key: &[Value]) -> Result<Option<Record>> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.server(|t| t.seek_lock(key)),
             TableKind::Embedded { t, .. } => Ok(t.seek_lock(key)?),
             TableKind::Remote(r) => {
                 let out = r.positioned(TableOp::SeekLock(key.to_vec()))?;
@@ -566,6 +634,7 @@ impl Table {
     /// Whether a record is deleted.
     pub fn is_deleted(&self, recno: u64) -> Result<bool> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.is_deleted(recno)),
             TableKind::Embedded { t, .. } => Ok(t.is_deleted(recno)?),
             TableKind::Remote(r) => {
                 out!(r, r.op(TableOp::IsDeleted(recno))?, TableOut::Bool(b) => b)
@@ -576,6 +645,7 @@ impl Table {
     /// Locks a record, waiting at most `timeout`.
     pub fn lock(&self, recno: u64, timeout: Duration) -> Result<Record> {
         match &self.kind {
+            TableKind::Cached(c) => c.server(|t| t.lock(recno, timeout)),
             TableKind::Embedded { t, .. } => Ok(t.lock(recno, timeout)?),
             TableKind::Remote(r) => {
                 let op = TableOp::Lock {
@@ -594,6 +664,7 @@ impl Table {
     /// transaction ends).
     pub fn unlock(&self, recno: u64) -> Result<bool> {
         match &self.kind {
+            TableKind::Cached(c) => c.server(|t| t.unlock(recno)),
             TableKind::Embedded { t, .. } => Ok(t.unlock(recno)),
             TableKind::Remote(r) => out!(r, r.op(TableOp::Unlock(recno))?, TableOut::Bool(b) => b),
         }
@@ -602,6 +673,7 @@ impl Table {
     /// Locks the whole table.
     pub fn lock_file(&self, timeout: Duration) -> Result<()> {
         match &self.kind {
+            TableKind::Cached(c) => c.server(|t| t.lock_file(timeout)),
             TableKind::Embedded { t, .. } => Ok(t.lock_file(timeout)?),
             TableKind::Remote(r) => r
                 .op(TableOp::LockFile {
@@ -614,14 +686,30 @@ impl Table {
     /// Unlocks the table.
     pub fn unlock_file(&self) -> Result<bool> {
         match &self.kind {
+            TableKind::Cached(c) => c.server(|t| t.unlock_file()),
             TableKind::Embedded { t, .. } => Ok(t.unlock_file()),
             TableKind::Remote(r) => out!(r, r.op(TableOp::UnlockFile)?, TableOut::Bool(b) => b),
+        }
+    }
+
+    /// Committed records after recno `after`, in recno order, at most `max`,
+    /// with memo contents (`Memo::Data`), each batch read under the table's
+    /// lock (batches are not one snapshot): what a cache node loads. Returns
+    /// the records, the record count, and whether none follow.
+    pub fn dump(&self, after: u64, max: u32) -> Result<(Vec<Record>, u64, bool)> {
+        match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.dump(after, max)),
+            TableKind::Embedded { t, .. } => Ok(t.dump(after, max as usize)?),
+            TableKind::Remote(r) => out!(r, r.op(TableOp::Dump { after, max })?,
+                TableOut::Dump { records, count, done } =>
+                    (records.into_iter().map(|w| r.record(w)).collect(), count, done)),
         }
     }
 
     /// Every record in recno order.
     pub fn snapshot(&self) -> Result<Vec<Record>> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.snapshot()),
             TableKind::Embedded { t, .. } => Ok(t.snapshot()?),
             TableKind::Remote(r) => out!(r, r.op(TableOp::Snapshot)?,
                 TableOut::Records(v) => v.into_iter().map(|w| r.record(w)).collect()),
@@ -631,6 +719,7 @@ impl Table {
     /// Writes the table's dirty pages.
     pub fn flush(&mut self) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.server(|t| t.flush()),
             TableKind::Embedded { t, .. } => Ok(t.flush()?),
             TableKind::Remote(r) => r.op(TableOp::Flush).map(drop),
         }
@@ -639,6 +728,7 @@ impl Table {
     /// Closes the handle.
     pub fn close(self) -> Result<()> {
         match self.kind {
+            TableKind::Cached(_) => Ok(()),
             TableKind::Embedded { t, .. } => Ok(t.close()?),
             TableKind::Remote(mut r) => {
                 r.closed = true;
@@ -650,6 +740,7 @@ impl Table {
     /// Creates an index, building it from every record.
     pub fn create_index(&mut self, def: &IndexDef) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.create_index(def)),
             TableKind::Embedded { t, .. } => Ok(t.create_index(def)?),
             TableKind::Remote(r) => r.write(TableOp::CreateIndex(def.clone())).map(drop),
         }
@@ -658,6 +749,7 @@ impl Table {
     /// Drops an index.
     pub fn drop_index(&mut self, name: &str) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.drop_index(name)),
             TableKind::Embedded { t, .. } => Ok(t.drop_index(name)?),
             TableKind::Remote(r) => {
                 r.remote.wrote();
@@ -677,6 +769,7 @@ impl Table {
     /// Verifies the table and its indexes, reporting at most `limit` problems.
     pub fn check(&self, limit: usize) -> Result<CheckReport> {
         match &self.kind {
+            TableKind::Cached(c) => c.server(|t| t.check(limit)),
             TableKind::Embedded { t, .. } => Ok(t.check(limit)?),
             TableKind::Remote(r) => out!(r, r.op(TableOp::Check {
                 limit: u32::try_from(limit).unwrap_or(u32::MAX) })?, TableOut::Check(c) => c),
@@ -685,6 +778,7 @@ impl Table {
 
     fn rewrite(&mut self, op: TableOp) -> Result<RewriteReport> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.write(|t| t.rewrite(op)),
             TableKind::Embedded { t, .. } => Ok(match op {
                 TableOp::Rebuild => t.rebuild()?,
                 TableOp::Pack => t.pack()?,
@@ -731,6 +825,7 @@ impl Table {
     /// Current recno (count + 1 on the phantom record past the last one).
     pub fn recno(&self) -> u64 {
         match &self.kind {
+            TableKind::Cached(c) => c.peek(|t| t.recno(), 0),
             TableKind::Embedded { t, .. } => t.recno(),
             TableKind::Remote(r) => r.cursor().pos.recno,
         }
@@ -739,6 +834,7 @@ impl Table {
     /// Before the first record.
     pub fn bof(&self) -> bool {
         match &self.kind {
+            TableKind::Cached(c) => c.peek(|t| t.bof(), false),
             TableKind::Embedded { t, .. } => t.bof(),
             TableKind::Remote(r) => r.cursor().pos.bof,
         }
@@ -747,6 +843,7 @@ impl Table {
     /// Past the last record.
     pub fn eof(&self) -> bool {
         match &self.kind {
+            TableKind::Cached(c) => c.peek(|t| t.eof(), false),
             TableKind::Embedded { t, .. } => t.eof(),
             TableKind::Remote(r) => r.cursor().pos.eof,
         }
@@ -755,6 +852,7 @@ impl Table {
     /// On a real record (false on the phantom record, whose fields read blank).
     pub fn on_record(&self) -> bool {
         match &self.kind {
+            TableKind::Cached(c) => c.peek(|t| t.on_record(), false),
             TableKind::Embedded { t, .. } => t.on_record(),
             TableKind::Remote(r) => r.cursor().pos.on_record,
         }
@@ -763,6 +861,7 @@ impl Table {
     /// The last seek found its key (xBase `Found()`); any other move clears it.
     pub fn found(&self) -> bool {
         match &self.kind {
+            TableKind::Cached(c) => c.peek(|t| t.found(), false),
             TableKind::Embedded { t, .. } => t.found(),
             TableKind::Remote(r) => r.cursor().pos.found,
         }
@@ -772,6 +871,7 @@ impl Table {
     /// as deleted, passing the filter (xBase `ordKeyCount()`).
     pub fn key_count(&self) -> Result<u64> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.key_count()),
             TableKind::Embedded { t, .. } => Ok(t.key_count()?),
             TableKind::Remote(r) => {
                 out!(r, r.positioned(TableOp::KeyCount)?, TableOut::Count(n) => n)
@@ -784,6 +884,7 @@ impl Table {
     /// show (xBase `ordKeyNo()`).
     pub fn key_no(&self) -> Result<u64> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.key_no()),
             TableKind::Embedded { t, .. } => Ok(t.key_no()?),
             TableKind::Remote(r) => {
                 out!(r, r.positioned(TableOp::KeyNo)?, TableOut::Count(n) => n)
@@ -794,6 +895,7 @@ impl Table {
     /// The current order's index name (None: physical order).
     pub fn order(&self) -> Option<&str> {
         match &self.kind {
+            TableKind::Cached(c) => c.order(),
             TableKind::Embedded { t, .. } => t.order(),
             TableKind::Remote(r) => r.order.as_deref(),
         }
@@ -802,6 +904,7 @@ impl Table {
     /// Sets the order (None: physical); the handle stays on its record.
     pub fn set_order(&mut self, index: Option<&str>) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.setting(|t| t.set_order(index), |s| s.set_order(index)),
             TableKind::Embedded { t, .. } => Ok(t.set_order(index)?),
             TableKind::Remote(r) => {
                 r.positioned(TableOp::SetOrder(index.map(str::to_owned)))?;
@@ -814,6 +917,9 @@ impl Table {
     /// Restricts navigation to a key range of the current order.
     pub fn set_scope(&mut self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => {
+                c.setting(|t| t.set_scope(lower, upper), |s| s.set_scope(lower, upper))
+            }
             TableKind::Embedded { t, .. } => Ok(t.set_scope(lower, upper)?),
             TableKind::Remote(r) => r
                 .positioned(TableOp::SetScope {
@@ -827,6 +933,7 @@ impl Table {
     /// Removes the scope.
     pub fn clear_scope(&mut self) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.setting(|t| t.clear_scope(), |s| s.set_scope(None, None)),
             TableKind::Embedded { t, .. } => {
                 t.clear_scope();
                 Ok(())
@@ -838,6 +945,9 @@ impl Table {
     /// Shows only records satisfying `condition` (None: all).
     pub fn set_filter(&mut self, condition: Option<&Condition>) -> Result<()> {
         match &mut self.kind {
+            TableKind::Cached(c) => {
+                c.setting(|t| t.set_filter(condition), |s| s.set_filter(condition))
+            }
             TableKind::Embedded { t, .. } => Ok(t.set_filter_condition(condition)?),
             TableKind::Remote(r) => r
                 .positioned(TableOp::SetFilter(condition.cloned()))
@@ -849,6 +959,7 @@ impl Table {
     /// a blank record numbered `record_count + 1`.
     pub fn record(&self) -> Result<Record> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.record()),
             TableKind::Embedded { t, .. } => Ok(t.record()?),
             TableKind::Remote(r) => {
                 let pos = r.cursor().pos;
@@ -877,6 +988,7 @@ impl Table {
 
     fn nav(&mut self, op: NavOp) -> Result<bool> {
         match &mut self.kind {
+            TableKind::Cached(c) => c.read(|t| t.nav(op)),
             TableKind::Embedded { t, .. } => Ok(match op {
                 NavOp::First => t.first()?,
                 NavOp::Last => t.last()?,
@@ -953,6 +1065,7 @@ impl Table {
     /// Exact number of entries of a key range of the current order.
     pub fn count_range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<u64> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.count_range(lower, upper)),
             TableKind::Embedded { t, .. } => Ok(t.count_range(lower, upper)?),
             TableKind::Remote(r) => out!(r, r.op(TableOp::CountRange {
                 lower: lower.map(<[Value]>::to_vec), upper: upper.map(<[Value]>::to_vec) })?,
@@ -963,6 +1076,7 @@ impl Table {
     /// Estimated number of entries of a key range (a few page reads).
     pub fn estimate_range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<u64> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.estimate_range(lower, upper)),
             TableKind::Embedded { t, .. } => Ok(t.estimate_range(lower, upper)?),
             TableKind::Remote(r) => out!(r, r.op(TableOp::EstimateRange {
                 lower: lower.map(<[Value]>::to_vec), upper: upper.map(<[Value]>::to_vec) })?,
@@ -974,6 +1088,7 @@ impl Table {
     /// records arrive in growing batches.
     pub fn range(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> Result<RangeIter> {
         match &self.kind {
+            TableKind::Cached(c) => c.read(|t| t.range(lower, upper)),
             TableKind::Embedded { t, .. } => Ok(RangeIter {
                 kind: RangeKind::Embedded(t.range(lower, upper)?),
             }),
@@ -1013,6 +1128,16 @@ impl Table {
     /// is all or nothing).
     pub fn batch(&mut self, req: &BatchRequest) -> Result<BatchOutcome> {
         match &mut self.kind {
+            TableKind::Cached(c) => {
+                if matches!(
+                    req.action,
+                    crate::proto::BatchAction::Read { lock_ms: None }
+                ) {
+                    c.read(|t| t.batch(req))
+                } else {
+                    c.write(|t| t.batch(req))
+                }
+            }
             TableKind::Embedded { t, session } => {
                 let (count, records) = crate::batch::run(session, t, req)?;
                 Ok(BatchOutcome { count, records })

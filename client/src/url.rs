@@ -49,6 +49,31 @@ pub enum ConnectionString {
     },
 }
 
+impl std::fmt::Display for ConnectionString {
+    /// The string without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |u: &Option<String>| u.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+        match self {
+            ConnectionString::File(p) => write!(f, "file:{}", p.display()),
+            ConnectionString::Tcp {
+                user,
+                host,
+                port,
+                tls,
+                ..
+            } => write!(
+                f,
+                "{}://{}{host}:{port}",
+                if *tls { "raizs" } else { "raiz" },
+                at(user)
+            ),
+            ConnectionString::Unix { user, path, .. } => {
+                write!(f, "raiz+unix://{}{}", at(user), path.display())
+            }
+        }
+    }
+}
+
 /// Settings a connection string does not carry.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {

@@ -52,6 +52,9 @@ pub struct Config {
     /// loopback and the Unix socket may skip TLS once a certificate is set;
     /// without a certificate every address is served in the clear).
     pub allow_plaintext: Option<bool>,
+    /// Bytes of recent changes kept in memory for cache nodes to catch up
+    /// from, in MiB (default 64).
+    pub window_mb: Option<u64>,
 }
 
 impl Config {
@@ -81,6 +84,7 @@ impl Config {
             ),
             ("frame_budget_mb", c.frame_budget_mb),
             ("lock_idle_secs", c.lock_idle_secs),
+            ("window_mb", c.window_mb),
         ] {
             if v == Some(0) {
                 return Err(Error::Invalid {
@@ -160,6 +164,11 @@ impl Config {
     /// ended (default 60 s).
     pub fn lock_idle_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.lock_idle_secs.unwrap_or(60))
+    }
+
+    /// Bytes of the change stream's window (default 64 MiB).
+    pub fn window_bytes(&self) -> usize {
+        clamp_usize(self.window_mb, 64).saturating_mul(1 << 20)
     }
 
     /// The buffer pool budget in bytes (the engine's default when unset).

@@ -50,6 +50,7 @@ pub mod guide;
 pub mod limits;
 pub mod registry;
 pub mod serve;
+pub mod stream;
 pub mod users;
 mod watch;
 mod worker;
@@ -167,4 +168,5 @@ pub(crate) struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub workers: Arc<Workers>,
+    pub stream: Arc<stream::Stream>,
 }

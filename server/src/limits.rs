@@ -140,6 +140,22 @@ impl Outbox {
         !s.1
     }
 
+    /// [`Outbox::wait_room`] for at most `wait`: None when there is still no
+    /// room.
+    pub fn wait_room_for(&self, wait: std::time::Duration) -> Option<bool> {
+        let mut s = self.state.lock();
+        if s.0 > REPLY_BUDGET && !s.1 {
+            self.sent.wait_for(&mut s, wait);
+        }
+        if s.1 {
+            Some(false)
+        } else if s.0 > REPLY_BUDGET {
+            None
+        } else {
+            Some(true)
+        }
+    }
+
     /// Notes a reply queued.
     pub fn queued(&self, bytes: usize) {
         self.state.lock().0 += bytes;

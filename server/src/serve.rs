@@ -168,7 +168,9 @@ pub fn start(config: Config, signals: bool) -> Result<ServerHandle, Error> {
         address: "password-check threads".into(),
         source,
     })?;
+    let stream = crate::stream::Stream::start(db.feed().clone(), config.window_bytes());
     let shared = Arc::new(Shared {
+        stream,
         db,
         limits: Arc::new(crate::limits::Limits::new(&config)),
         config,

@@ -155,6 +155,11 @@ impl Worker {
                 break;
             };
             let id = item.id;
+            if let Ok(Request::Subscribe { tables, after }) = &item.req {
+                // The connection becomes a change stream until it ends.
+                self.subscribe(id, tables, *after, &out, outbox, &rx);
+                break;
+            }
             self.entry.busy.store(true, Ordering::Relaxed);
             let revoked = self.revalidate();
             let writes = item.req.as_ref().is_ok_and(is_write);
@@ -202,6 +207,69 @@ impl Worker {
         if let Err(e) = self.session.end() {
             tracing::warn!(session = self.entry.id, error = %e, "ending the session");
         }
+    }
+
+    /// Serves a change stream on this connection (a cache node) until the
+    /// connection ends or the node is cut off.
+    fn subscribe(
+        &mut self,
+        id: u64,
+        tables: &[String],
+        after: Option<raiz_client::proto::StreamPos>,
+        out: &tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+        outbox: &Outbox,
+        rx: &tokio::sync::mpsc::Receiver<Item>,
+    ) {
+        let send = |body: R<Reply>| {
+            let payload = raiz_client::proto::encode(&raiz_client::proto::Envelope { id, body });
+            outbox.queued(payload.len());
+            let _ = out.send(payload);
+        };
+        let mut names = Vec::new();
+        for t in tables {
+            let checked = raiz_engine::validate_table_name(t)
+                .map_err(engine)
+                .and_then(|n| self.need(&n, Right::Read).map(|()| n));
+            match checked {
+                Ok(n) if !names.contains(&n) => names.push(n),
+                Ok(_) => {}
+                Err(e) => return send(Err(e)),
+            }
+        }
+        if names.is_empty() {
+            return send(Err(err(
+                ErrorKind::BadRequest,
+                "subscribe to at least one table",
+            )));
+        }
+        let stream = self.shared.stream.clone();
+        let (start, reload) = stream.subscribe(&names, after);
+        tracing::info!(session = self.entry.id, user = %self.user.name, tables = ?names, start, reload = ?reload, "cache node subscribed");
+        send(Ok(Reply::Subscribed {
+            epoch: stream.epoch(),
+            start,
+            reload,
+        }));
+        // A streaming session is never idle: it is sending.
+        self.entry.busy.store(true, Ordering::Relaxed);
+        let sub = Arc::new(crate::stream::Subscription {
+            session: self.entry.id,
+            user: self.user.name.clone(),
+            peer: self.entry.address.clone(),
+            tables: names,
+            sent: Default::default(),
+            unread: Default::default(),
+        });
+        let shared = self.shared.clone();
+        let closed = || rx.is_closed() || *shared.shutdown.borrow();
+        match stream.serve(id, start, sub, out, outbox, &closed) {
+            crate::stream::End::Closed => {}
+            crate::stream::End::Cut(e) => {
+                tracing::warn!(session = self.entry.id, user = %self.user.name, "{}", e.message);
+                send(Err(e));
+            }
+        }
+        self.entry.busy.store(false, Ordering::Relaxed);
     }
 
     /// Re-reads the user when the user list changed; why the session must
@@ -365,6 +433,17 @@ impl Worker {
                 self.txn_failed = None;
                 s.rollback().map_err(engine)?;
                 Reply::Done
+            }
+            Request::Subscribe { .. } => {
+                return Err(err(
+                    ErrorKind::BadRequest,
+                    "a subscription must be a connection's request",
+                ))
+            }
+            Request::FeedPosition => Reply::Count(db.feed().last_seq()),
+            Request::ListSubscriptions => {
+                self.admin("listing cache nodes")?;
+                Reply::Subscriptions(self.shared.stream.subscriptions())
             }
             Request::SetDeferredWrites(on) => {
                 self.deferred = on;
@@ -617,6 +696,7 @@ impl Worker {
                 | TableOp::Position
                 | TableOp::KeyCount
                 | TableOp::KeyNo
+                | TableOp::Dump { .. }
                 | TableOp::Batch(BatchRequest {
                     action: BatchAction::Read { lock_ms: None },
                     ..
@@ -721,6 +801,16 @@ impl Worker {
             }
             TableOp::Insert(values) => TableOut::Count(t.insert(&values).map_err(engine)?),
             TableOp::KeyNo => TableOut::Count(t.key_no().map_err(engine)?),
+            TableOp::Dump { after, max } => {
+                let (records, count, done) = t
+                    .dump(after, (max as usize).min(crate::ahead::MAX_AHEAD as usize))
+                    .map_err(engine)?;
+                TableOut::Dump {
+                    records: records.into_iter().map(Into::into).collect(),
+                    count,
+                    done,
+                }
+            }
             TableOp::CountRange { lower, upper } => TableOut::Count(
                 t.count_range(lower.as_deref(), upper.as_deref())
                     .map_err(engine)?,

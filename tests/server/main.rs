@@ -4,6 +4,7 @@ mod abuse;
 mod admin;
 mod app_api;
 mod badinput;
+mod cache;
 mod harness;
 mod interleaved;
 mod locks;

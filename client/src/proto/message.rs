@@ -126,6 +126,49 @@ pub enum Request {
     /// waiting for their replies: a write that fails then makes the
     /// transaction's commit fail (and roll back) with that write's error.
     SetDeferredWrites(bool),
+    /// Turns the connection into a change stream for `tables` (a cache node):
+    /// answered [`Reply::Subscribed`], then [`Reply::Changes`] under the same
+    /// id until the connection ends. `after`: where the node's copy is (its
+    /// epoch and the last sequence number it applied), to catch up from.
+    Subscribe {
+        /// Tables to follow (read right needed on each).
+        tables: Vec<String>,
+        /// The node's position, if it has a copy.
+        after: Option<StreamPos>,
+    },
+    /// The change feed's position now: every commit this session saw
+    /// acknowledged is at or before it ([`Reply::Count`]).
+    FeedPosition,
+    /// Nodes subscribed to the change stream (admin).
+    ListSubscriptions,
+}
+
+/// A position in a server's change stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPos {
+    /// The server's epoch.
+    pub epoch: u64,
+    /// The last sequence number applied.
+    pub seq: u64,
+}
+
+/// A node following the change stream, as `raiz monitor` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    /// Its session.
+    pub session: u64,
+    /// Its user.
+    pub user: String,
+    /// Its address.
+    pub peer: String,
+    /// Tables it follows.
+    pub tables: Vec<String>,
+    /// The last sequence number sent to it.
+    pub sent: u64,
+    /// The stream's last sequence number.
+    pub last: u64,
+    /// Bytes sent and not yet read by it.
+    pub unread: u64,
 }
 
 /// An operation on a table handle.
@@ -260,6 +303,15 @@ pub enum TableOp {
     Insert(Vec<Value>),
     /// The current record's position among them (xBase `ordKeyNo()`).
     KeyNo,
+    /// Records after `after` in recno order, memo contents included, for a
+    /// cache node's load ([`TableOut::Dump`]). Each batch reads under the
+    /// table's lock; batches are not one snapshot.
+    Dump {
+        /// The last recno already read (0 at first).
+        after: u64,
+        /// At most this many records.
+        max: u32,
+    },
 }
 
 /// A move of a table handle.
@@ -434,6 +486,32 @@ pub enum Reply {
     Sessions(Vec<SessionInfo>),
     /// A table's permissions.
     Permissions(Permissions),
+    /// A change stream starts: its entries follow with this reply's id.
+    Subscribed {
+        /// The server's epoch.
+        epoch: u64,
+        /// The stream carries the entries after this sequence number.
+        start: u64,
+        /// Tables whose changes up to `start` the node does not have (a new
+        /// epoch, changes no longer in the server's window, a table newly
+        /// followed): load them afresh, consistent with some number at or
+        /// after `start`, and apply the stream's later entries.
+        reload: Vec<String>,
+    },
+    /// Entries of a change stream: every entry for the node's tables with a
+    /// sequence number in `after+1..=upto`, in order (none: a heartbeat).
+    Changes {
+        /// Where the previous message ended (a node checks it has that).
+        after: u64,
+        /// Where this one ends.
+        upto: u64,
+        /// The entries.
+        entries: Vec<raiz_engine::feed::FeedEntry>,
+        /// The server's clock (ms since the Unix epoch) when sent.
+        now_ms: u64,
+    },
+    /// Subscribed nodes.
+    Subscriptions(Vec<SubscriptionInfo>),
 }
 
 /// The result of a table operation.
@@ -492,6 +570,15 @@ pub enum TableOut {
     Appended(WireRecord),
     /// The record a [`TableOp::SeekLock`] found and locked (None: not found).
     Locked(Option<WireRecord>),
+    /// Records of a [`TableOp::Dump`] (memos as `Memo::Data`).
+    Dump {
+        /// The records; recnos between them are reserved and empty.
+        records: Vec<WireRecord>,
+        /// The table's record count when read.
+        count: u64,
+        /// No record after these.
+        done: bool,
+    },
 }
 
 /// A session as `raiz monitor` shows it.

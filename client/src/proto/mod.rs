@@ -34,7 +34,7 @@ pub const MAGIC: [u8; 4] = *b"RAIZ";
 
 /// Protocol version this build speaks (2: positions carry `found` and
 /// `on_record`; key count and position; soft last-seeks).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// Prologue flag: the client wants TLS.
 pub const FLAG_TLS: u16 = 1;

@@ -171,6 +171,11 @@ impl Table {
             stats: core.body.stats,
             data_pages: core.data.page_count(),
             blob_pages: core.blobs.as_ref().map_or(0, |b| b.file().page_count()),
+            index_pages: core
+                .indexes
+                .iter()
+                .map(|i| i.tree.file().page_count())
+                .sum(),
             indexes: core
                 .indexes
                 .iter()
@@ -255,6 +260,34 @@ impl Table {
     pub(super) fn visible_count(&self, core: &TableCore) -> u64 {
         core.record_count()
             .max(self.session.pending_max(&self.shared))
+    }
+
+    /// Committed records after `after` in recno order, at most `max`, memo
+    /// contents read (`Memo::Data`), under one read lock of the table: what a
+    /// cache node loads. Empty slots (recnos reserved by open transactions)
+    /// are skipped. Also returns the record count and whether no record
+    /// follows.
+    pub fn dump(&self, after: u64, max: usize) -> Result<(Vec<Record>, u64, bool)> {
+        let core = self.shared.core.read();
+        let count = core.record_count();
+        let mut out = Vec::new();
+        let mut recno = after;
+        while recno < count && out.len() < max.max(1) {
+            recno += 1;
+            if core.status(recno)? == SlotStatus::Empty {
+                continue;
+            }
+            let rec = core.read(recno)?;
+            let deleted = rec.is_deleted();
+            let mut values = rec.into_values();
+            for (i, f) in core.schema.fields().iter().enumerate() {
+                if let Value::Memo(Memo::Stored(_)) = &values[i] {
+                    values[i] = Value::Memo(Memo::Data(core.read_memo(recno, &f.name)?));
+                }
+            }
+            out.push(Record::new(recno, deleted, values, core.schema.clone()));
+        }
+        Ok((out, count, recno >= count))
     }
 
     /// Reads the memo in `field` of record `recno`.

@@ -108,8 +108,17 @@ pub struct TableInfo {
     pub data_pages: u64,
     /// Pages in the blob file (0 if none).
     pub blob_pages: u64,
+    /// Pages in the index files, all indexes together.
+    pub index_pages: u64,
     /// Bound indexes: name, definition, entries.
     pub indexes: Vec<(crate::index::IndexDef, u64)>,
     /// The serial field and the next number it hands out.
     pub serial: Option<(String, u64)>,
+}
+
+impl TableInfo {
+    /// Bytes of the table's files: data, memos and indexes.
+    pub fn bytes(&self) -> u64 {
+        (self.data_pages + self.blob_pages + self.index_pages) * u64::from(self.page_size)
+    }
 }
