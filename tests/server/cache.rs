@@ -42,7 +42,7 @@ pub fn row(i: u64) -> Vec<Value> {
         Value::from(format!("F{i:06}").as_str()),
         Value::from(["Codigo", "Nome", "Valor", "Data"][(i % 4) as usize]),
         Value::Int64(i as i64 % 97),
-        Value::Memo(if i % 5 == 0 {
+        Value::Memo(if i.is_multiple_of(5) {
             Memo::Data(format!("help for {i}").into_bytes())
         } else {
             Memo::Empty
