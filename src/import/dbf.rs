@@ -200,6 +200,27 @@ impl Source for DbfSource {
                         Cell::Number(t.to_owned())
                     }
                 }
+                DbfType::DateTime => {
+                    let mut day = [0u8; 4];
+                    let mut ms = [0u8; 4];
+                    day.copy_from_slice(&raw[..4]);
+                    ms.copy_from_slice(&raw[4..8]);
+                    let (day, ms) = (i32::from_le_bytes(day), i32::from_le_bytes(ms));
+                    if raw.iter().all(|b| *b == 0 || *b == b' ') || day == 0 {
+                        Cell::Empty
+                    } else {
+                        match datetime_text(day, ms) {
+                            Some(t) => Cell::Text(t),
+                            None => {
+                                return Ok(Some(Err(RowError::new(
+                                    at,
+                                    Some(name.clone()),
+                                    format!("day {day}, millisecond {ms} is not a date and time"),
+                                ))))
+                            }
+                        }
+                    }
+                }
                 DbfType::Currency => {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(&raw[..8]);
@@ -255,21 +276,59 @@ fn value_cell(v: FieldValue) -> Result<Cell, String> {
         }
         FieldValue::Integer(i) => Cell::Number(i.to_string()),
         FieldValue::Double(f) => Cell::Number(crate::values::float_text(f)),
-        FieldValue::DateTime(dt) => {
-            let (d, t) = (dt.date(), dt.time());
-            Cell::Text(format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                d.year(),
-                d.month(),
-                d.day(),
-                t.hours(),
-                t.minutes(),
-                t.seconds()
-            ))
-        }
-        // Read from the record's text instead (exact digits).
-        FieldValue::Numeric(_) | FieldValue::Float(_) | FieldValue::Currency(_) => {
-            unreachable!("numbers are read from the raw record")
+        // Read from the record's own bytes instead (exact digits, empty
+        // datetimes).
+        FieldValue::Numeric(_)
+        | FieldValue::Float(_)
+        | FieldValue::Currency(_)
+        | FieldValue::DateTime(_) => {
+            unreachable!("read from the raw record")
         }
     })
+}
+
+/// A Visual FoxPro datetime (Julian day number, milliseconds since
+/// midnight) as `YYYY-MM-DD HH:MM:SS`.
+fn datetime_text(jdn: i32, ms: i32) -> Option<String> {
+    let a = i64::from(jdn) + 32044;
+    let b = (4 * a + 3) / 146_097;
+    let c = a - 146_097 * b / 4;
+    let d = (4 * c + 3) / 1461;
+    let e = c - 1461 * d / 4;
+    let m = (5 * e + 2) / 153;
+    let day = e - (153 * m + 2) / 5 + 1;
+    let month = m + 3 - 12 * (m / 10);
+    let year = 100 * b + d - 4800 + m / 10;
+    let date = Date::ymd(
+        u16::try_from(year).ok()?,
+        u8::try_from(month).ok()?,
+        u8::try_from(day).ok()?,
+    );
+    if !(1..=9999).contains(&year) || !date.is_valid() || !(0..86_400_000).contains(&ms) {
+        return None;
+    }
+    let secs = ms / 1000;
+    Some(format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn julian_days_become_dates() {
+        assert_eq!(
+            super::datetime_text(2_460_432, 49_510_000).as_deref(),
+            Some("2024-05-01 13:45:10")
+        );
+        assert_eq!(
+            super::datetime_text(2_451_545, 0).as_deref(),
+            Some("2000-01-01 00:00:00")
+        );
+        assert_eq!(super::datetime_text(-5, 0), None);
+        assert_eq!(super::datetime_text(2_451_545, 86_400_000), None);
+    }
 }

@@ -511,8 +511,14 @@ impl Shell {
                 ));
             }
             Cmd::Help => {
-                for l in HELP.lines() {
-                    self.out.line(l);
+                let rows: Vec<Vec<(String, String)>> =
+                    HELP.lines().map(|l| vec![text_cell(l)]).collect();
+                if self.out.json() {
+                    self.out.rows(&["help"], &[false], &rows);
+                } else {
+                    for l in HELP.lines() {
+                        self.out.line(l);
+                    }
                 }
             }
             Cmd::Quit => return Ok(Flow::Quit),
