@@ -42,7 +42,7 @@ pub struct Options {
 
 /// Where the rows go.
 enum Sink {
-    Csv(csv::Writer<Box<dyn Write>>),
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
     Json(BufWriter<Box<dyn Write>>),
 }
 
@@ -105,7 +105,7 @@ pub fn run(conn: &Connection, o: &Options) -> CliResult {
                 header.push(DELETED.into());
             }
             w.write_record(&header).map_err(csv_err)?;
-            Sink::Csv(w)
+            Sink::Csv(Box::new(w))
         }
         Format::Jsonl => {
             let mut out = BufWriter::with_capacity(1 << 16, sink);

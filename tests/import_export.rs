@@ -812,7 +812,7 @@ fn dbf_files_from_another_writer_keep_code_pages_memos_and_deleted_rows() {
             "dbf",
             "--create",
         ]);
-        assert!(out.starts_with(&format!("imported ")), "{out}");
+        assert!(out.starts_with("imported "), "{out}");
         let got = ok(&[
             "export",
             "--root",

@@ -75,7 +75,7 @@ impl Column {
             && int.bytes().all(|b| b.is_ascii_digit())
             && frac.bytes().all(|b| b.is_ascii_digit())
             && (int == "0" || !int.starts_with('0'))
-            && (digits.contains('.') == !frac.is_empty());
+            && (digits.contains('.') != frac.is_empty());
         if plain {
             self.negative |= neg;
             self.int_digits = self.int_digits.max(int.len());
