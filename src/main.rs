@@ -279,6 +279,10 @@ Commands are documented in docs/shell.md (`help` lists them).")]
         /// Report bad rows and skip them instead of importing nothing.
         #[arg(long)]
         keep_going: bool,
+        /// Commit every N rows to bound memory (the import is then all or
+        /// nothing only into a table it creates, which a failure drops).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        batch: Option<u64>,
     },
     /// Export a table as CSV or JSON lines.
     #[command(after_help = "Examples:
@@ -509,6 +513,7 @@ fn run(cli: Cli) -> CliResult {
             schema,
             dry_run,
             keep_going,
+            batch,
         } => {
             let schema = schema
                 .map(|s| values::parse_schema(&s).map_err(|e| CliError::Usage(e.to_string())))
@@ -523,6 +528,7 @@ fn run(cli: Cli) -> CliResult {
                     schema,
                     dry_run,
                     keep_going,
+                    batch,
                 },
             )
         }

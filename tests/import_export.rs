@@ -528,6 +528,34 @@ fn a_row_the_table_refuses_rolls_the_import_back() {
     );
     let (code, _, _) = raiz(&["check", "--root", r, "t"]);
     assert_eq!(code, 0);
+    // --batch commits as it goes: the first 512-row request is kept.
+    let (code, _, err) = raiz(&[
+        "import", "--root", r, "t", "--from", c, "--format", "csv", "--batch", "100",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("line 1002"), "{err}");
+    let (_, out, _) = raiz(&["shell", "--root", r, "-c", "use t; set deleted on; count"]);
+    assert!(out.ends_with("\n513\n"), "1 + 512 live: {out}");
+    ok(&["shell", "--root", r, "-c", "drop table t"]);
+    let db = Database::open(&root).unwrap();
+    db.create_table(
+        "t",
+        &Schema::new(vec![Field::new("CODE", FieldType::Char(6))]),
+        TableOptions::default(),
+    )
+    .unwrap();
+    let mut t = db.session().open_table("t").unwrap();
+    t.append(&[Value::from("A")]).unwrap();
+    t.create_index(
+        &raiz_engine::index::IndexDef::new(
+            "code",
+            vec![raiz_engine::index::Segment::field("CODE")],
+        )
+        .unique(),
+    )
+    .unwrap();
+    drop(t);
+    drop(db);
     // --keep-going skips it.
     let (code, out, err) = raiz(&[
         "import",

@@ -14,8 +14,10 @@
 //!    — and a table the import created is dropped — unless `--keep-going`
 //!    skips that row too.
 //!
-//! The transaction holds the rows until the commit (about as much memory
-//! as the rows take in the table); see BENCHMARKS.md for the figures.
+//! The transaction holds the rows until the commit (about 1 KB a row);
+//! `--batch N` commits every N rows instead, bounding the memory: an import
+//! that then fails keeps the batches committed before, unless the import
+//! created the table, which it drops. BENCHMARKS.md has the figures.
 
 mod csv;
 mod dbf;
@@ -70,6 +72,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Skip bad rows.
     pub keep_going: bool,
+    /// Commit every this many rows (None: one transaction).
+    pub batch: Option<u64>,
 }
 
 /// One row of input: where it is, its cells by column, its deleted flag.
@@ -332,6 +336,8 @@ pub fn run(conn: &Connection, o: &Options) -> CliResult {
     }
     let mut t = session.open_table(&o.table)?;
     let mut w = Writer {
+        batch: o.batch,
+        uncommitted: 0,
         session: &session,
         table: &mut t,
         keep_going: o.keep_going,
@@ -377,6 +383,8 @@ pub fn run(conn: &Connection, o: &Options) -> CliResult {
 
 /// The writing pass.
 struct Writer<'a> {
+    batch: Option<u64>,
+    uncommitted: u64,
     session: &'a Session,
     table: &'a mut Table,
     keep_going: bool,
@@ -423,6 +431,19 @@ impl Writer<'_> {
             return Ok(());
         }
         self.pb.inc(chunk.len() as u64);
+        self.uncommitted += chunk.len() as u64;
+        let r = self.write(chunk);
+        if let (Ok(()), Some(b)) = (&r, self.batch) {
+            if self.uncommitted >= b {
+                self.session.commit()?;
+                self.session.begin()?;
+                self.uncommitted = 0;
+            }
+        }
+        r
+    }
+
+    fn write(&mut self, chunk: Vec<(u64, Vec<Value>, bool)>) -> CliResult {
         if self.keep_going {
             for (at, values, deleted) in &chunk {
                 if let Err(e) = self.one(*at, values, *deleted) {
