@@ -1,13 +1,15 @@
 //! The maintenance subcommands: info, check, rebuild, pack, alter, index.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 use raiz_engine::index::{IndexDef, Segment};
 use raiz_engine::{Database, Field, FieldType, Schema, Table};
 
-pub type CmdResult = Result<(), String>;
+use crate::error::{CliError, CliResult};
 
-fn open_table(db: &Database, table: &str) -> Result<Table, String> {
-    db.session().open_table(table).map_err(|e| e.to_string())
+pub type CmdResult = CliResult;
+
+fn open_table(db: &Database, table: &str) -> CliResult<Table> {
+    Ok(db.session().open_table(table)?)
 }
 
 pub fn info(db: &Database, table: &str) -> CmdResult {
@@ -37,29 +39,10 @@ pub fn info(db: &Database, table: &str) -> CmdResult {
     if !i.indexes.is_empty() {
         println!("indexes");
         for (def, entries) in &i.indexes {
-            let segs: Vec<String> = def
-                .segments
-                .iter()
-                .map(|s| {
-                    let mut t = s.field.clone();
-                    if s.len.is_some() || s.offset > 0 {
-                        t += &format!("[{}..{}]", s.offset, s.offset + s.len.unwrap_or(0));
-                    }
-                    if s.fold {
-                        t += " fold";
-                    } else if s.upper {
-                        t += " upper";
-                    }
-                    if s.descending {
-                        t += " desc";
-                    }
-                    t
-                })
-                .collect();
             println!(
                 "  {:<16} {}{}{}  ({entries} entries)",
                 def.name,
-                segs.join(" + "),
+                key_text(def),
                 if def.unique { "  unique" } else { "" },
                 if def.condition.is_some() {
                     "  conditional"
@@ -72,9 +55,32 @@ pub fn info(db: &Database, table: &str) -> CmdResult {
     Ok(())
 }
 
+/// An index's key as `raiz info` shows it: `A1_FILIAL + A1_NOME fold`.
+pub fn key_text(def: &IndexDef) -> String {
+    def.segments
+        .iter()
+        .map(|s| {
+            let mut t = s.field.clone();
+            if s.len.is_some() || s.offset > 0 {
+                t += &format!("[{}..{}]", s.offset, s.offset + s.len.unwrap_or(0));
+            }
+            if s.fold {
+                t += " fold";
+            } else if s.upper {
+                t += " upper";
+            }
+            if s.descending {
+                t += " desc";
+            }
+            t
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 pub fn check(db: &Database, table: &str, limit: usize) -> CmdResult {
     let t = open_table(db, table)?;
-    let r = t.check(limit).map_err(|e| e.to_string())?;
+    let r = t.check(limit)?;
     println!(
         "{table}: {} records, {} indexes checked",
         r.records, r.indexes
@@ -86,10 +92,10 @@ pub fn check(db: &Database, table: &str, limit: usize) -> CmdResult {
         println!("ok");
         Ok(())
     } else {
-        Err(format!(
+        Err(CliError::Data(format!(
             "check found {} problem(s) in {table}; `raiz rebuild` repairs them",
             r.problems.len()
-        ))
+        )))
     }
 }
 
@@ -102,25 +108,26 @@ fn print_rewrite(what: &str, table: &str, r: raiz_engine::table::RewriteReport) 
 
 pub fn rebuild(db: &Database, table: &str) -> CmdResult {
     let mut t = open_table(db, table)?;
-    let r = t.rebuild().map_err(|e| e.to_string())?;
+    let r = t.rebuild()?;
     print_rewrite("rebuilt", table, r);
     Ok(())
 }
 
 pub fn pack(db: &Database, table: &str) -> CmdResult {
     let mut t = open_table(db, table)?;
-    let r = t.pack().map_err(|e| e.to_string())?;
+    let r = t.pack()?;
     print_rewrite("packed", table, r);
     Ok(())
 }
 
-fn name_type(spec: &str) -> Result<(String, FieldType), String> {
+fn name_type(spec: &str) -> CliResult<(String, FieldType)> {
     let (name, ty) = spec
         .split_once(':')
-        .ok_or_else(|| format!("{spec:?}: expected NAME:TYPE"))?;
+        .ok_or_else(|| CliError::Usage(format!("{spec:?}: expected NAME:TYPE")))?;
     Ok((
         name.trim().to_owned(),
-        ty.parse().map_err(|e: raiz_engine::Error| e.to_string())?,
+        ty.parse()
+            .map_err(|e: raiz_engine::Error| CliError::Usage(e.to_string()))?,
     ))
 }
 
@@ -137,7 +144,7 @@ pub fn alter(
         let before = fields.len();
         fields.retain(|f| !f.name.eq_ignore_ascii_case(d));
         if fields.len() == before {
-            return Err(format!("table {table} has no field {d}"));
+            return Err(CliError::Data(format!("table {table} has no field {d}")));
         }
     }
     for r in retype {
@@ -145,20 +152,20 @@ pub fn alter(
         let f = fields
             .iter_mut()
             .find(|f| f.name.eq_ignore_ascii_case(&name))
-            .ok_or_else(|| format!("table {table} has no field {name}"))?;
+            .ok_or_else(|| CliError::Data(format!("table {table} has no field {name}")))?;
         f.ty = ty;
     }
     for a in add {
         let (name, ty) = name_type(a)?;
         fields.push(Field::new(name, ty));
     }
-    let r = t.alter(&Schema::new(fields)).map_err(|e| e.to_string())?;
+    let r = t.alter(&Schema::new(fields))?;
     print_rewrite("altered", table, r);
     Ok(())
 }
 
 /// `FIELD[,upper][,fold][,desc][,part=OFFSET:LEN]`
-fn segment(spec: &str) -> Result<Segment, String> {
+pub(crate) fn segment(spec: &str) -> Result<Segment, String> {
     let mut parts = spec.split(',');
     let mut seg = Segment::field(parts.next().unwrap_or_default().trim());
     for m in parts {
@@ -197,21 +204,22 @@ pub fn index_create(
     let segments = segs
         .iter()
         .map(|s| segment(s))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::Usage)?;
     let mut def = IndexDef::new(name, segments);
     if unique {
         def = def.unique();
     }
-    let pb = ProgressBar::new(t.record_count());
+    let pb = crate::progress::bar(t.record_count());
     pb.set_style(
         ProgressStyle::with_template("  building {msg} [{bar:30}] {pos}/{len}")
-            .map_err(|e| e.to_string())?,
+            .expect("a valid template"),
     );
     pb.set_message(name.to_owned());
     let started = std::time::Instant::now();
     let r = t.create_index_with_progress(&def, &mut |done, _| pb.set_position(done));
     pb.finish_and_clear();
-    r.map_err(|e| e.to_string())?;
+    r?;
     println!(
         "index {name} created on {table} in {:.2} s",
         started.elapsed().as_secs_f64()
@@ -221,7 +229,7 @@ pub fn index_create(
 
 pub fn index_drop(db: &Database, table: &str, name: &str) -> CmdResult {
     let mut t = open_table(db, table)?;
-    t.drop_index(name).map_err(|e| e.to_string())?;
+    t.drop_index(name)?;
     println!("index {name} dropped from {table}");
     Ok(())
 }

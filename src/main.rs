@@ -2,32 +2,70 @@
 
 mod commands;
 mod demo;
+mod error;
+mod export;
+mod import;
 mod net;
+mod progress;
+mod shell;
+mod values;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use raiz_client::Connection;
 use raiz_engine::{Database, Options};
 use raiz_server::Config;
+
+use error::{CliError, CliResult};
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 success, 2 usage error, 3 data error (bad input, failed check,
+refused write), 4 I/O or connection error.";
 
 #[derive(Parser)]
 #[command(
     name = "raiz",
     version,
-    about = "raiz: a transactional ISAM storage engine"
+    about = "raiz: a transactional ISAM storage engine",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// Configuration file (raiz.toml); flags override it.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log format on standard error (RAIZ_LOG sets the level).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Where a command finds its data: a rootpath or a connection string.
+#[derive(clap::Args, Clone, Default)]
+struct Target {
+    /// The rootpath (embedded).
+    #[arg(long, conflicts_with = "connect")]
+    root: Option<PathBuf>,
+    /// A connection string: file:/dir, raiz://user@host:port, raizs://…,
+    /// raiz+unix://user@/path (the password from RAIZ_PASSWORD).
+    #[arg(long)]
+    connect: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Build an ERP-like field dictionary in a throw-away rootpath and show the rates.
+    #[command(after_help = "Example:\n  raiz demo --rows 100000 --root /tmp/erp")]
     Demo {
         /// Rows in the dictionary table.
         #[arg(long, default_value_t = 40_000)]
@@ -40,12 +78,14 @@ enum Command {
         pool_mb: Option<u64>,
     },
     /// List the tables of a rootpath.
+    #[command(after_help = "Example:\n  raiz tables --root /data/erp")]
     Tables {
         /// The rootpath.
         #[arg(long)]
         root: Option<PathBuf>,
     },
     /// Show what a table's header says (schema, format, counts, indexes, repairs).
+    #[command(after_help = "Example:\n  raiz info --root /data/erp sa1")]
     Info {
         /// The rootpath.
         #[arg(long)]
@@ -54,6 +94,9 @@ enum Command {
         table: String,
     },
     /// Verify a table: every record readable, every index exactly right.
+    #[command(
+        after_help = "Example:\n  raiz check --root /data/erp sa1      # exit code 3 when a problem is found"
+    )]
     Check {
         /// The rootpath.
         #[arg(long)]
@@ -65,6 +108,7 @@ enum Command {
         limit: usize,
     },
     /// Re-create every index from the data, recovering what damaged pages still hold.
+    #[command(after_help = "Example:\n  raiz rebuild --root /data/erp sa1")]
     Rebuild {
         /// The rootpath.
         #[arg(long)]
@@ -73,6 +117,7 @@ enum Command {
         table: String,
     },
     /// Remove deleted records for good (renumbers the rest).
+    #[command(after_help = "Example:\n  raiz pack --root /data/erp sa1")]
     Pack {
         /// The rootpath.
         #[arg(long)]
@@ -81,6 +126,9 @@ enum Command {
         table: String,
     },
     /// Change a table's fields; values are converted where the data allows.
+    #[command(
+        after_help = "Example:\n  raiz alter --root /data/erp sb1 --add B1_PESO:Numeric(11,4) --drop B1_OLD"
+    )]
     Alter {
         /// The rootpath.
         #[arg(long)]
@@ -98,11 +146,17 @@ enum Command {
         retype: Vec<String>,
     },
     /// Create or drop an index.
+    #[command(
+        after_help = "Example:\n  raiz index create --root /data/erp sa1 sa1_2 --seg A1_FILIAL --seg A1_NOME,fold"
+    )]
     Index {
         #[command(subcommand)]
         action: IndexAction,
     },
     /// Serve the rootpath to clients until SIGINT/SIGTERM.
+    #[command(
+        after_help = "Example:\n  raiz serve --root /data/erp --listen 0.0.0.0:7070 --unix /run/raiz.sock"
+    )]
     Serve {
         /// The rootpath.
         #[arg(long)]
@@ -134,11 +188,17 @@ enum Command {
         lock_idle_secs: Option<u64>,
     },
     /// Manage the users of a rootpath (argon2 hashes in raiz.users).
+    #[command(
+        after_help = "Example:\n  RAIZ_NEW_PASSWORD=secret raiz user add --root /data/erp ana --group fin"
+    )]
     User {
         #[command(subcommand)]
         action: UserAction,
     },
     /// List a server's sessions, or end one (admin user).
+    #[command(
+        after_help = "Example:\n  RAIZ_PASSWORD=secret raiz monitor --connect raiz://admin@db1:7070"
+    )]
     Monitor {
         /// Connection string of the server, e.g. raiz://admin@host:7070.
         #[arg(long)]
@@ -148,6 +208,9 @@ enum Command {
         end: Option<u64>,
     },
     /// Show or set a table's permissions on a server.
+    #[command(
+        after_help = "Example:\n  raiz perms --connect raiz://admin@db1:7070 ledger --group fin --rights rwdx:rwd-:----"
+    )]
     Perms {
         /// Connection string of the server.
         #[arg(long)]
@@ -163,6 +226,96 @@ enum Command {
         /// New rights, owner:group:others, e.g. rwdx:rwd-:r---.
         #[arg(long)]
         rights: Option<String>,
+    },
+    /// An interactive and scriptable shell: navigate, seek, edit, lock, transact.
+    #[command(after_help = "Examples:
+  raiz shell --root /data/erp
+  raiz shell --connect raiz://ana@db1:7070 -c 'use sa1; order sa1_1; seek 000001'
+  raiz shell --root /data/erp --json < script.txt
+
+Commands are documented in docs/shell.md (`help` lists them).")]
+    Shell {
+        #[command(flatten)]
+        target: Target,
+        /// Run these commands (separated by `;` or new lines) and exit.
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+        /// One JSON object per line instead of aligned tables.
+        #[arg(long)]
+        json: bool,
+        /// Print each command after a `raiz> ` prompt before its output.
+        #[arg(long)]
+        echo: bool,
+        /// Stop at the first failing command (else the exit code tells of
+        /// the first failure at the end).
+        #[arg(long)]
+        stop_on_error: bool,
+    },
+    /// Import rows from CSV, JSON lines or a DBF file, all or nothing.
+    #[command(after_help = "Examples:
+  raiz import --root /data/erp sa1 --from sa1.csv --format csv
+  raiz import --root /data/erp items --from items.jsonl --format jsonl --create --schema \"CODE C(6), PRICE N(12,2), QTY I\"
+  raiz import --root /data/erp sa1 --from SA1.DBF --format dbf --create --dry-run")]
+    Import {
+        #[command(flatten)]
+        target: Target,
+        /// The table.
+        table: String,
+        /// The input file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Input format.
+        #[arg(long, value_enum)]
+        format: import::Format,
+        /// Create the table (from --schema, the DBF header or the data).
+        #[arg(long)]
+        create: bool,
+        /// The table's fields, `FIELD TYPE, …` (C(n), N(len,dec), I, F, D, L, M, Binary(n)).
+        #[arg(long)]
+        schema: Option<String>,
+        /// Print the schema and check every row; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Report bad rows and skip them instead of importing nothing.
+        #[arg(long)]
+        keep_going: bool,
+        /// Commit every N rows to bound memory (the import is then all or
+        /// nothing only into a table it creates, which a failure drops).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        batch: Option<u64>,
+    },
+    /// Export a table as CSV or JSON lines.
+    #[command(after_help = "Examples:
+  raiz export --root /data/erp sa1 --format csv --out sa1.csv
+  raiz export --root /data/erp sa1 --format jsonl --order sa1_2 --deleted --types")]
+    Export {
+        #[command(flatten)]
+        target: Target,
+        /// The table.
+        table: String,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// In this index's order (default: record number order).
+        #[arg(long)]
+        order: Option<String>,
+        /// Include deleted records, marked by an @deleted column.
+        #[arg(long)]
+        deleted: bool,
+        /// Write each field's type (CSV: NAME:TYPE headers; JSON lines: a first
+        /// {"@schema": …} line) so an import recreates the table exactly.
+        #[arg(long)]
+        types: bool,
+    },
+    /// Print a completion script for a shell.
+    #[command(after_help = "Example:\n  raiz completions bash > /etc/bash_completion.d/raiz")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -236,19 +389,27 @@ enum IndexAction {
     },
 }
 
-fn open(config: &Config, root: Option<PathBuf>) -> Result<Database, String> {
-    let root = root
-        .or_else(|| config.root.clone())
-        .ok_or("no rootpath: pass --root or set root in the config file")?;
+fn open(config: &Config, root: Option<PathBuf>) -> CliResult<Database> {
+    let root = root.or_else(|| config.root.clone()).ok_or_else(|| {
+        CliError::Usage("no rootpath: pass --root or set root in the config file".into())
+    })?;
     let options = Options::default()
         .pool_bytes(config.pool_bytes())
         .log(config.log_options());
-    Database::open_with(&root, options).map_err(|e| e.to_string())
+    Ok(Database::open_with(&root, options)?)
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// The connection a command works on: `--connect`, else the rootpath.
+fn connection(config: &Config, target: Target) -> CliResult<Connection> {
+    match target.connect {
+        Some(c) => Ok(Connection::connect(&c)?),
+        None => Ok(Connection::embedded(open(config, target.root)?)),
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
     let mut config = match &cli.config {
-        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        Some(p) => Config::load(p)?,
         None => Config::default(),
     };
     match cli.command {
@@ -260,11 +421,11 @@ fn run(cli: Cli) -> Result<(), String> {
             if pool_mb.is_some() {
                 config.pool_mb = pool_mb;
             }
-            demo::run(rows, root, config.pool_bytes()).map_err(|e| e.to_string())
+            demo::run(rows, root, config.pool_bytes()).map_err(CliError::from)
         }
         Command::Tables { root } => {
             let db = open(&config, root)?;
-            for t in db.list_tables().map_err(|e| e.to_string())? {
+            for t in db.list_tables()? {
                 println!("{t}");
             }
             Ok(())
@@ -317,7 +478,7 @@ fn run(cli: Cli) -> Result<(), String> {
             if config.listen.is_none() && config.unix.is_none() {
                 config.listen = Some(format!("127.0.0.1:{}", raiz_client::DEFAULT_PORT));
             }
-            raiz_server::run(config).map_err(|e| e.to_string())
+            Ok(raiz_server::run(config)?)
         }
         Command::User { action } => net::user(&config, action),
         Command::Monitor { connect, end } => net::monitor(&connect, end),
@@ -328,6 +489,72 @@ fn run(cli: Cli) -> Result<(), String> {
             group,
             rights,
         } => net::perms(&connect, &table, owner, group, rights),
+        Command::Shell {
+            target,
+            command,
+            json,
+            echo,
+            stop_on_error,
+        } => shell::run(
+            &connection(&config, target)?,
+            &shell::Options {
+                json,
+                echo,
+                stop_on_error,
+                commands: command,
+            },
+        ),
+        Command::Import {
+            target,
+            table,
+            from,
+            format,
+            create,
+            schema,
+            dry_run,
+            keep_going,
+            batch,
+        } => {
+            let schema = schema
+                .map(|s| values::parse_schema(&s).map_err(|e| CliError::Usage(e.to_string())))
+                .transpose()?;
+            import::run(
+                &connection(&config, target)?,
+                &import::Options {
+                    table,
+                    from,
+                    format,
+                    create,
+                    schema,
+                    dry_run,
+                    keep_going,
+                    batch,
+                },
+            )
+        }
+        Command::Export {
+            target,
+            table,
+            format,
+            out,
+            order,
+            deleted,
+            types,
+        } => export::run(
+            &connection(&config, target)?,
+            &export::Options {
+                table,
+                format,
+                out,
+                order,
+                deleted,
+                types,
+            },
+        ),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "raiz", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
@@ -339,18 +566,21 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAIZ_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAIZ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Reported(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("raiz: {e}");
-            ExitCode::FAILURE
+            e.exit_code()
         }
     }
 }

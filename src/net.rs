@@ -7,20 +7,24 @@ use raiz_client::{Connection, Rights};
 use raiz_server::users::Users;
 use raiz_server::Config;
 
+use crate::error::{CliError, CliResult};
 use crate::UserAction;
 
-fn root_of(config: &Config, root: Option<PathBuf>) -> Result<PathBuf, String> {
-    let root = root
-        .or_else(|| config.root.clone())
-        .ok_or("no rootpath: pass --root or set root in the config file")?;
+fn root_of(config: &Config, root: Option<PathBuf>) -> CliResult<PathBuf> {
+    let root = root.or_else(|| config.root.clone()).ok_or_else(|| {
+        CliError::Usage("no rootpath: pass --root or set root in the config file".into())
+    })?;
     if !root.is_dir() {
-        return Err(format!("{} is not a directory", root.display()));
+        return Err(CliError::Io(format!(
+            "{} is not a directory",
+            root.display()
+        )));
     }
     Ok(root)
 }
 
 /// The new password: RAIZ_NEW_PASSWORD, else the first line of stdin.
-fn new_password() -> Result<String, String> {
+fn new_password() -> CliResult<String> {
     if let Ok(p) = std::env::var("RAIZ_NEW_PASSWORD") {
         return Ok(p);
     }
@@ -28,16 +32,18 @@ fn new_password() -> Result<String, String> {
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|e| format!("reading the password from stdin: {e}"))?;
+        .map_err(|e| CliError::io("reading the password from stdin", e))?;
     let p = line.trim_end_matches(['\n', '\r']).to_owned();
     if p.is_empty() {
-        return Err("no password: set RAIZ_NEW_PASSWORD or give it on stdin".into());
+        return Err(CliError::Usage(
+            "no password: set RAIZ_NEW_PASSWORD or give it on stdin".into(),
+        ));
     }
     Ok(p)
 }
 
-pub fn user(config: &Config, action: UserAction) -> Result<(), String> {
-    let s = |e: raiz_server::Error| e.to_string();
+pub fn user(config: &Config, action: UserAction) -> CliResult {
+    let s = CliError::from;
     match action {
         UserAction::Add {
             root,
@@ -82,8 +88,8 @@ pub fn user(config: &Config, action: UserAction) -> Result<(), String> {
     Ok(())
 }
 
-pub fn monitor(connect: &str, end: Option<u64>) -> Result<(), String> {
-    let s = |e: raiz_client::Error| e.to_string();
+pub fn monitor(connect: &str, end: Option<u64>) -> CliResult {
+    let s = CliError::from;
     let session = Connection::connect(connect)
         .and_then(|c| c.session())
         .map_err(s)?;
@@ -92,7 +98,7 @@ pub fn monitor(connect: &str, end: Option<u64>) -> Result<(), String> {
             println!("session {id} ended");
             Ok(())
         } else {
-            Err(format!("no session {id}"))
+            Err(CliError::Data(format!("no session {id}")))
         };
     }
     println!(
@@ -142,8 +148,8 @@ pub fn perms(
     owner: Option<String>,
     group: Option<String>,
     rights: Option<String>,
-) -> Result<(), String> {
-    let s = |e: raiz_client::Error| e.to_string();
+) -> CliResult {
+    let s = CliError::from;
     let session = Connection::connect(connect)
         .and_then(|c| c.session())
         .map_err(s)?;
@@ -161,9 +167,9 @@ pub fn perms(
                 .then(|| parts.iter().map(|x| Rights::parse(x)).collect())
                 .flatten();
             let Some(v) = parsed else {
-                return Err(format!(
+                return Err(CliError::Usage(format!(
                     "rights {r:?}: expected owner:group:others like rwdx:rwd-:r---"
-                ));
+                )));
             };
             (p.owner_rights, p.group_rights, p.other_rights) = (v[0], v[1], v[2]);
         }

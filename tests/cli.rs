@@ -199,3 +199,117 @@ fn user_add_passwd_remove_and_list() {
     let (ok, _, err) = raiz(&["user", "list", "--root", "/nonexistent/raiz"]);
     assert!(!ok && err.contains("not a directory"), "{err}");
 }
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["demo"],
+        &["tables"],
+        &["info"],
+        &["check"],
+        &["rebuild"],
+        &["pack"],
+        &["alter"],
+        &["index"],
+        &["serve"],
+        &["user"],
+        &["monitor"],
+        &["perms"],
+        &["shell"],
+        &["import"],
+        &["export"],
+        &["completions"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let (ok, out, err) = raiz(&args);
+        assert!(ok, "raiz {}: {err}", args.join(" "));
+        let want = if c.is_empty() {
+            "Exit codes"
+        } else {
+            "Example"
+        };
+        assert!(
+            out.contains(want),
+            "raiz {} has no {want}:\n{out}",
+            args.join(" ")
+        );
+        assert!(out.contains("raiz "), "{out}");
+    }
+}
+
+#[test]
+fn exit_codes_tell_usage_data_and_io_errors_apart() {
+    let code = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_raiz"))
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    assert_eq!(code(&["frobnicate"]), Some(2));
+    assert_eq!(code(&["info", "--root", root]), Some(2), "missing TABLE");
+    assert_eq!(code(&["tables"]), Some(2), "no rootpath");
+    assert_eq!(code(&["info", "--root", root, "nope"]), Some(3));
+    assert_eq!(
+        code(&["alter", "--root", root, "t", "--add", "X"]),
+        Some(3),
+        "no table t"
+    );
+    assert_eq!(
+        code(&["monitor", "--connect", "raiz://admin@127.0.0.1:1"]),
+        Some(4)
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    assert_eq!(code(&["tables", "--root", file.to_str().unwrap()]), Some(4));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef raiz"),
+        ("fish", "complete -c raiz"),
+    ] {
+        let (ok, out, err) = raiz(&["completions", shell]);
+        assert!(ok, "{err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(out.contains("import") && out.contains("shell"), "{shell}");
+    }
+    assert!(!raiz(&["completions", "cmd"]).0);
+}
+
+#[test]
+fn logs_go_to_standard_error_as_text_or_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    assert!(raiz(&["demo", "--rows", "100", "--root", root]).0);
+    for (format, check) in [
+        (
+            "json",
+            (|l: &str| l.starts_with('{') && l.contains("\"level\"")) as fn(&str) -> bool,
+        ),
+        ("text", |l: &str| {
+            !l.starts_with('{') && (l.contains("INFO") || l.contains("DEBUG"))
+        }),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_raiz"))
+            .args(["--log-format", format, "check", "--root", root, "sx3"])
+            .env("RAIZ_LOG", "debug")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(!lines.is_empty(), "{format}: no log lines");
+        assert!(lines.iter().all(|l| check(l)), "{format}:\n{err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("\"level\""));
+    }
+    assert!(!raiz(&["--log-format", "xml", "tables", "--root", root]).0);
+}
