@@ -197,20 +197,40 @@ pub struct Feed {
     file: Option<(Arc<dyn Storage>, PathBuf)>,
 }
 
-/// `raiz.epoch` as text: `epoch=HEX seq=N state=open|closed`.
-fn parse_mark(text: &str) -> Option<(u64, u64, bool)> {
+/// `raiz.epoch` as text: `epoch=HEX seq=N state=open|closed watch=T1,T2`.
+struct Mark {
+    epoch: u64,
+    seq: u64,
+    closed: bool,
+    watch: Vec<String>,
+}
+
+fn parse_mark(text: &str) -> Option<Mark> {
     let mut epoch = None;
     let mut seq = None;
     let mut closed = None;
+    let mut watch = Vec::new();
     for word in text.split_whitespace() {
         match word.split_once('=')? {
             ("epoch", v) => epoch = u64::from_str_radix(v, 16).ok(),
             ("seq", v) => seq = v.parse().ok(),
             ("state", v) => closed = Some(v == "closed"),
+            ("watch", v) => {
+                watch = v
+                    .split(',')
+                    .filter(|t| crate::validate_table_name(t).is_ok())
+                    .map(str::to_owned)
+                    .collect()
+            }
             _ => {}
         }
     }
-    Some((epoch?, seq?, closed?))
+    Some(Mark {
+        epoch: epoch?,
+        seq: seq?,
+        closed: closed?,
+        watch,
+    })
 }
 
 fn new_epoch() -> u64 {
@@ -233,10 +253,14 @@ fn write_mark(
     epoch: u64,
     seq: u64,
     closed: bool,
+    watch: &[String],
 ) -> Result<()> {
+    let mut watch = watch.to_vec();
+    watch.sort();
     let text = format!(
-        "epoch={epoch:016x} seq={seq} state={}\n",
-        if closed { "closed" } else { "open" }
+        "epoch={epoch:016x} seq={seq} state={} watch={}\n",
+        if closed { "closed" } else { "open" },
+        watch.join(",")
     );
     let tmp = path.with_extension("epoch.new");
     let io = |p: &Path| {
@@ -278,23 +302,27 @@ impl Feed {
                 parse_mark(&String::from_utf8_lossy(&buf))
             }
         };
-        let (epoch, seq) = match mark {
-            Some((epoch, seq, true)) => (epoch, seq),
-            Some((old, seq, false)) => {
+        let (epoch, seq, watch) = match mark {
+            Some(m) if m.closed => (m.epoch, m.seq, m.watch),
+            Some(m) => {
                 let epoch = new_epoch();
-                tracing::warn!(root = %root.display(), old = format!("{old:016x}"), new = format!("{epoch:016x}"),
+                tracing::warn!(root = %root.display(), old = format!("{:016x}", m.epoch), new = format!("{epoch:016x}"),
                     "the rootpath was not closed cleanly: new epoch (cache nodes reload)");
-                (epoch, seq)
+                (epoch, m.seq, m.watch)
             }
-            None => (new_epoch(), 0),
+            None => (new_epoch(), 0, Vec::new()),
         };
-        write_mark(&*storage, &path, epoch, seq, false)?;
+        write_mark(&*storage, &path, epoch, seq, false, &watch)?;
+        // Tables watched before stay watched from the start, so a node that
+        // followed them before a restart catches up instead of reloading.
+        let watched: HashMap<String, u64> = watch.into_iter().map(|t| (t, seq)).collect();
         Ok(Feed {
             epoch,
             wal,
-            any: AtomicBool::new(false),
+            any: AtomicBool::new(!watched.is_empty()),
             state: Mutex::new(State {
                 last_seq: seq,
+                watched,
                 ..State::default()
             }),
             ready: Condvar::new(),
@@ -321,7 +349,10 @@ impl Feed {
             return Ok(());
         }
         match &self.file {
-            Some((storage, path)) => write_mark(&**storage, path, self.epoch, st.last_seq, true),
+            Some((storage, path)) => {
+                let watch: Vec<String> = st.watched.keys().cloned().collect();
+                write_mark(&**storage, path, self.epoch, st.last_seq, true, &watch)
+            }
             None => Ok(()),
         }
     }
@@ -342,9 +373,21 @@ impl Feed {
     pub fn watch(&self, table: &str) -> u64 {
         let mut st = self.state.lock();
         let last = st.last_seq;
-        let since = *st.watched.entry(table.to_lowercase()).or_insert(last);
+        let name = table.to_lowercase();
+        if let Some(&since) = st.watched.get(&name) {
+            return since;
+        }
+        st.watched.insert(name, last);
         self.any.store(true, Ordering::Release);
-        since
+        // Remembered across restarts (best effort: a failure only means a
+        // node reloads after the next restart).
+        if let Some((storage, path)) = &self.file {
+            let watch: Vec<String> = st.watched.keys().cloned().collect();
+            if let Err(e) = write_mark(&**storage, path, self.epoch, last, false, &watch) {
+                tracing::warn!(error = %e, "could not record the watched tables");
+            }
+        }
+        last
     }
 
     /// The number `table` is watched after, if it is.
