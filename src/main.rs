@@ -1,5 +1,6 @@
 //! The `raiz` command.
 
+mod cache;
 mod commands;
 mod demo;
 mod error;
@@ -195,6 +196,37 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Run a cache node: chosen tables of a server kept in this machine's
+    /// memory, current through the changes the server pushes.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:
+  RAIZ_PASSWORD=secret raiz cache --server raiz://ana@db1:7070 --tables sx3,sx2,six --dir /var/cache/raiz
+  raiz cache status --dir /var/cache/raiz
+  raiz cache discard --dir /var/cache/raiz"
+    )]
+    Cache {
+        #[command(subcommand)]
+        action: Option<CacheAction>,
+        /// The server, e.g. raiz://user@host:7070 (password from RAIZ_PASSWORD).
+        #[arg(long)]
+        server: Option<String>,
+        /// Tables to cache, separated by commas.
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+        /// Where the node keeps its copy (DIR/dbCache) and status; without
+        /// it the copy lives in memory only and loads at every start.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Refuse reads once the server has been silent this many seconds
+        /// (default 5).
+        #[arg(long)]
+        stale_secs: Option<f64>,
+        /// Buffer pool of the copy in MiB (default 1024): at least the size
+        /// of the cached tables.
+        #[arg(long)]
+        pool_mb: Option<u64>,
+    },
     /// List a server's sessions, or end one (admin user).
     #[command(
         after_help = "Example:\n  RAIZ_PASSWORD=secret raiz monitor --connect raiz://admin@db1:7070"
@@ -316,6 +348,29 @@ Commands are documented in docs/shell.md (`help` lists them).")]
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// What `raiz cache` does besides running a node.
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Show the status a node last reported (lag, reads, tables, memory).
+    #[command(after_help = "Example:\n  raiz cache status --dir /var/cache/raiz --json")]
+    Status {
+        /// The node's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Throw a stopped node's copy away: its next start loads everything
+    /// afresh (after a failover to a server whose data is behind the copy).
+    #[command(after_help = "Example:\n  raiz cache discard --dir /var/cache/raiz")]
+    Discard {
+        /// The node's directory.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -482,6 +537,31 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::User { action } => net::user(&config, action),
         Command::Monitor { connect, end } => net::monitor(&connect, end),
+        Command::Cache {
+            action,
+            server,
+            tables,
+            dir,
+            stale_secs,
+            pool_mb,
+        } => match action {
+            Some(CacheAction::Status { dir, json }) => cache::status(&dir, json),
+            Some(CacheAction::Discard { dir }) => cache::discard(&dir),
+            None => {
+                let server = server.ok_or_else(|| {
+                    CliError::Usage(
+                        "raiz cache needs --server (or a subcommand: status, discard)".into(),
+                    )
+                })?;
+                cache::run(cache::RunOptions {
+                    server,
+                    tables,
+                    dir,
+                    stale_secs,
+                    pool_mb,
+                })
+            }
+        },
         Command::Perms {
             connect,
             table,

@@ -139,6 +139,27 @@ pub fn monitor(connect: &str, end: Option<u64>) -> CliResult {
             }
         }
     }
+    let nodes = session.list_subscriptions().map_err(s)?;
+    if !nodes.is_empty() {
+        println!();
+        println!(
+            "{:>6}  {:<12} {:<22} {:>10} {:>10} {:>8} {:>10}  tables",
+            "node", "user", "address", "sent", "last", "lag", "unread"
+        );
+        for n in nodes {
+            println!(
+                "{:>6}  {:<12} {:<22} {:>10} {:>10} {:>8} {:>10}  {}",
+                n.session,
+                n.user,
+                n.peer,
+                n.sent,
+                n.last,
+                n.last.saturating_sub(n.sent),
+                n.unread,
+                n.tables.join(",")
+            );
+        }
+    }
     Ok(())
 }
 

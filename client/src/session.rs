@@ -652,6 +652,19 @@ impl Session {
         }
     }
 
+    /// Cache nodes following the server's change stream (admin).
+    pub fn list_subscriptions(&self) -> Result<Vec<crate::proto::SubscriptionInfo>> {
+        match &self.kind {
+            SessionKind::Embedded(_) => Err(Error::RemoteOnly("listing cache nodes")),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::ListSubscriptions)? {
+                    Reply::Subscriptions(v) => Ok(v),
+                    other => Err(r.unexpected(&other)),
+                }
+            }
+        }
+    }
+
     /// Ends the session: rolls back an open transaction and releases its locks
     /// (remote: closes the connection).
     pub fn end(self) -> Result<()> {

@@ -48,6 +48,7 @@ pub mod config;
 mod conn;
 pub mod guide;
 pub mod limits;
+pub mod node;
 pub mod registry;
 pub mod serve;
 pub mod stream;
@@ -111,6 +112,9 @@ pub enum Error {
     /// The engine refused.
     #[error(transparent)]
     Engine(#[from] raiz_engine::Error),
+    /// A cache node or its server refused.
+    #[error(transparent)]
+    Client(#[from] raiz_client::Error),
 }
 
 /// Replaces `path` with `bytes`: temporary file, sync, rename, sync directory.

@@ -5,6 +5,7 @@ mod admin;
 mod app_api;
 mod badinput;
 mod cache;
+mod cache_nodes;
 mod harness;
 mod interleaved;
 mod locks;
