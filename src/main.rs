@@ -187,6 +187,10 @@ enum Command {
         /// nothing for this many seconds (default 60).
         #[arg(long)]
         lock_idle_secs: Option<u64>,
+        /// MiB of recent changes kept for cache nodes to catch up from
+        /// (default 64).
+        #[arg(long)]
+        window_mb: Option<u64>,
     },
     /// Manage the users of a rootpath (argon2 hashes in raiz.users).
     #[command(
@@ -520,6 +524,7 @@ fn run(cli: Cli) -> CliResult {
             frame_secs,
             max_connections,
             lock_idle_secs,
+            window_mb,
         } => {
             config.root = root.or(config.root);
             config.listen = listen.or(config.listen);
@@ -530,6 +535,7 @@ fn run(cli: Cli) -> CliResult {
             config.frame_secs = frame_secs.or(config.frame_secs);
             config.max_connections = max_connections.or(config.max_connections);
             config.lock_idle_secs = lock_idle_secs.or(config.lock_idle_secs);
+            config.window_mb = window_mb.or(config.window_mb);
             if config.listen.is_none() && config.unix.is_none() {
                 config.listen = Some(format!("127.0.0.1:{}", raiz_client::DEFAULT_PORT));
             }

@@ -6,6 +6,7 @@ mod app_api;
 mod badinput;
 mod cache;
 mod cache_nodes;
+mod cache_restart;
 mod harness;
 mod interleaved;
 mod locks;
