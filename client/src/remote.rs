@@ -115,6 +115,7 @@ impl Conn {
     pub fn connect(cs: &ConnectionString, opts: &ConnectOptions) -> Result<Conn> {
         let (mut transport, peer, user, password, tls) = match cs {
             ConnectionString::File(_) => return Err(Error::RemoteOnly("a network connection")),
+            ConnectionString::Cache { server, .. } => return Conn::connect(server, opts),
             ConnectionString::Tcp {
                 user,
                 password,

@@ -44,6 +44,23 @@ impl Connection {
     pub fn open_with(conn: &ConnectionString, opts: ConnectOptions) -> Result<Connection> {
         let kind = match conn {
             ConnectionString::File(root) => ConnKind::Embedded(Database::open(root)?),
+            ConnectionString::Cache {
+                server,
+                tables,
+                dir,
+                stale_ms,
+            } => {
+                let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+                let mut cfg = crate::cache::CacheConfig::with_server((**server).clone(), &tables)?
+                    .options(opts);
+                if let Some(d) = dir {
+                    cfg = cfg.dir(d);
+                }
+                if let Some(ms) = stale_ms {
+                    cfg = cfg.stale_after(Duration::from_millis(*ms));
+                }
+                ConnKind::Cached(crate::cache::CacheNode::shared(cfg)?)
+            }
             other => ConnKind::Remote(other.clone(), opts),
         };
         Ok(Connection { kind })

@@ -38,6 +38,20 @@ pub enum ConnectionString {
         /// CA certificate (PEM) to trust, from `?ca=`.
         ca: Option<PathBuf>,
     },
+    /// A cache node in this process, in front of a server: `raiz+cache://`
+    /// with the server's address and `?tables=a,b` (and optionally
+    /// `&dir=/path` to keep the copy across restarts, `&stale=SECS`, `&tls=1`
+    /// and `&ca=PATH` for a TLS server).
+    Cache {
+        /// The server.
+        server: Box<ConnectionString>,
+        /// The tables to cache.
+        tables: Vec<String>,
+        /// Where the node keeps its copy.
+        dir: Option<PathBuf>,
+        /// Staleness limit in milliseconds.
+        stale_ms: Option<u64>,
+    },
     /// A server over a Unix socket.
     Unix {
         /// User to authenticate as.
@@ -69,6 +83,18 @@ impl std::fmt::Display for ConnectionString {
             ),
             ConnectionString::Unix { user, path, .. } => {
                 write!(f, "raiz+unix://{}{}", at(user), path.display())
+            }
+            ConnectionString::Cache {
+                server,
+                tables,
+                dir,
+                ..
+            } => {
+                write!(f, "cache of {server} ({})", tables.join(","))?;
+                if let Some(d) = dir {
+                    write!(f, " in {}", d.display())?;
+                }
+                Ok(())
             }
         }
     }
@@ -125,6 +151,52 @@ impl FromStr for ConnectionString {
             }
             return Ok(ConnectionString::File(PathBuf::from(path)));
         }
+        if let Some(rest) = s.strip_prefix("raiz+cache://") {
+            let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let (mut tables, mut dir, mut stale_ms, mut tls, mut ca) =
+                (Vec::new(), None, None, false, None);
+            for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                match kv.split_once('=') {
+                    Some(("tables", v)) => {
+                        tables = v
+                            .split(',')
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    }
+                    Some(("dir", v)) if !v.is_empty() => dir = Some(PathBuf::from(v)),
+                    Some(("stale", v)) => {
+                        stale_ms = Some(
+                            v.parse::<f64>()
+                                .ok()
+                                .filter(|s| *s > 0.0 && s.is_finite())
+                                .map(|s| (s * 1000.0).round().max(1.0) as u64)
+                                .ok_or_else(|| bad("stale= takes a positive number of seconds"))?,
+                        )
+                    }
+                    Some(("tls", "1" | "true")) => tls = true,
+                    Some(("ca", v)) if !v.is_empty() => ca = Some(v.to_owned()),
+                    _ => return Err(bad(
+                        "unknown parameter (raiz+cache:// takes tables=, dir=, stale=, tls=, ca=)",
+                    )),
+                }
+            }
+            if tables.is_empty() {
+                return Err(bad("raiz+cache:// needs ?tables=a,b"));
+            }
+            let server = match (tls || ca.is_some(), ca) {
+                (true, Some(ca)) => format!("raizs://{rest}?ca={ca}"),
+                (true, None) => format!("raizs://{rest}"),
+                (false, _) => format!("raiz://{rest}"),
+            };
+            let server: ConnectionString = server.parse().map_err(|_| bad("bad server address"))?;
+            return Ok(ConnectionString::Cache {
+                server: Box::new(server),
+                tables,
+                dir,
+                stale_ms,
+            });
+        }
         if let Some(rest) = s.strip_prefix("raiz+unix://") {
             let (user, password, path) = split_user(s, rest, &bad)?;
             if !path.starts_with('/') {
@@ -141,7 +213,9 @@ impl FromStr for ConnectionString {
         } else if let Some(r) = s.strip_prefix("raiz://") {
             (r, false)
         } else {
-            return Err(bad("expected file:, raiz://, raizs:// or raiz+unix://"));
+            return Err(bad(
+                "expected file:, raiz://, raizs://, raiz+unix:// or raiz+cache://",
+            ));
         };
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
@@ -245,6 +319,45 @@ mod tests {
                 path: "/run/raiz.sock".into()
             }
         );
+    }
+
+    #[test]
+    fn parses_cache_strings() {
+        let c: ConnectionString =
+            "raiz+cache://ana:pw@db1:7070?tables=sx3,sx2&dir=/var/cache/raiz&stale=2.5"
+                .parse()
+                .unwrap();
+        let ConnectionString::Cache {
+            server,
+            tables,
+            dir,
+            stale_ms,
+        } = c
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            *server,
+            ConnectionString::Tcp {
+                user: Some("ana".into()),
+                password: Some("pw".into()),
+                host: "db1".into(),
+                port: 7070,
+                tls: false,
+                ca: None
+            }
+        );
+        assert_eq!(tables, ["sx3", "sx2"]);
+        assert_eq!(dir, Some("/var/cache/raiz".into()));
+        assert_eq!(stale_ms, Some(2500));
+        for bad in [
+            "raiz+cache://db1",
+            "raiz+cache://db1?tables=",
+            "raiz+cache://db1?tables=a&stale=0",
+            "raiz+cache://db1?tables=a&what=1",
+        ] {
+            assert!(bad.parse::<ConnectionString>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -231,3 +231,41 @@ fn reads_turn_stale_when_the_server_goes_silent() {
     }
     let _ = Connection::connect(&server.url("ana")).unwrap();
 }
+
+/// The application code of the other modes, unchanged: only the connection
+/// string names a cache; the sessions of the process share one node.
+#[test]
+fn the_same_code_runs_through_a_cache_connection_string() {
+    let server = Server::start(&[]);
+    create_dictionary(&server.session("ana"), "sx3", 200);
+    let app = |url: &str| -> (Vec<String>, u64) {
+        let conn = Connection::connect(url).unwrap();
+        let s = conn.session().unwrap();
+        let mut t = s.open_table("sx3").unwrap();
+        t.set_order(Some("titulo")).unwrap();
+        let before = s.round_trips();
+        let mut seen = Vec::new();
+        let mut more = t.seek(&[Value::from("NOME")]).unwrap();
+        while more && seen.len() < 20 {
+            seen.push(t.record().unwrap().str("X3_CAMPO").unwrap().to_owned());
+            more = t.next().unwrap();
+        }
+        (seen, s.round_trips() - before)
+    };
+    let (direct, trips) = app(&server.url("ana"));
+    assert!(trips > 0);
+    let url = format!(
+        "raiz+cache://ana:{}@{}?tables=sx3&stale=10",
+        crate::harness::PASSWORD,
+        server.addr
+    );
+    let (cached, trips) = app(&url);
+    assert_eq!(cached, direct);
+    assert_eq!(trips, 0, "reads through the cache made round trips");
+    // A second connection with the same string shares the node.
+    let a = Connection::connect(&url).unwrap();
+    let b = Connection::connect(&url).unwrap();
+    let (na, nb) = (a.cache_node().unwrap(), b.cache_node().unwrap());
+    assert_eq!(na.status().reloads, nb.status().reloads);
+    assert_eq!(na.status().reloads, 1, "one load for the process");
+}

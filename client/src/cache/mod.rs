@@ -71,8 +71,15 @@ pub struct CacheConfig {
 impl CacheConfig {
     /// A node of `server` caching `tables`, in memory, with the defaults.
     pub fn new(server: &str, tables: &[&str]) -> Result<CacheConfig> {
-        let server: ConnectionString = server.parse()?;
-        if matches!(server, ConnectionString::File(_)) {
+        CacheConfig::with_server(server.parse()?, tables)
+    }
+
+    /// [`CacheConfig::new`] with the server's address already parsed.
+    pub fn with_server(server: ConnectionString, tables: &[&str]) -> Result<CacheConfig> {
+        if matches!(
+            server,
+            ConnectionString::File(_) | ConnectionString::Cache { .. }
+        ) {
             return Err(Error::Cache(
                 "a cache node caches a server's tables: give raiz://, raizs:// or raiz+unix://"
                     .into(),
@@ -370,6 +377,31 @@ impl CacheNode {
 
     pub(crate) fn node(&self) -> &Arc<Node> {
         &self.inner.node
+    }
+
+    /// The node of this process for `config` — the one already running for
+    /// the same server, tables and directory, or a new one — waiting up to
+    /// the staleness limit for it to be ready (a node that is not ready yet
+    /// sends reads to the server). What `raiz+cache://` connections use, so
+    /// the sessions of a process share one copy.
+    pub fn shared(config: CacheConfig) -> Result<CacheNode> {
+        use std::sync::{OnceLock, Weak};
+        static NODES: OnceLock<Mutex<HashMap<String, Weak<NodeHandle>>>> = OnceLock::new();
+        let key = format!("{}|{:?}|{:?}", config.server, config.tables, config.dir);
+        let nodes = NODES.get_or_init(Default::default);
+        let mut map = nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(inner) = map.get(&key).and_then(Weak::upgrade) {
+            return Ok(CacheNode { inner });
+        }
+        let wait = config.stale_after;
+        let node = CacheNode::start(config)?;
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(key, Arc::downgrade(&node.inner));
+        drop(map);
+        if let Err(e) = node.wait_ready(wait) {
+            tracing::warn!(target: "raiz::cache", error = %e, "the cache node is not ready yet: reads go to the server meanwhile");
+        }
+        Ok(node)
     }
 
     /// Waits until every cached table is ready (or absent on the server) and
