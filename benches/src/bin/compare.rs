@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use raiz_benches::compare::report::{Cell, Report};
-use raiz_benches::compare::{data::Dataset, engines, machine, run_engine, server, Spec};
+use raiz_benches::compare::{self, data::Dataset, engines, machine, run_engine, server, Spec};
 
 struct Args {
     quick: bool,
@@ -18,6 +18,7 @@ struct Args {
     out: Option<PathBuf>,
     json: Option<PathBuf>,
     server: bool,
+    cache: bool,
     only: Vec<String>,
 }
 
@@ -28,6 +29,7 @@ fn args() -> Result<Args, String> {
         out: None,
         json: None,
         server: true,
+        cache: true,
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -43,6 +45,7 @@ fn args() -> Result<Args, String> {
             "--out" => a.out = Some(value()?.into()),
             "--json" => a.json = Some(value()?.into()),
             "--no-server" => a.server = false,
+            "--no-cache" => a.cache = false,
             "--only" => a.only.push(value()?),
             "--bench" => {} // passed by `cargo bench`
             other => return Err(format!("unknown argument {other}")),
@@ -168,6 +171,47 @@ fn targets(r: &Report) -> String {
             None,
         ),
     }
+    let node = compare::cache::NODE;
+    let srv = compare::cache::SERVER;
+    match (
+        value(r, "point read by key (seek + record)", node),
+        value(r, "point read by key (seek + record)", srv),
+    ) {
+        (Some(n), Some(s)) => row(
+            "cache node: in-process reads ≥ 100× the server's",
+            format!("{n:.0} vs {s:.0} reads/s ({:.0}×)", n / s),
+            Some(n >= 100.0 * s),
+        ),
+        _ => row(
+            "cache node: in-process reads ≥ 100× the server's",
+            "-".into(),
+            None,
+        ),
+    }
+    match value(
+        r,
+        "commit to visibility on a node at 1,000 commits/s, p99",
+        node,
+    ) {
+        Some(ms) => row(
+            "cache node: p99 commit-to-visibility < 5 ms at 1,000 commits/s",
+            format!("{ms:.2} ms"),
+            Some(ms < 5.0),
+        ),
+        None => row(
+            "cache node: p99 commit-to-visibility < 5 ms",
+            "-".into(),
+            None,
+        ),
+    }
+    match value(r, "memory of the copy over the table's size on disk", node) {
+        Some(x) => row(
+            "cache node: memory ≤ 1.3 × disk size",
+            format!("{x:.2}"),
+            Some(x <= 1.3),
+        ),
+        None => row("cache node: memory ≤ 1.3 × disk size", "-".into(), None),
+    }
     out
 }
 
@@ -222,6 +266,12 @@ fn main() {
             std::process::exit(1);
         }
     }
+    if a.cache {
+        if let Err(e) = compare::cache::run(&spec, a.quick, &mut report) {
+            eprintln!("compare: cache nodes: {e}");
+            std::process::exit(1);
+        }
+    }
     let engines: Vec<String> = contenders.iter().map(|c| c.name.to_owned()).collect();
     let mut md = String::new();
     md.push_str("# raiz benchmarks\n\n");
@@ -266,6 +316,14 @@ fn main() {
                 .join("\n"),
         );
         md.push_str("\n\nSettings: `raiz serve` in-process on its own threads, clients on theirs, every request over a loopback TCP socket; a point read is `seek` + `record`, an insert an autocommitted logged append. PostgreSQL from the distribution's packages, fresh `initdb`, `fsync=on`, `synchronous_commit=on`, `shared_buffers` = budget, `bytea` key with a primary key index; the scan through a portal fetching 1,000 rows per round trip. 100,000 records loaded.\n");
+    }
+    if a.cache {
+        md.push_str("\n## Cache nodes\n\n");
+        md.push_str(&report.markdown(&[
+            compare::cache::NODE.to_owned(),
+            compare::cache::SERVER.to_owned(),
+        ]));
+        md.push_str("\nSettings: a `raiz serve` and its clients in this process over loopback TCP; a dictionary table of 1 KB records (a 900-byte text field, a memo on one record in ten, a unique and a two-field index); cache nodes in this process (`CacheNode`, copy in a dbCache directory, pool large enough to hold it). Start-up is until the node is ready (loaded, indexed, caught up). The delay is from a commit's return on a direct client to the node having applied it, one commit per millisecond. The commit rows append 1 KB records from 8 connections: with no node; with three subscribers that read the change stream and discard it (the server's own cost of feeding nodes on other machines); with three nodes in this process applying it (on a 2-core machine they take the cores the server would use).\n");
     }
     md.push_str("\n## Targets\n\n");
     md.push_str(&targets(&report));

@@ -7,6 +7,7 @@
 //! unique index on the key. Every engine gets the same cache budget and its
 //! documented durable setting for the durable rows (see [`engines`]).
 
+pub mod cache;
 pub mod data;
 pub mod engines;
 pub mod machine;

@@ -11,10 +11,10 @@ use raiz_engine::feed::{FeedBody, RecordChange, TableEvent};
 use raiz_engine::{TableInfo, TableOptions};
 
 use super::state::{self, Saved, Status, STATE_TABLE};
+use super::stream::{ChangeStream, Changes};
 use super::{CacheStatus, CachedTableStatus, Entry, Node};
 use crate::error::{Error, Result};
-use crate::proto::{Reply, Request, StreamPos};
-use crate::remote::Conn;
+use crate::proto::StreamPos;
 use crate::ErrorKind;
 
 /// Records per load batch.
@@ -122,9 +122,7 @@ struct Applier<'a> {
 fn follow(node: &Node) -> Result<()> {
     let cfg = &node.config;
     let data = crate::Connection::open_with(&cfg.server, cfg.options.clone())?.session()?;
-    let mut conn = Conn::connect(&cfg.server, &cfg.options)?;
     let silence = cfg.stale_after.max(Duration::from_secs(2));
-    conn.set_read_timeout(Some(silence))?;
     let after = {
         let st = node.state();
         (st.epoch != 0).then_some(StreamPos {
@@ -132,23 +130,12 @@ fn follow(node: &Node) -> Result<()> {
             seq: st.applied,
         })
     };
-    let id = conn.send(&Request::Subscribe {
-        tables: cfg.tables.clone(),
-        after,
-    })?;
-    let (epoch, start, reload) = match conn.recv(id)? {
-        Reply::Subscribed {
-            epoch,
-            start,
-            reload,
-        } => (epoch, start, reload),
-        other => {
-            return Err(Error::Protocol {
-                peer: format!("{:?}", cfg.server),
-                reason: format!("expected Subscribed, got {other:?}"),
-            })
-        }
-    };
+    let mut stream = ChangeStream::connect(&cfg.server, &cfg.options, &cfg.tables, after, silence)?;
+    let (epoch, start, reload) = (
+        stream.epoch,
+        stream.start,
+        std::mem::take(&mut stream.reload),
+    );
     let s = node.db.session();
     s.set_delayed_durability(true);
     let state = s.open_table(STATE_TABLE)?;
@@ -164,11 +151,11 @@ fn follow(node: &Node) -> Result<()> {
     ap.begin(epoch, start, after, &reload)?;
     // The stream is read on a thread of its own, so loads and applies never
     // keep the server waiting on this connection.
-    let (tx, rx) = sync_channel::<Result<Reply>>(64);
+    let (tx, rx) = sync_channel::<Result<Changes>>(64);
     std::thread::Builder::new()
         .name("raiz-cache-stream".into())
         .spawn(move || loop {
-            let r = conn.recv(id);
+            let r = stream.next_changes();
             let end = r.is_err();
             if tx.send(r).is_err() || end {
                 break;
@@ -229,30 +216,50 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn run(&mut self, rx: &Receiver<Result<Reply>>) -> Result<()> {
+    fn run(&mut self, rx: &Receiver<Result<Changes>>) -> Result<()> {
         loop {
             if self.node.stopping() {
                 return Ok(());
             }
-            loop {
-                match rx.try_recv() {
-                    Ok(msg) => self.apply(msg?)?,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        return Err(Error::Cache("the stream reader stopped".into()))
-                    }
-                }
-            }
+            self.drain(rx, Vec::new())?;
             self.collect_garbage();
             if self.load_step()? {
                 continue;
             }
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(msg) => self.apply(msg?)?,
+                Ok(msg) => self.drain(rx, vec![msg?])?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(Error::Cache("the stream reader stopped".into()))
                 }
+            }
+        }
+    }
+
+    /// Applies `first` and whatever else the stream has queued (up to 256
+    /// messages per commit of the copy).
+    fn drain(&mut self, rx: &Receiver<Result<Changes>>, first: Vec<Changes>) -> Result<()> {
+        let mut msgs = first;
+        loop {
+            while msgs.len() < 256 {
+                match rx.try_recv() {
+                    Ok(msg) => msgs.push(msg?),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if !msgs.is_empty() {
+                            self.apply(std::mem::take(&mut msgs))?;
+                        }
+                        return Err(Error::Cache("the stream reader stopped".into()));
+                    }
+                }
+            }
+            if msgs.is_empty() {
+                return Ok(());
+            }
+            let full = msgs.len() == 256;
+            self.apply(std::mem::take(&mut msgs))?;
+            if !full {
+                return Ok(());
             }
         }
     }
@@ -302,61 +309,66 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn apply(&mut self, msg: Reply) -> Result<()> {
-        let Reply::Changes {
-            after,
-            upto,
-            entries,
-            now_ms,
-        } = msg
-        else {
-            return Err(Error::Cache(format!(
-                "unexpected message on the stream: {msg:?}"
-            )));
-        };
-        let applied = self.node.state().applied;
-        if after != applied {
-            return Err(Error::Cache(format!(
-                "a gap in the stream: the node is at {applied}, the message starts after {after}"
-            )));
-        }
+    /// Applies stream messages in order, in as few commits of the copy as
+    /// table events allow (under load, one commit covers many of the
+    /// server's).
+    fn apply(&mut self, msgs: Vec<Changes>) -> Result<()> {
+        let mut at = self.node.state().applied;
         let mut batch: Vec<(String, Vec<RecordChange>)> = Vec::new();
-        for e in entries {
-            match e.body {
-                FeedBody::Commit(tables) => {
-                    for tc in tables {
-                        let local = {
-                            let st = self.node.state();
-                            st.tables
-                                .get(&tc.table)
-                                .filter(|e| e.status != Status::Absent && !e.local.is_empty())
-                                .map(|e| e.local.clone())
-                        };
-                        if let Some(local) = local {
-                            batch.push((local, tc.changes));
+        let mut sent_at = 0;
+        for msg in msgs {
+            let Changes {
+                after,
+                upto,
+                entries,
+                now_ms,
+            } = msg;
+            if after != at {
+                return Err(Error::Cache(format!(
+                    "a gap in the stream: the node is at {at}, the message starts after {after}"
+                )));
+            }
+            for e in entries {
+                match e.body {
+                    FeedBody::Commit(tables) => {
+                        for tc in tables {
+                            let local = {
+                                let st = self.node.state();
+                                st.tables
+                                    .get(&tc.table)
+                                    .filter(|e| e.status != Status::Absent && !e.local.is_empty())
+                                    .map(|e| e.local.clone())
+                            };
+                            if let Some(local) = local {
+                                batch.push((local, tc.changes));
+                            }
                         }
                     }
-                }
-                FeedBody::Table { table, event } => {
-                    // What came before the event goes first.
-                    self.replicate(std::mem::take(&mut batch), None)?;
-                    match event {
-                        TableEvent::Created | TableEvent::Rewritten => {
-                            self.start_load(&table, &format!("{event:?} on the server"))?
+                    FeedBody::Table { table, event } => {
+                        // What came before the event goes first.
+                        self.replicate(std::mem::take(&mut batch), None)?;
+                        match event {
+                            TableEvent::Created | TableEvent::Rewritten => {
+                                self.start_load(&table, &format!("{event:?} on the server"))?
+                            }
+                            TableEvent::Dropped => self.absent(&table, "dropped on the server")?,
                         }
-                        TableEvent::Dropped => self.absent(&table, "dropped on the server")?,
                     }
                 }
             }
+            at = upto;
+            sent_at = now_ms;
         }
-        let next = self.node.state().next_local;
-        let epoch = self.node.state().epoch;
-        self.replicate(batch, Some(state::position(epoch, upto, next)))?;
+        let (epoch, next) = {
+            let st = self.node.state();
+            (st.epoch, st.next_local)
+        };
+        self.replicate(batch, Some(state::position(epoch, at, next)))?;
         {
             let mut st = self.node.state();
-            st.applied = upto;
-            st.server_last = st.server_last.max(upto);
-            let lag = super::now_ms().saturating_sub(now_ms);
+            st.applied = at;
+            st.server_last = st.server_last.max(at);
+            let lag = super::now_ms().saturating_sub(sent_at);
             st.heard = Some((Instant::now(), lag));
         }
         self.node.changed.notify_all();

@@ -33,6 +33,7 @@
 mod follow;
 pub(crate) mod route;
 pub(crate) mod state;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ use raiz_engine::{Database, LogOptions, Options};
 use crate::error::{Error, Result};
 use crate::url::{ConnectOptions, ConnectionString};
 pub use state::Status;
+pub use stream::{ChangeStream, Changes};
 
 /// Staleness limit by default.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5);
