@@ -39,7 +39,7 @@ fn row(i: u64) -> Vec<Value> {
         Value::from(format!("title {}", i % 1000).as_str()),
         Value::Int64(i as i64 % 97),
         Value::from("x".repeat(100 + (i % 800) as usize).as_str()),
-        Value::Memo(if i % 10 == 0 {
+        Value::Memo(if i.is_multiple_of(10) {
             Memo::Data(vec![b'h'; 500])
         } else {
             Memo::Empty
