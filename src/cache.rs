@@ -22,6 +22,7 @@ pub struct RunOptions {
     pub dir: Option<PathBuf>,
     pub stale_secs: Option<f64>,
     pub pool_mb: Option<u64>,
+    pub listen: Vec<String>,
 }
 
 /// Runs a node until SIGTERM or SIGINT.
@@ -44,7 +45,7 @@ pub fn run(o: RunOptions) -> CliResult {
     }
     let status_path = o.dir.as_ref().map(|d| d.join(STATUS_FILE));
     let mut said_ready = false;
-    raiz_server::node::run(config, Duration::from_secs(1), |st| {
+    raiz_server::node::run(config, &o.listen, Duration::from_secs(1), |st| {
         if let Some(p) = &status_path {
             if let Err(e) = write_status(p, st) {
                 tracing::warn!(error = %e, path = %p.display(), "cannot write the status file");

@@ -205,7 +205,7 @@ enum Command {
     #[command(
         args_conflicts_with_subcommands = true,
         after_help = "Examples:
-  RAIZ_PASSWORD=secret raiz cache --server raiz://ana@db1:7070 --tables sx3,sx2,six --dir /var/cache/raiz
+  RAIZ_PASSWORD=secret raiz cache --server raiz://ana@db1:7070 --tables sx3,sx2,six --dir /var/cache/raiz --listen unix:/run/raiz-cache.sock
   raiz cache status --dir /var/cache/raiz
   raiz cache discard --dir /var/cache/raiz"
     )]
@@ -230,6 +230,11 @@ enum Command {
         /// of the cached tables.
         #[arg(long)]
         pool_mb: Option<u64>,
+        /// Serve bound clients (other processes of this machine, with the
+        /// ordinary client) on `unix:PATH` or a loopback `HOST:PORT`;
+        /// repeatable.
+        #[arg(long)]
+        listen: Vec<String>,
     },
     /// List a server's sessions, or end one (admin user).
     #[command(
@@ -550,6 +555,7 @@ fn run(cli: Cli) -> CliResult {
             dir,
             stale_secs,
             pool_mb,
+            listen,
         } => match action {
             Some(CacheAction::Status { dir, json }) => cache::status(&dir, json),
             Some(CacheAction::Discard { dir }) => cache::discard(&dir),
@@ -565,6 +571,7 @@ fn run(cli: Cli) -> CliResult {
                     dir,
                     stale_secs,
                     pool_mb,
+                    listen,
                 })
             }
         },

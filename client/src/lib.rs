@@ -82,6 +82,7 @@ pub mod batch;
 pub mod cache;
 mod error;
 pub mod proto;
+mod raw;
 mod remote;
 mod session;
 mod table;
@@ -89,6 +90,7 @@ mod url;
 
 pub use error::{Error, ErrorKind, Result};
 pub use proto::{BatchAction, BatchOutcome, BatchRequest, Permissions, Rights, SessionInfo};
+pub use raw::RawSession;
 pub use session::{Connection, Retry, Savepoint, Session};
 pub use table::{RangeIter, Table, MAX_READ_AHEAD};
 pub use url::{ConnectOptions, ConnectionString, DEFAULT_PORT};

@@ -135,7 +135,7 @@ pub(crate) struct Remote {
     /// same way, from 0 at each begin).
     savepoints: AtomicU64,
     stats: Arc<Stats>,
-    session: u64,
+    pub(crate) session: u64,
     peer: String,
 }
 
@@ -410,7 +410,7 @@ impl Session {
                 // then rolled the transaction back instead of committing).
                 let done = r.done(&Request::Commit);
                 if let SessionKind::Cached { cache, .. } = &self.kind {
-                    cache.txn_ended(r, done.is_ok())?;
+                    cache.txn_ended(r)?;
                 }
                 done
             }
@@ -427,10 +427,11 @@ impl Session {
                 if r.conn().deferred() > 0 {
                     let _ = r.conn().settle();
                 }
+                let done = r.done(&Request::Rollback);
                 if let SessionKind::Cached { cache, .. } = &self.kind {
-                    cache.txn_ended(r, false)?;
+                    cache.txn_ended(r)?;
                 }
-                r.done(&Request::Rollback)
+                done
             }
         }
     }

@@ -87,6 +87,9 @@ struct Cursor {
     epoch: u64,
     /// The server's cursor is not at `pos`.
     server_moved: bool,
+    /// The next request carries the position whatever it is (the position
+    /// came from elsewhere: a cache node's copy).
+    force_sync: bool,
     max_ahead: u32,
     scan_batch: u32,
     seek_batch: u32,
@@ -104,6 +107,7 @@ impl Cursor {
             end: None,
             epoch: 0,
             server_moved: false,
+            force_sync: false,
             max_ahead: MAX_READ_AHEAD,
             scan_batch: FIRST_SCAN_BATCH,
             seek_batch: FIRST_SEEK_BATCH,
@@ -116,7 +120,8 @@ impl Cursor {
         self.ahead.clear();
         self.end = None;
         let moved = std::mem::take(&mut self.server_moved);
-        (moved && self.pos.on_record).then_some(self.pos)
+        let forced = std::mem::take(&mut self.force_sync);
+        ((moved && self.pos.on_record) || forced).then_some(self.pos)
     }
 
     fn learn_seek(&mut self) {
@@ -408,22 +413,16 @@ impl Table {
     pub(crate) fn put_position(&mut self, p: Position) -> Result<()> {
         match &mut self.kind {
             TableKind::Remote(r) => {
-                if !p.on_record {
-                    // Off the records there is nothing to sync to: move there.
-                    return self.goto(p.recno);
-                }
                 let mut c = r.cursor();
                 c.ahead.clear();
                 c.end = None;
                 c.current = None;
                 c.pos = p;
-                c.server_moved = true;
+                c.force_sync = true;
                 Ok(())
             }
             TableKind::Embedded { t, .. } => {
-                t.goto(p.recno)?;
-                t.set_flags(p.bof, p.eof, p.found);
-                Ok(())
+                Ok(t.place(p.recno, p.bof, p.eof, p.found, p.on_record)?)
             }
             TableKind::Cached(_) => Ok(()),
         }
@@ -540,7 +539,10 @@ impl Table {
     /// when the session asks for it: [`crate::Session::set_deferred_writes`]).
     pub fn update(&mut self, recno: u64, values: &[Value]) -> Result<()> {
         match &mut self.kind {
-            TableKind::Cached(c) => c.write(|t| t.update(recno, values)),
+            TableKind::Cached(c) => c.write(|t| {
+                let values = server_memos(t, recno, values)?;
+                t.update(recno, &values)
+            }),
             TableKind::Embedded { t, .. } => Ok(t.update(recno, values)?),
             TableKind::Remote(r) => r.write_maybe_deferred(TableOp::Update {
                 recno,
@@ -553,7 +555,30 @@ impl Table {
     /// the others — memos included; deferred like [`Table::update`].
     pub fn update_fields(&mut self, recno: u64, fields: &[(&str, Value)]) -> Result<()> {
         match &mut self.kind {
-            TableKind::Cached(c) => c.write(|t| t.update_fields(recno, fields)),
+            TableKind::Cached(c) => c.write(|t| {
+                if fields
+                    .iter()
+                    .any(|(_, v)| matches!(v, Value::Memo(raiz_engine::Memo::Stored(_))))
+                {
+                    // Keeping a memo read from a copy: keep the server's.
+                    let current = t.read(recno)?;
+                    let schema = t.schema();
+                    let fields: Vec<(&str, Value)> = fields
+                        .iter()
+                        .map(|(n, v)| match v {
+                            Value::Memo(raiz_engine::Memo::Stored(_)) => {
+                                let i = schema.position(n).unwrap_or(usize::MAX);
+                                let kept = current.values().get(i).cloned().unwrap_or(v.clone());
+                                (*n, kept)
+                            }
+                            v => (*n, v.clone()),
+                        })
+                        .collect();
+                    t.update_fields(recno, &fields)
+                } else {
+                    t.update_fields(recno, fields)
+                }
+            }),
             TableKind::Embedded { t, .. } => Ok(t.update_fields(recno, fields)?),
             TableKind::Remote(r) => r.write_maybe_deferred(TableOp::UpdateFields {
                 recno,
@@ -1158,6 +1183,31 @@ impl Table {
             }
         }
     }
+}
+
+/// `values` for an update sent to a server: a memo given as `Memo::Stored`
+/// (kept, as read from a cache node's copy, whose memo file is its own)
+/// becomes the server's own reference for that record's memo.
+pub(crate) fn server_memos(t: &Table, recno: u64, values: &[Value]) -> Result<Vec<Value>> {
+    if !values
+        .iter()
+        .any(|v| matches!(v, Value::Memo(raiz_engine::Memo::Stored(_))))
+    {
+        return Ok(values.to_vec());
+    }
+    let current = t.read(recno)?;
+    Ok(values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::Memo(raiz_engine::Memo::Stored(_)) => current
+                .values()
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| v.clone()),
+            v => v.clone(),
+        })
+        .collect())
 }
 
 fn millis(d: Duration) -> u64 {

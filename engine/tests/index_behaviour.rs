@@ -295,6 +295,50 @@ fn position_survives_a_key_update_by_the_same_handle() {
 }
 
 #[test]
+fn a_handle_follows_its_record_through_its_own_sessions_changes_only() {
+    let (_s, db) = common::mem_db(1 << 20);
+    let mut t = customers(&db);
+    for (c, n) in [("P1", "Ana"), ("P2", "Bia"), ("P3", "Caio"), ("P4", "Dora")] {
+        t.append(&row(c, n, "A", "1")).unwrap();
+    }
+    t.set_order(Some("by_code")).unwrap();
+    assert!(t.seek(&[Value::from("P2")]).unwrap());
+    // Another session moves record 2 to the end of the code order: the
+    // handle goes on from the key it stood on, so a scan sees each entry once.
+    let other = db.session();
+    let mut o = other.open_table("sa1").unwrap();
+    let mut v = o.read(2).unwrap().into_values();
+    v[1] = Value::from("P9");
+    o.update(2, &v).unwrap();
+    assert_eq!(t.recno(), 2);
+    assert!(t.next().unwrap());
+    assert_eq!(t.recno(), 3, "P2 (as it was) -> P3");
+
+    // The session's own change through another handle moves it.
+    let s = db.session();
+    let mut u = s.open_table("sa1").unwrap();
+    u.set_order(Some("by_code")).unwrap();
+    assert!(u.seek(&[Value::from("P3")]).unwrap());
+    let mut u2 = s.open_table("sa1").unwrap();
+    let mut w = u2.read(3).unwrap().into_values();
+    s.begin().unwrap();
+    w[1] = Value::from("A0");
+    u2.update(3, &w).unwrap();
+    assert_eq!(u.key_no().unwrap(), 1, "A0 comes first now");
+    assert!(u.next().unwrap());
+    assert_eq!(u.recno(), 1, "A0 -> P1");
+    // A rollback puts it back, and a handle on it follows.
+    assert!(u.seek(&[Value::from("A0")]).unwrap());
+    s.rollback().unwrap();
+    assert_eq!(u.recno(), 3);
+    assert_eq!(u.key_no().unwrap(), 2, "P1 P3 P4 P9");
+    assert!(u.next().unwrap());
+    assert_eq!(u.recno(), 4, "P3 -> P4 once the change is rolled back");
+    assert!(u.prev().unwrap() && u.prev().unwrap());
+    assert_eq!(u.recno(), 1, "P1 <- P3");
+}
+
+#[test]
 fn definitions_are_checked() {
     let (_s, db) = common::mem_db(1 << 20);
     let mut t = customers(&db);

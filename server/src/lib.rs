@@ -44,6 +44,7 @@
 pub mod acl;
 mod ahead;
 pub mod auth;
+pub mod bound;
 pub mod config;
 mod conn;
 pub mod guide;
@@ -134,6 +135,36 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+impl Shared {
+    /// What a cache node's front-end shares: its copy, and no users, rights
+    /// or limits of its own (the server checks them; see [`bound`]).
+    pub(crate) fn for_copy(db: raiz_engine::Database) -> Result<Arc<Shared>, Error> {
+        let root = db.root().to_path_buf();
+        let config = Config {
+            root: Some(root.clone()),
+            ..Config::default()
+        };
+        let users = Arc::new(users::UserDb::open(&root)?);
+        let auth = auth::Auth::start(users.clone()).map_err(|source| Error::Listen {
+            address: "password-check threads".into(),
+            source,
+        })?;
+        Ok(Arc::new(Shared {
+            stream: stream::Stream::start(db.feed().clone(), 1 << 20),
+            acl: acl::Acl::load(&root)?,
+            limits: Arc::new(limits::Limits::new(&config)),
+            config,
+            users,
+            auth,
+            registry: registry::Registry::default(),
+            tls: None,
+            shutdown: tokio::sync::watch::channel(false).0,
+            workers: Arc::new(Workers::default()),
+            db,
+        }))
+    }
 }
 
 /// Session threads still running.

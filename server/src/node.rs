@@ -14,12 +14,30 @@ use crate::Error;
 /// every `every` and once more at the end.
 pub fn run(
     config: CacheConfig,
+    listen: &[String],
     every: Duration,
     mut report: impl FnMut(&CacheStatus),
 ) -> Result<(), Error> {
     let stop = termination_flag()?;
     let node = CacheNode::start(config)?;
     tracing::info!(target: "raiz::cache", "cache node started");
+    // Bound clients: `unix:PATH` or a loopback `HOST:PORT`.
+    let mut bound = Vec::new();
+    for l in listen {
+        let server = match l.strip_prefix("unix:") {
+            Some(path) => {
+                crate::bound::start(node.clone(), Some(std::path::Path::new(path)), None)?
+            }
+            None => crate::bound::start(node.clone(), None, Some(l))?,
+        };
+        if let Some(p) = &server.unix {
+            tracing::info!(target: "raiz::cache", socket = %p.display(), "serving bound clients");
+        }
+        if let Some(a) = &server.tcp {
+            tracing::info!(target: "raiz::cache", address = %a, "serving bound clients");
+        }
+        bound.push(server);
+    }
     let mut last = Instant::now() - every;
     while !stop.load(Ordering::Relaxed) {
         if last.elapsed() >= every {
@@ -29,6 +47,7 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!(target: "raiz::cache", "stopping: the copy is closed cleanly");
+    drop(bound);
     report(&node.status());
     node.stop();
     Ok(())

@@ -272,6 +272,30 @@ impl Worker {
         self.entry.busy.store(false, Ordering::Relaxed);
     }
 
+    /// Forgets the positions `handle`'s last move passed while reading
+    /// ahead: the next `sync` places the cursor afresh (a front-end that
+    /// moved the application's handle elsewhere since).
+    pub(crate) fn forget_passed(&mut self, handle: u32) {
+        if let Some(h) = self.handles.get_mut(&handle) {
+            h.passed.clear();
+        }
+    }
+
+    /// Ends the session (a front-end that drives the worker itself).
+    pub(crate) fn end(self) {
+        let Worker {
+            session,
+            handles,
+            iters,
+            ..
+        } = self;
+        drop(iters);
+        drop(handles);
+        if let Err(e) = session.end() {
+            tracing::warn!(error = %e, "ending a session");
+        }
+    }
+
     /// Re-reads the user when the user list changed; why the session must
     /// end when the user is gone.
     fn revalidate(&mut self) -> Option<String> {
@@ -340,7 +364,7 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, req: Request) -> R<Reply> {
+    pub(crate) fn handle(&mut self, req: Request) -> R<Reply> {
         let s = &self.session;
         let db = self.shared.db.clone();
         Ok(match req {
@@ -667,12 +691,17 @@ impl Worker {
         let t = &mut h.table;
         if let Some(pos) = sync {
             match h.passed.iter().find(|c| c.recno() == pos.recno) {
-                Some(state) => t.restore_cursor(state).map_err(engine)?,
-                None => t.goto(pos.recno).map_err(engine)?,
+                Some(state) if pos.on_record => {
+                    t.restore_cursor(state).map_err(engine)?;
+                    // The application's flags, as it saw them (a read-ahead
+                    // record's own flags may differ: bof at the end of a
+                    // backward batch).
+                    t.set_flags(pos.bof, pos.eof, pos.found);
+                }
+                _ => t
+                    .place(pos.recno, pos.bof, pos.eof, pos.found, pos.on_record)
+                    .map_err(engine)?,
             }
-            // The application's flags, as it saw them (a read-ahead record's
-            // own flags may differ: bof at the end of a backward batch).
-            t.set_flags(pos.bof, pos.eof, pos.found);
         }
         // Operations that leave the cursor alone keep the saved positions:
         // a client reads records and memos in the middle of a scan.

@@ -269,3 +269,37 @@ fn the_same_code_runs_through_a_cache_connection_string() {
     assert_eq!(na.status().reloads, nb.status().reloads);
     assert_eq!(na.status().reloads, 1, "one load for the process");
 }
+
+/// The model's random operations through an in-process node give exactly
+/// what they give embedded: moves, seeks, scopes, batches, ranges, writes,
+/// transactions rolled back and committed, locks.
+#[test]
+fn sessions_through_a_node_get_exactly_what_embedded_gives() {
+    let server = Server::start(&[]);
+    let ops: usize = std::env::var("RAIZ_SERVER_MODEL_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("RAIZ_SERVER_MODEL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("through a node: seed {seed} (RAIZ_SERVER_MODEL_SEED), {ops} operations");
+    crate::model::create(&server.session("ana"), "m");
+    let node = node(&server, &["m"]);
+    let conn = node.connection();
+    let remote = crate::model::run_ops(&conn.session().unwrap(), "m", seed, ops);
+    let dir = tempfile::tempdir().unwrap();
+    let emb = Connection::connect(&format!("file:{}", dir.path().display())).unwrap();
+    let s = emb.session().unwrap();
+    crate::model::create(&s, "m");
+    let local = crate::model::run_ops(&s, "m", seed, ops);
+    for (k, (r, l)) in remote.iter().zip(&local).enumerate() {
+        if r != l {
+            for j in k.saturating_sub(6)..k {
+                eprintln!("N {}\nL {}", remote[j], local[j]);
+            }
+        }
+        assert_eq!(r, l, "seed {seed}: through a node and embedded differ");
+    }
+}

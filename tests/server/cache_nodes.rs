@@ -110,15 +110,21 @@ pub struct NodeProc {
     pub dir: PathBuf,
     server: String,
     tables: String,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl NodeProc {
     pub fn start(dir: &Path, server_addr: &str, tables: &[&str]) -> NodeProc {
+        NodeProc::start_with(dir, server_addr, tables, &[])
+    }
+
+    pub fn start_with(dir: &Path, server_addr: &str, tables: &[&str], extra: &[&str]) -> NodeProc {
         let mut n = NodeProc {
             dir: dir.to_owned(),
             server: format!("raiz://ana@{server_addr}"),
             tables: tables.join(","),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         n.spawn();
@@ -137,6 +143,7 @@ impl NodeProc {
             .arg("--dir")
             .arg(&self.dir)
             .args(["--stale-secs", "30", "--pool-mb", "64"])
+            .args(&self.extra)
             .env("RAIZ_PASSWORD", PASSWORD)
             .env("RAIZ_LOG", "info")
             .stdout(Stdio::piped())

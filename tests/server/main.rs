@@ -5,6 +5,7 @@ mod admin;
 mod app_api;
 mod badinput;
 mod cache;
+mod cache_bound;
 mod cache_nodes;
 mod cache_restart;
 mod harness;

@@ -21,7 +21,7 @@ fn schema() -> Schema {
     ])
 }
 
-fn create(s: &Session, name: &str) {
+pub fn create(s: &Session, name: &str) {
     s.create_table(name, &schema(), TableOptions::default())
         .unwrap();
     let mut t = s.open_table(name).unwrap();
@@ -37,9 +37,27 @@ fn create(s: &Session, name: &str) {
 
 fn show<T: Debug>(r: raiz_client::Result<T>) -> String {
     match r {
-        Ok(v) => format!("{v:?}"),
+        Ok(v) => without_blob_ids(format!("{v:?}")),
         Err(e) => format!("err:{:?}", e.kind()),
     }
+}
+
+/// A stored memo's reference names a place in one database's memo file:
+/// two databases holding the same memo (a server and a cache node's copy)
+/// may store it elsewhere. Compare lengths only.
+fn without_blob_ids(s: String) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find("blob: ") {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 6..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest = rest[digits..].trim_start_matches(", ");
+    }
+    out.push_str(rest);
+    out
 }
 
 fn code(rng: &mut StdRng) -> Value {

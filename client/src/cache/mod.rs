@@ -465,6 +465,41 @@ impl CacheNode {
         crate::Connection::cached(self.clone())
     }
 
+    /// How the node was set up.
+    pub fn config(&self) -> &CacheConfig {
+        &self.node().config
+    }
+
+    /// True when this node caches `table`.
+    pub fn caches(&self, table: &str) -> bool {
+        self.node().caches(table)
+    }
+
+    /// The node's copy: an embedded rootpath whose tables are the cached
+    /// ones under local names (see [`CacheNode::serving`]).
+    pub fn copy(&self) -> &Database {
+        &self.node().db
+    }
+
+    /// Where a read of `table` goes for a reader that needs the node to have
+    /// applied `min_applied` (its own last write; it waits up to 100 ms for
+    /// that): `Some((local table, generation))` when the copy serves it,
+    /// None when the server must. Fails with [`Error::Stale`] when the copy
+    /// is ready but the server has been silent too long. For front-ends that
+    /// serve bound clients from the copy.
+    pub fn serving(&self, table: &str, min_applied: u64) -> Result<Option<(String, u64)>> {
+        let lower = table.to_ascii_lowercase();
+        Ok(
+            match self
+                .node()
+                .route(&lower, min_applied, Duration::from_millis(100))?
+            {
+                Route::Local(local, generation) => Some((local, generation)),
+                Route::Server => None,
+            },
+        )
+    }
+
     /// What the node is doing.
     pub fn status(&self) -> CacheStatus {
         follow::status(self.node())

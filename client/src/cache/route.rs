@@ -69,12 +69,14 @@ impl CachedSession {
         self.written().clear();
     }
 
-    /// The transaction ended; after a commit that wrote cached tables, reads
-    /// wait for the node to have it.
-    pub(crate) fn txn_ended(&self, remote: &Remote, committed: bool) -> Result<()> {
+    /// The transaction ended; when it wrote cached tables, reads wait for the
+    /// node to have what its end stored.
+    pub(crate) fn txn_ended(&self, remote: &Remote) -> Result<()> {
         let wrote = !self.written().is_empty();
         self.written().clear();
-        if committed && wrote {
+        // A rollback changes the copy too: the recnos its appends took are
+        // stored as deleted blank records.
+        if wrote {
             self.note_position(remote)?;
         }
         Ok(())
@@ -335,11 +337,12 @@ impl Sides {
             self.local_settings = self.settings;
         }
         if let Some(p) = carry {
-            if t.goto(p.recno).is_err() || (p.on_record && !t.on_record()) {
+            let placed = match t.engine_mut() {
+                Some(e) => e.place(p.recno, p.bof, p.eof, p.found, p.on_record),
+                None => return Ok(false),
+            };
+            if placed.is_err() || (p.on_record && !t.on_record()) {
                 return Ok(false);
-            }
-            if let Some(e) = t.engine_mut() {
-                e.set_flags(p.bof, p.eof, p.found);
             }
         }
         self.at = Side::Local;
@@ -389,8 +392,16 @@ fn replay(
     t: &mut Table,
 ) -> Result<()> {
     for (o, lo, hi) in scopes {
+        if o.is_none() {
+            // Physical order has no scope to set or clear.
+            continue;
+        }
         t.set_order(o.as_deref())?;
-        t.set_scope(lo.as_deref(), hi.as_deref())?;
+        if lo.is_none() && hi.is_none() {
+            t.clear_scope()?;
+        } else {
+            t.set_scope(lo.as_deref(), hi.as_deref())?;
+        }
     }
     t.set_order(order.as_deref())?;
     t.set_filter(filter.as_ref())?;

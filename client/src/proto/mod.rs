@@ -33,7 +33,8 @@ pub use message::*;
 pub const MAGIC: [u8; 4] = *b"RAIZ";
 
 /// Protocol version this build speaks (2: positions carry `found` and
-/// `on_record`; key count and position; soft last-seeks).
+/// `on_record`; key count and position; soft last-seeks. 3: the change
+/// stream, table dumps, index pages in table information).
 pub const VERSION: u16 = 3;
 
 /// Prologue flag: the client wants TLS.

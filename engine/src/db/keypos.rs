@@ -94,7 +94,7 @@ impl Table {
             return Ok(n);
         };
         let i = self.order_index(&core)?;
-        let Some(cur) = self.ikey.clone() else {
+        let Some(cur) = self.key_now(&core, i)?.or_else(|| self.ikey.clone()) else {
             return Ok(0);
         };
         if !(self.in_lower(&cur)

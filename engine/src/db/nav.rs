@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::table::Table;
@@ -338,6 +339,42 @@ impl Table {
         Ok(self.land(found, count, true))
     }
 
+    /// The key of the record the handle stands on in index `i` as the
+    /// record is now, when the session's own changes made it differ from the
+    /// key the handle walked to: a handle follows its record through its own
+    /// session's writes (through any handle) and their rollback. Another
+    /// session's change to the current record's key does not move it: moves
+    /// go on from the old key, so a scan sees each entry at most once.
+    pub(super) fn key_now(&self, core: &TableCore, i: usize) -> Result<Option<Vec<u8>>> {
+        let Some(cur) = &self.ikey else {
+            return Ok(None);
+        };
+        let undone = self.session.undone.load(Ordering::Relaxed);
+        if !self.positioned
+            || (undone == self.undone_seen.load(Ordering::Relaxed)
+                && !self.session.touched(&self.shared))
+        {
+            return Ok(None);
+        }
+        let Ok(rec) = self.read_in(core, self.recno) else {
+            return Ok(None);
+        };
+        Ok(core
+            .key_of(i, rec.values(), self.recno, rec.is_deleted())
+            .filter(|k| k != cur))
+    }
+
+    /// Brings the handle's key up to its record (see [`Table::key_now`]).
+    fn follow_record(&mut self, core: &TableCore, i: usize) -> Result<()> {
+        if let Some(k) = self.key_now(core, i)? {
+            self.ikey = Some(k);
+            self.hint = None;
+        }
+        let undone = self.session.undone.load(Ordering::Relaxed);
+        self.undone_seen.store(undone, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Moves to the next visible record; past the last one sets eof.
     // The xBase name; a cursor move that can fail is not an `Iterator`.
     #[allow(clippy::should_implement_trait)]
@@ -356,6 +393,7 @@ impl Table {
             None => self.phys_find(&core, self.recno + 1..=count)?,
             Some(_) => {
                 let i = self.order_index(&core)?;
+                self.follow_record(&core, i)?;
                 match &self.ikey {
                     None => self.index_first(&core, i)?,
                     Some(cur) => self.walk(&core, i, From::Key(cur, true), true)?,
@@ -387,6 +425,7 @@ impl Table {
                 None => self.phys_find(&core, (1..self.recno).rev())?,
                 Some(_) => {
                     let i = self.order_index(&core)?;
+                    self.follow_record(&core, i)?;
                     match &self.ikey {
                         None => None,
                         Some(cur) => self.walk(&core, i, From::Key(cur, true), false)?,

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,9 @@ pub(crate) struct SessionInner {
     pub lock_timeout: Mutex<Duration>,
     pub delayed: AtomicBool,
     pub txn: Mutex<Option<Txn>>,
+    /// Rollbacks (whole or to a savepoint) so far: a handle standing on a
+    /// record the session changed re-reads its key after one.
+    pub undone: AtomicU64,
     temp: Mutex<Option<TempDb>>,
 }
 
@@ -238,6 +241,7 @@ impl SessionInner {
     /// blank records. Locks are released.
     pub fn rollback(&self) -> Result<()> {
         let txn = self.txn.lock().take();
+        self.undone.fetch_add(1, Ordering::Relaxed);
         let result = match txn {
             Some(t) => self.blank(
                 t.changes
@@ -370,6 +374,7 @@ impl Session {
                 lock_timeout: Mutex::new(Duration::ZERO),
                 delayed: AtomicBool::new(false),
                 txn: Mutex::new(None),
+                undone: AtomicU64::new(0),
                 temp: Mutex::new(None),
             }),
         }
@@ -668,6 +673,7 @@ impl Session {
             ));
         }
         t.rollback_to(sp.0);
+        self.inner.undone.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -101,6 +101,9 @@ pub struct Table {
     /// Set by the last seek, cleared by every other move (xBase `Found()`).
     pub(super) found: bool,
     pub(super) filter: Option<Filter>,
+    /// The session's rollback count when `ikey` was last checked against
+    /// the record (see `Table::key_now`).
+    pub(super) undone_seen: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Table {
@@ -119,7 +122,6 @@ impl Table {
     pub(crate) fn new(shared: TableHandle, session: Arc<SessionInner>) -> Table {
         Table {
             shared,
-            session,
             recno: 0,
             bof: true,
             eof: true,
@@ -132,6 +134,10 @@ impl Table {
             positioned: false,
             found: false,
             filter: None,
+            undone_seen: std::sync::atomic::AtomicU64::new(
+                session.undone.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            session,
         }
     }
 
@@ -829,6 +835,31 @@ impl Table {
         self.bof = bof;
         self.eof = eof;
         self.found = found;
+    }
+
+    /// Puts the handle exactly where another handle on the same data said it
+    /// was: on record `recno` (`on_record`), or on the phantom numbered
+    /// `recno` — even if a record of that number exists by now — with the
+    /// given flags. What a copy of the table uses to take a position over.
+    pub fn place(
+        &mut self,
+        recno: u64,
+        bof: bool,
+        eof: bool,
+        found: bool,
+        on_record: bool,
+    ) -> Result<()> {
+        if on_record {
+            self.goto(recno)?;
+        } else {
+            self.recno = recno;
+            self.ikey = None;
+            self.hint = None;
+            *self.walked.get_mut() = None;
+            self.positioned = false;
+        }
+        self.set_flags(bof, eof, found);
+        Ok(())
     }
 
     /// Puts the handle back where [`Table::cursor_state`] saw it; refused when
