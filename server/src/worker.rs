@@ -492,6 +492,13 @@ impl Worker {
                 db.checkpoint().map_err(engine)?;
                 Reply::Done
             }
+            Request::Backup { to } => {
+                self.admin("a backup")?;
+                let report = db.backup(&to).map_err(engine)?;
+                tracing::info!(session = self.entry.id, user = %self.user.name, to = %report.path.display(),
+                    bytes = report.bytes + report.log_bytes, pause_ms = report.pause.as_secs_f64() * 1e3, "backup taken");
+                Reply::Backup(report)
+            }
             Request::Table { handle, sync, op } => self.table(handle, sync, op)?,
             Request::RangeNext { iter, max, resume } => {
                 let (name, temporary) = self
