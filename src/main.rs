@@ -1,5 +1,6 @@
 //! The `raiz` command.
 
+mod backup;
 mod cache;
 mod commands;
 mod demo;
@@ -346,6 +347,37 @@ Commands are documented in docs/shell.md (`help` lists them).")]
         #[arg(long)]
         types: bool,
     },
+    /// Take an online backup: through a server (an admin user), or of a
+    /// rootpath no server holds. Sessions go on reading and committing.
+    #[command(after_help = "Examples:
+  RAIZ_PASSWORD=secret raiz backup --connect raiz://admin@db1:7070 --to /backup/erp-2024-06-01
+  raiz backup --root /data/erp --to /backup/erp-2024-06-01
+
+Through a server the directory is on the server's machine. It must be empty
+(or new) and outside the rootpath; it is complete once it holds raiz.backup.")]
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        /// The backup directory (created; must be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into a new rootpath (a new epoch), replaying the log
+    /// it holds and checking every table.
+    #[command(
+        after_help = "Example:\n  raiz restore --from /backup/erp-2024-06-01 --root /data/erp-restored   # exit code 3 if a table fails its check"
+    )]
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new rootpath (created; must be empty).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Problems reported per table at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Print a completion script for a shell.
     #[command(after_help = "Example:\n  raiz completions bash > /etc/bash_completion.d/raiz")]
     Completions {
@@ -637,6 +669,8 @@ fn run(cli: Cli) -> CliResult {
                 types,
             },
         ),
+        Command::Backup { target, to } => backup::backup(&config, target, &to),
+        Command::Restore { from, root, limit } => backup::restore(&config, &from, root, limit),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "raiz", &mut std::io::stdout());
             Ok(())

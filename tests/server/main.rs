@@ -3,6 +3,7 @@
 mod abuse;
 mod admin;
 mod app_api;
+mod backup;
 mod badinput;
 mod cache;
 mod cache_nodes;
