@@ -48,6 +48,7 @@ pub mod config;
 mod conn;
 pub mod guide;
 pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod serve;
@@ -173,4 +174,5 @@ pub(crate) struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub workers: Arc<Workers>,
     pub stream: Arc<stream::Stream>,
+    pub metrics: Arc<metrics::Requests>,
 }

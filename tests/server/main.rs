@@ -11,6 +11,7 @@ mod cache_restart;
 mod harness;
 mod interleaved;
 mod locks;
+mod metrics;
 mod model;
 mod order_entry;
 mod readahead;
