@@ -219,6 +219,10 @@ fn every_command_has_help_with_an_example() {
         &["shell"],
         &["import"],
         &["export"],
+        &["backup"],
+        &["restore"],
+        &["config"],
+        &["config", "check"],
         &["completions"],
     ];
     for c in commands {

@@ -391,3 +391,21 @@ fn a_cache_node_is_not_ready_while_it_loads() {
     let _ = node.kill();
     let _ = node.wait();
 }
+
+#[test]
+fn a_sectioned_config_file_sets_up_the_server() {
+    let server = Server::with_config(
+        "[general]\npool_mb = 16\n\n[server]\nmetrics_listen = \"127.0.0.1:0\"\nmax_connections = 64\n\n[log]\nlevel = \"info\"\n",
+        &[],
+    );
+    let m = server
+        .metrics
+        .clone()
+        .expect("metrics_listen from [server]");
+    let samples = scrape(&m);
+    assert_eq!(
+        value(&samples, "raiz_pool_capacity_bytes", &[]),
+        f64::from(16u32 << 20),
+        "pool_mb from [general]"
+    );
+}
