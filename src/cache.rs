@@ -2,7 +2,10 @@
 //! throw a node's copy away.
 //!
 //! A running node writes its status to `DIR/raiz-node.status.json` (outside
-//! `dbCache`) every second; `raiz cache status --dir DIR` reads it.
+//! `dbCache`) every second; `raiz cache status --dir DIR` reads it. With
+//! `--metrics-listen` it serves `/healthz`, `/readyz` (every table loaded,
+//! the server connected) and `/metrics` from the same status, refreshed
+//! every 50 ms.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +26,7 @@ pub struct RunOptions {
     pub stale_secs: Option<f64>,
     pub pool_mb: Option<u64>,
     pub listen: Vec<String>,
+    pub metrics_listen: Option<String>,
 }
 
 /// Runs a node until SIGTERM or SIGINT.
@@ -45,8 +49,33 @@ pub fn run(o: RunOptions) -> CliResult {
     }
     let status_path = o.dir.as_ref().map(|d| d.join(STATUS_FILE));
     let mut said_ready = false;
-    raiz_server::node::run(config, &o.listen, Duration::from_secs(1), |st| {
-        if let Some(p) = &status_path {
+    let probe = raiz_server::metrics::NodeProbe::new();
+    let _endpoint = match &o.metrics_listen {
+        Some(addr) => {
+            let e = raiz_server::metrics::Endpoint::start(addr, probe.clone())?;
+            println!("raiz cache: metrics on {}", e.address);
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            Some(e)
+        }
+        None => None,
+    };
+    // With an endpoint the status is taken as often as the node's loop
+    // allows; the status file is written when it changed, or a second
+    // went by (so the last status a node reports is always the file's).
+    let every = if o.metrics_listen.is_some() {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut written: Option<(std::time::Instant, CacheStatus)> = None;
+    raiz_server::node::run(config, &o.listen, every, |st| {
+        probe.report(st);
+        let due = written
+            .as_ref()
+            .is_none_or(|(at, last)| last != st || at.elapsed() >= Duration::from_secs(1));
+        if let (true, Some(p)) = (due, &status_path) {
+            written = Some((std::time::Instant::now(), st.clone()));
             if let Err(e) = write_status(p, st) {
                 tracing::warn!(error = %e, path = %p.display(), "cannot write the status file");
             }

@@ -1,5 +1,6 @@
 //! The `raiz` command.
 
+mod backup;
 mod cache;
 mod commands;
 mod demo;
@@ -33,12 +34,21 @@ refused write), 4 I/O or connection error.";
     after_help = EXIT_CODES
 )]
 struct Cli {
-    /// Configuration file (raiz.toml); flags override it.
+    /// Configuration file (raiz.toml); RAIZ_<SECTION>_<KEY> variables
+    /// override it, and flags override both.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Log format on standard error (RAIZ_LOG sets the level).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Set any setting, SECTION.KEY=VALUE (repeat), e.g.
+    /// --set server.max_frame_mb=8; overrides the file and the environment.
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Log format on standard error (default text; [log] format, RAIZ_LOG_FORMAT).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// What is logged: error, warn, info, debug, trace, or a filter such as
+    /// raiz=debug ([log] level, RAIZ_LOG_LEVEL or RAIZ_LOG).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,18 +75,32 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build an ERP-like field dictionary in a throw-away rootpath and show the rates.
-    #[command(after_help = "Example:\n  raiz demo --rows 100000 --root /tmp/erp")]
+    /// The whole system on a throw-away rootpath: an ERP dataset built
+    /// embedded, a server in this process with client sessions, two cache
+    /// nodes, and the measured rates.
+    #[command(after_help = "Examples:
+  raiz demo
+  raiz demo --keep                      # keep the rootpath and print how to explore it
+  raiz demo --rows 100000 --root /tmp/erp")]
     Demo {
-        /// Rows in the dictionary table.
+        /// Rows in the dictionary table (the other tables scale with it).
         #[arg(long, default_value_t = 40_000)]
         rows: u64,
         /// Use (and keep) this rootpath instead of a temporary one.
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Keep the temporary rootpath and print the shell command to explore it.
+        #[arg(long)]
+        keep: bool,
         /// Buffer pool in MiB.
         #[arg(long)]
         pool_mb: Option<u64>,
+        /// Dictionary changes timed from one cache node to the other.
+        #[arg(long, default_value_t = 300)]
+        changes: u64,
+        /// Seconds of each timed workload (client sessions, cached reads).
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
     },
     /// List the tables of a rootpath.
     #[command(after_help = "Example:\n  raiz tables --root /data/erp")]
@@ -191,6 +215,10 @@ enum Command {
         /// (default 64).
         #[arg(long)]
         window_mb: Option<u64>,
+        /// Serve /healthz, /readyz and /metrics (Prometheus) on this
+        /// address, e.g. 127.0.0.1:9470.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Manage the users of a rootpath (argon2 hashes in raiz.users).
     #[command(
@@ -235,6 +263,18 @@ enum Command {
         /// repeatable.
         #[arg(long)]
         listen: Vec<String>,
+        /// Serve /healthz, /readyz and /metrics (Prometheus) on this
+        /// address, e.g. 127.0.0.1:9471.
+        #[arg(long)]
+        metrics_listen: Option<String>,
+    },
+    /// Check a configuration file, or show the settings in force.
+    #[command(after_help = "Examples:
+  raiz config check /etc/raiz/raiz.toml      # each mistake with its line; exit code 2 if any
+  RAIZ_SERVER_LISTEN=0.0.0.0:7070 raiz --config /etc/raiz/raiz.toml config show")]
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// List a server's sessions, or end one (admin user).
     #[command(
@@ -351,6 +391,37 @@ Commands are documented in docs/shell.md (`help` lists them).")]
         #[arg(long)]
         types: bool,
     },
+    /// Take an online backup: through a server (an admin user), or of a
+    /// rootpath no server holds. Sessions go on reading and committing.
+    #[command(after_help = "Examples:
+  RAIZ_PASSWORD=secret raiz backup --connect raiz://admin@db1:7070 --to /backup/erp-2024-06-01
+  raiz backup --root /data/erp --to /backup/erp-2024-06-01
+
+Through a server the directory is on the server's machine. It must be empty
+(or new) and outside the rootpath; it is complete once it holds raiz.backup.")]
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        /// The backup directory (created; must be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into a new rootpath (a new epoch), replaying the log
+    /// it holds and checking every table.
+    #[command(
+        after_help = "Example:\n  raiz restore --from /backup/erp-2024-06-01 --root /data/erp-restored   # exit code 3 if a table fails its check"
+    )]
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new rootpath (created; must be empty).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Problems reported per table at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Print a completion script for a shell.
     #[command(after_help = "Example:\n  raiz completions bash > /etc/bash_completion.d/raiz")]
     Completions {
@@ -358,6 +429,24 @@ Commands are documented in docs/shell.md (`help` lists them).")]
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `raiz config` subcommands.
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Check a file (and the RAIZ_ variables): unknown sections and keys,
+    /// wrong types, values out of range, keys set twice — each with its line.
+    #[command(after_help = "Example:\n  raiz config check /etc/raiz/raiz.toml")]
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the settings in force: the file, then the environment, then
+    /// --set, as TOML.
+    #[command(
+        after_help = "Example:\n  raiz --config /etc/raiz/raiz.toml --set general.pool_mb=512 config show"
+    )]
+    Show,
 }
 
 /// What `raiz cache` does besides running a node.
@@ -471,21 +560,100 @@ fn connection(config: &Config, target: Target) -> CliResult<Connection> {
     }
 }
 
-fn run(cli: Cli) -> CliResult {
+fn mistakes(list: Vec<raiz_server::config::Mistake>) -> CliError {
+    CliError::Usage(
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// The settings in force: the file, then the environment, then `--set`,
+/// then the log flags (each command's own flags come last).
+fn load_config(cli: &Cli) -> CliResult<Config> {
     let mut config = match &cli.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
+    config.apply_env(std::env::vars()).map_err(mistakes)?;
+    for s in &cli.set {
+        config
+            .apply_set(s)
+            .map_err(|m| CliError::Usage(m.to_string()))?;
+    }
+    if let Some(f) = cli.log_format {
+        config.log_format = Some(
+            match f {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .into(),
+        );
+    }
+    if let Some(l) = &cli.log_level {
+        config
+            .apply_set(&format!("log.level={l}"))
+            .map_err(|m| CliError::Usage(format!("--log-level {l}: {}", m.message)))?;
+    }
+    Ok(config)
+}
+
+/// `raiz config check FILE`: every mistake of the file and of the RAIZ_
+/// variables, each on a line of its own.
+fn config_check(file: &std::path::Path) -> CliResult {
+    let text = std::fs::read_to_string(file).map_err(|e| CliError::io(file.display(), e))?;
+    let mut found = Vec::new();
+    let mut config = match Config::check(&text) {
+        Ok(c) => c,
+        Err(m) => {
+            found.extend(m.iter().map(|m| format!("{}: {m}", file.display())));
+            Config::default()
+        }
+    };
+    if let Err(m) = config.apply_env(std::env::vars()) {
+        found.extend(m.iter().map(|m| format!("environment: {m}")));
+    }
+    if found.is_empty() {
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
+    for f in &found {
+        println!("{f}");
+    }
+    Err(CliError::Usage(format!(
+        "{} mistake{} in the configuration",
+        found.len(),
+        if found.len() == 1 { "" } else { "s" }
+    )))
+}
+
+fn run(cli: Cli, mut config: Config) -> CliResult {
     match cli.command {
         Command::Demo {
             rows,
             root,
+            keep,
             pool_mb,
+            changes,
+            secs,
         } => {
             if pool_mb.is_some() {
                 config.pool_mb = pool_mb;
             }
-            demo::run(rows, root, config.pool_bytes()).map_err(CliError::from)
+            if !(secs > 0.0 && secs <= 600.0) {
+                return Err(CliError::Usage(format!(
+                    "--secs {secs}: give a number of seconds above 0, at most 600"
+                )));
+            }
+            demo::run(demo::DemoOptions {
+                rows: rows.max(100),
+                root,
+                keep,
+                pool_bytes: config.pool_bytes(),
+                changes,
+                secs,
+            })
         }
         Command::Tables { root } => {
             let db = open(&config, root)?;
@@ -530,7 +698,9 @@ fn run(cli: Cli) -> CliResult {
             max_connections,
             lock_idle_secs,
             window_mb,
+            metrics_listen,
         } => {
+            config.metrics_listen = metrics_listen.or(config.metrics_listen);
             config.root = root.or(config.root);
             config.listen = listen.or(config.listen);
             config.unix = unix.or(config.unix);
@@ -556,22 +726,32 @@ fn run(cli: Cli) -> CliResult {
             stale_secs,
             pool_mb,
             listen,
+            metrics_listen,
         } => match action {
             Some(CacheAction::Status { dir, json }) => cache::status(&dir, json),
             Some(CacheAction::Discard { dir }) => cache::discard(&dir),
             None => {
-                let server = server.ok_or_else(|| {
+                let server = server.or(config.cache_server).ok_or_else(|| {
                     CliError::Usage(
-                        "raiz cache needs --server (or a subcommand: status, discard)".into(),
+                        "raiz cache needs --server or [cache] server (or a subcommand: status, discard)".into(),
                     )
                 })?;
+                let tables = if tables.is_empty() {
+                    config.cache_tables.unwrap_or_default()
+                } else {
+                    tables
+                };
                 cache::run(cache::RunOptions {
                     server,
                     tables,
-                    dir,
-                    stale_secs,
-                    pool_mb,
-                    listen,
+                    dir: dir.or(config.cache_dir),
+                    stale_secs: stale_secs.or(config.cache_stale_secs),
+                    pool_mb: pool_mb.or(config.cache_pool_mb),
+                    listen: match listen.is_empty() {
+                        true => config.cache_listen.clone().unwrap_or_default(),
+                        false => listen,
+                    },
+                    metrics_listen: metrics_listen.or(config.cache_metrics_listen),
                 })
             }
         },
@@ -644,6 +824,15 @@ fn run(cli: Cli) -> CliResult {
                 types,
             },
         ),
+        Command::Config { action } => match action {
+            ConfigAction::Check { file } => config_check(&file),
+            ConfigAction::Show => {
+                print!("{}", config.to_toml());
+                Ok(())
+            }
+        },
+        Command::Backup { target, to } => backup::backup(&config, target, &to),
+        Command::Restore { from, root, limit } => backup::restore(&config, &from, root, limit),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "raiz", &mut std::io::stdout());
             Ok(())
@@ -651,29 +840,51 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
+fn fail(e: CliError) -> ExitCode {
+    eprintln!("raiz: {e}");
+    e.exit_code()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A server logs its sessions; other commands only what goes wrong.
-    let level = if matches!(cli.command, Command::Serve { .. }) {
+    // `config check` reports what is wrong with a configuration itself.
+    let checking = matches!(
+        cli.command,
+        Command::Config {
+            action: ConfigAction::Check { .. }
+        }
+    );
+    let config = if checking {
+        Config::default()
+    } else {
+        match load_config(&cli) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        }
+    };
+    // A server or a node logs its sessions; other commands only what goes wrong.
+    let level = if matches!(cli.command, Command::Serve { .. } | Command::Cache { .. }) {
         "info"
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RAIZ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = match tracing_subscriber::EnvFilter::try_new(
+        config.log_level.as_deref().unwrap_or(level),
+    ) {
+        Ok(f) => f,
+        Err(e) => return fail(CliError::Usage(format!("log level: {e}"))),
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
+    if config.log_format.as_deref() == Some("json") {
+        logs.json().init();
+    } else {
+        logs.init();
     }
-    match run(cli) {
+    match run(cli, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Reported(code)) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("raiz: {e}");
-            e.exit_code()
-        }
+        Err(e) => fail(e),
     }
 }

@@ -18,7 +18,17 @@ fn raiz(args: &[&str]) -> (bool, String, String) {
 fn demo_builds_the_dictionary_and_info_describes_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
-    let (ok, out, err) = raiz(&["demo", "--rows", "3000", "--root", root]);
+    let (ok, out, err) = raiz(&[
+        "demo",
+        "--rows",
+        "3000",
+        "--root",
+        root,
+        "--changes",
+        "40",
+        "--secs",
+        "0.5",
+    ]);
     assert!(ok, "{err}");
     for line in [
         "append",
@@ -31,12 +41,70 @@ fn demo_builds_the_dictionary_and_info_describes_it() {
     assert!(out.contains("2700 of 3000 visible"), "{out}");
     let (ok, out, _) = raiz(&["tables", "--root", root]);
     assert!(ok);
-    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["sx3", "syp"]);
+    // The dictionary and its texts, and the customers and orders the
+    // demo's server and cache nodes worked on.
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["sa1", "sc5", "sc6", "sx3", "syp"]
+    );
     let (ok, out, err) = raiz(&["info", "--root", root, "SX3"]);
     assert!(ok, "{err}");
     assert!(out.contains("records      3000 (150 deleted)"), "{out}");
     assert!(out.contains("X3_VALID     Memo"), "{out}");
     assert!(out.contains("durability   logged"), "{out}");
+}
+
+#[test]
+fn demo_shows_the_whole_system_and_keeps_its_rootpath_when_asked() {
+    let (ok, out, err) = raiz(&[
+        "demo",
+        "--rows",
+        "2000",
+        "--changes",
+        "60",
+        "--secs",
+        "0.5",
+        "--keep",
+    ]);
+    assert!(ok, "{err}");
+    for line in [
+        "SA1 customers, SC5 orders, SC6 items",
+        "raiz serve in this process on 127.0.0.1:",
+        "order entry, 4 sessions",
+        "SC5 after the workload",
+        "both nodes loaded SX3",
+        "random reads through a node",
+        "write at node A → applied at B",
+        "60 changes  p50",
+        "summary (this machine, this run;",
+        "  embedded ",
+        "  remote ",
+        "  cached ",
+        "  changes   node to node in",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    let cached = out
+        .lines()
+        .find(|l| l.contains("random reads through a node"))
+        .unwrap();
+    assert!(
+        cached.contains(" 0 round trips"),
+        "reads through a node make no round trip: {cached}"
+    );
+    let kept = out
+        .lines()
+        .skip_while(|l| !l.contains("the rootpath is kept"))
+        .nth(1)
+        .and_then(|l| l.trim().strip_prefix("raiz shell --root "))
+        .unwrap_or_else(|| panic!("no shell command in\n{out}"))
+        .to_owned();
+    let (ok, tables, err) = raiz(&["tables", "--root", &kept]);
+    assert!(ok, "{err}");
+    assert_eq!(tables.lines().count(), 5, "{tables}");
+    let (ok, out, err) = raiz(&["check", "--root", &kept, "sc6"]);
+    assert!(ok, "{out}{err}");
+    std::fs::remove_dir_all(&kept).unwrap();
 }
 
 #[test]
@@ -76,7 +144,17 @@ fn errors_are_clear_and_exit_non_zero() {
 fn maintenance_commands_work_on_a_real_rootpath() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
-    let (ok, _, err) = raiz(&["demo", "--rows", "2000", "--root", root]);
+    let (ok, _, err) = raiz(&[
+        "demo",
+        "--rows",
+        "2000",
+        "--root",
+        root,
+        "--changes",
+        "10",
+        "--secs",
+        "0.2",
+    ]);
     assert!(ok, "{err}");
     let (ok, out, err) = raiz(&[
         "index",
@@ -219,6 +297,10 @@ fn every_command_has_help_with_an_example() {
         &["shell"],
         &["import"],
         &["export"],
+        &["backup"],
+        &["restore"],
+        &["config"],
+        &["config", "check"],
         &["completions"],
     ];
     for c in commands {
@@ -289,7 +371,20 @@ fn completions_are_printed_for_each_shell() {
 fn logs_go_to_standard_error_as_text_or_json() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
-    assert!(raiz(&["demo", "--rows", "100", "--root", root]).0);
+    assert!(
+        raiz(&[
+            "demo",
+            "--rows",
+            "100",
+            "--root",
+            root,
+            "--changes",
+            "5",
+            "--secs",
+            "0.2"
+        ])
+        .0
+    );
     for (format, check) in [
         (
             "json",

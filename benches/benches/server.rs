@@ -82,12 +82,10 @@ fn main() {
     let mut users = raiz_server::users::Users::default();
     users.add("bench", PASSWORD, vec![], true).unwrap();
     users.save(&root).unwrap();
-    let config = raiz_server::Config {
-        root: Some(root),
-        listen: Some("127.0.0.1:0".into()),
-        pool_mb: Some(256),
-        ..raiz_server::Config::default()
-    };
+    let mut config = raiz_server::Config::default();
+    config.root = Some(root);
+    config.listen = Some("127.0.0.1:0".into());
+    config.pool_mb = Some(256);
     let server = raiz_server::start(config, false).unwrap();
     let url = format!("raiz://bench:{PASSWORD}@{}", server.tcp.unwrap());
 

@@ -611,6 +611,21 @@ impl Session {
         }
     }
 
+    /// Takes an online backup of the rootpath into `to` (see
+    /// [`raiz_engine::backup`]): embedded, a directory of this machine;
+    /// remote, of the server's machine (an admin user only).
+    pub fn backup(&self, to: &str) -> Result<raiz_engine::backup::BackupReport> {
+        match &self.kind {
+            SessionKind::Embedded(s) => Ok(s.database().backup(to)?),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::Backup { to: to.to_owned() })? {
+                    Reply::Backup(report) => Ok(report),
+                    other => Err(r.unexpected(&other)),
+                }
+            }
+        }
+    }
+
     /// One round trip that does nothing.
     pub fn ping(&self) -> Result<()> {
         match &self.kind {

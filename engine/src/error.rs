@@ -318,6 +318,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+
+    /// A backup cannot be taken there, or a backup cannot be restored: it is
+    /// incomplete, damaged, or the target is not empty.
+    #[error("backup {path}: {reason}")]
+    Backup {
+        /// The backup's directory (or the restore's target).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -46,6 +46,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod db;
 pub mod error;
 pub mod feed;
@@ -54,6 +55,7 @@ pub mod log;
 pub mod page;
 pub mod record;
 pub mod schema;
+pub mod stats;
 pub mod storage;
 pub mod table;
 pub(crate) mod txn;

@@ -49,6 +49,7 @@ pub mod config;
 mod conn;
 pub mod guide;
 pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod serve;
@@ -162,6 +163,7 @@ impl Shared {
             tls: None,
             shutdown: tokio::sync::watch::channel(false).0,
             workers: Arc::new(Workers::default()),
+            metrics: Arc::new(metrics::Requests::default()),
             db,
         }))
     }
@@ -204,4 +206,5 @@ pub(crate) struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub workers: Arc<Workers>,
     pub stream: Arc<stream::Stream>,
+    pub metrics: Arc<metrics::Requests>,
 }

@@ -25,6 +25,8 @@ pub struct ServerHandle {
     pub tcp: Option<SocketAddr>,
     /// The Unix socket it listens on.
     pub unix: Option<PathBuf>,
+    /// Where it serves /healthz, /readyz and /metrics.
+    pub metrics: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
@@ -117,15 +119,59 @@ fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
 /// Opens the rootpath and starts serving in the background. With `signals`,
 /// SIGINT and SIGTERM shut it down.
 pub fn start(config: Config, signals: bool) -> Result<ServerHandle, Error> {
+    start_with(config, signals, |_| {})
+}
+
+/// [`start`], calling `on_metrics` with the health and metrics address as
+/// soon as it answers — before the rootpath is opened, so `/readyz` can be
+/// watched while the log is replayed.
+pub fn start_with(
+    config: Config,
+    signals: bool,
+    on_metrics: impl FnOnce(SocketAddr),
+) -> Result<ServerHandle, Error> {
     let root = config.root.clone().ok_or_else(|| Error::Invalid {
         path: None,
         message: "no rootpath: give --root or root = in raiz.toml".into(),
     })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("raiz-net")
+        .build()
+        .map_err(|source| Error::Listen {
+            address: "runtime".into(),
+            source,
+        })?;
+    let requests = Arc::new(crate::metrics::Requests::default());
+    let probe = crate::metrics::ServerProbe::new(requests.clone());
+    let (metrics_stop, metrics_stop_rx) = watch::channel(false);
+    let metrics = match &config.metrics_listen {
+        Some(addr) => {
+            let l = crate::metrics::bind(addr)?;
+            let local = l.local_addr().map_err(|source| Error::Listen {
+                address: addr.clone(),
+                source,
+            })?;
+            let source: Arc<dyn crate::metrics::Source> = probe.clone();
+            let _guard = rt.enter();
+            let l = tokio::net::TcpListener::from_std(l).map_err(|source| Error::Listen {
+                address: addr.clone(),
+                source,
+            })?;
+            rt.spawn(crate::metrics::serve_http(l, source, metrics_stop_rx));
+            tracing::info!(address = %local, "health and metrics: /healthz, /readyz, /metrics");
+            on_metrics(local);
+            Some(local)
+        }
+        None => None,
+    };
     let tls = tls_acceptor(&config)?;
     let users = Arc::new(crate::users::UserDb::open(&root)?);
     if users.current().users.is_empty() {
         tracing::warn!(root = %root.display(), "no users yet: every login fails until `raiz user add` creates one");
     }
+    probe.set_phase(crate::metrics::Phase::Recovering);
     let db = Database::open_with(
         &root,
         Options::default()
@@ -181,17 +227,35 @@ pub fn start(config: Config, signals: bool) -> Result<ServerHandle, Error> {
         tls,
         shutdown: watch::channel(false).0,
         workers: Arc::new(Workers::default()),
+        metrics: requests,
     });
+    probe.attach(&shared);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("raiz-serve".into())
-        .spawn(move || serve(shared, tcp.map(|(l, _)| l), unix, stop_rx, signals))
+        .spawn(move || {
+            let r = serve(
+                rt,
+                shared,
+                tcp.map(|(l, _)| l),
+                unix,
+                (stop_rx, signals),
+                &probe,
+                ready_tx,
+            );
+            drop(metrics_stop);
+            r
+        })
         .map_err(|source| Error::Listen {
             address: "thread".into(),
             source,
         })?;
+    // Returns once the accept loops run (and `/readyz` says so).
+    let _ = ready_rx.recv_timeout(Duration::from_secs(30));
     Ok(ServerHandle {
         tcp: handle_tcp,
         unix: unix_path,
+        metrics,
         stop,
         thread: Some(thread),
     })
@@ -199,7 +263,11 @@ pub fn start(config: Config, signals: bool) -> Result<ServerHandle, Error> {
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully (`raiz serve`).
 pub fn run(config: Config) -> Result<(), Error> {
-    let mut h = start(config, true)?;
+    let mut h = start_with(config, true, |addr| {
+        use std::io::Write;
+        println!("raiz serve: metrics on {addr}");
+        let _ = std::io::stdout().flush();
+    })?;
     if let Some(a) = h.tcp {
         println!("raiz serve: listening on {a}");
     }
@@ -212,21 +280,14 @@ pub fn run(config: Config) -> Result<(), Error> {
 }
 
 fn serve(
+    rt: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     tcp: Option<std::net::TcpListener>,
     unix: Option<std::os::unix::net::UnixListener>,
-    mut stop: watch::Receiver<bool>,
-    signals: bool,
+    (mut stop, signals): (watch::Receiver<bool>, bool),
+    probe: &crate::metrics::ServerProbe,
+    ready: std::sync::mpsc::Sender<()>,
 ) -> Result<(), Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("raiz-net")
-        .build()
-        .map_err(|source| Error::Listen {
-            address: "runtime".into(),
-            source,
-        })?;
     let root = shared.db.root().to_path_buf();
     rt.block_on(async {
         if let Some(l) = tcp {
@@ -247,7 +308,10 @@ fn serve(
         }
         tokio::spawn(crate::watch::run(shared.clone()));
         tracing::info!(root = %root.display(), "serving");
+        probe.set_phase(crate::metrics::Phase::Serving);
+        let _ = ready.send(());
         wait_for_stop(&mut stop, signals).await;
+        probe.set_phase(crate::metrics::Phase::Stopping);
         tracing::info!(
             sessions = shared.registry.len(),
             "shutting down: ending sessions"

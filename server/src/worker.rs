@@ -161,6 +161,11 @@ impl Worker {
                 break;
             }
             self.entry.busy.store(true, Ordering::Relaxed);
+            let started = Instant::now();
+            let kind = item
+                .req
+                .as_ref()
+                .map_or("undecodable", crate::metrics::request_kind);
             let revoked = self.revalidate();
             let writes = item.req.as_ref().is_ok_and(is_write);
             let body = match (&revoked, item.req) {
@@ -178,6 +183,11 @@ impl Worker {
             if let Err(e) = &body {
                 tracing::debug!(session = self.entry.id, kind = ?e.kind, "{}", e.message);
             }
+            self.shared.metrics.record(
+                kind,
+                body.as_ref().err().map(|e| e.kind),
+                started.elapsed(),
+            );
             self.entry.requests.fetch_add(1, Ordering::Relaxed);
             let open = self.session.in_transaction();
             {
@@ -515,6 +525,13 @@ impl Worker {
                 self.admin("a checkpoint")?;
                 db.checkpoint().map_err(engine)?;
                 Reply::Done
+            }
+            Request::Backup { to } => {
+                self.admin("a backup")?;
+                let report = db.backup(&to).map_err(engine)?;
+                tracing::info!(session = self.entry.id, user = %self.user.name, to = %report.path.display(),
+                    bytes = report.bytes + report.log_bytes, pause_ms = report.pause.as_secs_f64() * 1e3, "backup taken");
+                Reply::Backup(report)
             }
             Request::Table { handle, sync, op } => self.table(handle, sync, op)?,
             Request::RangeNext { iter, max, resume } => {

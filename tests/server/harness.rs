@@ -24,6 +24,8 @@ pub fn make_users(root: &Path) {
 pub struct Server {
     child: Option<Child>,
     pub addr: String,
+    /// The health and metrics address, when served (`--metrics-listen`).
+    pub metrics: Option<String>,
     pub dir: tempfile::TempDir,
     pub stderr: PathBuf,
 }
@@ -68,12 +70,20 @@ impl Server {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_else(|| {
-            panic!(
-                "server did not start: {}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            )
-        });
+        let mut next = || {
+            lines.next().and_then(Result::ok).unwrap_or_else(|| {
+                panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                )
+            })
+        };
+        let mut first = next();
+        let mut metrics = None;
+        if let Some(m) = first.strip_prefix("raiz serve: metrics on ") {
+            metrics = Some(m.to_owned());
+            first = next();
+        }
         let addr = first
             .strip_prefix("raiz serve: listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
@@ -83,6 +93,7 @@ impl Server {
         Server {
             child: Some(child),
             addr,
+            metrics,
             dir,
             stderr,
         }

@@ -3,6 +3,7 @@
 mod abuse;
 mod admin;
 mod app_api;
+mod backup;
 mod badinput;
 mod cache;
 mod cache_bound;
@@ -11,6 +12,7 @@ mod cache_restart;
 mod harness;
 mod interleaved;
 mod locks;
+mod metrics;
 mod model;
 mod order_entry;
 mod readahead;

@@ -195,12 +195,10 @@ fn raiz_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
     let mut users = raiz_server::users::Users::default();
     users.add("bench", "bench", vec![], true)?;
     users.save(&root)?;
-    let config = raiz_server::Config {
-        root: Some(root),
-        listen: Some("127.0.0.1:0".into()),
-        pool_mb: Some((spec.cache_bytes >> 20) as u64),
-        ..raiz_server::Config::default()
-    };
+    let mut config = raiz_server::Config::default();
+    config.root = Some(root);
+    config.listen = Some("127.0.0.1:0".into());
+    config.pool_mb = Some((spec.cache_bytes >> 20) as u64);
     let server = raiz_server::start(config, false)?;
     let url = format!(
         "raiz://bench:bench@{}",

@@ -141,6 +141,13 @@ pub enum Request {
     FeedPosition,
     /// Nodes subscribed to the change stream (admin).
     ListSubscriptions,
+    /// An online backup of the rootpath into a directory on the server's
+    /// machine (admin): answered with `Reply::Backup`.
+    Backup {
+        /// The directory (absolute, or relative to the server's working
+        /// directory); created, must be empty and outside the rootpath.
+        to: String,
+    },
 }
 
 /// A position in a server's change stream.
@@ -512,6 +519,8 @@ pub enum Reply {
     },
     /// Subscribed nodes.
     Subscriptions(Vec<SubscriptionInfo>),
+    /// What a backup did.
+    Backup(raiz_engine::backup::BackupReport),
 }
 
 /// The result of a table operation.

@@ -300,6 +300,8 @@ impl Database {
             next_txn: AtomicU64::new(1),
             log: options.log,
             last_checkpoint: Mutex::new(std::time::Instant::now()),
+            ddl: RwLock::new(()),
+            stats: Default::default(),
         });
         if rt.wal.is_some() {
             crate::txn::spawn_log_syncer(&rt);
@@ -388,6 +390,27 @@ impl Database {
         self.inner.rt.wal.as_ref().map_or(0, |w| w.end())
     }
 
+    /// The database's counters for monitoring (see [`crate::stats`]).
+    pub fn stats(&self) -> crate::stats::EngineStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let rt = &self.inner.rt;
+        let locks = &rt.locks.stats;
+        crate::stats::EngineStats {
+            commits: rt.stats.commits.load(Relaxed),
+            log_syncs: self.log_syncs(),
+            log_bytes: self.log_end(),
+            group_commit: rt.wal.as_ref().map(|w| w.batches()).unwrap_or_default(),
+            checkpoints: rt.stats.checkpoints.snapshot(),
+            lock_waits: locks.waits.load(Relaxed),
+            lock_wait_seconds: locks.wait_micros.load(Relaxed) as f64 / 1e6,
+            lock_timeouts: locks.timeouts.load(Relaxed),
+            deadlocks: locks.deadlocks.load(Relaxed),
+            pool: self.pool_stats(),
+            open_tables: rt.tables.open_tables().len() as u64,
+            backups: rt.stats.backups.load(Relaxed),
+        }
+    }
+
     /// Writes every changed page of every table to its files and starts a new
     /// log segment, so a crash now would need no replay.
     pub fn checkpoint(&self) -> Result<()> {
@@ -430,6 +453,7 @@ impl Database {
             )));
         }
         let rt = &self.inner.rt;
+        let _ddl = rt.ddl.read_recursive();
         let exists = |_| Error::TableExists {
             table: name.clone(),
         };
@@ -468,6 +492,7 @@ impl Database {
             table: name.clone(),
             handles,
         };
+        let _ddl = self.inner.rt.ddl.read_recursive();
         self.inner.rt.with_table_closed(&name, in_use, || {
             self.remove_table_files(&name)?;
             self.inner

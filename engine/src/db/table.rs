@@ -529,6 +529,7 @@ impl Table {
         def: &IndexDef,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<()> {
+        let _ddl = self.shared.rt.ddl.read_recursive();
         let mut core = self.shared.core.write();
         core.create_index(def, progress)?;
         self.rewritten(&core);
@@ -547,6 +548,7 @@ impl Table {
     /// Drops an index. Handles ordered by it fall back to physical order.
     pub fn drop_index(&mut self, name: &str) -> Result<()> {
         {
+            let _ddl = self.shared.rt.ddl.read_recursive();
             let mut core = self.shared.core.write();
             core.drop_index(name)?;
             self.rewritten(&core);
@@ -596,6 +598,7 @@ impl Table {
     pub fn rebuild(&mut self) -> Result<RewriteReport> {
         self.exclusive("rebuild")?;
         let r = {
+            let _ddl = self.shared.rt.ddl.read_recursive();
             let mut core = self.shared.core.write();
             let r = core.rebuild()?;
             self.rewritten(&core);
@@ -610,6 +613,7 @@ impl Table {
     pub fn pack(&mut self) -> Result<RewriteReport> {
         self.exclusive("pack")?;
         let r = {
+            let _ddl = self.shared.rt.ddl.read_recursive();
             let mut core = self.shared.core.write();
             let r = core.pack()?;
             self.rewritten(&core);
@@ -624,6 +628,7 @@ impl Table {
     pub fn alter(&mut self, schema: &Schema) -> Result<RewriteReport> {
         self.exclusive("alter")?;
         let r = {
+            let _ddl = self.shared.rt.ddl.read_recursive();
             let mut core = self.shared.core.write();
             let r = core.alter(schema)?;
             self.rewritten(&core);

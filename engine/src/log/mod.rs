@@ -12,4 +12,4 @@
 pub mod record;
 mod wal;
 
-pub use wal::{segment_name, segments, Wal, WAL_DIR};
+pub use wal::{segment_name, segments, SegmentCut, SegmentPin, Wal, WAL_DIR};

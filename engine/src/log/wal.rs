@@ -20,6 +20,13 @@
 //!   recovery skips them: it replays the run of consecutive segments that ends
 //!   with the newest. Replaying the rest of a run only redoes what the files
 //!   already hold.
+//! - A backup pins the segment a checkpoint just started ([`Wal::pin`]): while
+//!   a pin is held, `rotate` keeps that segment and every later one, so the
+//!   log from the pinned checkpoint on stays whole (a run of consecutive
+//!   segments). Replaying such a run from its first segment is sound for the
+//!   same reason recovery is: the first change of a page after any checkpoint
+//!   is logged whole, so whatever version of a page the files hold, the run's
+//!   images and deltas bring it to the run's end.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,6 +72,8 @@ struct Writer {
     /// Bytes of the segment already written with zeros and synced: appends below
     /// this overwrite, so their sync need not commit a new file size.
     zeroed: u64,
+    /// Commits appended since the log was opened.
+    commits: u64,
 }
 
 /// The log is extended with synced zeros this much at a time.
@@ -98,6 +107,47 @@ pub struct Wal {
     syncs: AtomicU64,
     /// Bytes appended since the last checkpoint.
     since_checkpoint: AtomicU64,
+    /// Commits covered by the syncs so far (written under the sync mutex).
+    synced_commits: AtomicU64,
+    /// Commits covered per sync.
+    batches: crate::stats::Histogram,
+    /// Segments pinned by running backups: the lowest segment each needs.
+    pins: Mutex<Vec<u64>>,
+}
+
+/// Keeps a segment and every later one from removal while it lives
+/// ([`Wal::pin`]).
+#[derive(Debug)]
+pub struct SegmentPin {
+    wal: Arc<Wal>,
+    seq: u64,
+}
+
+impl SegmentPin {
+    /// The first segment kept.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Drop for SegmentPin {
+    fn drop(&mut self) {
+        let mut pins = self.wal.pins.lock();
+        if let Some(i) = pins.iter().position(|&s| s == self.seq) {
+            pins.swap_remove(i);
+        }
+    }
+}
+
+/// A piece of the log to copy: a segment and how many of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCut {
+    /// The segment number.
+    pub seq: u64,
+    /// Its path.
+    pub path: PathBuf,
+    /// Bytes to copy from its start: whole commits only.
+    pub len: u64,
 }
 
 impl std::fmt::Debug for Wal {
@@ -136,6 +186,7 @@ impl Wal {
                 pos: 0,
                 base: 0,
                 zeroed: 0,
+                commits: 0,
             }),
             sync: Mutex::new(()),
             synced: (Mutex::new(0), Condvar::new()),
@@ -143,6 +194,9 @@ impl Wal {
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
             since_checkpoint: AtomicU64::new(0),
+            synced_commits: AtomicU64::new(0),
+            batches: crate::stats::Histogram::new(crate::stats::BATCH_BOUNDS),
+            pins: Mutex::new(Vec::new()),
         })
     }
 
@@ -202,7 +256,8 @@ impl Wal {
             encode(e, &mut buf);
         }
         let mut w = self.writer.lock();
-        if matches!(entries.last(), Some(Entry::Commit { .. })) {
+        let is_commit = matches!(entries.last(), Some(Entry::Commit { .. }));
+        if is_commit {
             let pad = padding(w.pos as usize + buf.len());
             buf.resize(buf.len() + pad, 0);
         }
@@ -227,6 +282,9 @@ impl Wal {
             return Err(Error::io(&w.path, e));
         }
         w.pos += buf.len() as u64;
+        if is_commit {
+            w.commits += 1;
+        }
         self.since_checkpoint
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(w.base + w.pos)
@@ -275,9 +333,9 @@ impl Wal {
 
     /// Syncs everything written so far (the caller holds the sync mutex).
     fn sync_now(&self) -> Result<()> {
-        let (file, path, end) = {
+        let (file, path, end, commits) = {
             let w = self.writer.lock();
-            (w.file.clone(), w.path.clone(), w.base + w.pos)
+            (w.file.clone(), w.path.clone(), w.base + w.pos, w.commits)
         };
         if let Err(e) = file.sync() {
             self.poisoned.store(true, Ordering::Release);
@@ -285,6 +343,11 @@ impl Wal {
             return Err(Error::SyncFailed { path, source: e });
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        // Under the sync mutex: no other sync moves the count meanwhile.
+        let before = self.synced_commits.swap(commits, Ordering::Relaxed);
+        if commits > before {
+            self.batches.observe((commits - before) as f64);
+        }
         self.durable.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
@@ -317,8 +380,9 @@ impl Wal {
         w.path = path;
         w.seq = seq;
         drop(w);
+        let keep_from = self.pins.lock().iter().copied().min().unwrap_or(u64::MAX);
         for s in segments(self.storage.as_ref(), &self.dir)? {
-            if s <= old {
+            if s <= old && s < keep_from {
                 let p = self.dir.join(segment_name(s));
                 self.storage.remove(&p).map_err(|e| Error::io(&p, e))?;
             }
@@ -326,6 +390,52 @@ impl Wal {
         self.sync_dir_or_poison()?;
         self.since_checkpoint.store(0, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Commits covered per sync so far (group commit at work).
+    pub fn batches(&self) -> crate::stats::HistogramSnapshot {
+        self.batches.snapshot()
+    }
+
+    /// Keeps the current segment and every later one until the pin is
+    /// dropped. Called right after a checkpoint started the current segment,
+    /// under the commit gate, so the pinned run holds every commit since.
+    pub fn pin(self: &Arc<Self>) -> SegmentPin {
+        let seq = self.writer.lock().seq;
+        self.pins.lock().push(seq);
+        SegmentPin {
+            wal: self.clone(),
+            seq,
+        }
+    }
+
+    /// Makes the log durable and returns, from the pinned segment on, each
+    /// segment and the length of it that holds whole durable commits: what a
+    /// backup copies. The bytes named never change afterwards (appends go
+    /// past them; older segments are no longer written).
+    pub fn cut(&self, pin: &SegmentPin) -> Result<Vec<SegmentCut>> {
+        self.flush()?;
+        // The sync mutex keeps `rotate` out while the segments are listed.
+        let _sync = self.sync.lock();
+        let w = self.writer.lock();
+        let durable = self.durable();
+        let mut out = Vec::new();
+        for s in segments(self.storage.as_ref(), &self.dir)? {
+            if s < pin.seq || s > w.seq {
+                continue;
+            }
+            let path = self.dir.join(segment_name(s));
+            let len = if s == w.seq {
+                durable.saturating_sub(w.base).min(w.pos)
+            } else {
+                self.storage
+                    .open(&path, OpenMode::Existing)
+                    .and_then(|f| f.len())
+                    .map_err(|e| Error::io(&path, e))?
+            };
+            out.push(SegmentCut { seq: s, path, len });
+        }
+        Ok(out)
     }
 
     /// Syncs the log directory. A failure poisons the log: which names the

@@ -376,10 +376,16 @@ impl TableCore {
             core.remove_orphans();
         }
         if report != OpenReport::default() {
-            // Repairs are written back before anyone uses the table.
+            // Repairs are written back before anyone uses the table. The
+            // header keeps its `filled_to`: slots a crash left empty below it
+            // are filled (and `filled_to` raised) when the table is
+            // registered; recomputing it here, with no reservation open,
+            // would claim them filled and leave them empty for good.
             core.write_all()?;
             core.body.clean = true;
-            core.persist_header()?;
+            core.generation += 1;
+            header::write(&core.data, &core.body, core.generation)?;
+            core.data.sync()?;
             core.marked_dirty = false;
         }
         Ok((core, report))

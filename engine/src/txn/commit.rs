@@ -113,6 +113,11 @@ pub(crate) fn commit(
             }
         }
     }
+    for rt in &runtimes {
+        rt.stats
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(recnos)
 }
 

@@ -114,6 +114,8 @@ pub struct LockManager {
     changed: Condvar,
     /// What to call a session in messages (`ana@10.0.0.7:51234`).
     names: Mutex<HashMap<u64, String>>,
+    /// Waits, timeouts and deadlocks, for monitoring (relaxed atomics).
+    pub(crate) stats: crate::stats::LockCounters,
 }
 
 impl LockManager {
@@ -139,7 +141,18 @@ impl LockManager {
     /// Takes `key` for `session`, waiting up to `timeout` for other sessions to
     /// release it. Returns false when the session already held it.
     pub fn lock(&self, session: u64, key: &LockKey, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut waited = false;
+        let stats = &self.stats;
+        let waited_for = |waited: bool| {
+            if waited {
+                stats.wait_micros.fetch_add(
+                    started.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        };
         let mut t = self.table.lock();
         loop {
             if t.held.get(key) == Some(&session) {
@@ -150,11 +163,16 @@ impl LockManager {
                 t.held.insert(key.clone(), session);
                 t.by_session.entry(session).or_default().insert(key.clone());
                 t.waiting.remove(&session);
+                waited_for(waited);
                 return Ok(true);
             }
             if t.leads_to(&blockers, session) {
                 t.waiting.remove(&session);
                 tracing::info!(session, lock = %key, "deadlock detected; the requester is refused");
+                waited_for(waited);
+                stats
+                    .deadlocks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(Error::Deadlock {
                     lock: key.to_string(),
                     holder: blockers[0],
@@ -164,6 +182,10 @@ impl LockManager {
             let now = Instant::now();
             if now >= deadline {
                 t.waiting.remove(&session);
+                waited_for(waited);
+                stats
+                    .timeouts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(if timeout.is_zero() {
                     Error::LockConflict {
                         lock: key.to_string(),
@@ -180,6 +202,12 @@ impl LockManager {
                 });
             }
             t.waiting.insert(session, key.clone());
+            if !waited {
+                waited = true;
+                stats
+                    .waits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             // Wake up periodically too: a deadlock may form after we started
             // waiting, through a session that blocked later.
             let slice = (deadline - now).min(Duration::from_millis(50));

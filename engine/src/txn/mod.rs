@@ -119,6 +119,13 @@ pub(crate) struct Runtime {
     pub last_checkpoint: Mutex<std::time::Instant>,
     /// The change feed (see [`crate::feed`]).
     pub feed: Arc<crate::feed::Feed>,
+    /// Changes to the set of files of the rootpath — creating, dropping or
+    /// rewriting a table, creating or dropping an index — hold it shared
+    /// (recursively); a backup holds it exclusively while it copies, so the
+    /// files it lists stay the files the log refers to. Taken before the gate.
+    pub ddl: RwLock<()>,
+    /// Counters for monitoring (see [`crate::stats`]).
+    pub stats: crate::stats::Counters,
 }
 
 /// An open table shared by every handle on it (see [`registry`]: one per table
@@ -179,8 +186,31 @@ impl TableShared {
 /// log, then starts a new log segment (the older ones are no longer needed for
 /// recovery).
 pub(crate) fn checkpoint(rt: &Runtime) -> crate::Result<()> {
-    let _gate = rt.gate.write();
+    checkpoint_then(rt, |_| ()).map(|(_, ())| ())
+}
+
+/// A checkpoint that runs `then` before it lets commits go on (under the
+/// gate, the log just rotated), returning how long it held the gate and what
+/// `then` gave. A backup pins the new log segment this way.
+pub(crate) fn checkpoint_then<R>(
+    rt: &Runtime,
+    then: impl FnOnce(Option<&Arc<Wal>>) -> R,
+) -> crate::Result<(Duration, R)> {
+    let gate = rt.gate.write();
     let started = std::time::Instant::now();
+    let r = checkpoint_locked(rt, started)?;
+    let out = then(rt.wal.as_ref());
+    let held = started.elapsed();
+    drop(gate);
+    if r {
+        rt.stats.checkpoint(held);
+    }
+    Ok((held, out))
+}
+
+/// The checkpoint proper, under the gate held exclusively. True when a log
+/// was rotated.
+fn checkpoint_locked(rt: &Runtime, started: std::time::Instant) -> crate::Result<bool> {
     if let Some(wal) = &rt.wal {
         wal.flush()?;
     }
@@ -197,7 +227,7 @@ pub(crate) fn checkpoint(rt: &Runtime) -> crate::Result<()> {
             return Err(e);
         }
     }
-    let Some(wal) = &rt.wal else { return Ok(()) };
+    let Some(wal) = &rt.wal else { return Ok(false) };
     let logged = wal.since_checkpoint();
     wal.rotate()?;
     // The new log holds no page images yet: each page's next change is logged whole.
@@ -210,7 +240,7 @@ pub(crate) fn checkpoint(rt: &Runtime) -> crate::Result<()> {
         secs = started.elapsed().as_secs_f64(),
         "checkpoint"
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Runs a checkpoint when the log grew past its bound or the interval passed.
