@@ -171,6 +171,45 @@ fn targets(r: &Report) -> String {
             None,
         ),
     }
+    let pg_best = |w: &str| {
+        [server::PG, server::PGBENCH]
+            .iter()
+            .filter_map(|c| value(r, w, c).map(|v| (*c, v)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    match (
+        value(r, "point read by key, 1 connection", server::RAIZ),
+        value(r, server::LOOPBACK, machine::COLUMN),
+    ) {
+        (Some(a), Some(rt)) => row(
+            "remote point read from 1 connection within 1.3× of the loopback round trip",
+            format!("{a:.0} reads/s vs {rt:.0} round trips/s ({:.2}×)", rt / a),
+            Some(a * 1.3 >= rt),
+        ),
+        _ => row(
+            "remote point read from 1 connection within 1.3× of the loopback round trip",
+            "-".into(),
+            None,
+        ),
+    }
+    for (w, factor) in [
+        ("point read by key, 32 connection", 1.5),
+        ("durable 1-record insert, 8 connection", 1.0),
+        ("durable 1-record insert, 32 connection", 1.0),
+    ] {
+        let target = match factor == 1.0 {
+            true => format!("raiz serve ≥ PostgreSQL's best on \"{w}s\""),
+            false => format!("raiz serve ≥ {factor}× PostgreSQL's best on \"{w}s\""),
+        };
+        match (value(r, w, server::RAIZ), pg_best(w)) {
+            (Some(a), Some((c, p))) => row(
+                &target,
+                format!("{a:.0} vs {p:.0} ({c}): {:.2}×", a / p),
+                Some(a >= factor * p),
+            ),
+            _ => row(&target, "-".into(), None),
+        }
+    }
     let node = compare::cache::NODE;
     let srv = compare::cache::SERVER;
     match (
@@ -297,7 +336,11 @@ fn main() {
     md.push_str(&report.markdown(&[machine::COLUMN.to_owned()]));
     if a.server {
         md.push_str("\n## Servers over loopback\n\n");
-        md.push_str(&report.markdown(&[server::RAIZ.to_owned(), server::PG.to_owned()]));
+        md.push_str(&report.markdown(&[
+            server::RAIZ.to_owned(),
+            server::PG.to_owned(),
+            server::PGBENCH.to_owned(),
+        ]));
         md.push('\n');
         md.push_str(
             &report
@@ -315,7 +358,7 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join("\n"),
         );
-        md.push_str("\n\nSettings: `raiz serve` in-process on its own threads, clients on theirs, every request over a loopback TCP socket; a point read is `seek` + `record`, an insert an autocommitted logged append. PostgreSQL from the distribution's packages, fresh `initdb`, `fsync=on`, `synchronous_commit=on`, `shared_buffers` = budget, `bytea` key with a primary key index; the scan through a portal fetching 1,000 rows per round trip. 100,000 records loaded.\n");
+        md.push_str("\n\nSettings: `raiz serve` in-process on its own threads, clients on theirs, every request over a loopback TCP socket; a point read is `seek` + `record`, an insert an autocommitted logged append. PostgreSQL from the distribution's packages, fresh `initdb`, `fsync=on`, `synchronous_commit=on`, `shared_buffers` = budget, `bytea` key with a primary key index; the scan through a portal fetching 1,000 rows per round trip. 100,000 records loaded. The harness's PostgreSQL client prepares each statement once per connection (one round trip per request, as raiz); the pgbench column is PostgreSQL's own client on the same server (`pgbench -n -M prepared`, a 100,000-row table read by a bigint key, inserts of a random 24-byte key and a 150-byte value), a cross-check of the harness's client.\n");
     }
     if a.cache {
         md.push_str("\n## Cache nodes\n\n");

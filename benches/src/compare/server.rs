@@ -30,6 +30,11 @@ pub const RAIZ: &str = "raiz serve";
 pub const RAIZ_ONE: &str = "raiz serve, 1 record per round trip";
 /// Column of PostgreSQL.
 pub const PG: &str = "PostgreSQL";
+/// Column of PostgreSQL measured by its own client, pgbench (`-M prepared`),
+/// a cross-check of the harness's client.
+pub const PGBENCH: &str = "PostgreSQL (pgbench)";
+/// The row of the machine's raw loopback round trip.
+pub const LOOPBACK: &str = "loopback TCP round trip (64-byte ping-pong, 1 connection)";
 
 const CONNS: [usize; 3] = [1, 8, 32];
 
@@ -101,17 +106,33 @@ impl Client for RaizClient {
     }
 }
 
-struct PgClient(postgres::Client);
+/// A PostgreSQL connection with its two statements prepared once, as an
+/// application (or pgbench `-M prepared`) does: each request is then one
+/// round trip, as raiz's are. (`query` with SQL text would prepare the
+/// statement again on every call, a second round trip.)
+struct PgClient {
+    c: postgres::Client,
+    get: postgres::Statement,
+    insert: postgres::Statement,
+}
+
+impl PgClient {
+    fn connect(dsn: &str) -> Result<PgClient> {
+        let mut c = postgres::Client::connect(dsn, postgres::NoTls)?;
+        let get = c.prepare("SELECT v FROM kv WHERE k = $1")?;
+        let insert = c.prepare("INSERT INTO kv (k, v) VALUES ($1, $2)")?;
+        Ok(PgClient { c, get, insert })
+    }
+}
 
 impl Client for PgClient {
     fn get(&mut self, key: &[u8]) -> Result<bool> {
-        let rows = self.0.query("SELECT v FROM kv WHERE k = $1", &[&key])?;
+        let rows = self.c.query(&self.get, &[&key])?;
         Ok(std::hint::black_box(rows).len() == 1)
     }
 
     fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.0
-            .execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[&key, &value])?;
+        self.c.execute(&self.insert, &[&key, &value])?;
         Ok(())
     }
 }
@@ -301,6 +322,11 @@ fn is_root() -> bool {
 /// Runs a PostgreSQL binary, as the postgres user when we are root (the
 /// server refuses to run as root).
 fn pg(bin: &Path, tool: &str, args: &[&str]) -> Result<()> {
+    pg_output(bin, tool, args).map(drop)
+}
+
+/// [`pg`], returning what the tool printed.
+fn pg_output(bin: &Path, tool: &str, args: &[&str]) -> Result<String> {
     let mut cmd = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
@@ -317,7 +343,7 @@ fn pg(bin: &Path, tool: &str, args: &[&str]) -> Result<()> {
         )
         .into());
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 struct PgServer {
@@ -409,9 +435,14 @@ fn pg_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
     tx.commit()?;
     c.batch_execute("ANALYZE")?;
     let data_small = probes(data, keys);
-    let connect =
-        || -> Result<PgClient> { Ok(PgClient(postgres::Client::connect(&dsn, postgres::NoTls)?)) };
+    let connect = || -> Result<PgClient> { PgClient::connect(&dsn) };
     measure(PG, spec, &data_small, keys, &connect, report)?;
+    if let Err(e) = pgbench_rows(&server, &mut c, spec, report) {
+        tracing::warn!(error = %e, "pgbench rows skipped");
+        report.notes.push(format!(
+            "pgbench could not be run here ({e}); its rows were skipped."
+        ));
+    }
     let mut best = f64::MAX;
     let mut trips = 0;
     for _ in 0..3 {
@@ -456,7 +487,138 @@ fn pg_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
 }
 
 /// Measures both servers.
+/// The machine's loopback round trip, as requests per second from one
+/// connection: the ceiling of any one-round-trip request.
+fn loopback(spec: &Spec, report: &mut Report) -> Result<()> {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = l.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        loop {
+            if s.read_exact(&mut buf).is_err() {
+                return Ok(());
+            }
+            s.write_all(&buf)?;
+        }
+    });
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    let mut buf = [7u8; 64];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < spec.server_secs {
+        for _ in 0..100 {
+            c.write_all(&buf)?;
+            c.read_exact(&mut buf)?;
+        }
+        n += 100;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(c);
+    let _ = echo.join();
+    report.add(
+        LOOPBACK,
+        "round trips/s",
+        Better::Higher,
+        super::machine::COLUMN,
+        rate,
+    );
+    Ok(())
+}
+
+/// PostgreSQL's own client on the same server: point reads of a 100,000-row
+/// table by a bigint key and durable inserts of a random 24-byte key with a
+/// 150-byte value, prepared statements, at 1, 8 and 32 connections.
+fn pgbench_rows(
+    server: &PgServer,
+    c: &mut postgres::Client,
+    spec: &Spec,
+    report: &mut Report,
+) -> Result<()> {
+    if !server.bin.join("pgbench").exists() {
+        return Err("pgbench is not installed".into());
+    }
+    c.batch_execute(
+        "CREATE TABLE pgb (k bigint PRIMARY KEY, v bytea NOT NULL);
+         INSERT INTO pgb SELECT g, decode(repeat('07', 150), 'hex') FROM generate_series(1, 100000) g;
+         CREATE TABLE pgi (k bytea PRIMARY KEY, v bytea NOT NULL);
+         ANALYZE;",
+    )?;
+    let dir = server._dir.path();
+    let read = dir.join("read.sql");
+    let insert = dir.join("insert.sql");
+    std::fs::write(
+        &read,
+        "\\set k random(1, 100000)\nSELECT v FROM pgb WHERE k = :k;\n",
+    )?;
+    std::fs::write(
+        &insert,
+        "INSERT INTO pgi (k, v) VALUES (decode(md5(random()::text) || substr(md5(random()::text), 1, 16), 'hex'), decode(repeat('07', 150), 'hex'));\n",
+    )?;
+    if is_root() {
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&read)
+            .arg(&insert)
+            .status()?;
+    }
+    let secs = spec.server_secs.round().max(1.0).to_string();
+    let port = server.port.to_string();
+    for (what, script) in [
+        ("point read by key", &read),
+        ("durable 1-record insert", &insert),
+    ] {
+        for conns in CONNS {
+            let (c, j) = (conns.to_string(), conns.min(8).to_string());
+            let out = pg_output(
+                &server.bin,
+                "pgbench",
+                &[
+                    "-n",
+                    "-M",
+                    "prepared",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "raiz",
+                    "-c",
+                    &c,
+                    "-j",
+                    &j,
+                    "-T",
+                    &secs,
+                    "-f",
+                    &script.display().to_string(),
+                    "postgres",
+                ],
+            )?;
+            // "tps = 11234.5 (without initial connection time)"; older
+            // versions print an "including connections" line first.
+            let tps = out
+                .lines()
+                .rfind(|l| l.trim_start().starts_with("tps = "))
+                .and_then(|l| l.trim_start()["tps = ".len()..].split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| format!("no tps in pgbench's output: {out}"))?;
+            report.add(
+                &format!("{what}, {conns} connection(s)"),
+                "requests/s",
+                Better::Higher,
+                PGBENCH,
+                tps,
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
+    loopback(spec, report)?;
     raiz_rows(spec, data, report)?;
     // PostgreSQL is a peer, not the subject: when it cannot be set up here
     // (no packages, no postgres user, a sandbox that forbids it) the report
