@@ -364,9 +364,10 @@ fn main() {
         md.push_str("\n## Cache nodes\n\n");
         md.push_str(&report.markdown(&[
             compare::cache::NODE.to_owned(),
+            compare::cache::BOUND.to_owned(),
             compare::cache::SERVER.to_owned(),
         ]));
-        md.push_str("\nSettings: a `raiz serve` and its clients in this process over loopback TCP; a dictionary table of 1 KB records (a 900-byte text field, a memo on one record in ten, a unique and a two-field index); cache nodes in this process (`CacheNode`, copy in a dbCache directory, pool large enough to hold it). Start-up is until the node is ready (loaded, indexed, caught up). The delay is from a commit's return on a direct client to the node having applied it, one commit per millisecond. The commit rows append 1 KB records from 8 connections: with no node; with three subscribers that read the change stream and discard it (the server's own cost of feeding nodes on other machines); with three nodes in this process applying it (on a 2-core machine they take the cores the server would use).\n");
+        md.push_str("\nSettings: a `raiz serve` and its clients in this process over loopback TCP; a dictionary table of 1 KB records (a 900-byte text field, a memo on one record in ten, a unique and a two-field index); cache nodes in this process (`CacheNode`, copy in a dbCache directory, pool large enough to hold it). A bound client is the ordinary client connected to the node's Unix socket (`raiz cache --listen unix:PATH`), reading the node's copy. Start-up is until the node is ready (loaded, indexed, caught up). The delay is from a commit's return on a direct client to the node having applied it, one commit per millisecond. The commit rows append 1 KB records from 8 connections: with no node; with three subscribers that read the change stream and discard it (the server's own cost of feeding nodes on other machines); with three nodes in this process applying it (on a 2-core machine they take the cores the server would use).\n");
     }
     md.push_str("\n## Targets\n\n");
     md.push_str(&targets(&report));

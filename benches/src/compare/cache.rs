@@ -22,6 +22,10 @@ use super::{Result, Spec};
 pub const NODE: &str = "cache node, in-process";
 /// Column of the same reads from `raiz serve` over loopback TCP.
 pub const SERVER: &str = "raiz serve over TCP";
+/// Column of a bound client: another process's ordinary client reading the
+/// node's copy over its Unix socket (here, in this process, over a real
+/// socket).
+pub const BOUND: &str = "cache node, bound client (Unix socket)";
 
 fn schema() -> Schema {
     Schema::new(vec![
@@ -222,6 +226,36 @@ pub fn run(spec: &Spec, quick: bool, report: &mut Report) -> Result<()> {
         NODE,
         r,
     );
+    {
+        let sock = nodes.path().join("node.sock");
+        let _front = raiz_server::bound::start(node.clone(), Some(&sock), None)?;
+        let cs: raiz_client::ConnectionString =
+            format!("raiz+unix://bench@{}", sock.display()).parse()?;
+        let bc = Connection::open_with(
+            &cs,
+            raiz_client::ConnectOptions {
+                password: Some("bench".into()),
+                ..raiz_client::ConnectOptions::default()
+            },
+        )?;
+        let bs = bc.session()?;
+        let mut bt = bs.open_table("dict")?;
+        let (p, r) = reads(&mut bt, rows, secs)?;
+        report.add(
+            "point read by key (seek + record)",
+            "reads/s",
+            Better::Higher,
+            BOUND,
+            p,
+        );
+        report.add(
+            "seek + read the next 10",
+            "ranges/s",
+            Better::Higher,
+            BOUND,
+            r,
+        );
+    }
     let mut rt = s.open_table("dict")?;
     let (p, r) = reads(&mut rt, rows, secs)?;
     report.add(
