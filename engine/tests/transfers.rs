@@ -69,6 +69,11 @@ fn concurrent_transfers_keep_the_sum_at_every_read_and_after_recovery() {
             }
         })
     };
+    // The reader is reading before the transfers start (on a loaded machine
+    // the workers could otherwise be done before it ever ran).
+    while reads.load(Ordering::Relaxed) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let workers: Vec<_> = (0..4u64)
         .map(|w| {
             let (db, retries) = (db.clone(), retries.clone());

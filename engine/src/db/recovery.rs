@@ -193,6 +193,33 @@ pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport
                                 }
                                 _ => report.skipped += 1,
                             },
+                            Entry::Sparse { file, page, ops } => match files.get(&file)? {
+                                Some(pf) => {
+                                    let mut image = vec![0u8; pf.page_size() as usize];
+                                    if crate::log::patch::apply(&mut image, &ops) {
+                                        pf.write_direct(page, &mut image)?;
+                                        report.pages += 1;
+                                    } else {
+                                        report.skipped += 1;
+                                    }
+                                }
+                                None => report.skipped += 1,
+                            },
+                            Entry::Patch { file, page, ops } => match files.get(&file)? {
+                                Some(pf) => {
+                                    // As for a delta: the page's full image was
+                                    // replayed earlier in this log.
+                                    let mut image = vec![0u8; pf.page_size() as usize];
+                                    pf.read_direct(page, &mut image)?;
+                                    if crate::log::patch::apply(&mut image, &ops) {
+                                        pf.write_direct(page, &mut image)?;
+                                        report.pages += 1;
+                                    } else {
+                                        report.skipped += 1;
+                                    }
+                                }
+                                None => report.skipped += 1,
+                            },
                             Entry::State(s) => {
                                 states.insert(s.data.file.clone(), s);
                             }

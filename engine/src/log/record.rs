@@ -160,6 +160,26 @@ pub enum Entry {
     },
     /// A table's counters after a commit.
     State(TableState),
+    /// What changed in a page whose full image was logged earlier in the same
+    /// log (since the last checkpoint), as operations applied in order.
+    Patch {
+        /// The file.
+        file: FileRef,
+        /// The page number.
+        page: u64,
+        /// The operations.
+        ops: Vec<super::patch::PatchOp>,
+    },
+    /// The full image of a page, as the operations that build it from a page
+    /// of zeros (a page mostly empty — new, or freshly split — is short so).
+    Sparse {
+        /// The file.
+        file: FileRef,
+        /// The page number.
+        page: u64,
+        /// The operations.
+        ops: Vec<super::patch::PatchOp>,
+    },
 }
 
 /// Appends the frame of `e` to `out`.
@@ -171,9 +191,11 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(&payload);
 }
 
-/// A commit frame is followed by zeros up to this boundary, so the next commit's
-/// write starts on a fresh page instead of one the kernel may be writing back
-/// (which would make it wait for the previous commit's sync).
+/// A log sync pads the log with zeros up to this boundary, so the commits
+/// written after it start on a fresh page instead of one the kernel may be
+/// writing back (which would make them wait for that sync). Commits written
+/// between two syncs follow each other directly. (Logs written before this
+/// padded every commit; they read the same.)
 pub const ALIGN: usize = 4096;
 
 /// Bytes of zero padding that bring `len` to the next [`ALIGN`] boundary.
@@ -181,37 +203,53 @@ pub fn padding(len: usize) -> usize {
     (ALIGN - len % ALIGN) % ALIGN
 }
 
+/// The entry framed at `at`, and where its frame ends; None when there is no
+/// whole, intact frame there.
+fn frame_at(bytes: &[u8], at: usize) -> Option<(Entry, usize)> {
+    if at + FRAME_HEADER > bytes.len() {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_PAYLOAD || at + FRAME_HEADER + len > bytes.len() {
+        return None;
+    }
+    let payload = &bytes[at + FRAME_HEADER..at + FRAME_HEADER + len];
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let entry = postcard::from_bytes::<Entry>(payload).ok()?;
+    Some((entry, at + FRAME_HEADER + len))
+}
+
 /// Decodes the frames in `bytes` up to the first damaged or partial one (or the
 /// zeros after the last commit). Returns the entries and how many bytes they took.
+///
+/// After a commit comes either the next frame at once (commits written
+/// before one sync) or zeros to the boundary (a sync's padding, or the
+/// prepared end of the log). A frame is looked for first: its length is never
+/// zero, so padding cannot pass for one, while a frame starting just before a
+/// boundary may begin with zero bytes.
 pub fn decode_all(bytes: &[u8]) -> (Vec<Entry>, usize) {
     let mut out = Vec::new();
     let mut at = 0;
-    while at + FRAME_HEADER <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        if len == 0 || len > MAX_PAYLOAD || at + FRAME_HEADER + len > bytes.len() {
-            break;
+    let mut after_commit = false;
+    loop {
+        if let Some((entry, end)) = frame_at(bytes, at) {
+            after_commit = matches!(entry, Entry::Commit { .. });
+            out.push(entry);
+            at = end;
+            continue;
         }
-        let payload = &bytes[at + FRAME_HEADER..at + FRAME_HEADER + len];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let entry = match postcard::from_bytes::<Entry>(payload) {
-            Ok(e) => e,
-            Err(_) => break,
-        };
-        let end = at + FRAME_HEADER + len;
-        let commit = matches!(entry, Entry::Commit { .. });
-        out.push(entry);
-        at = end;
-        if commit {
-            // The padding after a commit must be zeros up to the boundary.
-            let next = (end + padding(end)).min(bytes.len());
-            if bytes[end..next].iter().any(|&b| b != 0) {
-                break;
+        if after_commit {
+            after_commit = false;
+            let next = (at + padding(at)).min(bytes.len());
+            if next > at && bytes[at..next].iter().all(|&b| b == 0) {
+                at = next;
+                continue;
             }
-            at = next;
         }
+        break;
     }
     (out, at)
 }
@@ -298,5 +336,41 @@ mod tests {
             page("b", 2, 2, 256),
         ]);
         assert_eq!(decode_all(&tight).0.len(), 3);
+    }
+
+    #[test]
+    fn commits_between_syncs_follow_each_other_unpadded() {
+        // Two commits back to back, then a sync's padding, then another.
+        let mut buf = Vec::new();
+        encode(&page("a", 1, 1, 100), &mut buf);
+        encode(&Entry::Commit { txn: 1 }, &mut buf);
+        encode(&Entry::Commit { txn: 2 }, &mut buf);
+        buf.resize(buf.len() + padding(buf.len()), 0);
+        encode(&Entry::Commit { txn: 3 }, &mut buf);
+        let (got, _) = decode_all(&buf);
+        assert_eq!(got.len(), 4);
+        // A commit ending 1 to 3 bytes before a boundary, then at once a frame
+        // whose length begins with zero bytes (256 bytes of payload and more):
+        // not mistaken for padding.
+        for short in 1..4 {
+            let n = (0..ALIGN)
+                .find(|&n| {
+                    let mut t = Vec::new();
+                    encode(&page("a", 1, 1, n), &mut t);
+                    encode(&Entry::Commit { txn: 3 }, &mut t);
+                    t.len() % ALIGN == ALIGN - short
+                })
+                .expect("some image length ends there");
+            let mut t = Vec::new();
+            encode(&page("a", 1, 1, n), &mut t);
+            encode(&Entry::Commit { txn: 3 }, &mut t);
+            let big = page("b", 2, 2, 1024);
+            encode(&big, &mut t);
+            encode(&Entry::Commit { txn: 4 }, &mut t);
+            let (got, used) = decode_all(&t);
+            assert_eq!(got.len(), 4, "{short} bytes short");
+            assert_eq!(got[2], big);
+            assert_eq!(used, t.len());
+        }
     }
 }

@@ -257,10 +257,6 @@ impl Wal {
         }
         let mut w = self.writer.lock();
         let is_commit = matches!(entries.last(), Some(Entry::Commit { .. }));
-        if is_commit {
-            let pad = padding(w.pos as usize + buf.len());
-            buf.resize(buf.len() + pad, 0);
-        }
         let end = w.pos + buf.len() as u64;
         if end > w.zeroed {
             let pos = w.pos;
@@ -334,7 +330,22 @@ impl Wal {
     /// Syncs everything written so far (the caller holds the sync mutex).
     fn sync_now(&self) -> Result<()> {
         let (file, path, end, commits) = {
-            let w = self.writer.lock();
+            let mut w = self.writer.lock();
+            // Zeros to the next 4 KiB boundary (the prepared space is zeros
+            // already): commits appended after this sync start on a fresh
+            // page, never one the sync may still be writing back, and a later
+            // torn write cannot touch a page holding a durable commit.
+            let pad = padding(w.pos as usize) as u64;
+            if pad > 0 {
+                let pos = w.pos;
+                w.pos += pad;
+                if let Err(e) = prezero(&mut w) {
+                    w.pos = pos;
+                    self.poisoned.store(true, Ordering::Release);
+                    return Err(Error::io(&w.path, e));
+                }
+                self.since_checkpoint.fetch_add(pad, Ordering::Relaxed);
+            }
             (w.file.clone(), w.path.clone(), w.base + w.pos, w.commits)
         };
         if let Err(e) = file.sync() {

@@ -213,27 +213,33 @@ impl TableCore {
                 let image = f.image(*page)?;
                 match before {
                     Some(b) if f.fully_logged(*page) => {
-                        let Some(lo) = b.iter().zip(&image).position(|(x, y)| x != y) else {
+                        let ops = crate::log::patch::diff(b, &image);
+                        if ops.is_empty() {
                             continue;
-                        };
-                        let hi = image.len()
-                            - b.iter()
-                                .rev()
-                                .zip(image.iter().rev())
-                                .position(|(x, y)| x != y)
-                                .unwrap_or(0);
-                        out.push(Entry::Delta {
+                        }
+                        out.push(Entry::Patch {
                             file: r.clone(),
                             page: *page,
-                            offset: lo as u32,
-                            bytes: image[lo..hi].to_vec(),
+                            ops,
                         });
                     }
-                    _ => out.push(Entry::Page {
-                        file: r.clone(),
-                        page: *page,
-                        image,
-                    }),
+                    _ => {
+                        let zeros = vec![0u8; image.len()];
+                        let ops = crate::log::patch::diff(&zeros, &image);
+                        if crate::log::patch::payload(&ops) < image.len() / 2 {
+                            out.push(Entry::Sparse {
+                                file: r.clone(),
+                                page: *page,
+                                ops,
+                            })
+                        } else {
+                            out.push(Entry::Page {
+                                file: r.clone(),
+                                page: *page,
+                                image,
+                            })
+                        }
+                    }
                 }
             }
         }

@@ -1,0 +1,268 @@
+//! Page patches: what a commit changed in a page whose full image the log
+//! already holds, as a short list of operations instead of one byte range.
+//!
+//! A single range from the first to the last changed byte is large for the
+//! two commonest changes: a record appended to a data page changes the page
+//! header and the record far apart, and a key inserted into an index leaf
+//! shifts every entry after it. A patch names each changed run separately,
+//! and a run that is the old bytes shifted by a few bytes becomes a move plus
+//! the bytes that are really new.
+//!
+//! Invariant: [`apply`] of [`diff`]`(before, after)` on `before` gives
+//! `after`, byte for byte. Recovery applies a patch only over the page as the
+//! log itself rebuilt it (its full image comes first in the same log), so a
+//! move — unlike a byte write — need not be idempotent.
+
+use serde::{Deserialize, Serialize};
+
+/// One operation of a patch, applied in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PatchOp {
+    /// These bytes at `offset`.
+    Bytes {
+        /// Where they go.
+        offset: u32,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// The `len` bytes at `from` copied to `to` (overlap allowed).
+    Move {
+        /// Source offset.
+        from: u32,
+        /// Destination offset.
+        to: u32,
+        /// Bytes moved.
+        len: u32,
+    },
+}
+
+/// Unchanged gaps shorter than this are written over rather than split on:
+/// an operation costs a few bytes of its own.
+const GAP: usize = 12;
+/// Runs shorter than this are not searched for a shift.
+const SHIFT_MIN: usize = 48;
+/// The largest shift looked for (an index entry, a small record).
+const SHIFT_MAX: usize = 1024;
+
+/// The operations that turn `before` into `after` (pages of one size).
+pub fn diff(before: &[u8], after: &[u8]) -> Vec<PatchOp> {
+    debug_assert_eq!(before.len(), after.len());
+    let n = before.len().min(after.len());
+    let mut ops = Vec::new();
+    let mut i = 0;
+    while i < n {
+        if before[i] == after[i] {
+            i += 1;
+            continue;
+        }
+        // A run of changes, with short unchanged gaps inside it.
+        let lo = i;
+        let mut hi = i + 1;
+        let mut j = hi;
+        while j < n {
+            if before[j] != after[j] {
+                hi = j + 1;
+            } else if j - hi >= GAP {
+                break;
+            }
+            j += 1;
+        }
+        run(before, after, lo, hi, &mut ops);
+        i = hi;
+    }
+    ops
+}
+
+/// The operations for the changed run `lo..hi`.
+fn run(before: &[u8], after: &[u8], lo: usize, hi: usize, ops: &mut Vec<PatchOp>) {
+    let len = hi - lo;
+    if len >= SHIFT_MIN {
+        let (b, a) = (&before[lo..hi], &after[lo..hi]);
+        // Inserted: the old bytes now start k further on.
+        if let Some(k) = shift(b, a) {
+            ops.push(PatchOp::Move {
+                from: lo as u32,
+                to: (lo + k) as u32,
+                len: (len - k) as u32,
+            });
+            ops.push(PatchOp::Bytes {
+                offset: lo as u32,
+                bytes: a[..k].to_vec(),
+            });
+            return;
+        }
+        // Removed: the old bytes from k on now start at the run's start.
+        if let Some(k) = shift(a, b) {
+            ops.push(PatchOp::Move {
+                from: (lo + k) as u32,
+                to: lo as u32,
+                len: (len - k) as u32,
+            });
+            ops.push(PatchOp::Bytes {
+                offset: (hi - k) as u32,
+                bytes: a[len - k..].to_vec(),
+            });
+            return;
+        }
+    }
+    ops.push(PatchOp::Bytes {
+        offset: lo as u32,
+        bytes: after[lo..hi].to_vec(),
+    });
+}
+
+/// The smallest `k` with `to[k..] == from[..len - k]`, worth a move.
+fn shift(from: &[u8], to: &[u8]) -> Option<usize> {
+    let len = from.len();
+    let probe = 8.min(len);
+    (1..=SHIFT_MAX.min(len.saturating_sub(SHIFT_MIN / 2))).find(|&k| {
+        to[k..k + probe.min(len - k)] == from[..probe.min(len - k)] && to[k..] == from[..len - k]
+    })
+}
+
+/// Applies `ops` to `page`; false (and `page` unspecified) when an operation
+/// reaches outside it — a damaged log.
+pub fn apply(page: &mut [u8], ops: &[PatchOp]) -> bool {
+    let n = page.len();
+    for op in ops {
+        match op {
+            PatchOp::Bytes { offset, bytes } => {
+                let at = *offset as usize;
+                if at > n || bytes.len() > n - at {
+                    return false;
+                }
+                page[at..at + bytes.len()].copy_from_slice(bytes);
+            }
+            PatchOp::Move { from, to, len } => {
+                let (from, to, len) = (*from as usize, *to as usize, *len as usize);
+                if from > n || to > n || len > n - from || len > n - to {
+                    return false;
+                }
+                page.copy_within(from..from + len, to);
+            }
+        }
+    }
+    true
+}
+
+/// The bytes a patch carries (for a size comparison with a plain range).
+pub fn payload(ops: &[PatchOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            PatchOp::Bytes { bytes, .. } => bytes.len() + 6,
+            PatchOp::Move { .. } => 8,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(before: &[u8], after: &[u8]) -> Vec<PatchOp> {
+        let ops = diff(before, after);
+        let mut page = before.to_vec();
+        assert!(apply(&mut page, &ops));
+        assert_eq!(page, after);
+        ops
+    }
+
+    /// A page of sorted 32-byte entries after a 16-byte header.
+    fn leaf(entries: &[u64]) -> Vec<u8> {
+        let mut p = vec![0u8; 4096];
+        p[..8].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (i, e) in entries.iter().enumerate() {
+            let at = 16 + i * 32;
+            p[at..at + 8].copy_from_slice(&e.to_be_bytes());
+            p[at + 8..at + 32].copy_from_slice(&[(*e % 251) as u8; 24]);
+        }
+        p
+    }
+
+    #[test]
+    fn an_insert_into_a_leaf_is_a_move_and_the_new_entry() {
+        let old: Vec<u64> = (0..100).map(|i| i * 10).collect();
+        let mut new = old.clone();
+        new.insert(3, 25);
+        let ops = check(&leaf(&old), &leaf(&new));
+        assert!(payload(&ops) < 100, "{ops:?}");
+        // And a removal.
+        let ops = check(&leaf(&new), &leaf(&old));
+        assert!(payload(&ops) < 100, "{ops:?}");
+    }
+
+    #[test]
+    fn far_apart_changes_are_separate_runs() {
+        let before = vec![0u8; 4096];
+        let mut after = before.clone();
+        after[4] = 1;
+        after[3000..3150].fill(9);
+        let ops = check(&before, &after);
+        assert_eq!(ops.len(), 2);
+        assert!(payload(&ops) < 170);
+        assert!(check(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn operations_outside_the_page_are_refused() {
+        let mut p = vec![0u8; 64];
+        assert!(!apply(
+            &mut p,
+            &[PatchOp::Bytes {
+                offset: 60,
+                bytes: vec![1; 8]
+            }]
+        ));
+        assert!(!apply(
+            &mut p,
+            &[PatchOp::Move {
+                from: 10,
+                to: 40,
+                len: 30
+            }]
+        ));
+        assert!(!apply(
+            &mut p,
+            &[PatchOp::Move {
+                from: u32::MAX,
+                to: 0,
+                len: 1
+            }]
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn applying_a_diff_gives_the_new_page(
+            seed in proptest::collection::vec(any::<u8>(), 512),
+            edits in proptest::collection::vec((0usize..512, 0usize..80, any::<u8>(), 0u8..4), 0..6),
+        ) {
+            let before = seed;
+            let mut after = before.clone();
+            for (at, len, byte, kind) in edits {
+                let at = at.min(after.len() - 1);
+                let len = len.min(after.len() - at);
+                match kind {
+                    // Overwrite.
+                    0 => after[at..at + len].fill(byte),
+                    // Insert `len` bytes, shifting the rest right.
+                    1 => {
+                        let n = after.len();
+                        after.copy_within(at..n - len, at + len);
+                        after[at..at + len].fill(byte);
+                    }
+                    // Remove `len` bytes, shifting the rest left.
+                    2 => {
+                        let n = after.len();
+                        after.copy_within(at + len..n, at);
+                        after[n - len..].fill(byte);
+                    }
+                    _ => after[at] = byte,
+                }
+            }
+            check(&before, &after);
+        }
+    }
+}
