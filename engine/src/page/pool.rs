@@ -1,10 +1,13 @@
 //! A bounded buffer pool shared by every file of a database.
 //!
 //! Frames are keyed by (file id, page number) and evicted with the CLOCK algorithm
-//! when the pool's byte budget is reached. Invariants:
+//! when the pool's byte budget is reached. The pool is split into shards by the
+//! key's hash — each with its own mutex, map, clock and share of the budget — so
+//! readers on different cores rarely meet on one lock. Invariants:
 //!
+//! - A page's frame lives in the one shard its key hashes to.
 //! - A frame is *pinned* while a guard on it exists (its `Arc` count exceeds the
-//!   pool's own reference). New references are only handed out under the pool
+//!   pool's own reference). New references are only handed out under its shard's
 //!   mutex, so a frame seen unpinned there cannot be pinned during its eviction.
 //! - A frame being loaded is write-locked by its loader until the bytes are in and
 //!   verified; a waiter that then finds it failed retries the lookup.
@@ -114,14 +117,30 @@ struct Inner {
     used: usize,
 }
 
-/// The buffer pool. See the module docs for its invariants.
+/// One shard of the pool: its frames and its share of the budget. Aligned
+/// so that two shards' counters never share a cache line.
 #[derive(Debug)]
-pub struct BufferPool {
+#[repr(align(128))]
+struct Shard {
     inner: Mutex<Inner>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
+}
+
+/// Shards of a pool this large: one per MiB of budget, at most 16 (a power
+/// of two), so each still holds many pages.
+fn shard_count(capacity: usize) -> usize {
+    let n = (capacity >> 20).clamp(1, 16);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// The buffer pool. See the module docs for its invariants.
+#[derive(Debug)]
+pub struct BufferPool {
+    shards: Box<[Shard]>,
+    capacity: usize,
     pub(super) writebacks: AtomicU64,
 }
 
@@ -140,25 +159,45 @@ impl BufferPool {
     /// A pool that caches up to `capacity_bytes` of pages (at least
     /// [`MIN_POOL_BYTES`]).
     pub fn new(capacity_bytes: usize) -> Arc<BufferPool> {
+        let capacity = capacity_bytes.max(MIN_POOL_BYTES);
+        let n = shard_count(capacity);
+        let shards = (0..n)
+            .map(|i| Shard {
+                inner: Mutex::new(Inner::default()),
+                // The remainder goes to the first shard.
+                capacity: capacity / n + if i == 0 { capacity % n } else { 0 },
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+            })
+            .collect();
         Arc::new(BufferPool {
-            inner: Mutex::new(Inner::default()),
-            capacity: capacity_bytes.max(MIN_POOL_BYTES),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
+            shards,
+            capacity,
             writebacks: AtomicU64::new(0),
         })
     }
 
+    /// The shard a page's frame lives in.
+    fn shard(&self, file_id: u64, page_no: u64) -> &Shard {
+        use std::hash::Hasher;
+        let mut h = PageHasher::default();
+        h.write_u64(file_id);
+        h.write_u64(page_no);
+        // The high bits: the multiply mixes them best.
+        let i = (h.finish() >> 32) as usize & (self.shards.len() - 1);
+        &self.shards[i]
+    }
+
     /// Counters since creation.
     pub fn stats(&self) -> PoolStats {
-        let used = self.inner.lock().used;
+        let sum = |f: fn(&Shard) -> u64| self.shards.iter().map(f).sum::<u64>();
         PoolStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
+            hits: sum(|s| s.hits.load(Ordering::Relaxed)),
+            misses: sum(|s| s.misses.load(Ordering::Relaxed)),
+            evictions: sum(|s| s.evictions.load(Ordering::Relaxed)),
             writebacks: self.writebacks.load(Ordering::Relaxed),
-            cached_bytes: used as u64,
+            cached_bytes: sum(|s| s.inner.lock().used as u64),
             capacity_bytes: self.capacity as u64,
         }
     }
@@ -168,18 +207,19 @@ impl BufferPool {
     /// freshly formatted page).
     pub(super) fn lookup(&self, file: &Arc<FileShared>, page_no: u64, state: u8) -> Result<Lookup> {
         let key = (file.id, page_no);
-        let mut inner = self.inner.lock();
+        let shard = self.shard(file.id, page_no);
+        let mut inner = shard.inner.lock();
         if let Some(&slot) = inner.map.get(&key) {
             let frame = inner.slots[slot]
                 .clone()
                 .expect("mapped slot holds a frame");
             frame.referenced.store(true, Ordering::Relaxed);
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            shard.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Lookup::Cached(frame));
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        shard.misses.fetch_add(1, Ordering::Relaxed);
         let frame = Arc::new(Frame::new(file.clone(), page_no, state));
-        self.make_room(&mut inner, frame.size())?;
+        self.make_room(shard, &mut inner, frame.size())?;
         let guard = frame.data.write_arc();
         let slot = match inner.free.pop() {
             Some(s) => {
@@ -198,7 +238,7 @@ impl BufferPool {
 
     /// Drops a frame whose load failed.
     pub(super) fn forget(&self, frame: &Arc<Frame>) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.shard(frame.file.id, frame.page_no).inner.lock();
         let key = (frame.file.id, frame.page_no);
         if let Some(&slot) = inner.map.get(&key) {
             if inner.slots[slot]
@@ -215,7 +255,7 @@ impl BufferPool {
 
     /// The cached frame of a page, if any.
     pub(super) fn cached(&self, file_id: u64, page_no: u64) -> Option<Arc<Frame>> {
-        let inner = self.inner.lock();
+        let inner = self.shard(file_id, page_no).inner.lock();
         inner
             .map
             .get(&(file_id, page_no))
@@ -231,28 +271,30 @@ impl BufferPool {
     /// Removes the frames of a file's pages from `first` on (pages being cut
     /// off the file; their changes are discarded on purpose).
     pub(super) fn evict_pages_from(&self, file_id: u64, first: u64) {
-        let mut inner = self.inner.lock();
-        let keys: Vec<(u64, u64)> = inner
-            .map
-            .keys()
-            .filter(|k| k.0 == file_id && k.1 >= first)
-            .copied()
-            .collect();
-        for key in keys {
-            if let Some(slot) = inner.map.remove(&key) {
-                if let Some(f) = inner.slots[slot].take() {
-                    inner.used -= f.size();
+        for shard in self.shards.iter() {
+            let mut inner = shard.inner.lock();
+            let keys: Vec<(u64, u64)> = inner
+                .map
+                .keys()
+                .filter(|k| k.0 == file_id && k.1 >= first)
+                .copied()
+                .collect();
+            for key in keys {
+                if let Some(slot) = inner.map.remove(&key) {
+                    if let Some(f) = inner.slots[slot].take() {
+                        inner.used -= f.size();
+                    }
+                    inner.free.push(slot);
                 }
-                inner.free.push(slot);
             }
         }
     }
 
-    fn make_room(&self, inner: &mut Inner, need: usize) -> Result<()> {
+    fn make_room(&self, shard: &Shard, inner: &mut Inner, need: usize) -> Result<()> {
         // Two sweeps prefer clean frames; the third accepts dirty ones.
         let mut sweeps = 0;
         let mut scanned = 0;
-        while inner.used + need > self.capacity && !inner.slots.is_empty() {
+        while inner.used + need > shard.capacity && !inner.slots.is_empty() {
             if inner.hand >= inner.slots.len() {
                 inner.hand = 0;
             }
@@ -291,7 +333,7 @@ impl BufferPool {
             inner.slots[idx] = None;
             inner.free.push(idx);
             inner.used -= frame.size();
-            self.evictions.fetch_add(1, Ordering::Relaxed);
+            shard.evictions.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -302,5 +344,39 @@ impl Frame {
     /// the caller. Guards hold both the frame and its data lock.
     fn pinned_excluding(self: &Arc<Frame>, extra: usize) -> bool {
         Arc::strong_count(self) > 1 + extra || Arc::strong_count(&self.data) > 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_the_budget_exactly() {
+        for (budget, shards) in [
+            (MIN_POOL_BYTES, 1),
+            (1 << 20, 1),
+            (3 << 20, 2),
+            (4 << 20, 4),
+            ((15 << 20) + 5, 8),
+            (256 << 20, 16),
+        ] {
+            let pool = BufferPool::new(budget);
+            assert_eq!(pool.shards.len(), shards, "{budget}");
+            assert_eq!(
+                pool.shards.iter().map(|s| s.capacity).sum::<usize>(),
+                budget
+            );
+            assert_eq!(pool.stats().capacity_bytes, budget as u64);
+        }
+        // Keys spread over every shard.
+        let pool = BufferPool::new(256 << 20);
+        let mut seen = vec![false; pool.shards.len()];
+        for page in 0..1000 {
+            let s = pool.shard(7, page) as *const Shard;
+            let i = pool.shards.iter().position(|x| std::ptr::eq(x, s)).unwrap();
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|&x| x));
     }
 }
