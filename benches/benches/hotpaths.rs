@@ -1,5 +1,6 @@
 //! The hot paths in isolation, so a regression shows where it is: record
-//! encode/decode, key encoding, page checksum, B+tree search, log append.
+//! encode/decode, key encoding, page checksum, B+tree search, log append, the
+//! page patch a commit logs.
 //!
 //! `cargo bench -p raiz-benches --bench hotpaths`
 
@@ -140,5 +141,39 @@ fn log_append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, records, keys, checksum, btree, log_append);
+fn patch(c: &mut Criterion) {
+    use raiz_engine::log::patch;
+    // An 8 KiB leaf of 32-byte entries, half full, and the same leaf with one
+    // entry inserted near its start (the entries after it shift).
+    let mut leaf = vec![0u8; 8192];
+    for i in 0..128usize {
+        leaf[16 + i * 32..16 + (i + 1) * 32].fill((i % 251) as u8 + 1);
+    }
+    let mut inserted = leaf.clone();
+    inserted.copy_within(16 + 3 * 32..16 + 127 * 32, 16 + 4 * 32);
+    inserted[16 + 3 * 32..16 + 4 * 32].fill(0xee);
+    inserted[0] = 129;
+    // A data page: the header and a 176-byte record far apart.
+    let data = vec![0u8; 8192];
+    let mut appended = data.clone();
+    appended[0..8].copy_from_slice(&46u64.to_le_bytes());
+    appended[4000..4176].fill(7);
+    let mut g = c.benchmark_group("patch");
+    g.bench_function("diff_leaf_insert_8KiB", |b| {
+        b.iter(|| patch::diff(black_box(&leaf), black_box(&inserted)))
+    });
+    g.bench_function("diff_data_page_append_8KiB", |b| {
+        b.iter(|| patch::diff(black_box(&data), black_box(&appended)))
+    });
+    let ops = patch::diff(&leaf, &inserted);
+    g.bench_function("apply_leaf_insert_8KiB", |b| {
+        b.iter(|| {
+            let mut p = leaf.clone();
+            patch::apply(&mut p, black_box(&ops))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, records, keys, checksum, btree, log_append, patch);
 criterion_main!(benches);

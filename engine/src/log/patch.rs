@@ -52,9 +52,9 @@ pub fn diff(before: &[u8], after: &[u8]) -> Vec<PatchOp> {
     let mut ops = Vec::new();
     let mut i = 0;
     while i < n {
-        if before[i] == after[i] {
-            i += 1;
-            continue;
+        i = next_change(before, after, i, n);
+        if i == n {
+            break;
         }
         // A run of changes, with short unchanged gaps inside it.
         let lo = i;
@@ -72,6 +72,19 @@ pub fn diff(before: &[u8], after: &[u8]) -> Vec<PatchOp> {
         i = hi;
     }
     ops
+}
+
+/// The first changed byte at or after `i` (or `n`): equal stretches are
+/// skipped a chunk at a time (a slice comparison is a `memcmp`).
+fn next_change(before: &[u8], after: &[u8], mut i: usize, n: usize) -> usize {
+    const CHUNK: usize = 64;
+    while i + CHUNK <= n && before[i..i + CHUNK] == after[i..i + CHUNK] {
+        i += CHUNK;
+    }
+    while i < n && before[i] == after[i] {
+        i += 1;
+    }
+    i
 }
 
 /// The operations for the changed run `lo..hi`.
