@@ -88,25 +88,10 @@ pub fn start(
         l.set_nonblocking(true)
             .map_err(listen_err(path.display().to_string()))?;
         server.unix = Some(path.to_owned());
-        let (node, shared, stop) = (node.clone(), shared.clone(), stop.clone());
-        spawn_acceptor(move || loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            match l.accept() {
-                Ok((s, _)) => {
-                    let _ = s.set_nonblocking(false);
-                    let (node, shared) = (node.clone(), shared.clone());
-                    std::thread::spawn(move || connection(s, "unix".into(), node, shared));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a bound client");
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-            }
+        spawn_acceptor(&node, &shared, &stop, move || {
+            let (s, _) = l.accept()?;
+            s.set_nonblocking(false)?;
+            Ok((s, "unix".to_owned()))
         })?;
     }
     if let Some(addr) = tcp {
@@ -121,35 +106,44 @@ pub fn start(
         l.set_nonblocking(true)
             .map_err(listen_err(addr.to_owned()))?;
         server.tcp = Some(local);
-        let (node, shared, stop) = (node.clone(), shared.clone(), stop.clone());
-        spawn_acceptor(move || loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            match l.accept() {
-                Ok((s, peer)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_nodelay(true);
-                    let (node, shared) = (node.clone(), shared.clone());
-                    std::thread::spawn(move || connection(s, peer.to_string(), node, shared));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a bound client");
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-            }
+        spawn_acceptor(&node, &shared, &stop, move || {
+            let (s, peer) = l.accept()?;
+            s.set_nonblocking(false)?;
+            s.set_nodelay(true)?;
+            Ok((s, peer.to_string()))
         })?;
     }
     Ok(server)
 }
 
-fn spawn_acceptor(f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
+/// A thread that accepts connections with `accept` (on a non-blocking
+/// listener) and serves each on a thread of its own, until `stop`.
+fn spawn_acceptor<S: Read + Write + Send + 'static>(
+    node: &CacheNode,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+    mut accept: impl FnMut() -> std::io::Result<(S, String)> + Send + 'static,
+) -> Result<(), Error> {
+    let (node, shared, stop) = (node.clone(), shared.clone(), stop.clone());
     std::thread::Builder::new()
         .name("raiz-bound-accept".into())
-        .spawn(f)
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match accept() {
+                    Ok((s, peer)) => {
+                        let (node, shared) = (node.clone(), shared.clone());
+                        std::thread::spawn(move || connection(s, peer, node, shared));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a bound client");
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                }
+            }
+        })
         .map(drop)
         .map_err(|source| Error::Listen {
             address: "accept thread".into(),
@@ -386,12 +380,6 @@ fn positionless(op: &TableOp) -> bool {
                 ..
             })
     )
-}
-
-/// The operations after which the server's worker keeps a handle's
-/// read-ahead positions (as `Worker::table` decides).
-fn worker_keeps_passed(op: &TableOp) -> bool {
-    positionless(op) || matches!(op, TableOp::Current | TableOp::Position | TableOp::KeyNo)
 }
 
 fn is_setting(op: &TableOp) -> bool {
@@ -632,7 +620,7 @@ impl Bound {
             self.server_forgets(handle, p)?;
         }
         let moves_ahead = matches!(op, TableOp::Nav { ahead, .. } if ahead > 0);
-        let keeps = worker_keeps_passed(&op) && carry.is_none();
+        let keeps = crate::worker::keeps_passed(&op) && carry.is_none();
         let mut r = self.forward(&Request::Table {
             handle,
             sync: carry,

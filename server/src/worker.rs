@@ -720,35 +720,7 @@ impl Worker {
                     .map_err(engine)?,
             }
         }
-        // Operations that leave the cursor alone keep the saved positions:
-        // a client reads records and memos in the middle of a scan.
-        let still = matches!(
-            op,
-            TableOp::Info
-                | TableOp::Read(_)
-                | TableOp::ReadMemo { .. }
-                | TableOp::IsDeleted(_)
-                | TableOp::Lock { .. }
-                | TableOp::Unlock(_)
-                | TableOp::LockFile { .. }
-                | TableOp::UnlockFile
-                | TableOp::Flush
-                | TableOp::Snapshot
-                | TableOp::Check { .. }
-                | TableOp::CountRange { .. }
-                | TableOp::EstimateRange { .. }
-                | TableOp::Range { .. }
-                | TableOp::Current
-                | TableOp::Position
-                | TableOp::KeyCount
-                | TableOp::KeyNo
-                | TableOp::Dump { .. }
-                | TableOp::Batch(BatchRequest {
-                    action: BatchAction::Read { lock_ms: None },
-                    ..
-                })
-        );
-        if !still || sync.is_some() {
+        if !keeps_passed(&op) || sync.is_some() {
             h.passed.clear();
         }
         let out = match op {
@@ -927,4 +899,35 @@ fn is_write(req: &Request) -> bool {
 /// Why a removed user's session ends.
 pub fn removed(user: &str) -> String {
     format!("user {user} was removed from the server's user list; session ended")
+}
+
+/// Operations that leave the cursor alone and keep a handle's read-ahead
+/// positions: a client reads records and memos in the middle of a scan.
+pub(crate) fn keeps_passed(op: &TableOp) -> bool {
+    matches!(
+        op,
+        TableOp::Info
+            | TableOp::Read(_)
+            | TableOp::ReadMemo { .. }
+            | TableOp::IsDeleted(_)
+            | TableOp::Lock { .. }
+            | TableOp::Unlock(_)
+            | TableOp::LockFile { .. }
+            | TableOp::UnlockFile
+            | TableOp::Flush
+            | TableOp::Snapshot
+            | TableOp::Check { .. }
+            | TableOp::CountRange { .. }
+            | TableOp::EstimateRange { .. }
+            | TableOp::Range { .. }
+            | TableOp::Current
+            | TableOp::Position
+            | TableOp::KeyCount
+            | TableOp::KeyNo
+            | TableOp::Dump { .. }
+            | TableOp::Batch(BatchRequest {
+                action: BatchAction::Read { lock_ms: None },
+                ..
+            })
+    )
 }

@@ -193,33 +193,17 @@ pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport
                                 }
                                 _ => report.skipped += 1,
                             },
-                            Entry::Sparse { file, page, ops } => match files.get(&file)? {
-                                Some(pf) => {
-                                    let mut image = vec![0u8; pf.page_size() as usize];
-                                    if crate::log::patch::apply(&mut image, &ops) {
-                                        pf.write_direct(page, &mut image)?;
-                                        report.pages += 1;
-                                    } else {
-                                        report.skipped += 1;
-                                    }
-                                }
-                                None => report.skipped += 1,
-                            },
-                            Entry::Patch { file, page, ops } => match files.get(&file)? {
-                                Some(pf) => {
-                                    // As for a delta: the page's full image was
-                                    // replayed earlier in this log.
-                                    let mut image = vec![0u8; pf.page_size() as usize];
-                                    pf.read_direct(page, &mut image)?;
-                                    if crate::log::patch::apply(&mut image, &ops) {
-                                        pf.write_direct(page, &mut image)?;
-                                        report.pages += 1;
-                                    } else {
-                                        report.skipped += 1;
-                                    }
-                                }
-                                None => report.skipped += 1,
-                            },
+                            // A sparse image builds the page from zeros; a
+                            // patch, as a delta, applies over the page as this
+                            // log rebuilt it (its full image came earlier).
+                            Entry::Sparse { file, page, ops } => {
+                                let ok = patch_page(&mut files, &file, page, &ops, false)?;
+                                tally(&mut report, ok);
+                            }
+                            Entry::Patch { file, page, ops } => {
+                                let ok = patch_page(&mut files, &file, page, &ops, true)?;
+                                tally(&mut report, ok);
+                            }
                             Entry::State(s) => {
                                 states.insert(s.data.file.clone(), s);
                             }
@@ -307,4 +291,36 @@ fn apply_state(files: &mut Files, s: &TableState, report: &mut RecoveryReport) -
         }
     }
     Ok(())
+}
+
+/// Applies a patch's operations to `page` of `file` — over the page as it is
+/// on disk (`over_disk`), or over zeros — and writes it; false when the file
+/// is not one recovery knows or an operation reaches outside the page.
+fn patch_page(
+    files: &mut Files,
+    file: &FileRef,
+    page: u64,
+    ops: &[crate::log::patch::PatchOp],
+    over_disk: bool,
+) -> Result<bool> {
+    let Some(pf) = files.get(file)? else {
+        return Ok(false);
+    };
+    let mut image = vec![0u8; pf.page_size() as usize];
+    if over_disk {
+        pf.read_direct(page, &mut image)?;
+    }
+    if !crate::log::patch::apply(&mut image, ops) {
+        return Ok(false);
+    }
+    pf.write_direct(page, &mut image)?;
+    Ok(true)
+}
+
+/// Counts a page replayed, or skipped.
+fn tally(report: &mut RecoveryReport, applied: bool) {
+    match applied {
+        true => report.pages += 1,
+        false => report.skipped += 1,
+    }
 }
