@@ -34,20 +34,30 @@ refused write), 4 I/O or connection error.";
     after_help = EXIT_CODES
 )]
 struct Cli {
-    /// Configuration file (raiz.toml); RAIZ_<SECTION>_<KEY> variables
-    /// override it, and flags override both.
-    #[arg(long, global = true)]
+    // (Help given as text: it names variables and sections rustdoc would
+    // read as HTML tags and links.)
+    #[arg(
+        long,
+        global = true,
+        help = "Configuration file (raiz.toml); RAIZ_<SECTION>_<KEY> variables override it, and flags override both"
+    )]
     config: Option<PathBuf>,
     /// Set any setting, SECTION.KEY=VALUE (repeat), e.g.
     /// --set server.max_frame_mb=8; overrides the file and the environment.
     #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
-    /// Log format on standard error (default text; [log] format, RAIZ_LOG_FORMAT).
-    #[arg(long, global = true, value_enum)]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        help = "Log format on standard error (default text; [log] format, RAIZ_LOG_FORMAT)"
+    )]
     log_format: Option<LogFormat>,
-    /// What is logged: error, warn, info, debug, trace, or a filter such as
-    /// raiz=debug ([log] level, RAIZ_LOG_LEVEL or RAIZ_LOG).
-    #[arg(long, global = true)]
+    #[arg(
+        long,
+        global = true,
+        help = "What is logged: error, warn, info, debug, trace, or a filter such as raiz=debug ([log] level, RAIZ_LOG_LEVEL or RAIZ_LOG)"
+    )]
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
