@@ -2,8 +2,10 @@
 //!
 //! Frames are keyed by (file id, page number) and evicted with the CLOCK algorithm
 //! when the pool's byte budget is reached. The pool is split into shards by the
-//! key's hash — each with its own mutex, map, clock and share of the budget — so
-//! readers on different cores rarely meet on one lock. Invariants:
+//! key's hash — each with its own mutex, map and clock — so readers on different
+//! cores rarely meet on one lock; the budget is the pool's, counted in one
+//! atomic, and a load that finds the pool full evicts from its own shard.
+//! Invariants:
 //!
 //! - A page's frame lives in the one shard its key hashes to.
 //! - A frame is *pinned* while a guard on it exists (its `Arc` count exceeds the
@@ -14,10 +16,11 @@
 //! - A dirty frame is written back (checksummed) before it leaves the pool. Clean
 //!   frames are preferred as victims; a dirty victim is written back under the pool
 //!   mutex so that no reader can load the stale on-disk copy in between.
-//! - When every frame is pinned the pool grows past its budget rather than fail.
+//! - When every frame of the loading shard is pinned (or it has none) the pool
+//!   grows past its budget rather than fail.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -117,20 +120,19 @@ struct Inner {
     used: usize,
 }
 
-/// One shard of the pool: its frames and its share of the budget. Aligned
-/// so that two shards' counters never share a cache line.
+/// One shard of the pool: its frames and counters. Aligned so that two
+/// shards' counters never share a cache line.
 #[derive(Debug)]
 #[repr(align(128))]
 struct Shard {
     inner: Mutex<Inner>,
-    capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
 }
 
 /// Shards of a pool this large: one per MiB of budget, at most 16 (a power
-/// of two), so each still holds many pages.
+/// of two), so each still holds many pages when its keys are few.
 fn shard_count(capacity: usize) -> usize {
     let n = (capacity >> 20).clamp(1, 16);
     1 << (usize::BITS - 1 - n.leading_zeros())
@@ -141,6 +143,8 @@ fn shard_count(capacity: usize) -> usize {
 pub struct BufferPool {
     shards: Box<[Shard]>,
     capacity: usize,
+    /// Bytes cached in every shard (changed under the shard's mutex).
+    used: AtomicUsize,
     pub(super) writebacks: AtomicU64,
 }
 
@@ -162,10 +166,8 @@ impl BufferPool {
         let capacity = capacity_bytes.max(MIN_POOL_BYTES);
         let n = shard_count(capacity);
         let shards = (0..n)
-            .map(|i| Shard {
+            .map(|_| Shard {
                 inner: Mutex::new(Inner::default()),
-                // The remainder goes to the first shard.
-                capacity: capacity / n + if i == 0 { capacity % n } else { 0 },
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
@@ -174,6 +176,7 @@ impl BufferPool {
         Arc::new(BufferPool {
             shards,
             capacity,
+            used: AtomicUsize::new(0),
             writebacks: AtomicU64::new(0),
         })
     }
@@ -197,7 +200,7 @@ impl BufferPool {
             misses: sum(|s| s.misses.load(Ordering::Relaxed)),
             evictions: sum(|s| s.evictions.load(Ordering::Relaxed)),
             writebacks: self.writebacks.load(Ordering::Relaxed),
-            cached_bytes: sum(|s| s.inner.lock().used as u64),
+            cached_bytes: self.used.load(Ordering::Relaxed) as u64,
             capacity_bytes: self.capacity as u64,
         }
     }
@@ -233,6 +236,7 @@ impl BufferPool {
         };
         inner.map.insert(key, slot);
         inner.used += frame.size();
+        self.used.fetch_add(frame.size(), Ordering::Relaxed);
         Ok(Lookup::Load(frame, guard))
     }
 
@@ -249,6 +253,7 @@ impl BufferPool {
                 inner.slots[slot] = None;
                 inner.free.push(slot);
                 inner.used -= frame.size();
+                self.used.fetch_sub(frame.size(), Ordering::Relaxed);
             }
         }
     }
@@ -283,6 +288,7 @@ impl BufferPool {
                 if let Some(slot) = inner.map.remove(&key) {
                     if let Some(f) = inner.slots[slot].take() {
                         inner.used -= f.size();
+                        self.used.fetch_sub(f.size(), Ordering::Relaxed);
                     }
                     inner.free.push(slot);
                 }
@@ -294,7 +300,7 @@ impl BufferPool {
         // Two sweeps prefer clean frames; the third accepts dirty ones.
         let mut sweeps = 0;
         let mut scanned = 0;
-        while inner.used + need > shard.capacity && !inner.slots.is_empty() {
+        while self.used.load(Ordering::Relaxed) + need > self.capacity && !inner.slots.is_empty() {
             if inner.hand >= inner.slots.len() {
                 inner.hand = 0;
             }
@@ -333,6 +339,7 @@ impl BufferPool {
             inner.slots[idx] = None;
             inner.free.push(idx);
             inner.used -= frame.size();
+            self.used.fetch_sub(frame.size(), Ordering::Relaxed);
             shard.evictions.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -352,7 +359,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shards_split_the_budget_exactly() {
+    fn shards_by_budget_and_keys_spread_over_them() {
         for (budget, shards) in [
             (MIN_POOL_BYTES, 1),
             (1 << 20, 1),
@@ -363,10 +370,6 @@ mod tests {
         ] {
             let pool = BufferPool::new(budget);
             assert_eq!(pool.shards.len(), shards, "{budget}");
-            assert_eq!(
-                pool.shards.iter().map(|s| s.capacity).sum::<usize>(),
-                budget
-            );
             assert_eq!(pool.stats().capacity_bytes, budget as u64);
         }
         // Keys spread over every shard.
