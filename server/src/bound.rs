@@ -353,35 +353,6 @@ fn is_read(op: &TableOp) -> bool {
     )
 }
 
-/// Operations whose answer does not depend on the handle's position and
-/// that leave it alone: any side answers them without the position carried
-/// over, and they do not move it.
-fn positionless(op: &TableOp) -> bool {
-    matches!(
-        op,
-        TableOp::Info
-            | TableOp::Read(_)
-            | TableOp::ReadMemo { .. }
-            | TableOp::IsDeleted(_)
-            | TableOp::Snapshot
-            | TableOp::KeyCount
-            | TableOp::CountRange { .. }
-            | TableOp::EstimateRange { .. }
-            | TableOp::Range { .. }
-            | TableOp::Dump { .. }
-            | TableOp::Lock { .. }
-            | TableOp::Unlock(_)
-            | TableOp::LockFile { .. }
-            | TableOp::UnlockFile
-            | TableOp::Flush
-            | TableOp::Check { .. }
-            | TableOp::Batch(BatchRequest {
-                action: BatchAction::Read { lock_ms: None },
-                ..
-            })
-    )
-}
-
 fn is_setting(op: &TableOp) -> bool {
     matches!(
         op,
@@ -578,7 +549,7 @@ impl Bound {
             self.landed(handle, Side::Server, carry, &r);
             return r;
         }
-        let still = positionless(&op) && sync.is_none();
+        let still = crate::worker::positionless(&op) && sync.is_none();
         if is_read(&op) {
             if let Some(local) = self.local_side(handle)? {
                 let carry = match still {

@@ -901,33 +901,37 @@ pub fn removed(user: &str) -> String {
     format!("user {user} was removed from the server's user list; session ended")
 }
 
-/// Operations that leave the cursor alone and keep a handle's read-ahead
-/// positions: a client reads records and memos in the middle of a scan.
-pub(crate) fn keeps_passed(op: &TableOp) -> bool {
+/// Operations whose answer does not depend on the handle's position and
+/// that leave it alone: any side answers them without the position carried
+/// over, and they do not move it.
+pub(crate) fn positionless(op: &TableOp) -> bool {
     matches!(
         op,
         TableOp::Info
             | TableOp::Read(_)
             | TableOp::ReadMemo { .. }
             | TableOp::IsDeleted(_)
+            | TableOp::Snapshot
+            | TableOp::KeyCount
+            | TableOp::CountRange { .. }
+            | TableOp::EstimateRange { .. }
+            | TableOp::Range { .. }
+            | TableOp::Dump { .. }
             | TableOp::Lock { .. }
             | TableOp::Unlock(_)
             | TableOp::LockFile { .. }
             | TableOp::UnlockFile
             | TableOp::Flush
-            | TableOp::Snapshot
             | TableOp::Check { .. }
-            | TableOp::CountRange { .. }
-            | TableOp::EstimateRange { .. }
-            | TableOp::Range { .. }
-            | TableOp::Current
-            | TableOp::Position
-            | TableOp::KeyCount
-            | TableOp::KeyNo
-            | TableOp::Dump { .. }
             | TableOp::Batch(BatchRequest {
                 action: BatchAction::Read { lock_ms: None },
                 ..
             })
     )
+}
+
+/// Operations that leave the cursor alone and keep a handle's read-ahead
+/// positions: a client reads records and memos in the middle of a scan.
+pub(crate) fn keeps_passed(op: &TableOp) -> bool {
+    positionless(op) || matches!(op, TableOp::Current | TableOp::Position | TableOp::KeyNo)
 }
