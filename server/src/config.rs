@@ -1115,6 +1115,7 @@ mod tests {
                     [cache]\n\
                     tables = ['ok', 'no/slash']\n\
                     stale_secs = -1\n\
+                    listen = ['unix:', 'nowhere', '127.0.0.1:7071']\n\
                     [gui]\n\
                     theme = 1\n\
                     [log]\n\
@@ -1130,8 +1131,9 @@ mod tests {
                 (Some(7), "general.root"),
                 (Some(9), "cache.tables"),
                 (Some(10), "cache.stale_secs"),
-                (Some(11), "[gui]"),
-                (Some(14), "log.format"),
+                (Some(11), "cache.listen"),
+                (Some(12), "[gui]"),
+                (Some(15), "log.format"),
             ],
             "{m:#?}"
         );
@@ -1144,9 +1146,14 @@ mod tests {
             m[3]
         );
         assert!(m[4].message.contains("no/slash"), "{}", m[4]);
+        assert!(
+            m[6].message.contains("\"unix:\" is not unix:PATH or host:port"),
+            "{}",
+            m[6]
+        );
         assert_eq!(
-            m[7].to_string(),
-            "line 14: log.format: \"xml\" is not one of text, json"
+            m[8].to_string(),
+            "line 15: log.format: \"xml\" is not one of text, json"
         );
         let m =
             Config::check("listen = 'x'\nmetrics_listen = 'nohost'\nlevel = 'info'\n").unwrap_err();
