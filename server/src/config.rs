@@ -1147,7 +1147,8 @@ mod tests {
         );
         assert!(m[4].message.contains("no/slash"), "{}", m[4]);
         assert!(
-            m[6].message.contains("\"unix:\" is not unix:PATH or host:port"),
+            m[6].message
+                .contains("\"unix:\" is not unix:PATH or host:port"),
             "{}",
             m[6]
         );
