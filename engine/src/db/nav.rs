@@ -141,7 +141,8 @@ impl Table {
                 let mut p = tree.seek(k)?;
                 if let (true, Some(q)) = (strict, p) {
                     if tree.entry(q)?.0 == k {
-                        p = tree.next(q)?;
+                        // Unchecked: only `walk`'s `entry_step` reads it.
+                        p = Some(q.after());
                     }
                 }
                 p
@@ -191,12 +192,14 @@ impl Table {
         *self.walked.lock() = None;
         // Stepping from the current entry: if the tree has not changed since
         // the handle landed there, its leaf position is still right.
+        // A forward neighbour is left unchecked (`Pos::after`):
+        // `entry_step` finds out, so a step reads its leaf once.
         let hinted = match (from, &self.hint, &self.ikey, &overlay) {
             (From::Key(k, true), Some((v, p)), Some(cur), None)
                 if *v == tree.version() && k == cur.as_slice() =>
             {
                 Some(if forwards {
-                    tree.next(*p)?
+                    Some(p.after())
                 } else {
                     tree.prev(*p)?
                 })
@@ -210,32 +213,26 @@ impl Table {
         loop {
             let mut from_tree = None;
             while let Some(p) = tp {
-                let (k, r) = tree.entry(p)?;
-                if hidden(r) {
-                    tp = if forwards {
-                        tree.next(p)?
-                    } else {
-                        tree.prev(p)?
-                    };
+                let Some(step) = tree.entry_step(p, forwards)? else {
+                    break;
+                };
+                if hidden(step.val) {
+                    tp = step.then;
                     continue;
                 }
-                from_tree = Some((k, r, p));
+                from_tree = Some(step);
                 break;
             }
             let take_tree = match (&from_tree, &next_add) {
-                (Some((tk, _, _)), Some((ak, _))) => (tk < ak) == forwards,
+                (Some(st), Some((ak, _))) => (st.key < *ak) == forwards,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => return Ok(None),
             };
             let (k, r, at) = if take_tree {
-                let (k, r, p) = from_tree.expect("chosen above");
-                tp = if forwards {
-                    tree.next(p)?
-                } else {
-                    tree.prev(p)?
-                };
-                (k, r, Some(p))
+                let st = from_tree.expect("chosen above");
+                tp = st.then;
+                (st.key, st.val, Some(st.at))
             } else {
                 let (k, r) = next_add.take().expect("chosen above");
                 next_add = adds.next();

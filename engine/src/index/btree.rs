@@ -52,6 +52,31 @@ pub struct Pos {
     pub idx: usize,
 }
 
+impl Pos {
+    /// The slot after this one in the same leaf, which may be past its end:
+    /// only [`BTree::entry_step`] takes such a position.
+    pub fn after(self) -> Pos {
+        Pos {
+            page: self.page,
+            idx: self.idx + 1,
+        }
+    }
+}
+
+/// An entry read by [`BTree::entry_step`]: key, value, where it is and
+/// where the walk goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stepped {
+    /// The entry's key.
+    pub key: Vec<u8>,
+    /// The entry's value.
+    pub val: u64,
+    /// Its position (within its leaf).
+    pub at: Pos,
+    /// The neighbour's position in the walk's direction, if any.
+    pub then: Option<Pos>,
+}
+
 /// Source of tree versions: unique across every tree of the process, so a
 /// version seen on one tree can never match another (a rebuilt index, say).
 static VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -299,18 +324,77 @@ impl BTree {
         Err(self.corrupt(page, "tree is deeper than its recorded height"))
     }
 
-    /// Position of the first entry with key >= `k` (None past the end).
+    /// Position of the first entry with key >= `k` (None past the end). Reads
+    /// each node on the way down once, keeping no path.
     pub fn seek(&self, k: &[u8]) -> Result<Option<Pos>> {
-        if self.state.root == 0 {
+        let mut page = self.state.root;
+        if page == 0 {
             return Ok(None);
         }
-        let path = self.descend(k)?;
-        let leaf = path.last().expect("non-empty tree").0;
-        let idx = {
-            let p = self.file.read(leaf)?;
-            Node { b: &p, e: self.e() }.lower_bound(k)
-        };
-        self.normalize(Pos { page: leaf, idx })
+        for depth in 0..self.state.height {
+            let p = self.file.read(page)?;
+            let n = Node { b: &p, e: self.e() };
+            self.check_node(page, &n)?;
+            let expect = (self.state.height - 1 - depth) as u8;
+            if n.level() != expect {
+                return Err(self.corrupt(
+                    page,
+                    format!("node at level {} where {expect} was expected", n.level()),
+                ));
+            }
+            if n.level() == 0 {
+                let idx = n.lower_bound(k);
+                if idx < n.count() {
+                    return Ok(Some(Pos { page, idx }));
+                }
+                drop(p);
+                return self.normalize(Pos { page, idx });
+            }
+            page = n.child_for(k).1;
+        }
+        Err(self.corrupt(page, "tree is deeper than its recorded height"))
+    }
+
+    /// The entry at `pos` — which may sit past the end of its leaf, as
+    /// [`Pos::after`] leaves it: then the first of the next non-empty leaf —
+    /// with its own position and the position of its neighbour in the
+    /// walk's direction, reading the leaf once. Forwards that neighbour is
+    /// left unchecked (the next call finds out); None: nothing at or after
+    /// `pos` (forwards) or no entry before this one (backwards).
+    pub fn entry_step(&self, mut pos: Pos, forwards: bool) -> Result<Option<Stepped>> {
+        let mut hops = 0u64;
+        loop {
+            let p = self.file.read(pos.page)?;
+            let n = Node { b: &p, e: self.e() };
+            self.check_node(pos.page, &n)?;
+            if pos.idx < n.count() {
+                let key = n.key(pos.idx).to_vec();
+                let val = n.val(pos.idx);
+                drop(p);
+                let then = if forwards {
+                    Some(pos.after())
+                } else {
+                    self.prev(pos)?
+                };
+                return Ok(Some(Stepped {
+                    key,
+                    val,
+                    at: pos,
+                    then,
+                }));
+            }
+            if n.right() == 0 {
+                return Ok(None);
+            }
+            hops += 1;
+            if hops > self.file.page_count() {
+                return Err(self.corrupt(pos.page, "leaf chain loops"));
+            }
+            pos = Pos {
+                page: n.right(),
+                idx: 0,
+            };
+        }
     }
 
     /// Moves a position that sits past the end of its leaf to the next leaf.

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::lock_api::{ArcRwLockReadGuard, ArcRwLockWriteGuard};
-use parking_lot::{Mutex, RawRwLock};
+use parking_lot::Mutex;
 
+pub use super::guard::{PageMut, PageRef};
 use super::layout::{self, PageFault, PageType};
 use super::pool::{BufferPool, Frame, Lookup, FAILED, LOADING, READY};
 use crate::error::{Error, Result};
@@ -61,39 +61,6 @@ impl FileShared {
             self.dirty.lock().remove(&frame.page_no);
         }
         Ok(())
-    }
-}
-
-/// A page held for reading. Others may read it at the same time.
-pub struct PageRef {
-    _frame: Arc<Frame>,
-    guard: ArcRwLockReadGuard<RawRwLock, Box<[u8]>>,
-}
-
-impl std::ops::Deref for PageRef {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.guard
-    }
-}
-
-/// A page held for writing. It is marked dirty and written back by a flush or
-/// when evicted.
-pub struct PageMut {
-    _frame: Arc<Frame>,
-    guard: ArcRwLockWriteGuard<RawRwLock, Box<[u8]>>,
-}
-
-impl std::ops::Deref for PageMut {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.guard
-    }
-}
-
-impl std::ops::DerefMut for PageMut {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.guard
     }
 }
 
@@ -275,27 +242,20 @@ impl PageFile {
         loop {
             match self.pool.lookup(&self.shared, page_no, LOADING)? {
                 Lookup::Cached(frame) => {
-                    let guard = frame.data.read_arc();
-                    if frame.state.load(Ordering::Acquire) == FAILED {
+                    let guard = PageRef::lock(frame);
+                    if guard.frame().state.load(Ordering::Acquire) == FAILED {
                         continue;
                     }
-                    return Ok(PageRef {
-                        _frame: frame,
-                        guard,
-                    });
+                    return Ok(guard);
                 }
-                Lookup::Load(frame, mut guard) => {
+                Lookup::Load(mut guard) => {
                     if let Err(e) = self.load(page_no, &mut guard) {
-                        frame.state.store(FAILED, Ordering::Release);
-                        self.pool.forget(&frame);
+                        guard.frame().state.store(FAILED, Ordering::Release);
+                        self.pool.forget(guard.frame());
                         return Err(e);
                     }
-                    frame.state.store(READY, Ordering::Release);
-                    let guard = ArcRwLockWriteGuard::downgrade(guard);
-                    return Ok(PageRef {
-                        _frame: frame,
-                        guard,
-                    });
+                    guard.frame().state.store(READY, Ordering::Release);
+                    return Ok(guard.downgrade());
                 }
             }
         }
@@ -317,37 +277,35 @@ impl PageFile {
         self.check_writable()?;
         self.check_range(page_no)?;
         loop {
-            let (frame, guard) = match self.pool.lookup(&self.shared, page_no, LOADING)? {
+            let guard = match self.pool.lookup(&self.shared, page_no, LOADING)? {
                 Lookup::Cached(frame) => {
-                    let guard = frame.data.write_arc();
-                    if frame.state.load(Ordering::Acquire) == FAILED {
+                    let guard = PageMut::lock(frame);
+                    if guard.frame().state.load(Ordering::Acquire) == FAILED {
                         continue;
                     }
-                    (frame, guard)
+                    guard
                 }
-                Lookup::Load(frame, mut guard) => {
+                Lookup::Load(mut guard) => {
                     if !load {
                         guard.fill(0);
                     } else if let Err(e) = self.load(page_no, &mut guard) {
-                        frame.state.store(FAILED, Ordering::Release);
-                        self.pool.forget(&frame);
+                        guard.frame().state.store(FAILED, Ordering::Release);
+                        self.pool.forget(guard.frame());
                         return Err(e);
                     }
-                    frame.state.store(READY, Ordering::Release);
-                    (frame, guard)
+                    guard.frame().state.store(READY, Ordering::Release);
+                    guard
                 }
             };
-            self.mark_dirty(&frame);
+            let frame = guard.frame();
+            self.mark_dirty(frame);
             if let Some(set) = self.capture.lock().as_mut() {
                 if let std::collections::btree_map::Entry::Vacant(v) = set.entry(page_no) {
                     v.insert(Some(guard.to_vec()));
                     frame.hold.store(true, Ordering::Release);
                 }
             }
-            return Ok(PageMut {
-                _frame: frame,
-                guard,
-            });
+            return Ok(guard);
         }
     }
 
@@ -371,27 +329,19 @@ impl PageFile {
             .write_at(page_no * size as u64, &image)
             .map_err(|e| Error::io(&self.shared.path, e))?;
         self.pages.store(page_no + 1, Ordering::Release);
-        let (frame, mut guard) = match self.pool.lookup(&self.shared, page_no, READY)? {
-            Lookup::Cached(frame) => {
-                let guard = frame.data.write_arc();
-                (frame, guard)
-            }
-            Lookup::Load(frame, guard) => (frame, guard),
+        let mut guard = match self.pool.lookup(&self.shared, page_no, READY)? {
+            Lookup::Cached(frame) => PageMut::lock(frame),
+            Lookup::Load(guard) => guard,
         };
         guard.copy_from_slice(&image);
+        let frame = guard.frame().clone();
         frame.state.store(READY, Ordering::Release);
         self.mark_dirty(&frame);
         if let Some(set) = self.capture.lock().as_mut() {
             set.insert(page_no, None);
             frame.hold.store(true, Ordering::Release);
         }
-        Ok((
-            page_no,
-            PageMut {
-                _frame: frame,
-                guard,
-            },
-        ))
+        Ok((page_no, guard))
     }
 
     /// Writes every dirty page of this file back to disk, in page order.

@@ -2,6 +2,7 @@
 //! bounded buffer pool, and a file seen as pages through that pool.
 
 mod file;
+mod guard;
 pub mod layout;
 mod pool;
 

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use super::file::FileShared;
+use super::guard::PageMut;
 use crate::error::Result;
 
 /// The smallest budget a pool accepts (eight 4 KiB pages).
@@ -35,15 +36,17 @@ pub(super) const LOADING: u8 = 0;
 pub(super) const READY: u8 = 1;
 pub(super) const FAILED: u8 = 2;
 
-/// One cached page.
+/// One cached page. The fields a page read touches come first (`repr(C)`)
+/// so that they share a cache line with the `Arc`'s counts.
 #[derive(Debug)]
-pub(super) struct Frame {
-    pub(super) page_no: u64,
-    pub(super) file: Arc<FileShared>,
-    pub(super) data: Arc<RwLock<Box<[u8]>>>,
-    pub(super) dirty: AtomicBool,
+#[repr(C)]
+pub(crate) struct Frame {
+    pub(super) data: RwLock<Box<[u8]>>,
     pub(super) state: AtomicU8,
     referenced: AtomicBool,
+    pub(super) dirty: AtomicBool,
+    pub(super) page_no: u64,
+    pub(super) file: Arc<FileShared>,
     /// Changed by a commit whose log frames are not written yet: not evictable.
     pub(super) hold: AtomicBool,
     /// The log must be durable up to here before this page is written back.
@@ -54,12 +57,12 @@ impl Frame {
     pub(super) fn new(file: Arc<FileShared>, page_no: u64, state: u8) -> Frame {
         let size = file.page_size as usize;
         Frame {
-            page_no,
-            file,
-            data: Arc::new(RwLock::new(vec![0u8; size].into_boxed_slice())),
-            dirty: AtomicBool::new(false),
+            data: RwLock::new(vec![0u8; size].into_boxed_slice()),
             state: AtomicU8::new(state),
             referenced: AtomicBool::new(true),
+            dirty: AtomicBool::new(false),
+            page_no,
+            file,
             hold: AtomicBool::new(false),
             need_lsn: AtomicU64::new(0),
         }
@@ -109,7 +112,13 @@ impl std::hash::Hasher for PageHasher {
     }
 }
 
-type PageMap = HashMap<(u64, u64), usize, std::hash::BuildHasherDefault<PageHasher>>;
+/// A page's slot in the clock and its frame, kept in the map itself so a hit
+/// reads no other memory of the pool than the map's entry.
+type PageMap = HashMap<(u64, u64), (usize, Arc<Frame>), std::hash::BuildHasherDefault<PageHasher>>;
+
+/// References the pool itself holds on a cached frame: the map's and the
+/// clock slot's. More than these means a guard (or a caller) pins it.
+const POOL_REFS: usize = 2;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -152,11 +161,8 @@ pub struct BufferPool {
 pub(super) enum Lookup {
     /// The frame was cached (it may still be loading).
     Cached(Arc<Frame>),
-    /// A new frame, write-locked by the caller, which must load it.
-    Load(
-        Arc<Frame>,
-        parking_lot::ArcRwLockWriteGuard<parking_lot::RawRwLock, Box<[u8]>>,
-    ),
+    /// A new frame, write-locked for the caller, which must load it.
+    Load(PageMut),
 }
 
 impl BufferPool {
@@ -212,10 +218,8 @@ impl BufferPool {
         let key = (file.id, page_no);
         let shard = self.shard(file.id, page_no);
         let mut inner = shard.inner.lock();
-        if let Some(&slot) = inner.map.get(&key) {
-            let frame = inner.slots[slot]
-                .clone()
-                .expect("mapped slot holds a frame");
+        if let Some((_, frame)) = inner.map.get(&key) {
+            let frame = frame.clone();
             frame.referenced.store(true, Ordering::Relaxed);
             shard.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Lookup::Cached(frame));
@@ -223,7 +227,8 @@ impl BufferPool {
         shard.misses.fetch_add(1, Ordering::Relaxed);
         let frame = Arc::new(Frame::new(file.clone(), page_no, state));
         self.make_room(shard, &mut inner, frame.size())?;
-        let guard = frame.data.write_arc();
+        // Locked before it is visible: no reader can see the zeros.
+        let guard = PageMut::lock(frame.clone());
         let slot = match inner.free.pop() {
             Some(s) => {
                 inner.slots[s] = Some(frame.clone());
@@ -234,21 +239,18 @@ impl BufferPool {
                 inner.slots.len() - 1
             }
         };
-        inner.map.insert(key, slot);
         inner.used += frame.size();
         self.used.fetch_add(frame.size(), Ordering::Relaxed);
-        Ok(Lookup::Load(frame, guard))
+        inner.map.insert(key, (slot, frame));
+        Ok(Lookup::Load(guard))
     }
 
     /// Drops a frame whose load failed.
     pub(super) fn forget(&self, frame: &Arc<Frame>) {
         let mut inner = self.shard(frame.file.id, frame.page_no).inner.lock();
         let key = (frame.file.id, frame.page_no);
-        if let Some(&slot) = inner.map.get(&key) {
-            if inner.slots[slot]
-                .as_ref()
-                .is_some_and(|f| Arc::ptr_eq(f, frame))
-            {
+        if let Some(&(slot, ref f)) = inner.map.get(&key) {
+            if Arc::ptr_eq(f, frame) {
                 inner.map.remove(&key);
                 inner.slots[slot] = None;
                 inner.free.push(slot);
@@ -261,10 +263,7 @@ impl BufferPool {
     /// The cached frame of a page, if any.
     pub(super) fn cached(&self, file_id: u64, page_no: u64) -> Option<Arc<Frame>> {
         let inner = self.shard(file_id, page_no).inner.lock();
-        inner
-            .map
-            .get(&(file_id, page_no))
-            .and_then(|&s| inner.slots[s].clone())
+        inner.map.get(&(file_id, page_no)).map(|(_, f)| f.clone())
     }
 
     /// Removes every frame of a file (which must have been flushed or is being
@@ -285,7 +284,7 @@ impl BufferPool {
                 .copied()
                 .collect();
             for key in keys {
-                if let Some(slot) = inner.map.remove(&key) {
+                if let Some((slot, _)) = inner.map.remove(&key) {
                     if let Some(f) = inner.slots[slot].take() {
                         inner.used -= f.size();
                         self.used.fetch_sub(f.size(), Ordering::Relaxed);
@@ -318,6 +317,7 @@ impl BufferPool {
             let Some(frame) = inner.slots[idx].clone() else {
                 continue;
             };
+            // `frame` is one more reference: the clone above.
             if frame.pinned_excluding(1)
                 || frame.state.load(Ordering::Acquire) != READY
                 || frame.hold.load(Ordering::Acquire)
@@ -347,10 +347,10 @@ impl BufferPool {
 }
 
 impl Frame {
-    /// Pinned by someone other than the pool's slot and `extra` references held by
-    /// the caller. Guards hold both the frame and its data lock.
+    /// Pinned by someone other than the pool and `extra` references held by
+    /// the caller. Every guard holds a reference to its frame.
     fn pinned_excluding(self: &Arc<Frame>, extra: usize) -> bool {
-        Arc::strong_count(self) > 1 + extra || Arc::strong_count(&self.data) > 1
+        Arc::strong_count(self) > POOL_REFS + extra
     }
 }
 
