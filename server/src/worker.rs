@@ -497,7 +497,7 @@ impl Worker {
             }
             Request::LockName(name) => {
                 self.named_lock_allowed(&name)?;
-                self.may_wait(LockKey::Name(name.clone()));
+                self.may_wait(LockKey::Name(name.as_str().into()));
                 self.session.lock_name(&name).map_err(engine)?;
                 self.names.insert(name);
                 Reply::Done
@@ -624,7 +624,7 @@ impl Worker {
                 .locks()
                 .into_iter()
                 .filter_map(|l| match l.key {
-                    LockKey::Name(n) if l.session == me => Some(n),
+                    LockKey::Name(n) if l.session == me => Some(n.to_string()),
                     _ => None,
                 })
                 .collect();
@@ -694,8 +694,8 @@ impl Worker {
             | TableOp::Update { recno, .. }
             | TableOp::UpdateFields { recno, .. }
             | TableOp::Delete(recno)
-            | TableOp::Recall(recno) => self.may_wait(LockKey::Record(name.to_string(), *recno)),
-            TableOp::LockFile { .. } => self.may_wait(LockKey::File(name.to_string())),
+            | TableOp::Recall(recno) => self.may_wait(LockKey::Record(name.clone(), *recno)),
+            TableOp::LockFile { .. } => self.may_wait(LockKey::File(name.clone())),
             _ => {}
         }
         let session = self.session.clone();

@@ -5,13 +5,12 @@
 //! handles or sessions change the table in between. A record is visible when it
 //! is inside the scope, passes the filter, and is not hidden as deleted.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::table::Table;
-use super::txn_index::Overlay;
+use super::txn_index::{Overlay, PendingView};
 use crate::error::Result;
 use crate::index::{Index, Pos};
 use crate::record::{Record, SlotStatus};
@@ -110,26 +109,40 @@ impl Table {
     /// transaction as in a small one.
     pub(super) fn overlay(&self, core: &TableCore, i: usize) -> Result<Option<Arc<Overlay>>> {
         let def = &core.indexes[i].spec.def;
-        let Some((mut ov, fresh, applied)) = self.session.overlay_take(&self.shared, def) else {
-            return Ok(None);
-        };
-        if !fresh.is_empty() {
-            let o = Arc::make_mut(&mut ov);
-            for r in fresh {
-                o.hidden.insert(r);
-                if let Some(old) = o.key_of.remove(&r) {
-                    o.added.remove(&old);
-                }
-                let rec = self.read_in(core, r)?;
-                if let Some(k) = core.key_of(i, rec.values(), r, rec.is_deleted()) {
-                    o.added.insert(k.clone(), r);
-                    o.key_of.insert(r, k);
-                }
+        let shared = &self.shared;
+        self.session.overlay_fold(shared, def, |o, r, txn| {
+            if let Some(Some(old)) = o.key_of.insert(r, None) {
+                o.added.remove(&old);
             }
-        }
-        self.session
-            .overlay_put(&self.shared, def, applied, ov.clone());
-        Ok(Some(ov))
+            // The record as this session sees it (as `read_in`, reading the
+            // pending values in place).
+            let key = match txn.pending_view(shared, r) {
+                None => {
+                    let rec = core.read(r)?;
+                    core.key_of(i, rec.values(), r, rec.is_deleted())
+                }
+                Some((PendingView::Values(v), deleted)) => {
+                    // An update keeps the committed flag unless it changed too.
+                    let committed = deleted.is_none()
+                        && r <= core.record_count()
+                        && core.status(r)? == SlotStatus::Deleted;
+                    core.key_of(i, v, r, deleted.unwrap_or(committed))
+                }
+                Some((PendingView::Blank, deleted)) => {
+                    core.key_of(i, &core.schema.empty_record(), r, deleted.unwrap_or(true))
+                }
+                Some((PendingView::Unchanged, deleted)) => {
+                    let base = core.read(r)?;
+                    core.key_of(i, base.values(), r, deleted.unwrap_or(base.is_deleted()))
+                }
+            };
+            if let Some(k) = key {
+                let k: Arc<[u8]> = k.into();
+                o.added.insert(k.clone(), r);
+                o.key_of.insert(r, Some(k));
+            }
+            Ok(())
+        })
     }
 
     fn tree_start(&self, idx: &Index, from: From<'_>, forwards: bool) -> Result<Option<Pos>> {
@@ -169,26 +182,34 @@ impl Table {
         let idx = &core.indexes[i];
         let tree = &idx.tree;
         let overlay = self.overlay(core, i)?;
-        let hidden = |r: u64| overlay.as_ref().is_some_and(|o| o.hidden.contains(&r));
-        let empty = BTreeMap::new();
-        let added = overlay.as_ref().map_or(&empty, |o| &o.added);
-        let lower = match from {
-            From::Key(k, true) if forwards => Bound::Excluded(k.to_vec()),
-            From::Key(k, false) if forwards => Bound::Included(k.to_vec()),
-            _ => Bound::Unbounded,
+        let hidden = |r: u64| overlay.as_ref().is_some_and(|o| o.hides(r));
+        // The transaction's own entries, merged with the tree's (none
+        // outside a transaction: nothing to build).
+        let mut adds: Option<Box<dyn Iterator<Item = (Vec<u8>, u64)>>> = match &overlay {
+            Some(o) if !o.added.is_empty() => {
+                let lower = match from {
+                    From::Key(k, true) if forwards => Bound::Excluded(k),
+                    From::Key(k, false) if forwards => Bound::Included(k),
+                    _ => Bound::Unbounded,
+                };
+                let upper = match from {
+                    From::Key(k, true) if !forwards => Bound::Excluded(k),
+                    From::Key(k, false) if !forwards => Bound::Included(k),
+                    _ => Bound::Unbounded,
+                };
+                let range = o
+                    .added
+                    .range::<[u8], _>((lower, upper))
+                    .map(|(k, r)| (k.to_vec(), *r));
+                Some(if forwards {
+                    Box::new(range)
+                } else {
+                    Box::new(range.rev())
+                })
+            }
+            _ => None,
         };
-        let upper = match from {
-            From::Key(k, true) if !forwards => Bound::Excluded(k.to_vec()),
-            From::Key(k, false) if !forwards => Bound::Included(k.to_vec()),
-            _ => Bound::Unbounded,
-        };
-        let range = added.range((lower, upper)).map(|(k, r)| (k.clone(), *r));
-        let mut adds: Box<dyn Iterator<Item = (Vec<u8>, u64)>> = if forwards {
-            Box::new(range)
-        } else {
-            Box::new(range.rev())
-        };
-        let mut next_add = adds.next();
+        let mut next_add = adds.as_mut().and_then(|a| a.next());
         *self.walked.lock() = None;
         // Stepping from the current entry: if the tree has not changed since
         // the handle landed there, its leaf position is still right.
@@ -235,7 +256,7 @@ impl Table {
                 (st.key, st.val, Some(st.at))
             } else {
                 let (k, r) = next_add.take().expect("chosen above");
-                next_add = adds.next();
+                next_add = adds.as_mut().and_then(|a| a.next());
                 (k, r, None)
             };
             // Forwards, keys below the scope are stepped over into it; past

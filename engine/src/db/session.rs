@@ -74,7 +74,7 @@ impl SessionInner {
         match shared
             .rt
             .locks
-            .holder_other_than(&LockKey::File(shared.name.clone()), me)
+            .holder_other_than(&LockKey::File(shared.lock_name.clone()), me)
         {
             Some(holder) => Err(Error::LockConflict {
                 lock: format!("table {}", shared.name),
@@ -88,7 +88,7 @@ impl SessionInner {
     /// Applies a write: recorded in the open transaction, or committed at once.
     /// Returns the record's recno.
     pub fn write(&self, shared: &TableHandle, change: Change) -> Result<u64> {
-        let name = shared.name.clone();
+        let name = shared.lock_name.clone();
         let mut guard = self.txn.lock();
         if let Some(txn) = guard.as_mut() {
             let change = match change {
@@ -121,7 +121,7 @@ impl SessionInner {
                     if !exists {
                         let core = shared.core.read();
                         return Err(Error::NoSuchRecord {
-                            table: name,
+                            table: shared.name.clone(),
                             recno,
                             count: core.record_count(),
                         });
@@ -199,42 +199,43 @@ impl SessionInner {
             .map_or(0, |t| t.max_append)
     }
 
-    /// The cached overlay of index `def` on `shared`, with the recnos changed
-    /// since it was folded and the count folded after them; None without
-    /// pending changes to the table.
-    pub fn overlay_take(
+    /// The overlay of index `def` on `shared`, brought up to date: `fold`
+    /// is called, under the transaction's lock, for each recno changed since
+    /// the cached overlay was last folded (all of them when none is cached),
+    /// with the transaction to read its pending values in place. None
+    /// without pending changes to the table. When `fold` fails, nothing is
+    /// cached: the next call folds from the start.
+    pub fn overlay_fold(
         &self,
         shared: &Arc<TableShared>,
         def: &IndexDef,
-    ) -> Option<(Arc<Overlay>, Vec<u64>, usize)> {
+        mut fold: impl FnMut(&mut Overlay, u64, &Txn) -> Result<()>,
+    ) -> Result<Option<Arc<Overlay>>> {
         let mut guard = self.txn.lock();
-        let t = guard.as_mut()?.index.get_mut(&txn_index::key(shared))?;
-        let (applied, ov) = match t.overlays.remove(&def.name) {
-            Some((d, applied, ov)) if d == *def => (applied, ov),
-            _ => (0, Arc::default()),
+        let Some(txn) = guard.as_mut() else {
+            return Ok(None);
         };
-        Some((ov, t.order[applied..].to_vec(), t.order.len()))
-    }
-
-    /// Puts back an overlay folded up to `applied` changes.
-    pub fn overlay_put(
-        &self,
-        shared: &Arc<TableShared>,
-        def: &IndexDef,
-        applied: usize,
-        ov: Arc<Overlay>,
-    ) {
-        let mut guard = self.txn.lock();
-        if let Some(t) = guard
-            .as_mut()
-            .and_then(|t| t.index.get_mut(&txn_index::key(shared)))
-        {
-            // Only if nothing truncated the changes meanwhile.
-            if applied <= t.order.len() {
-                t.overlays
-                    .insert(def.name.clone(), (def.clone(), applied, ov));
+        let key = txn_index::key(shared);
+        let Some(t) = txn.index.get_mut(&key) else {
+            return Ok(None);
+        };
+        // Taken out and put back with its own name and definition: no clone.
+        let (name, (def, applied, mut ov)) = match t.overlays.remove_entry(&def.name) {
+            Some((name, (d, applied, ov))) if d == *def => (name, (d, applied, ov)),
+            _ => (def.name.clone(), (def.clone(), 0, Arc::default())),
+        };
+        let end = t.order.len();
+        if applied < end {
+            let fresh = t.order[applied..].to_vec();
+            let o = Arc::make_mut(&mut ov);
+            for r in fresh {
+                fold(o, r, txn)?;
             }
         }
+        if let Some(t) = txn.index.get_mut(&key) {
+            t.overlays.insert(name, (def, end, ov.clone()));
+        }
+        Ok(Some(ov))
     }
 
     /// Rolls back the open transaction (if any): reserved recnos become deleted
@@ -685,7 +686,7 @@ impl Session {
             .locks
             .lock(
                 self.inner.id,
-                &LockKey::Name(name.to_owned()),
+                &LockKey::Name(name.into()),
                 self.inner.timeout(),
             )
             .map(|_| ())
@@ -700,7 +701,7 @@ impl Session {
             .db
             .runtime()
             .locks
-            .unlock(self.inner.id, &LockKey::Name(name.to_owned()))
+            .unlock(self.inner.id, &LockKey::Name(name.into()))
     }
 
     /// Ends the session now: rolls back its transaction, releases its locks and

@@ -427,7 +427,7 @@ impl Table {
         }
         self.shared.rt.locks.lock(
             self.session.id,
-            &LockKey::Record(self.shared.name.clone(), recno),
+            &LockKey::Record(self.shared.lock_name.clone(), recno),
             timeout,
         )?;
         self.read(recno)
@@ -458,7 +458,7 @@ impl Table {
         }
         self.shared.rt.locks.unlock(
             self.session.id,
-            &LockKey::Record(self.shared.name.clone(), recno),
+            &LockKey::Record(self.shared.lock_name.clone(), recno),
         )
     }
 
@@ -470,7 +470,7 @@ impl Table {
             .locks
             .lock(
                 self.session.id,
-                &LockKey::File(self.shared.name.clone()),
+                &LockKey::File(self.shared.lock_name.clone()),
                 timeout,
             )
             .map(|_| ())
@@ -481,10 +481,10 @@ impl Table {
         if self.session.txn.lock().is_some() {
             return false;
         }
-        self.shared
-            .rt
-            .locks
-            .unlock(self.session.id, &LockKey::File(self.shared.name.clone()))
+        self.shared.rt.locks.unlock(
+            self.session.id,
+            &LockKey::File(self.shared.lock_name.clone()),
+        )
     }
 
     /// Every record of the table read under one lock: a consistent picture of the

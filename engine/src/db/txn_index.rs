@@ -13,7 +13,11 @@
 //! first `applied` entries of that table's `order`; it is dropped whenever the
 //! changes are truncated.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// aHash: keyed per process, far cheaper than SipHash on the path of every
+// write in a transaction.
+use ahash::AHashMap as HashMap;
 use std::sync::Arc;
 
 use crate::index::IndexDef;
@@ -21,12 +25,22 @@ use crate::schema::Value;
 use crate::txn::{Change, TableHandle, TableShared};
 
 /// A transaction's own view of one index: the entries its pending changes add,
-/// and the records whose committed entries they hide.
+/// and the records whose committed entries they hide. A key is shared by
+/// both maps (one allocation per changed record).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Overlay {
-    pub added: BTreeMap<Vec<u8>, u64>,
-    pub key_of: HashMap<u64, Vec<u8>>,
-    pub hidden: HashSet<u64>,
+    pub added: BTreeMap<Arc<[u8]>, u64>,
+    /// Every record the transaction changed (its committed entry is
+    /// hidden), with its pending key when it has one in this index.
+    pub key_of: HashMap<u64, Option<Arc<[u8]>>>,
+}
+
+impl Overlay {
+    /// True when the transaction changed record `r`: its committed entry
+    /// does not count.
+    pub fn hides(&self, r: u64) -> bool {
+        self.key_of.contains_key(&r)
+    }
 }
 
 /// What the transaction makes of one record.
@@ -61,6 +75,17 @@ pub(crate) enum PendingValues {
     /// New values.
     Values(Vec<Value>),
     /// A deleted blank record (an append rolled back to a savepoint).
+    Blank,
+}
+
+/// [`PendingValues`] borrowed from the transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PendingView<'a> {
+    /// Only the deleted flag changed.
+    Unchanged,
+    /// New values.
+    Values(&'a [Value]),
+    /// A deleted blank record.
     Blank,
 }
 
@@ -164,15 +189,30 @@ impl Txn {
     /// What the transaction makes of `recno`: its pending values (None: only
     /// the flag changed) and flag (None: unchanged).
     pub fn pending(&self, shared: &Arc<TableShared>, recno: u64) -> Option<PendingRecord> {
+        let (view, deleted) = self.pending_view(shared, recno)?;
+        let values = match view {
+            PendingView::Unchanged => PendingValues::Unchanged,
+            PendingView::Values(v) => PendingValues::Values(v.to_vec()),
+            PendingView::Blank => PendingValues::Blank,
+        };
+        Some((values, deleted))
+    }
+
+    /// [`Txn::pending`] without copying the values.
+    pub fn pending_view(
+        &self,
+        shared: &Arc<TableShared>,
+        recno: u64,
+    ) -> Option<(PendingView<'_>, Option<bool>)> {
         let p = self.table(shared)?.records.get(&recno)?;
         let values = if p.blank {
-            PendingValues::Blank
+            PendingView::Blank
         } else {
             match p.values_at.map(|i| &self.changes[i].1) {
                 Some(Change::Append { values, .. } | Change::Update { values, .. }) => {
-                    PendingValues::Values(values.clone())
+                    PendingView::Values(values)
                 }
-                _ => PendingValues::Unchanged,
+                _ => PendingView::Unchanged,
             }
         };
         Some((values, p.deleted))

@@ -31,13 +31,13 @@ impl Table {
                 continue;
             };
             let overlay = self.overlay(&core, i)?;
-            if let Some(&owner) = overlay.as_ref().and_then(|o| o.added.get(&k)) {
+            if let Some(&owner) = overlay.as_ref().and_then(|o| o.added.get(k.as_slice())) {
                 if Some(owner) != me {
                     return Err(core.duplicate(i, values, &k, owner));
                 }
             }
             if let Some(owner) = idx.tree.get(&k)? {
-                let moved = overlay.as_ref().is_some_and(|o| o.hidden.contains(&owner));
+                let moved = overlay.as_ref().is_some_and(|o| o.hides(owner));
                 if Some(owner) != me && !moved {
                     return Err(core.duplicate(i, values, &k, owner));
                 }

@@ -572,7 +572,7 @@ impl BTree {
         }
         leaf.entries.insert(at, (k.to_vec(), v));
         self.state.entries += 1;
-        let mut carry = self.fit(leaf_no, leaf)?;
+        let mut carry = self.fit(leaf_no, leaf, Some(at))?;
         // Walk back up, inserting separators of split nodes.
         for &(page, slot) in path.iter().rev().skip(1) {
             let Some((sep, right)) = carry else {
@@ -580,7 +580,7 @@ impl BTree {
             };
             let mut node = self.load(page)?;
             node.entries.insert((slot + 1) as usize, (sep, right));
-            carry = self.fit(page, node)?;
+            carry = self.fit(page, node, None)?;
         }
         if let Some((sep, right)) = carry {
             let root = self.alloc()?;
@@ -601,14 +601,29 @@ impl BTree {
     }
 
     /// Stores `node` at `page`, splitting it if it overflows. Returns the
-    /// separator and page of the new right half.
-    fn fit(&mut self, page: u64, mut node: Owned) -> Result<Option<(Vec<u8>, u64)>> {
+    /// separator and page of the new right half. `at` is where a leaf took
+    /// its new entry: a leaf that overflows at the end of the last leaf —
+    /// keys arriving in ascending order, as order numbers and dates do —
+    /// keeps 90 % of its entries (as a bulk load fills), not half, so such
+    /// an index is not left half empty.
+    fn fit(
+        &mut self,
+        page: u64,
+        mut node: Owned,
+        at: Option<usize>,
+    ) -> Result<Option<(Vec<u8>, u64)>> {
         if node.entries.len() <= self.cap {
             self.store(page, &node)?;
             return Ok(None);
         }
         let right_no = self.alloc()?;
-        let mid = node.entries.len() / 2;
+        let len = node.entries.len();
+        let ascending = node.level == 0 && node.right == 0 && at == Some(len - 1);
+        let mid = if ascending {
+            (self.cap * 9 / 10).clamp(len / 2, len - 1)
+        } else {
+            len / 2
+        };
         let mut upper = node.entries.split_off(mid);
         let (sep, right) = if node.level == 0 {
             let sep = upper[0].0.clone();

@@ -47,6 +47,24 @@ fn check(t: &BTree, model: &BTreeMap<u32, u64>) {
     }
     back.reverse();
     assert_eq!(back, fwd);
+    // And through `entry_step`, which reads each leaf once per entry and
+    // takes the unchecked positions it hands out.
+    for forwards in [true, false] {
+        let mut seen = vec![];
+        let mut pos = if forwards { t.first() } else { t.last() }.unwrap();
+        while let Some(p) = pos {
+            let Some(st) = t.entry_step(p, forwards).unwrap() else {
+                break;
+            };
+            assert_eq!(t.entry(st.at).unwrap(), (st.key.clone(), st.val));
+            seen.push(st.val);
+            pos = st.then;
+        }
+        if !forwards {
+            seen.reverse();
+        }
+        assert_eq!(seen, fwd, "entry_step forwards={forwards}");
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -160,4 +178,35 @@ fn rank_estimates_track_positions() {
         .count_from(t.seek(&key(100)).unwrap(), |k| k < key(200).as_slice())
         .unwrap();
     assert_eq!(n, 100);
+}
+
+#[test]
+fn ascending_inserts_fill_leaves_as_a_bulk_load_does() {
+    let mut t = tree();
+    let mut model = BTreeMap::new();
+    for n in 0..3000u32 {
+        t.insert(&key(n), u64::from(n)).unwrap();
+        model.insert(n, u64::from(n));
+    }
+    check(&t, &model);
+    // Entries of 208 bytes in 4 KiB pages: 19 per leaf. Split in halves,
+    // 3000 ascending keys take about 3000 / 10 leaves; kept 90 % full,
+    // about 3000 / 17.
+    let cap = t.capacity();
+    let pages = t.file().page_count();
+    let full = 3000 / (cap * 9 / 10);
+    assert!(
+        pages < full as u64 * 5 / 4,
+        "{pages} pages for 3000 ascending keys ({cap} per leaf)"
+    );
+    // Out-of-order inserts into those full leaves still split and stay sorted.
+    let mut all: Vec<(Vec<u8>, u64)> = model.iter().map(|(k, v)| (key(*k), *v)).collect();
+    for n in (0..3000u32).step_by(7) {
+        let mut k = key(n);
+        k[4] = 1; // between n and n + 1
+        t.insert(&k, 1).unwrap();
+        all.push((k, 1));
+    }
+    all.sort();
+    assert_eq!(t.verify().unwrap(), all);
 }

@@ -12,7 +12,10 @@
 //! requester gets [`Error::Deadlock`] at once instead of waiting, so no cycle of
 //! waiting sessions can form.
 
-use std::collections::{HashMap, HashSet};
+// aHash: keyed per process (lock names come from users), far cheaper than SipHash
+// on the path of every record lock.
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -23,11 +26,11 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LockKey {
     /// One record of a table.
-    Record(String, u64),
+    Record(Arc<str>, u64),
     /// A whole table.
-    File(String),
+    File(Arc<str>),
     /// Any string (a business key, a job name…).
-    Name(String),
+    Name(Arc<str>),
 }
 
 impl std::fmt::Display for LockKey {

@@ -136,6 +136,9 @@ pub(crate) struct TableShared {
     pub core: RwLock<TableCore>,
     /// The table's name (never changes while open).
     pub name: String,
+    /// The same name, shared by the lock keys of the table's records (a
+    /// record lock then costs no allocation for the name).
+    pub lock_name: Arc<str>,
     /// What the database's tables share.
     pub rt: Arc<Runtime>,
     /// Handles on the table (counted by [`TableHandle`]).
@@ -155,6 +158,7 @@ impl TableShared {
     ) -> TableShared {
         TableShared {
             name: core.name.clone(),
+            lock_name: core.name.as_str().into(),
             core: RwLock::new(core),
             rt,
             handles: AtomicUsize::new(0),

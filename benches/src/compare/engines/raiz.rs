@@ -24,7 +24,23 @@ pub struct Raiz {
     db: Database,
     dir: PathBuf,
     logged: bool,
-    pool: Mutex<Vec<Handles>>,
+    /// Idle handles, one list per thread slot: an application gives each
+    /// thread its own session, so threads must not meet on one list here.
+    pool: Vec<Mutex<Vec<Handles>>>,
+    /// Serialises the creation of the ISAM table.
+    create: Mutex<()>,
+}
+
+/// Lists of idle handles; a thread uses the list of its slot.
+const POOL_LISTS: usize = 8;
+
+fn thread_slot() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % POOL_LISTS;
+    }
+    SLOT.with(|s| *s)
 }
 
 fn options(logged: bool) -> TableOptions {
@@ -50,12 +66,14 @@ impl Raiz {
             db,
             dir: dir.to_path_buf(),
             logged,
-            pool: Mutex::new(Vec::new()),
+            pool: (0..POOL_LISTS).map(|_| Mutex::new(Vec::new())).collect(),
+            create: Mutex::new(()),
         })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Handles) -> Result<T>) -> Result<T> {
-        let h = self.pool.lock().pop();
+        let list = &self.pool[thread_slot()];
+        let h = list.lock().pop();
         let mut h = match h {
             Some(h) => h,
             None => {
@@ -71,7 +89,7 @@ impl Raiz {
             }
         };
         let r = f(&mut h);
-        self.pool.lock().push(h);
+        list.lock().push(h);
         r
     }
 
@@ -79,7 +97,7 @@ impl Raiz {
         if h.isam.is_some() {
             return Ok(());
         }
-        let _guard = self.pool.lock();
+        let _guard = self.create.lock();
         if !self.db.table_exists("isam")? {
             let schema = Schema::new(vec![
                 Field::new("KEY", FieldType::Binary(24)),
@@ -196,8 +214,10 @@ impl Engine for Raiz {
 
     fn compact(&self) -> Result<bool> {
         // pack needs the only handle on the table.
-        let handles: Vec<Handles> = std::mem::take(&mut *self.pool.lock());
-        drop(handles);
+        for list in &self.pool {
+            let handles: Vec<Handles> = std::mem::take(&mut *list.lock());
+            drop(handles);
+        }
         let mut t = self.db.session().open_table("kv")?;
         t.pack()?;
         drop(t);
