@@ -58,20 +58,49 @@ pub fn diff(before: &[u8], after: &[u8]) -> Vec<PatchOp> {
         }
         // A run of changes, with short unchanged gaps inside it.
         let lo = i;
-        let mut hi = i + 1;
-        let mut j = hi;
-        while j < n {
-            if before[j] != after[j] {
-                hi = j + 1;
-            } else if j - hi >= GAP {
-                break;
-            }
-            j += 1;
-        }
+        let hi = run_end(before, after, i + 1, n);
         run(before, after, lo, hi, &mut ops);
         i = hi;
     }
     ops
+}
+
+/// The end of a run of changes whose last changed byte so far is `hi - 1`:
+/// the run ends where `GAP` unchanged bytes follow it (or at `n`). Eight
+/// bytes are compared at a time: a shifted region differs almost everywhere,
+/// and a byte loop over a whole leaf cost more than the rest of the diff.
+fn run_end(before: &[u8], after: &[u8], mut hi: usize, n: usize) -> usize {
+    let mut j = hi;
+    while j < n {
+        if j + 8 <= n {
+            let word = |p: &[u8]| u64::from_le_bytes(p[j..j + 8].try_into().expect("8 bytes"));
+            let x = word(before) ^ word(after);
+            if x == 0 {
+                if j + 8 - hi >= GAP {
+                    break;
+                }
+            } else {
+                // Little-endian: byte k of the word is bits 8k..8k + 8.
+                let first = j + x.trailing_zeros() as usize / 8;
+                if first - hi >= GAP {
+                    break;
+                }
+                hi = j + 7 - x.leading_zeros() as usize / 8 + 1;
+            }
+            j += 8;
+        } else {
+            if before[j] != after[j] {
+                if j - hi >= GAP {
+                    break;
+                }
+                hi = j + 1;
+            } else if j + 1 - hi >= GAP {
+                break;
+            }
+            j += 1;
+        }
+    }
+    hi
 }
 
 /// The first changed byte at or after `i` (or `n`): equal stretches are
