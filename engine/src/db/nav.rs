@@ -227,15 +227,29 @@ impl Table {
             }
             _ => None,
         };
-        let mut tp = match hinted {
-            Some(tp) => tp,
-            None => self.tree_start(idx, from, forwards)?,
+        // A forward walk from a key starts with the entry the descent found
+        // (its leaf read once).
+        let mut first = None;
+        let mut tp = match (hinted, from) {
+            (Some(tp), _) => tp,
+            (None, From::Key(k, false)) if forwards => {
+                first = tree.seek_step(k)?;
+                first.as_ref().and_then(|s| s.then)
+            }
+            (None, _) => self.tree_start(idx, from, forwards)?,
         };
         loop {
             let mut from_tree = None;
-            while let Some(p) = tp {
-                let Some(step) = tree.entry_step(p, forwards)? else {
-                    break;
+            loop {
+                let step = match first.take() {
+                    Some(step) => step,
+                    None => {
+                        let Some(p) = tp else { break };
+                        let Some(step) = tree.entry_step(p, forwards)? else {
+                            break;
+                        };
+                        step
+                    }
                 };
                 if hidden(step.val) {
                     tp = step.then;
@@ -511,7 +525,11 @@ impl Table {
             SeekMode::Last => (true, false),
             SeekMode::LastSoft => (true, true),
         };
-        let end = prefix_end(idx, &k);
+        let end = if last {
+            prefix_end(idx, &k)
+        } else {
+            Vec::new()
+        };
         let hit = if last {
             self.walk(&core, i, From::Key(&end, false), false)?
         } else {

@@ -327,6 +327,51 @@ impl BTree {
     /// Position of the first entry with key >= `k` (None past the end). Reads
     /// each node on the way down once, keeping no path.
     pub fn seek(&self, k: &[u8]) -> Result<Option<Pos>> {
+        let Some((leaf, page)) = self.leaf_for(k)? else {
+            return Ok(None);
+        };
+        let n = Node {
+            b: &leaf,
+            e: self.e(),
+        };
+        let idx = n.lower_bound(k);
+        if idx < n.count() {
+            return Ok(Some(Pos { page, idx }));
+        }
+        drop(leaf);
+        self.normalize(Pos { page, idx })
+    }
+
+    /// [`BTree::seek`] and [`BTree::entry_step`] forwards in one: the first
+    /// entry with key >= `k`, read from the leaf the descent found.
+    pub fn seek_step(&self, k: &[u8]) -> Result<Option<Stepped>> {
+        let Some((leaf, page)) = self.leaf_for(k)? else {
+            return Ok(None);
+        };
+        let n = Node {
+            b: &leaf,
+            e: self.e(),
+        };
+        let idx = n.lower_bound(k);
+        if idx < n.count() {
+            let at = Pos { page, idx };
+            return Ok(Some(Stepped {
+                key: n.key(idx).to_vec(),
+                val: n.val(idx),
+                at,
+                then: Some(at.after()),
+            }));
+        }
+        drop(leaf);
+        match self.normalize(Pos { page, idx })? {
+            Some(p) => self.entry_step(p, true),
+            None => Ok(None),
+        }
+    }
+
+    /// The leaf that holds `k` (held for reading) and its page number; None
+    /// for an empty tree. Reads each node on the way down once.
+    fn leaf_for(&self, k: &[u8]) -> Result<Option<(crate::page::PageRef, u64)>> {
         let mut page = self.state.root;
         if page == 0 {
             return Ok(None);
@@ -343,12 +388,7 @@ impl BTree {
                 ));
             }
             if n.level() == 0 {
-                let idx = n.lower_bound(k);
-                if idx < n.count() {
-                    return Ok(Some(Pos { page, idx }));
-                }
-                drop(p);
-                return self.normalize(Pos { page, idx });
+                return Ok(Some((p, page)));
             }
             page = n.child_for(k).1;
         }

@@ -114,6 +114,12 @@ proptest! {
                     let got = t.seek(&key(k)).unwrap().map(|p| t.entry(p).unwrap().1);
                     let want = model.range(k..).next().map(|(_, v)| *v);
                     prop_assert_eq!(got, want);
+                    let step = t.seek_step(&key(k)).unwrap();
+                    prop_assert_eq!(step.as_ref().map(|s| s.val), want);
+                    if let Some(s) = step {
+                        prop_assert_eq!(Some(s.at), t.seek(&key(k)).unwrap());
+                        prop_assert_eq!(t.entry(s.at).unwrap(), (s.key, s.val));
+                    }
                     prop_assert_eq!(t.get(&key(k)).unwrap(), model.get(&k).copied());
                 }
             }
