@@ -1,6 +1,7 @@
 //! The hot paths in isolation, so a regression shows where it is: record
-//! encode/decode, key encoding, page checksum, B+tree search, log append, the
-//! page patch a commit logs.
+//! encode/decode, key encoding, page checksum, B+tree search and steps, log
+//! append, the page patch a commit logs, a transaction's appends (record
+//! locks, the transaction's index overlay, the commit) and a record lock.
 //!
 //! `cargo bench -p raiz-benches --bench hotpaths`
 
@@ -107,6 +108,87 @@ fn btree(c: &mut Criterion) {
             tree.next(p).unwrap()
         })
     });
+    // Navigation's path: the entry with the descent, then entry steps.
+    g.bench_function("seek_step_then_9_steps", |b| {
+        b.iter(|| {
+            let k = key(rng.next_in(n) - 1);
+            let mut step = tree.seek_step(&k).unwrap();
+            for _ in 0..9 {
+                let Some(then) = step.as_ref().and_then(|s| s.then) else {
+                    break;
+                };
+                step = tree.entry_step(then, true).unwrap();
+            }
+            black_box(step)
+        })
+    });
+    g.finish();
+}
+
+/// A logged table on memory storage with a unique index on a 24-byte key.
+fn kv_table(db: &raiz_engine::Database, s: &raiz_engine::Session) -> raiz_engine::Table {
+    use raiz_engine::{Field, FieldType, Schema, TableOptions};
+    let schema = Schema::new(vec![
+        Field::new("KEY", FieldType::Binary(24)),
+        Field::new("VAL", FieldType::Binary(150)),
+    ]);
+    db.create_table("kv", &schema, TableOptions::default())
+        .unwrap();
+    let mut t = s.open_table("kv").unwrap();
+    t.create_index(&IndexDef::new("key", vec![Segment::field("KEY")]).unique())
+        .unwrap();
+    t
+}
+
+fn kv_row(i: u64) -> [raiz_engine::Value; 2] {
+    let mut k = vec![0u8; 24];
+    k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    k[8..16].copy_from_slice(&i.to_be_bytes());
+    [
+        raiz_engine::Value::Binary(k),
+        raiz_engine::Value::Binary(vec![7; 150]),
+    ]
+}
+
+fn transactions(c: &mut Criterion) {
+    use raiz_engine::{Database, Options};
+    let mut g = c.benchmark_group("txn");
+    g.throughput(Throughput::Elements(1_000));
+    g.sample_size(20);
+    // A thousand appends in one transaction, then its commit: each append
+    // locks its record and checks its key against the transaction's overlay.
+    g.bench_function("append_1000_in_one_transaction", |b| {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let db = Database::open_with("/txn", Options::default().storage(storage)).unwrap();
+        let s = db.session();
+        let mut t = kv_table(&db, &s);
+        let mut i = 0u64;
+        b.iter(|| {
+            s.begin().unwrap();
+            for _ in 0..1_000 {
+                t.append(&kv_row(i)).unwrap();
+                i += 1;
+            }
+            s.commit().unwrap();
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("locks");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("record_lock_and_unlock", |b| {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let db = Database::open_with("/locks", Options::default().storage(storage)).unwrap();
+        let mut t = kv_table(&db, &db.session());
+        for i in 0..1_000 {
+            t.append(&kv_row(i)).unwrap();
+        }
+        let mut rng = XorShift(0x5151_7a7a_0101_3c3c);
+        b.iter(|| {
+            let r = rng.next_in(1_000);
+            t.lock(r, std::time::Duration::ZERO).unwrap();
+            t.unlock(r)
+        })
+    });
     g.finish();
 }
 
@@ -175,5 +257,14 @@ fn patch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, records, keys, checksum, btree, log_append, patch);
+criterion_group!(
+    benches,
+    records,
+    keys,
+    checksum,
+    btree,
+    log_append,
+    patch,
+    transactions
+);
 criterion_main!(benches);
