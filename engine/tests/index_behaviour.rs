@@ -442,3 +442,42 @@ fn estimates_are_close_on_large_ranges() {
         .unwrap();
     assert!((9_000..=11_000).contains(&est), "estimate {est}");
 }
+
+#[test]
+fn a_seek_in_a_transaction_passes_over_its_own_hidden_entries_to_the_committed_ones() {
+    // The transaction appends a record whose key sorts before the committed
+    // one the seek should land on, and the filter hides it: the seek must
+    // go on to the committed record, not past it.
+    let (_s, db) = common::mem_db(1 << 20);
+    let s = db.session();
+    let mut t = customers(&db);
+    t.append(&row("B1", "BETA", "A", "10")).unwrap();
+    t.append(&row("D1", "DELTA", "A", "10")).unwrap();
+    drop(t);
+    let mut t = s.open_table("sa1").unwrap();
+    t.set_order(Some("by_code")).unwrap();
+    s.begin().unwrap();
+    t.append(&row("A1", "ALPHA", "A", "10")).unwrap();
+    t.append(&row("C1", "GAMMA", "A", "10")).unwrap();
+    t.set_filter(Some(Box::new(|r| {
+        !matches!(r.get("NAME"), Some(Value::Char(n)) if n.starts_with("ALPHA") || n.starts_with("GAMMA"))
+    })));
+    assert!(t.seek_soft(&[Value::from("A")]).unwrap() || !t.eof());
+    assert_eq!(code_of(&t), "B1");
+    assert!(t.next().unwrap());
+    assert_eq!(code_of(&t), "D1");
+    assert!(!t.seek(&[Value::from("A1")]).unwrap());
+    assert!(t.seek(&[Value::from("B1")]).unwrap());
+    t.set_filter(None);
+    assert!(t.seek(&[Value::from("A1")]).unwrap());
+    assert!(t.next().unwrap());
+    assert_eq!(code_of(&t), "B1");
+    s.rollback().unwrap();
+}
+
+fn code_of(t: &Table) -> String {
+    match t.record().unwrap().get("CODE") {
+        Some(Value::Char(c)) => c.trim_end().to_owned(),
+        other => panic!("CODE is {other:?}"),
+    }
+}

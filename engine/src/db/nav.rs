@@ -233,8 +233,10 @@ impl Table {
         let mut tp = match (hinted, from) {
             (Some(tp), _) => tp,
             (None, From::Key(k, false)) if forwards => {
+                // Its own position, not the next: when the transaction's own
+                // entry before it is taken instead, the walk reads it again.
                 first = tree.seek_step(k)?;
-                first.as_ref().and_then(|s| s.then)
+                first.as_ref().map(|s| s.at)
             }
             (None, _) => self.tree_start(idx, from, forwards)?,
         };
