@@ -7,6 +7,7 @@
 //! measured to matter (a library guard would need a second allocation for the
 //! lock). While a guard exists its frame counts as pinned (see the pool).
 
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
@@ -14,9 +15,14 @@ use parking_lot::lock_api::RawRwLockDowngrade;
 
 use super::pool::Frame;
 
+/// Keeps a guard on the thread that took its lock, as the lock's own guards
+/// are: the lock is released where it was taken.
+type NotSend = PhantomData<*const ()>;
+
 /// A page held for reading. Others may read it at the same time.
 pub struct PageRef {
     frame: Arc<Frame>,
+    _thread: NotSend,
 }
 
 impl PageRef {
@@ -24,7 +30,10 @@ impl PageRef {
     pub(super) fn lock(frame: Arc<Frame>) -> PageRef {
         // The lock stays held until this guard drops (see `Drop`).
         std::mem::forget(frame.data.read());
-        PageRef { frame }
+        PageRef {
+            frame,
+            _thread: PhantomData,
+        }
     }
 
     pub(super) fn frame(&self) -> &Arc<Frame> {
@@ -57,6 +66,7 @@ pub struct PageMut {
     frame: Arc<Frame>,
     /// The lock was handed on to a [`PageRef`]: nothing to release here.
     handed_on: bool,
+    _thread: NotSend,
 }
 
 impl PageMut {
@@ -66,6 +76,7 @@ impl PageMut {
         PageMut {
             frame,
             handed_on: false,
+            _thread: PhantomData,
         }
     }
 
@@ -83,6 +94,7 @@ impl PageMut {
         self.handed_on = true;
         PageRef {
             frame: self.frame.clone(),
+            _thread: PhantomData,
         }
     }
 }
