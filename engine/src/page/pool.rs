@@ -9,8 +9,10 @@
 //!
 //! - A page's frame lives in the one shard its key hashes to.
 //! - A frame is *pinned* while a guard on it exists (its `Arc` count exceeds the
-//!   pool's own reference). New references are only handed out under its shard's
-//!   mutex, so a frame seen unpinned there cannot be pinned during its eviction.
+//!   pool's own two references, the map's and the clock slot's). A reference to
+//!   an unpinned frame is only handed out under its shard's mutex (other clones
+//!   are made from a reference that already pins it), so a frame seen unpinned
+//!   there cannot be pinned during its eviction.
 //! - A frame being loaded is write-locked by its loader until the bytes are in and
 //!   verified; a waiter that then finds it failed retries the lookup.
 //! - A dirty frame is written back (checksummed) before it leaves the pool. Clean
@@ -318,10 +320,14 @@ impl BufferPool {
                 continue;
             };
             // `frame` is one more reference: the clone above.
-            if frame.pinned_excluding(1)
-                || frame.state.load(Ordering::Acquire) != READY
-                || frame.hold.load(Ordering::Acquire)
-            {
+            if frame.pinned_excluding(1) {
+                continue;
+            }
+            // The count is read relaxed: order the reads below after the last
+            // guard's release (its `Arc` drop), or a weakly ordered CPU could
+            // see a page as clean that its last writer changed.
+            std::sync::atomic::fence(Ordering::Acquire);
+            if frame.state.load(Ordering::Acquire) != READY || frame.hold.load(Ordering::Acquire) {
                 continue;
             }
             if frame.referenced.swap(false, Ordering::Relaxed) {
@@ -335,7 +341,14 @@ impl BufferPool {
                 frame.file.write_back(&frame)?;
                 self.writebacks.fetch_add(1, Ordering::Relaxed);
             }
-            inner.map.remove(&(frame.file.id, frame.page_no));
+            let key = (frame.file.id, frame.page_no);
+            if inner
+                .map
+                .get(&key)
+                .is_some_and(|(_, f)| Arc::ptr_eq(f, &frame))
+            {
+                inner.map.remove(&key);
+            }
             inner.slots[idx] = None;
             inner.free.push(idx);
             inner.used -= frame.size();
