@@ -298,21 +298,29 @@ impl BTree {
         Ok(())
     }
 
+    /// Node `page`, read on the way down at `depth` (0: the root): checked
+    /// to be an index node of the level that depth must have.
+    fn node_at(&self, page: u64, depth: u32) -> Result<crate::page::PageRef> {
+        let p = self.file.read(page)?;
+        let n = Node { b: &p, e: self.e() };
+        self.check_node(page, &n)?;
+        let expect = (self.state.height - 1 - depth) as u8;
+        if n.level() != expect {
+            return Err(self.corrupt(
+                page,
+                format!("node at level {} where {expect} was expected", n.level()),
+            ));
+        }
+        Ok(p)
+    }
+
     /// Path from the root to the leaf that holds `k`: (page, slot taken in it).
     fn descend(&self, k: &[u8]) -> Result<Vec<(u64, isize)>> {
         let mut path = Vec::with_capacity(self.state.height as usize);
         let mut page = self.state.root;
         for depth in 0..self.state.height {
-            let p = self.file.read(page)?;
+            let p = self.node_at(page, depth)?;
             let n = Node { b: &p, e: self.e() };
-            self.check_node(page, &n)?;
-            let expect = (self.state.height - 1 - depth) as u8;
-            if n.level() != expect {
-                return Err(self.corrupt(
-                    page,
-                    format!("node at level {} where {expect} was expected", n.level()),
-                ));
-            }
             if n.level() == 0 {
                 path.push((page, 0));
                 return Ok(path);
@@ -377,16 +385,8 @@ impl BTree {
             return Ok(None);
         }
         for depth in 0..self.state.height {
-            let p = self.file.read(page)?;
+            let p = self.node_at(page, depth)?;
             let n = Node { b: &p, e: self.e() };
-            self.check_node(page, &n)?;
-            let expect = (self.state.height - 1 - depth) as u8;
-            if n.level() != expect {
-                return Err(self.corrupt(
-                    page,
-                    format!("node at level {} where {expect} was expected", n.level()),
-                ));
-            }
             if n.level() == 0 {
                 return Ok(Some((p, page)));
             }
