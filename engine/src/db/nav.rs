@@ -107,42 +107,44 @@ impl Table {
     /// transaction has any. Cached in the transaction and brought up to date
     /// with the changes made since, so a move costs the same in a large
     /// transaction as in a small one.
-    pub(super) fn overlay(&self, core: &TableCore, i: usize) -> Result<Option<Arc<Overlay>>> {
+    ///
+    /// `ordered` asks for the entries in key order, as a move needs them; a
+    /// write's unique check looks keys up only.
+    pub(super) fn overlay(
+        &self,
+        core: &TableCore,
+        i: usize,
+        ordered: bool,
+    ) -> Result<Option<Arc<Overlay>>> {
         let def = &core.indexes[i].spec.def;
         let shared = &self.shared;
-        self.session.overlay_fold(shared, def, |o, r, txn| {
-            if let Some(Some(old)) = o.key_of.insert(r, None) {
-                o.added.remove(&old);
-            }
-            // The record as this session sees it (as `read_in`, reading the
-            // pending values in place).
-            let key = match txn.pending_view(shared, r) {
-                None => {
-                    let rec = core.read(r)?;
-                    core.key_of(i, rec.values(), r, rec.is_deleted())
-                }
-                Some((PendingView::Values(v), deleted)) => {
-                    // An update keeps the committed flag unless it changed too.
-                    let committed = deleted.is_none()
-                        && r <= core.record_count()
-                        && core.status(r)? == SlotStatus::Deleted;
-                    core.key_of(i, v, r, deleted.unwrap_or(committed))
-                }
-                Some((PendingView::Blank, deleted)) => {
-                    core.key_of(i, &core.schema.empty_record(), r, deleted.unwrap_or(true))
-                }
-                Some((PendingView::Unchanged, deleted)) => {
-                    let base = core.read(r)?;
-                    core.key_of(i, base.values(), r, deleted.unwrap_or(base.is_deleted()))
-                }
-            };
-            if let Some(k) = key {
-                let k: Arc<[u8]> = k.into();
-                o.added.insert(k.clone(), r);
-                o.key_of.insert(r, Some(k));
-            }
-            Ok(())
-        })
+        self.session
+            .overlay_fold(shared, def, ordered, |o, r, txn| {
+                // The record as this session sees it (as `read_in`, reading the
+                // pending values in place).
+                let key = match txn.pending_view(shared, r) {
+                    None => {
+                        let rec = core.read(r)?;
+                        core.key_of(i, rec.values(), r, rec.is_deleted())
+                    }
+                    Some((PendingView::Values(v), deleted)) => {
+                        // An update keeps the committed flag unless it changed too.
+                        let committed = deleted.is_none()
+                            && r <= core.record_count()
+                            && core.status(r)? == SlotStatus::Deleted;
+                        core.key_of(i, v, r, deleted.unwrap_or(committed))
+                    }
+                    Some((PendingView::Blank, deleted)) => {
+                        core.key_of(i, &core.schema.empty_record(), r, deleted.unwrap_or(true))
+                    }
+                    Some((PendingView::Unchanged, deleted)) => {
+                        let base = core.read(r)?;
+                        core.key_of(i, base.values(), r, deleted.unwrap_or(base.is_deleted()))
+                    }
+                };
+                o.set(r, key.map(Arc::from));
+                Ok(())
+            })
     }
 
     fn tree_start(&self, idx: &Index, from: From<'_>, forwards: bool) -> Result<Option<Pos>> {
@@ -181,12 +183,12 @@ impl Table {
     ) -> Result<Option<(Vec<u8>, u64)>> {
         let idx = &core.indexes[i];
         let tree = &idx.tree;
-        let overlay = self.overlay(core, i)?;
+        let overlay = self.overlay(core, i, true)?;
         let hidden = |r: u64| overlay.as_ref().is_some_and(|o| o.hides(r));
         // The transaction's own entries, merged with the tree's (none
         // outside a transaction: nothing to build).
         let mut adds: Option<Box<dyn Iterator<Item = (Vec<u8>, u64)>>> = match &overlay {
-            Some(o) if !o.added.is_empty() => {
+            Some(o) if !o.is_empty() => {
                 let lower = match from {
                     From::Key(k, true) if forwards => Bound::Excluded(k),
                     From::Key(k, false) if forwards => Bound::Included(k),
@@ -198,7 +200,8 @@ impl Table {
                     _ => Bound::Unbounded,
                 };
                 let range = o
-                    .added
+                    .sorted()
+                    .expect("asked for in order")
                     .range::<[u8], _>((lower, upper))
                     .map(|(k, r)| (k.to_vec(), *r));
                 Some(if forwards {

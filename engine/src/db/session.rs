@@ -204,11 +204,13 @@ impl SessionInner {
     /// the cached overlay was last folded (all of them when none is cached),
     /// with the transaction to read its pending values in place. None
     /// without pending changes to the table. When `fold` fails, nothing is
-    /// cached: the next call folds from the start.
+    /// cached: the next call folds from the start. `ordered` asks for the
+    /// overlay's entries in key order too (see [`Overlay`]).
     pub fn overlay_fold(
         &self,
         shared: &Arc<TableShared>,
         def: &IndexDef,
+        ordered: bool,
         mut fold: impl FnMut(&mut Overlay, u64, &Txn) -> Result<()>,
     ) -> Result<Option<Arc<Overlay>>> {
         let mut guard = self.txn.lock();
@@ -231,6 +233,9 @@ impl SessionInner {
             for r in fresh {
                 fold(o, r, txn)?;
             }
+        }
+        if ordered && ov.sorted().is_none() {
+            Arc::make_mut(&mut ov).sort();
         }
         if let Some(t) = txn.index.get_mut(&key) {
             t.overlays.insert(name, (def, end, ov.clone()));

@@ -26,13 +26,22 @@ use crate::txn::{Change, TableHandle, TableShared};
 
 /// A transaction's own view of one index: the entries its pending changes add,
 /// and the records whose committed entries they hide. A key is shared by
-/// both maps (one allocation per changed record).
+/// the maps (one allocation per changed record).
+///
+/// The entries are kept by key in a hash map, which is all a write's unique
+/// check needs; the same entries in key order are built only when a move
+/// through the index asks for them, and kept up to date from then on — a
+/// bulk load that never navigates never pays for sorting its keys one
+/// insertion at a time.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Overlay {
-    pub added: BTreeMap<Arc<[u8]>, u64>,
+    /// Entry key → record, for every entry the transaction's records take.
+    by_key: HashMap<Arc<[u8]>, u64>,
+    /// The same entries in key order, once asked for.
+    sorted: Option<BTreeMap<Arc<[u8]>, u64>>,
     /// Every record the transaction changed (its committed entry is
     /// hidden), with its pending key when it has one in this index.
-    pub key_of: HashMap<u64, Option<Arc<[u8]>>>,
+    key_of: HashMap<u64, Option<Arc<[u8]>>>,
 }
 
 impl Overlay {
@@ -40,6 +49,48 @@ impl Overlay {
     /// does not count.
     pub fn hides(&self, r: u64) -> bool {
         self.key_of.contains_key(&r)
+    }
+
+    /// The record of the transaction's own that holds entry key `k`.
+    pub fn owner(&self, k: &[u8]) -> Option<u64> {
+        self.by_key.get(k).copied()
+    }
+
+    /// True when the transaction's records take no entry of this index.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Record `r` takes entry `k` (None: no entry) instead of the one it
+    /// took before, if any.
+    pub fn set(&mut self, r: u64, k: Option<Arc<[u8]>>) {
+        if let Some(Some(old)) = self.key_of.insert(r, k.clone()) {
+            // Only r's own entry: another record may hold the key by now.
+            if self.by_key.get(&old) == Some(&r) {
+                self.by_key.remove(&old);
+                if let Some(m) = &mut self.sorted {
+                    m.remove(&old);
+                }
+            }
+        }
+        if let Some(k) = k {
+            if let Some(m) = &mut self.sorted {
+                m.insert(k.clone(), r);
+            }
+            self.by_key.insert(k, r);
+        }
+    }
+
+    /// Builds the ordered view if it is not there yet.
+    pub fn sort(&mut self) {
+        if self.sorted.is_none() {
+            self.sorted = Some(self.by_key.iter().map(|(k, r)| (k.clone(), *r)).collect());
+        }
+    }
+
+    /// The entries in key order (empty until [`Overlay::sort`]).
+    pub fn sorted(&self) -> Option<&BTreeMap<Arc<[u8]>, u64>> {
+        self.sorted.as_ref()
     }
 }
 

@@ -30,8 +30,8 @@ impl Table {
             let Some(k) = idx.entry_key(values, 0, false) else {
                 continue;
             };
-            let overlay = self.overlay(&core, i)?;
-            if let Some(&owner) = overlay.as_ref().and_then(|o| o.added.get(k.as_slice())) {
+            let overlay = self.overlay(&core, i, false)?;
+            if let Some(owner) = overlay.as_ref().and_then(|o| o.owner(k.as_slice())) {
                 if Some(owner) != me {
                     return Err(core.duplicate(i, values, &k, owner));
                 }

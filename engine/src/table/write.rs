@@ -126,6 +126,7 @@ impl TableCore {
         old: &[Option<Vec<u8>>],
         new: &[Option<Vec<u8>>],
         recno: u64,
+        values: &[Value],
     ) -> Result<()> {
         let mut done = Vec::new();
         let result = (|| {
@@ -139,7 +140,24 @@ impl TableCore {
                     }
                 }
                 if let Some(k) = &new[i] {
-                    self.indexes[i].tree.insert(k, recno)?;
+                    // A unique key (zero suffix) is checked by its insertion:
+                    // one descent. Its holder, if another record, is the
+                    // error; any other full key present twice is damage,
+                    // which `insert` reports.
+                    let unique = self.indexes[i].spec.def.unique && k[k.len() - 8..] == [0; 8];
+                    let tree = &mut self.indexes[i].tree;
+                    match if unique {
+                        tree.insert_new(k, recno)?
+                    } else {
+                        None
+                    } {
+                        Some(owner) if owner != recno => {
+                            return Err(self.duplicate(i, values, k, owner));
+                        }
+                        Some(_) => tree.insert(k, recno)?,
+                        None if !unique => tree.insert(k, recno)?,
+                        None => {}
+                    }
                     done.push(Done::Inserted(i, k.clone()));
                 }
             }
@@ -344,10 +362,8 @@ impl TableCore {
             return Err(self.corrupt(recno, "a new record's recno is already taken"));
         }
         let values = values.to_vec();
+        // Unique keys are checked as they are inserted (`apply_keys`).
         let keys = self.keys(&values, recno, deleted);
-        if !deleted {
-            self.check_unique(&keys, &values, recno)?;
-        }
         self.mark_dirty()?;
         self.slots.ensure_page(&self.data, recno)?;
         self.reserve_indexes()?;
@@ -360,7 +376,7 @@ impl TableCore {
             }
         };
         let none = vec![None; keys.len()];
-        if let Err(e) = self.apply_keys(&none, &keys, recno) {
+        if let Err(e) = self.apply_keys(&none, &keys, recno, &values) {
             self.free_body(&slot);
             self.free_all(&written);
             return Err(e);
@@ -371,7 +387,7 @@ impl TableCore {
             SlotStatus::Live
         };
         if let Err(e) = self.slots.write(&self.data, recno, status, &slot) {
-            let _ = self.apply_keys(&keys, &none, recno);
+            let _ = self.apply_keys(&keys, &none, recno, &values);
             self.free_body(&slot);
             self.free_all(&written);
             return Err(e);
@@ -424,13 +440,13 @@ impl TableCore {
                 return Err(e);
             }
         };
-        if let Err(e) = self.apply_keys(&old_keys, &new_keys, recno) {
+        if let Err(e) = self.apply_keys(&old_keys, &new_keys, recno, values) {
             self.free_body(&slot);
             self.free_all(&written);
             return Err(e);
         }
         if let Err(e) = self.slots.write(&self.data, recno, status, &slot) {
-            let _ = self.apply_keys(&new_keys, &old_keys, recno);
+            let _ = self.apply_keys(&new_keys, &old_keys, recno, old.values());
             self.free_body(&slot);
             self.free_all(&written);
             return Err(e);
@@ -538,14 +554,14 @@ impl TableCore {
         }
         self.mark_dirty()?;
         self.reserve_indexes()?;
-        self.apply_keys(&old_keys, &new_keys, recno)?;
+        self.apply_keys(&old_keys, &new_keys, recno, rec.values())?;
         let want = if deleted {
             SlotStatus::Deleted
         } else {
             SlotStatus::Live
         };
         if let Err(e) = self.slots.set_status(&self.data, recno, want) {
-            let _ = self.apply_keys(&new_keys, &old_keys, recno);
+            let _ = self.apply_keys(&new_keys, &old_keys, recno, rec.values());
             return Err(e);
         }
         if deleted {
