@@ -70,14 +70,19 @@ fn check(t: &BTree, model: &BTreeMap<u32, u64>) {
 #[derive(Debug, Clone)]
 enum Op {
     Insert(u32),
+    InsertNew(u32),
     Remove(u32),
+    Rekey(u32, u32),
     Seek(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (0u32..3000).prop_map(Op::Insert),
+        2 => (0u32..3000).prop_map(Op::InsertNew),
         4 => (0u32..3000).prop_map(Op::Remove),
+        // Mostly near moves, as a deleted unique key's suffix makes.
+        2 => (0u32..3000, -12i32..12).prop_map(|(k, d)| Op::Rekey(k, k.saturating_add_signed(d))),
         1 => (0u32..3000).prop_map(Op::Seek),
     ]
 }
@@ -107,8 +112,26 @@ proptest! {
                         slot.insert(n as u64);
                     }
                 },
+                Op::InsertNew(k) => {
+                    t.reserve(t.insert_reserve()).unwrap();
+                    let held = t.insert_new(&key(k), n as u64).unwrap();
+                    prop_assert_eq!(held, model.get(&k).copied());
+                    model.entry(k).or_insert(n as u64);
+                }
                 Op::Remove(k) => {
                     prop_assert_eq!(t.remove(&key(k)).unwrap(), model.remove(&k));
+                }
+                Op::Rekey(a, b) => {
+                    let before = t.state;
+                    match t.rekey_in_place(&key(a), &key(b)).unwrap() {
+                        Some(v) => {
+                            // Only a present key moves, never onto another.
+                            prop_assert_eq!(model.remove(&a), Some(v));
+                            prop_assert!(a == b || !model.contains_key(&b));
+                            model.insert(b, v);
+                        }
+                        None => prop_assert_eq!(t.state, before),
+                    }
                 }
                 Op::Seek(k) => {
                     let got = t.seek(&key(k)).unwrap().map(|p| t.entry(p).unwrap().1);

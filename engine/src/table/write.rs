@@ -134,6 +134,16 @@ impl TableCore {
                 if old[i] == new[i] {
                     continue;
                 }
+                // A key that stays between its neighbours (a deleted record's
+                // unique key taking its recno as suffix) changes in place.
+                // The new key then cannot be held elsewhere: no check needed.
+                if let (Some(o), Some(n)) = (&old[i], &new[i]) {
+                    if let Some(v) = self.indexes[i].tree.rekey_in_place(o, n)? {
+                        done.push(Done::Removed(i, o.clone(), v));
+                        done.push(Done::Inserted(i, n.clone()));
+                        continue;
+                    }
+                }
                 if let Some(k) = &old[i] {
                     if let Some(v) = self.indexes[i].tree.remove(k)? {
                         done.push(Done::Removed(i, k.clone(), v));
