@@ -906,11 +906,24 @@ impl BTree {
     pub fn bulk_load(
         &mut self,
         entries: &[(Vec<u8>, u64)],
-        mut progress: impl FnMut(u64),
+        progress: impl FnMut(u64),
     ) -> Result<()> {
         self.touch();
         self.state = TreeState::default();
         self.file.truncate(1)?;
+        self.build(entries, progress)
+    }
+
+    /// Builds the tree from `entries` (sorted, unique) on new pages at the end
+    /// of the file, filling nodes to about 90 %. The tree must be empty, with
+    /// nothing on its free list.
+    pub fn build(
+        &mut self,
+        entries: &[(Vec<u8>, u64)],
+        mut progress: impl FnMut(u64),
+    ) -> Result<()> {
+        debug_assert!(self.state.root == 0 && self.state.free_head == 0);
+        self.touch();
         if entries.is_empty() {
             return Ok(());
         }

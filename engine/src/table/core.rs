@@ -129,6 +129,9 @@ pub(crate) struct TableCore {
     pub(super) env: Env,
     /// Recnos reserved by open transactions' appends.
     pub(crate) reserved: super::reserve::Reservations,
+    /// During a commit that only appends: per index, the entries its records
+    /// take, inserted in key order at the end (see `table::bulk`).
+    pub(super) deferred: Option<Vec<super::bulk::Entries>>,
 }
 
 impl TableCore {
@@ -349,6 +352,7 @@ impl TableCore {
             marked_dirty: false,
             env: env.clone(),
             reserved: Default::default(),
+            deferred: None,
         };
         // A header read from the older copy may be a generation behind: its
         // counters are rebuilt from the slots as after an unclean close.

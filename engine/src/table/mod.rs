@@ -1,6 +1,7 @@
 //! Tables: the self-describing header, an open table's reads, writes, commits and
 //! maintenance. The handle sessions use is [`crate::Table`].
 
+mod bulk;
 mod check;
 mod commit;
 mod core;
@@ -18,6 +19,7 @@ pub use header::{IndexBinding, RepairStats};
 pub use check::CheckReport;
 pub use maint::RewriteReport;
 
+pub(crate) use bulk::DEFER_FROM;
 pub(crate) use commit::{Captured, Undo};
 
 pub(crate) use self::core::{is_table_file, Env, TableCore, TablePaths};

@@ -376,7 +376,9 @@ impl TableCore {
         let keys = self.keys(&values, recno, deleted);
         self.mark_dirty()?;
         self.slots.ensure_page(&self.data, recno)?;
-        self.reserve_indexes()?;
+        if !self.deferring() {
+            self.reserve_indexes()?;
+        }
         let (resolved, written, _) = self.resolve_memos(recno, &values, None)?;
         let slot = match self.store_body(recno, &resolved) {
             Ok(s) => s,
@@ -386,7 +388,9 @@ impl TableCore {
             }
         };
         let none = vec![None; keys.len()];
-        if let Err(e) = self.apply_keys(&none, &keys, recno, &values) {
+        if self.defer(&keys, recno) {
+            // Inserted, sorted, when the commit's appends are all applied.
+        } else if let Err(e) = self.apply_keys(&none, &keys, recno, &values) {
             self.free_body(&slot);
             self.free_all(&written);
             return Err(e);
@@ -397,7 +401,9 @@ impl TableCore {
             SlotStatus::Live
         };
         if let Err(e) = self.slots.write(&self.data, recno, status, &slot) {
-            let _ = self.apply_keys(&keys, &none, recno, &values);
+            if !self.deferring() {
+                let _ = self.apply_keys(&keys, &none, recno, &values);
+            }
             self.free_body(&slot);
             self.free_all(&written);
             return Err(e);

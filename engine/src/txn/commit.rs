@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::log::record::Entry;
 use crate::log::Wal;
-use crate::table::{Captured, TableCore, Undo};
+use crate::table::{Captured, TableCore, Undo, DEFER_FROM};
 
 use super::{Change, Runtime, TableHandle, TableShared};
 
@@ -201,6 +201,21 @@ pub(crate) fn apply_locked(
         .map(|c| c.is_logged() && c.env_has_wal())
         .collect();
     let mut undos: Vec<Undo> = cores.iter_mut().map(|c| c.begin_commit()).collect();
+    // A table this commit only appends to, many records, takes its index
+    // entries sorted at the end (see `table::bulk`).
+    let mut appends = vec![0usize; cores.len()];
+    let mut others = vec![false; cores.len()];
+    for &(i, c) in changes {
+        match c {
+            Change::Append { .. } => appends[i] += 1,
+            _ => others[i] = true,
+        }
+    }
+    for (i, core) in cores.iter_mut().enumerate() {
+        if !others[i] && appends[i] >= DEFER_FROM {
+            core.defer_keys();
+        }
+    }
     let mut recnos = vec![0u64; changes.len()];
     let mut failed = None;
     for (n, &(i, c)) in changes.iter().enumerate() {
@@ -211,6 +226,17 @@ pub(crate) fn apply_locked(
                 break;
             }
         }
+    }
+    if failed.is_none() {
+        for core in cores.iter_mut() {
+            if let Err(e) = core.apply_deferred() {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    for core in cores.iter_mut() {
+        core.drop_deferred();
     }
     let captured: Vec<Captured> = cores.iter().map(|c| c.end_commit()).collect();
     let abort = |cores: &mut [&mut TableCore], captured: Vec<Captured>, undos: Vec<Undo>| {
