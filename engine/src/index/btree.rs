@@ -96,20 +96,6 @@ pub struct BTree {
     pub state: TreeState,
 }
 
-/// Orders two entry keys as byte strings. Their first eight bytes decide
-/// most comparisons of a search; read as one big-endian word they cost a
-/// load and a compare instead of a call to `memcmp`.
-#[inline]
-fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
-        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
-        if x != y {
-            return x.cmp(&y);
-        }
-    }
-    a.cmp(b)
-}
-
 struct Node<'a> {
     b: &'a [u8],
     e: usize,
@@ -140,7 +126,7 @@ impl Node<'_> {
         let (mut lo, mut hi) = (0, self.count());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if key_cmp(self.key(mid), k).is_lt() {
+            if self.key(mid) < k {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -154,7 +140,7 @@ impl Node<'_> {
         let (mut lo, mut hi) = (0, self.count());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if key_cmp(self.key(mid), k).is_le() {
+            if self.key(mid) <= k {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -749,9 +735,9 @@ impl BTree {
             // Strictly between the neighbours: the last entry of a leaf is
             // not rekeyed, its upper bound is the parent's separator.
             let fits = at + 1 < n.count()
-                && key_cmp(n.key(at + 1), new).is_gt()
-                && (at == 0 || key_cmp(n.key(at - 1), new).is_lt())
-                && (at > 0 || key_cmp(new, old).is_ge());
+                && n.key(at + 1) > new
+                && (at == 0 || n.key(at - 1) < new)
+                && (at > 0 || new >= old);
             if !found || !fits {
                 return Ok(None);
             }

@@ -171,7 +171,8 @@ pub enum Entry {
         ops: Vec<super::patch::PatchOp>,
     },
     /// The full image of a page, as the operations that build it from a page
-    /// of zeros (a page mostly empty — new, or freshly split — is short so).
+    /// of zeros (written when shorter than the page: its empty tail is left
+    /// out).
     Sparse {
         /// The file.
         file: FileRef,

@@ -226,7 +226,10 @@ impl TableCore {
                     _ => {
                         let zeros = vec![0u8; image.len()];
                         let ops = crate::log::patch::diff(&zeros, &image);
-                        if crate::log::patch::payload(&ops) < image.len() / 2 {
+                        // Whatever is shorter: a leaf or a page of variable
+                        // records is rarely full, and its zero tail need not
+                        // be logged (a commit then more often fits one block).
+                        if crate::log::patch::payload(&ops) + 64 <= image.len() {
                             out.push(Entry::Sparse {
                                 file: r.clone(),
                                 page: *page,
