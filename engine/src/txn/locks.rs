@@ -57,9 +57,31 @@ struct Table {
     held: HashMap<LockKey, u64>,
     by_session: HashMap<u64, HashSet<LockKey>>,
     waiting: HashMap<u64, LockKey>,
+    /// File locks in `held`: while there are none, a record lock need not
+    /// look for its table's.
+    file_locks: usize,
 }
 
 impl Table {
+    /// Gives `key` to `session`.
+    fn take(&mut self, key: &LockKey, session: u64) {
+        if matches!(key, LockKey::File(_)) {
+            self.file_locks += 1;
+        }
+        self.held.insert(key.clone(), session);
+        self.by_session
+            .entry(session)
+            .or_default()
+            .insert(key.clone());
+    }
+
+    /// Removes `key` from `held` (its owner's set is the caller's business).
+    fn forget(&mut self, key: &LockKey) {
+        if self.held.remove(key).is_some() && matches!(key, LockKey::File(_)) {
+            self.file_locks -= 1;
+        }
+    }
+
     /// Sessions other than `me` whose locks conflict with `key`.
     fn blockers(&self, key: &LockKey, me: u64) -> Vec<u64> {
         let mut out = Vec::new();
@@ -69,6 +91,7 @@ impl Table {
             }
         }
         match key {
+            LockKey::Record(..) if self.file_locks == 0 => {}
             LockKey::Record(t, _) => {
                 if let Some(&h) = self.held.get(&LockKey::File(t.clone())) {
                     if h != me {
@@ -163,9 +186,10 @@ impl LockManager {
             }
             let blockers = t.blockers(key, session);
             if blockers.is_empty() {
-                t.held.insert(key.clone(), session);
-                t.by_session.entry(session).or_default().insert(key.clone());
-                t.waiting.remove(&session);
+                t.take(key, session);
+                if waited {
+                    t.waiting.remove(&session);
+                }
                 waited_for(waited);
                 return Ok(true);
             }
@@ -224,7 +248,7 @@ impl LockManager {
         if t.held.get(key) != Some(&session) {
             return false;
         }
-        t.held.remove(key);
+        t.forget(key);
         if let Some(set) = t.by_session.get_mut(&session) {
             set.remove(key);
         }
@@ -238,7 +262,7 @@ impl LockManager {
         let mut t = self.table.lock();
         let keys = t.by_session.remove(&session).unwrap_or_default();
         for k in &keys {
-            t.held.remove(k);
+            t.forget(k);
         }
         t.waiting.remove(&session);
         drop(t);
@@ -249,12 +273,11 @@ impl LockManager {
     /// The session other than `me` holding exactly `key`, if any (an append
     /// only needs the table not to be file-locked by someone else).
     pub fn holder_other_than(&self, key: &LockKey, me: u64) -> Option<u64> {
-        self.table
-            .lock()
-            .held
-            .get(key)
-            .copied()
-            .filter(|&h| h != me)
+        let t = self.table.lock();
+        if matches!(key, LockKey::File(_)) && t.file_locks == 0 {
+            return None;
+        }
+        t.held.get(key).copied().filter(|&h| h != me)
     }
 
     /// Every lock held now, sorted.
@@ -316,6 +339,47 @@ mod tests {
             Err(Error::LockConflict { holder: 3, .. })
         ));
         assert_eq!(m.list().len(), 1);
+    }
+
+    /// Record locks skip the look-up of their table's lock while no file
+    /// lock exists: the count must follow every way a file lock ends.
+    #[test]
+    fn a_file_lock_blocks_records_until_it_ends_however_it_ends() {
+        let m = LockManager::default();
+        let file = |t: &str| LockKey::File(t.into());
+        for round in 0..3 {
+            m.lock(1, &file("t"), Duration::ZERO).unwrap();
+            // Taken again by its holder: still one lock.
+            assert!(!m.lock(1, &file("t"), Duration::ZERO).unwrap());
+            m.lock(1, &file("u"), Duration::ZERO).unwrap();
+            assert!(
+                matches!(
+                    m.lock(2, &rec(5), Duration::ZERO),
+                    Err(Error::LockConflict { holder: 1, .. })
+                ),
+                "round {round}"
+            );
+            assert_eq!(m.holder_other_than(&file("t"), 2), Some(1));
+            match round {
+                0 => {
+                    assert!(m.unlock(1, &file("t")));
+                    assert!(!m.unlock(1, &file("t")), "not held twice");
+                    assert!(!m.unlock(2, &file("u")), "not 2's to release");
+                    m.unlock(1, &file("u"));
+                }
+                _ => {
+                    m.release_all(1);
+                }
+            }
+            assert_eq!(m.holder_other_than(&file("t"), 2), None);
+            assert!(m.lock(2, &rec(5), Duration::ZERO).unwrap(), "round {round}");
+            assert!(matches!(
+                m.lock(1, &file("t"), Duration::ZERO),
+                Err(Error::LockConflict { holder: 2, .. })
+            ));
+            m.release_all(2);
+        }
+        assert!(m.list().is_empty());
     }
 
     #[test]
