@@ -36,17 +36,15 @@ impl TableCore {
         self.deferred = None;
     }
 
-    /// Queues record `recno`'s entries; false when not deferring.
-    pub(super) fn defer(&mut self, keys: &[Option<Vec<u8>>], recno: u64) -> bool {
-        let Some(lists) = &mut self.deferred else {
-            return false;
-        };
-        for (list, k) in lists.iter_mut().zip(keys) {
-            if let Some(k) = k {
-                list.push((k.clone(), recno));
+    /// Queues record `recno`'s entries (taken, not copied).
+    pub(super) fn defer(&mut self, keys: Vec<Option<Vec<u8>>>, recno: u64) {
+        if let Some(lists) = &mut self.deferred {
+            for (list, k) in lists.iter_mut().zip(keys) {
+                if let Some(k) = k {
+                    list.push((k, recno));
+                }
             }
         }
-        true
     }
 
     /// True while a commit defers this table's entries.

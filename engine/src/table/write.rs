@@ -387,13 +387,20 @@ impl TableCore {
                 return Err(e);
             }
         };
-        let none = vec![None; keys.len()];
-        if self.defer(&keys, recno) {
-            // Inserted, sorted, when the commit's appends are all applied.
-        } else if let Err(e) = self.apply_keys(&none, &keys, recno, &values) {
-            self.free_body(&slot);
-            self.free_all(&written);
-            return Err(e);
+        // A commit that defers its entries takes them once the slot is in
+        // (`table::bulk`); otherwise they go in now, undone on failure.
+        let deferring = self.deferring();
+        let none = if deferring {
+            Vec::new()
+        } else {
+            vec![None; keys.len()]
+        };
+        if !deferring {
+            if let Err(e) = self.apply_keys(&none, &keys, recno, &values) {
+                self.free_body(&slot);
+                self.free_all(&written);
+                return Err(e);
+            }
         }
         let status = if deleted {
             SlotStatus::Deleted
@@ -401,12 +408,15 @@ impl TableCore {
             SlotStatus::Live
         };
         if let Err(e) = self.slots.write(&self.data, recno, status, &slot) {
-            if !self.deferring() {
+            if !deferring {
                 let _ = self.apply_keys(&keys, &none, recno, &values);
             }
             self.free_body(&slot);
             self.free_all(&written);
             return Err(e);
+        }
+        if deferring {
+            self.defer(keys, recno);
         }
         self.body.record_count = self.body.record_count.max(recno);
         self.body.deleted_count += u64::from(deleted);
