@@ -124,21 +124,21 @@ impl Table {
                 // pending values in place).
                 let key = match txn.pending_view(shared, r) {
                     None => {
-                        let rec = core.read(r)?;
+                        let rec = core.view(r)?;
                         core.key_of(i, rec.values(), r, rec.is_deleted())
                     }
                     Some((PendingView::Values(v), deleted)) => {
                         // An update keeps the committed flag unless it changed too.
                         let committed = deleted.is_none()
                             && r <= core.record_count()
-                            && core.status(r)? == SlotStatus::Deleted;
+                            && core.view_status(r)? == SlotStatus::Deleted;
                         core.key_of(i, v, r, deleted.unwrap_or(committed))
                     }
                     Some((PendingView::Blank, deleted)) => {
                         core.key_of(i, &core.schema.empty_record(), r, deleted.unwrap_or(true))
                     }
                     Some((PendingView::Unchanged, deleted)) => {
-                        let base = core.read(r)?;
+                        let base = core.view(r)?;
                         core.key_of(i, base.values(), r, deleted.unwrap_or(base.is_deleted()))
                     }
                 };

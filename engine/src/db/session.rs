@@ -274,7 +274,16 @@ impl SessionInner {
             .map(|(t, recno)| (t, Change::Blank { recno }))
             .collect();
         let id = self.db.runtime().next_txn.fetch_add(1, Ordering::Relaxed);
-        commit(&changes, id, true).map(|_| ())
+        let result = commit(&changes, id, true).map(|_| ());
+        if result.is_err() {
+            // The transaction is over all the same: its recnos read as the
+            // deleted blank records they are, and the table's next commit
+            // stores them (see `table::reserve`).
+            for (t, c) in &changes {
+                t.core.write().reserved.orphan(c.recno());
+            }
+        }
+        result
     }
 
     fn end(&self) {
@@ -596,7 +605,10 @@ impl Session {
         result.map(|_| ())
     }
 
-    /// Rolls back the open transaction.
+    /// Rolls back the open transaction: its appended recnos become deleted
+    /// blank records. When those cannot be stored (a full disk) the error is
+    /// returned, but the rollback has happened all the same: the recnos read
+    /// as deleted blank records, and the table's next commit stores them.
     pub fn rollback(&self) -> Result<()> {
         if !self.in_transaction() {
             return Err(Error::Transaction(

@@ -158,7 +158,7 @@ impl Table {
 
     /// Logically deleted records.
     pub fn deleted_count(&self) -> u64 {
-        self.shared.core.read().body.deleted_count
+        self.shared.core.read().deleted_count()
     }
 
     /// What the header says about the table.
@@ -222,19 +222,19 @@ impl Table {
 
     pub(super) fn read_in(&self, core: &TableCore, recno: u64) -> Result<Record> {
         match self.session.pending(&self.shared, recno) {
-            None => core.read(recno),
+            None => core.view(recno),
             Some((values, deleted)) => {
                 let (values, base_deleted) = match values {
                     // An update keeps the committed flag unless it changed too.
                     PendingValues::Values(v) => {
                         let committed = deleted.is_none()
                             && recno <= core.record_count()
-                            && core.status(recno)? == SlotStatus::Deleted;
+                            && core.view_status(recno)? == SlotStatus::Deleted;
                         (v, committed)
                     }
                     PendingValues::Blank => (core.schema.empty_record(), true),
                     PendingValues::Unchanged => {
-                        let base = core.read(recno)?;
+                        let base = core.view(recno)?;
                         let deleted = base.is_deleted();
                         (base.into_values(), deleted)
                     }
@@ -258,7 +258,7 @@ impl Table {
                 SlotStatus::Live
             }),
             _ if recno > core.record_count() => Ok(SlotStatus::Empty),
-            _ => core.status(recno),
+            _ => core.view_status(recno),
         }
     }
 
@@ -275,7 +275,9 @@ impl Table {
     /// follows.
     pub fn dump(&self, after: u64, max: usize) -> Result<(Vec<Record>, u64, bool)> {
         let core = self.shared.core.read();
-        let count = core.record_count();
+        // What is stored: recnos an ended transaction left unstored come as
+        // the blank records the table's next commit stores (and streams).
+        let count = core.body.record_count;
         let mut out = Vec::new();
         let mut recno = after;
         while recno < count && out.len() < max.max(1) {
@@ -493,7 +495,7 @@ impl Table {
         let core = self.shared.core.read();
         let mut out = Vec::new();
         for r in 1..=core.record_count() {
-            match core.read(r) {
+            match core.view(r) {
                 Ok(rec) => out.push(rec),
                 Err(Error::NoSuchRecord { .. }) => {}
                 Err(e) => return Err(e),

@@ -628,9 +628,15 @@ impl TableCore {
         Ok(())
     }
 
-    /// Records in the table, deleted included.
+    /// Records in the table as readers see them, deleted included: the stored
+    /// count, or the highest orphan if higher (see `reserve`).
     pub fn record_count(&self) -> u64 {
-        self.body.record_count
+        self.body.record_count.max(self.reserved.orphan_high())
+    }
+
+    /// Deleted records as readers see them (orphans included).
+    pub fn deleted_count(&self) -> u64 {
+        self.body.deleted_count + self.reserved.orphans().len() as u64
     }
 
     pub(super) fn no_such(&self, recno: u64) -> Error {
@@ -669,7 +675,30 @@ impl TableCore {
         self.slots.status(&self.data, recno)
     }
 
-    /// Reads `recno`'s values and deleted flag.
+    /// Status of `recno` as readers see it: an orphan is deleted.
+    pub fn view_status(&self, recno: u64) -> Result<SlotStatus> {
+        if self.reserved.is_orphan(recno) {
+            return Ok(SlotStatus::Deleted);
+        }
+        self.status(recno)
+    }
+
+    /// `recno` as readers see it: the stored record, or for an orphan (a
+    /// recno an ended transaction left unstored) the deleted blank record it
+    /// is. [`TableCore::read`] reads only what is stored.
+    pub fn view(&self, recno: u64) -> Result<Record> {
+        if self.reserved.is_orphan(recno) {
+            return Ok(Record::new(
+                recno,
+                true,
+                self.schema.empty_record(),
+                self.schema.clone(),
+            ));
+        }
+        self.read(recno)
+    }
+
+    /// Reads `recno`'s values and deleted flag, as stored.
     pub fn read(&self, recno: u64) -> Result<Record> {
         self.check_recno(recno)?;
         let (status, slot) = self.slots.read(&self.data, recno)?;
@@ -727,7 +756,7 @@ impl TableCore {
     /// Reads the memo in field `field` of `recno`.
     pub fn read_memo(&self, recno: u64, field: &str) -> Result<Vec<u8>> {
         let idx = self.memo_index(field)?;
-        let rec = self.read(recno)?;
+        let rec = self.view(recno)?;
         self.memo_of(&rec, idx)
     }
 

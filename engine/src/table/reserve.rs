@@ -13,6 +13,12 @@
 //!   slot up to it holds a record. Headers and logged counters carry it; after a
 //!   crash (which ends every transaction) the empty slots above it become
 //!   deleted blank records when the table is next opened.
+//! - An *orphan* is an open reservation whose transaction has ended (rolled
+//!   back, or its commit failed) but whose deleted blank record could not be
+//!   stored (a full disk, a failed log write). Readers see it as the deleted
+//!   blank record it is (`TableCore::view`), and the next commit on the table
+//!   stores it before its own changes (`txn::commit`). Until then it stays
+//!   open, so `filled_to` stays below it.
 
 use std::collections::BTreeSet;
 
@@ -25,6 +31,9 @@ pub(crate) struct Reservations {
     open: BTreeSet<u64>,
     /// Settled by the commit under way (put back if it fails).
     settled: Vec<u64>,
+    /// Open reservations no transaction owns any more (see the module doc).
+    /// May hold recnos settled since; only those still open count.
+    orphans: BTreeSet<u64>,
 }
 
 impl Reservations {
@@ -56,6 +65,40 @@ impl Reservations {
     /// A commit starts.
     pub fn begin(&mut self) {
         self.settled.clear();
+        let open = &self.open;
+        self.orphans.retain(|r| open.contains(r));
+    }
+
+    /// The transaction that reserved `recno` ended without storing it: it is a
+    /// deleted blank record from now on, stored by the table's next commit.
+    pub fn orphan(&mut self, recno: u64) {
+        if self.open.contains(&recno) {
+            self.orphans.insert(recno);
+        }
+    }
+
+    /// True when `recno` is an orphan (reads see a deleted blank record).
+    pub fn is_orphan(&self, recno: u64) -> bool {
+        self.orphans.contains(&recno) && self.open.contains(&recno)
+    }
+
+    /// The orphans, in recno order.
+    pub fn orphans(&self) -> Vec<u64> {
+        self.orphans
+            .iter()
+            .copied()
+            .filter(|r| self.open.contains(r))
+            .collect()
+    }
+
+    /// The highest orphan (0 when there is none).
+    pub fn orphan_high(&self) -> u64 {
+        self.orphans
+            .iter()
+            .rev()
+            .find(|r| self.open.contains(r))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The commit under way failed: its reservations are open again.
@@ -116,5 +159,29 @@ mod tests {
         r.undo();
         assert!(r.is_open(a));
         assert_eq!(r.filled_to(12), 10);
+    }
+
+    #[test]
+    fn an_orphan_stays_open_until_a_commit_stores_it_and_comes_back_if_that_fails() {
+        let mut r = Reservations::default();
+        let a = r.reserve(0);
+        let b = r.reserve(0);
+        r.orphan(b);
+        r.orphan(99); // never reserved: not an orphan
+        assert!(r.is_orphan(b) && !r.is_orphan(a) && !r.is_orphan(99));
+        assert_eq!((r.orphans(), r.orphan_high()), (vec![b], b));
+        assert_eq!(r.filled_to(0), 0);
+        // A commit stores it, then fails: an orphan again.
+        r.begin();
+        r.settle(b);
+        assert!(!r.is_orphan(b));
+        r.undo();
+        assert!(r.is_orphan(b));
+        // A commit stores it for good.
+        r.begin();
+        r.settle(b);
+        r.begin();
+        assert_eq!((r.orphans(), r.orphan_high()), (vec![], 0));
+        assert!(r.is_open(a));
     }
 }

@@ -49,18 +49,31 @@ pub(crate) fn commit(
     }
     let gates: Vec<_> = runtimes.iter().map(|r| r.gate.read()).collect();
     let mut guards: Vec<_> = tables.iter().map(|t| t.core.write()).collect();
-    let located: Vec<(usize, &Change)> = changes
+    // Recnos earlier transactions of these tables left unstored (their blank
+    // records could not be written) are stored first, in this commit.
+    let orphans: Vec<(usize, Change)> = guards
         .iter()
-        .map(|(t, c)| {
+        .enumerate()
+        .flat_map(|(i, g)| {
+            g.reserved
+                .orphans()
+                .into_iter()
+                .map(move |recno| (i, Change::Blank { recno }))
+        })
+        .collect();
+    let located: Vec<(usize, &Change)> = orphans
+        .iter()
+        .map(|(i, c)| (*i, c))
+        .chain(changes.iter().map(|(t, c)| {
             let i = tables
                 .iter()
                 .position(|x| Arc::ptr_eq(x, t))
                 .expect("collected above");
             (i, c)
-        })
+        }))
         .collect();
     let mut cores: Vec<&mut TableCore> = guards.iter_mut().map(|g| &mut **g).collect();
-    let (recnos, logged) = apply_locked(&mut cores, &located, txn)?;
+    let (mut recnos, logged) = apply_locked(&mut cores, &located, txn)?;
     // Numbered while the tables are still locked (see `crate::feed`).
     let lsn = logged.as_ref().map_or(0, |(_, l)| *l);
     for rt in &runtimes {
@@ -69,16 +82,11 @@ pub(crate) fn commit(
                 .filter(|&i| Arc::ptr_eq(&tables[i].rt, rt))
                 .collect();
             let views: Vec<&TableCore> = mine.iter().map(|&i| &*cores[i]).collect();
-            let located: Vec<(usize, &Change)> = located
-                .iter()
-                .filter_map(|&(i, c)| mine.iter().position(|&m| m == i).map(|j| (j, c)))
-                .collect();
-            let recnos: Vec<u64> = changes
+            let (located, recnos): (Vec<(usize, &Change)>, Vec<u64>) = located
                 .iter()
                 .zip(&recnos)
-                .filter(|((t, _), _)| Arc::ptr_eq(&t.rt, rt))
-                .map(|(_, r)| *r)
-                .collect();
+                .filter_map(|(&(i, c), &r)| mine.iter().position(|&m| m == i).map(|j| ((j, c), r)))
+                .unzip();
             match feed_changes(&views, &located, &recnos) {
                 Ok(c) => rt.feed.push_commit(c, lsn),
                 Err(e) => rt
@@ -87,6 +95,7 @@ pub(crate) fn commit(
             }
         }
     }
+    recnos.drain(..orphans.len());
     drop(cores);
     drop(guards);
     drop(gates);
@@ -207,7 +216,7 @@ pub(crate) fn apply_locked(
     let mut others = vec![false; cores.len()];
     for &(i, c) in changes {
         match c {
-            Change::Append { .. } => appends[i] += 1,
+            Change::Append { .. } | Change::Blank { .. } => appends[i] += 1,
             _ => others[i] = true,
         }
     }
