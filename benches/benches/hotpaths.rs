@@ -240,16 +240,25 @@ fn log_append(c: &mut Criterion) {
 
 fn patch(c: &mut Criterion) {
     use raiz_engine::log::patch;
-    // An 8 KiB leaf of 32-byte entries, half full, and the same leaf with one
-    // entry inserted near its start (the entries after it shift).
+    // An 8 KiB leaf of 40-byte entries as a unique index stores them (a
+    // 24-byte key, a zero suffix, the recno), half full, and the same leaf
+    // with one entry inserted near its start (the entries after it shift,
+    // and their zero bytes land on zero bytes).
+    let entry = |i: u64| {
+        let mut e = [0u8; 40];
+        e[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        e[8..24].copy_from_slice(&i.rotate_left(29).to_le_bytes().repeat(2));
+        e[32..].copy_from_slice(&(i + 1).to_le_bytes());
+        e
+    };
     let mut leaf = vec![0u8; 8192];
-    for i in 0..128usize {
-        leaf[16 + i * 32..16 + (i + 1) * 32].fill((i % 251) as u8 + 1);
+    for i in 0..100usize {
+        leaf[24 + i * 40..24 + (i + 1) * 40].copy_from_slice(&entry(i as u64));
     }
     let mut inserted = leaf.clone();
-    inserted.copy_within(16 + 3 * 32..16 + 127 * 32, 16 + 4 * 32);
-    inserted[16 + 3 * 32..16 + 4 * 32].fill(0xee);
-    inserted[0] = 129;
+    inserted.copy_within(24 + 3 * 40..24 + 100 * 40, 24 + 4 * 40);
+    inserted[24 + 3 * 40..24 + 4 * 40].copy_from_slice(&entry(1000));
+    inserted[0] = 101;
     // A data page: the header and a 176-byte record far apart.
     let data = vec![0u8; 8192];
     let mut appended = data.clone();

@@ -49,20 +49,42 @@ const SHIFT_MAX: usize = 1024;
 pub fn diff(before: &[u8], after: &[u8]) -> Vec<PatchOp> {
     debug_assert_eq!(before.len(), after.len());
     let n = before.len().min(after.len());
+    let last = last_change(before, after, n);
     let mut ops = Vec::new();
     let mut i = 0;
-    while i < n {
+    while i < last {
         i = next_change(before, after, i, n);
-        if i == n {
+        if i >= last {
             break;
         }
         // A run of changes, with short unchanged gaps inside it.
         let lo = i;
         let hi = run_end(before, after, i + 1, n);
+        // Shifted entries often equal the old ones in places (a zero suffix
+        // over a zero suffix), which cuts one shifted region into many short
+        // runs: first try everything from here to the last change as one shift.
+        if hi < last && last - lo >= SHIFT_MIN {
+            if let Some(shift) = shifted(before, after, lo, last) {
+                ops.extend(shift);
+                break;
+            }
+        }
         run(before, after, lo, hi, &mut ops);
         i = hi;
     }
     ops
+}
+
+/// One past the last changed byte (0 when nothing changed).
+fn last_change(before: &[u8], after: &[u8], n: usize) -> usize {
+    let mut j = n;
+    while j >= 8 && before[j - 8..j] == after[j - 8..j] {
+        j -= 8;
+    }
+    while j > 0 && before[j - 1] == after[j - 1] {
+        j -= 1;
+    }
+    j
 }
 
 /// The end of a run of changes whose last changed byte so far is `hi - 1`:
@@ -118,33 +140,9 @@ fn next_change(before: &[u8], after: &[u8], mut i: usize, n: usize) -> usize {
 
 /// The operations for the changed run `lo..hi`.
 fn run(before: &[u8], after: &[u8], lo: usize, hi: usize, ops: &mut Vec<PatchOp>) {
-    let len = hi - lo;
-    if len >= SHIFT_MIN {
-        let (b, a) = (&before[lo..hi], &after[lo..hi]);
-        // Inserted: the old bytes now start k further on.
-        if let Some(k) = shift(b, a) {
-            ops.push(PatchOp::Move {
-                from: lo as u32,
-                to: (lo + k) as u32,
-                len: (len - k) as u32,
-            });
-            ops.push(PatchOp::Bytes {
-                offset: lo as u32,
-                bytes: a[..k].to_vec(),
-            });
-            return;
-        }
-        // Removed: the old bytes from k on now start at the run's start.
-        if let Some(k) = shift(a, b) {
-            ops.push(PatchOp::Move {
-                from: (lo + k) as u32,
-                to: lo as u32,
-                len: (len - k) as u32,
-            });
-            ops.push(PatchOp::Bytes {
-                offset: (hi - k) as u32,
-                bytes: a[len - k..].to_vec(),
-            });
+    if hi - lo >= SHIFT_MIN {
+        if let Some(shift) = shifted(before, after, lo, hi) {
+            ops.extend(shift);
             return;
         }
     }
@@ -154,13 +152,60 @@ fn run(before: &[u8], after: &[u8], lo: usize, hi: usize, ops: &mut Vec<PatchOp>
     });
 }
 
-/// The smallest `k` with `to[k..] == from[..len - k]`, worth a move.
+/// `lo..hi` as a move of the old bytes plus the new ones, when `after` there
+/// is `before` with bytes inserted or removed at `lo`.
+fn shifted(before: &[u8], after: &[u8], lo: usize, hi: usize) -> Option<[PatchOp; 2]> {
+    let len = hi - lo;
+    let (b, a) = (&before[lo..hi], &after[lo..hi]);
+    // Inserted: the old bytes now start k further on.
+    if let Some(k) = shift(b, a) {
+        return Some([
+            PatchOp::Move {
+                from: lo as u32,
+                to: (lo + k) as u32,
+                len: (len - k) as u32,
+            },
+            PatchOp::Bytes {
+                offset: lo as u32,
+                bytes: a[..k].to_vec(),
+            },
+        ]);
+    }
+    // Removed: the old bytes from k on now start at the run's start.
+    let k = shift(a, b)?;
+    Some([
+        PatchOp::Move {
+            from: (lo + k) as u32,
+            to: lo as u32,
+            len: (len - k) as u32,
+        },
+        PatchOp::Bytes {
+            offset: (hi - k) as u32,
+            bytes: a[len - k..].to_vec(),
+        },
+    ])
+}
+
+/// The smallest `k` with `to[k..] == from[..len - k]`, worth a move. The
+/// first eight bytes of `from` are searched for in `to` (a `memmem`), and only
+/// the first few places they occur are compared in full, so a failed search
+/// costs little even over bytes alike everywhere.
 fn shift(from: &[u8], to: &[u8]) -> Option<usize> {
+    const CANDIDATES: usize = 16;
     let len = from.len();
-    let probe = 8.min(len);
-    (1..=SHIFT_MAX.min(len.saturating_sub(SHIFT_MIN / 2))).find(|&k| {
-        to[k..k + probe.min(len - k)] == from[..probe.min(len - k)] && to[k..] == from[..len - k]
-    })
+    if len < 16 {
+        return None;
+    }
+    let max = SHIFT_MAX
+        .min(len.saturating_sub(SHIFT_MIN / 2))
+        .min(len - 8);
+    if max == 0 {
+        return None;
+    }
+    memchr::memmem::find_iter(&to[1..max + 8], &from[..8])
+        .take(CANDIDATES)
+        .map(|p| p + 1)
+        .find(|&k| to[k..] == from[..len - k])
 }
 
 /// Applies `ops` to `page`; false (and `page` unspecified) when an operation
@@ -235,6 +280,35 @@ mod tests {
         assert!(payload(&ops) < 100, "{ops:?}");
     }
 
+    /// Entries whose shifted copies match the old bytes in places (zero
+    /// suffixes, a constant field): still one move.
+    #[test]
+    fn an_insert_among_entries_alike_in_places_is_still_one_move() {
+        let entry = |e: u64| {
+            let mut v = vec![0u8; 42];
+            v[0] = 24;
+            v[2..10].copy_from_slice(&e.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            v[10..26].fill(1);
+            v[34..42].copy_from_slice(&(e + 1).to_be_bytes());
+            v
+        };
+        let page = |es: &[u64]| {
+            let mut p = vec![0u8; 8192];
+            p[24..26].copy_from_slice(&(es.len() as u16).to_le_bytes());
+            for (i, e) in es.iter().enumerate() {
+                p[48 + i * 42..48 + (i + 1) * 42].copy_from_slice(&entry(*e));
+            }
+            p
+        };
+        let old: Vec<u64> = (0..150).collect();
+        let mut new = old.clone();
+        new.insert(20, 1000);
+        let ops = check(&page(&old), &page(&new));
+        assert!(payload(&ops) < 100, "{ops:?}");
+        let ops = check(&page(&new), &page(&old));
+        assert!(payload(&ops) < 100, "{ops:?}");
+    }
+
     #[test]
     fn far_apart_changes_are_separate_runs() {
         let before = vec![0u8; 4096];
@@ -305,6 +379,40 @@ mod tests {
                 }
             }
             check(&before, &after);
+        }
+
+        /// Leaves of entries alike in places, entries inserted and removed
+        /// anywhere, the count in the header: the diff rebuilds the new page
+        /// and is small when one entry changed.
+        #[test]
+        fn diffs_of_leaves_rebuild_them(
+            keys in proptest::collection::btree_set(any::<u32>(), 0..120),
+            edits in proptest::collection::vec((any::<u32>(), any::<bool>()), 1..4),
+        ) {
+            let page = |ks: &std::collections::BTreeSet<u32>| {
+                let mut p = vec![0u8; 8192];
+                p[24..26].copy_from_slice(&(ks.len() as u16).to_le_bytes());
+                for (i, k) in ks.iter().enumerate() {
+                    let at = 48 + i * 42;
+                    p[at] = 24;
+                    p[at + 2..at + 6].copy_from_slice(&k.to_be_bytes());
+                    p[at + 6..at + 26].fill(0x20);
+                    p[at + 34..at + 42].copy_from_slice(&u64::from(*k).to_le_bytes());
+                }
+                p
+            };
+            let mut after = keys.clone();
+            for (k, insert) in &edits {
+                if *insert {
+                    after.insert(*k);
+                } else if let Some(&first) = after.iter().nth(*k as usize % (after.len() + 1)) {
+                    after.remove(&first);
+                }
+            }
+            let ops = check(&page(&keys), &page(&after));
+            if edits.len() == 1 {
+                prop_assert!(payload(&ops) < 120, "{:?}", ops);
+            }
         }
     }
 }
