@@ -185,11 +185,16 @@ pub enum Entry {
 
 /// Appends the frame of `e` to `out`.
 pub fn encode(e: &Entry, out: &mut Vec<u8>) {
-    let payload = postcard::to_allocvec(e).expect("log entries always encode");
-    out.reserve(FRAME_HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    // Serialised in place after a header filled in afterwards: no buffer of
+    // its own per entry (a large commit has many).
+    let at = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER]);
+    let mut buf = postcard::to_extend(e, std::mem::take(out)).expect("log entries always encode");
+    let payload = &buf[at + FRAME_HEADER..];
+    let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    *out = buf;
 }
 
 /// A log sync pads the log with zeros up to this boundary, so the commits

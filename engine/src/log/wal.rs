@@ -69,8 +69,10 @@ struct Writer {
     pos: u64,
     /// LSN of the segment's first byte.
     base: u64,
-    /// Bytes of the segment already written with zeros and synced: appends below
-    /// this overwrite, so their sync need not commit a new file size.
+    /// Bytes of the segment already written with zeros and synced, or with
+    /// the frames of a large commit: appends below this overwrite, so their
+    /// sync need not commit a new file size (a large commit's own sync
+    /// commits it).
     zeroed: u64,
     /// Commits appended since the log was opened.
     commits: u64,
@@ -78,6 +80,9 @@ struct Writer {
 
 /// The log is extended with synced zeros this much at a time.
 const ZERO_CHUNK: u64 = 4 << 20;
+
+/// A commit's frames are written at most this much at a time.
+const APPEND_CHUNK: usize = 4 << 20;
 
 /// Extends the segment with synced zeros so that `need` bytes fit.
 fn prezero(w: &mut Writer) -> std::io::Result<()> {
@@ -251,39 +256,73 @@ impl Wal {
     /// nothing of them is in the log.
     pub fn append(&self, entries: &[Entry]) -> Result<u64> {
         self.check()?;
+        // A commit's frames are encoded before the writer is taken, unless
+        // they are many: those are written a chunk at a time under it (no
+        // buffer the size of a bulk load, and its pages faulted in).
         let mut buf = Vec::new();
-        for e in entries {
+        let mut rest = entries;
+        while let Some((e, more)) = rest.split_first() {
+            if buf.len() >= APPEND_CHUNK {
+                break;
+            }
             encode(e, &mut buf);
+            rest = more;
         }
         let mut w = self.writer.lock();
-        let is_commit = matches!(entries.last(), Some(Entry::Commit { .. }));
-        let end = w.pos + buf.len() as u64;
-        if end > w.zeroed {
-            let pos = w.pos;
-            w.pos = end;
-            let r = prezero(&mut w);
-            w.pos = pos;
-            if let Err(e) = r {
-                // Give back what could not be made room for.
-                let _ = w.file.set_len(w.pos);
-                w.zeroed = w.pos;
-                return Err(Error::io(&w.path, e));
-            }
-        }
-        if let Err(e) = w.file.write_at(w.pos, &buf) {
-            // Cut back whatever part reached the file: a later frame must never
-            // follow a partial one.
-            let _ = w.file.set_len(w.pos);
-            w.zeroed = w.pos;
-            return Err(Error::io(&w.path, e));
-        }
-        w.pos += buf.len() as u64;
-        if is_commit {
+        let start = w.pos;
+        let written = self.write_frames(&mut w, &mut buf, rest).inspect_err(|_| {
+            // Cut back whatever part reached the file: a later frame must
+            // never follow a partial one.
+            let _ = w.file.set_len(start);
+            w.pos = start;
+            w.zeroed = start;
+        })?;
+        w.pos = start + written;
+        if matches!(entries.last(), Some(Entry::Commit { .. })) {
             w.commits += 1;
         }
-        self.since_checkpoint
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.since_checkpoint.fetch_add(written, Ordering::Relaxed);
         Ok(w.base + w.pos)
+    }
+
+    /// Writes `buf` and then the frames of `rest` at the writer's position, a
+    /// chunk at a time; returns the bytes written.
+    fn write_frames(&self, w: &mut Writer, buf: &mut Vec<u8>, rest: &[Entry]) -> Result<u64> {
+        let start = w.pos;
+        let mut written = 0u64;
+        let mut rest = rest.iter();
+        loop {
+            let more = match rest.next() {
+                Some(e) => {
+                    encode(e, buf);
+                    true
+                }
+                None => false,
+            };
+            if buf.len() >= APPEND_CHUNK || (!more && !buf.is_empty()) {
+                let at = start + written;
+                let end = at + buf.len() as u64;
+                // A full chunk extends the file itself (the commit's sync
+                // records the new size once); zeros written and synced ahead
+                // only pay for small commits, whose syncs then write data alone.
+                let extends = buf.len() >= APPEND_CHUNK;
+                if end > w.zeroed && !extends {
+                    w.pos = end;
+                    let r = prezero(w);
+                    w.pos = start;
+                    r.map_err(|e| Error::io(&w.path, e))?;
+                }
+                w.file
+                    .write_at(at, buf)
+                    .map_err(|e| Error::io(&w.path, e))?;
+                w.zeroed = w.zeroed.max(end);
+                written += buf.len() as u64;
+                buf.clear();
+            }
+            if !more {
+                return Ok(written);
+            }
+        }
     }
 
     /// Makes the log durable up to at least `lsn` (sharing the sync with every
