@@ -404,3 +404,57 @@ fn a_rollback_on_a_full_disk_leaves_blanks_a_later_transaction_can_rewrite() {
     assert_eq!((t.record_count(), t.deleted_count()), (1001, 999));
     verify(&mut t, vec![1, 9]);
 }
+
+/// A commit whose log frames run to many megabytes is written a chunk at a
+/// time: a disk that fills after its first chunks refuses the whole commit
+/// (nothing of it is replayed after a power cut either), and once there is
+/// room the same load commits and survives a power cut whole.
+#[test]
+fn a_commit_logged_in_many_chunks_is_all_or_nothing() {
+    let (storage, db) = common::fault_db(64 << 20);
+    create(&db);
+    let s = db.session();
+    s.set_hide_deleted(true);
+    let mut t = s.open_table("t").unwrap();
+    t.append(&row(1)).unwrap();
+    t.flush().unwrap();
+    let load = |t: &mut Table| {
+        s.begin().unwrap();
+        for c in 10..80_010 {
+            t.append(&row(c)).unwrap();
+        }
+        s.commit()
+    };
+    // Room for a few megabytes of log only.
+    storage.set_capacity(Some(storage.used_bytes() + (10 << 20)));
+    let before = db.log_end();
+    assert!(matches!(load(&mut t), Err(Error::DiskFull { .. })));
+    storage.set_capacity(None);
+    verify(&mut t, vec![1]);
+    let image = storage.crash(CrashMode::DropUnsynced);
+    {
+        let db = common::open_on(Arc::new(image), 64 << 20);
+        let s = db.session();
+        s.set_hide_deleted(true);
+        verify(&mut s.open_table("t").unwrap(), vec![1]);
+    }
+    // With room: the load commits, its log well past one chunk.
+    let start = db.log_end();
+    load(&mut t).unwrap();
+    assert!(
+        db.log_end() - start > 8 << 20,
+        "{} bytes",
+        db.log_end() - start
+    );
+    assert!(start >= before);
+    let mut codes = vec![1];
+    codes.extend(10..80_010);
+    verify(&mut t, codes.clone());
+    let image = storage.crash(CrashMode::DropUnsynced);
+    drop((t, s));
+    std::mem::forget(db);
+    let db = common::open_on(Arc::new(image), 64 << 20);
+    let s = db.session();
+    s.set_hide_deleted(true);
+    verify(&mut s.open_table("t").unwrap(), codes);
+}

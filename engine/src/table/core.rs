@@ -636,7 +636,7 @@ impl TableCore {
 
     /// Deleted records as readers see them (orphans included).
     pub fn deleted_count(&self) -> u64 {
-        self.body.deleted_count + self.reserved.orphans().len() as u64
+        self.body.deleted_count + self.reserved.orphan_count()
     }
 
     pub(super) fn no_such(&self, recno: u64) -> Error {

@@ -29,10 +29,11 @@ pub(crate) struct Reservations {
     high: u64,
     /// Reserved and not yet stored by a commit.
     open: BTreeSet<u64>,
-    /// Settled by the commit under way (put back if it fails).
-    settled: Vec<u64>,
-    /// Open reservations no transaction owns any more (see the module doc).
-    /// May hold recnos settled since; only those still open count.
+    /// Settled by the commit under way, and whether each was an orphan (put
+    /// back if it fails).
+    settled: Vec<(u64, bool)>,
+    /// Open reservations no transaction owns any more (see the module doc);
+    /// always a subset of `open`.
     orphans: BTreeSet<u64>,
 }
 
@@ -58,15 +59,14 @@ impl Reservations {
     /// `recno` was stored (its append or its blank) by the commit under way.
     pub fn settle(&mut self, recno: u64) {
         if self.open.remove(&recno) {
-            self.settled.push(recno);
+            let orphan = self.orphans.remove(&recno);
+            self.settled.push((recno, orphan));
         }
     }
 
     /// A commit starts.
     pub fn begin(&mut self) {
         self.settled.clear();
-        let open = &self.open;
-        self.orphans.retain(|r| open.contains(r));
     }
 
     /// The transaction that reserved `recno` ended without storing it: it is a
@@ -79,31 +79,32 @@ impl Reservations {
 
     /// True when `recno` is an orphan (reads see a deleted blank record).
     pub fn is_orphan(&self, recno: u64) -> bool {
-        self.orphans.contains(&recno) && self.open.contains(&recno)
+        self.orphans.contains(&recno)
     }
 
     /// The orphans, in recno order.
     pub fn orphans(&self) -> Vec<u64> {
-        self.orphans
-            .iter()
-            .copied()
-            .filter(|r| self.open.contains(r))
-            .collect()
+        self.orphans.iter().copied().collect()
+    }
+
+    /// How many orphans there are.
+    pub fn orphan_count(&self) -> u64 {
+        self.orphans.len() as u64
     }
 
     /// The highest orphan (0 when there is none).
     pub fn orphan_high(&self) -> u64 {
-        self.orphans
-            .iter()
-            .rev()
-            .find(|r| self.open.contains(r))
-            .copied()
-            .unwrap_or(0)
+        self.orphans.last().copied().unwrap_or(0)
     }
 
     /// The commit under way failed: its reservations are open again.
     pub fn undo(&mut self) {
-        self.open.extend(self.settled.drain(..));
+        for (recno, orphan) in self.settled.drain(..) {
+            self.open.insert(recno);
+            if orphan {
+                self.orphans.insert(recno);
+            }
+        }
     }
 
     /// Every recno up to this one holds a record.
