@@ -7,8 +7,11 @@
 //!   frame in the middle: the failed commit is simply not there.
 //! - `durable()` only grows, and only after a successful `sync` of everything
 //!   written before it. Concurrent committers share one sync (group commit): one
-//!   leads and syncs every frame written so far; the others sleep until a sync
-//!   ends and then either find their frames durable or lead the next one.
+//!   leads and syncs every frame written so far; the others sleep, each until
+//!   a sync covers its LSN. Whoever releases the sync mutex wakes the sleepers
+//!   now durable and the first of the rest, which leads the next sync; so no
+//!   committer sleeps while nobody syncs, and a sync wakes only those it
+//!   concerns.
 //! - A failed sync poisons the log: every later append or flush fails until the
 //!   database is reopened (a retried fsync may lie).
 //! - A checkpoint (everything before it written to the table files and synced)
@@ -32,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::record::{encode, padding, Entry};
 use crate::error::{Error, Result};
@@ -99,14 +102,37 @@ fn prezero(w: &mut Writer) -> std::io::Result<()> {
     w.file.sync()
 }
 
+/// A committer asleep in [`Wal::flush_to`].
+struct Waiter {
+    id: u64,
+    lsn: u64,
+    thread: std::thread::Thread,
+}
+
+/// The sync mutex held by [`Wal::hold_sync`].
+struct SyncHold<'a> {
+    wal: &'a Wal,
+    guard: Option<parking_lot::MutexGuard<'a, ()>>,
+}
+
+impl Drop for SyncHold<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.wal.wake(self.wal.is_poisoned());
+    }
+}
+
 /// The log. Shared by every logged table of a database.
 pub struct Wal {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     writer: Mutex<Writer>,
     sync: Mutex<()>,
-    /// Counts finished syncs; waiters sleep on the condvar until it moves.
-    synced: (Mutex<u64>, Condvar),
+    /// Committers asleep until the log is durable up to their LSN (see
+    /// [`Wal::flush_to`]).
+    waiters: Mutex<Vec<Waiter>>,
+    /// Numbers waiters.
+    next_waiter: AtomicU64,
     durable: AtomicU64,
     poisoned: AtomicBool,
     syncs: AtomicU64,
@@ -194,7 +220,8 @@ impl Wal {
                 commits: 0,
             }),
             sync: Mutex::new(()),
-            synced: (Mutex::new(0), Condvar::new()),
+            waiters: Mutex::new(Vec::new()),
+            next_waiter: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
@@ -327,42 +354,75 @@ impl Wal {
 
     /// Makes the log durable up to at least `lsn` (sharing the sync with every
     /// committer that arrives meanwhile).
+    ///
+    /// One committer leads a sync of everything written so far; the others
+    /// sleep, each until the log is durable up to its own LSN. A leader wakes
+    /// only the waiters its sync covered, and one more to lead the next sync
+    /// if any are left: with many committers, a broadcast would wake every
+    /// sleeper for each sync only to put most back to sleep. Waiters never
+    /// queue on the sync mutex itself: one whose frames the running sync
+    /// covers must not then wait behind the next sync too.
     pub fn flush_to(&self, lsn: u64) -> Result<()> {
         loop {
             if self.durable() >= lsn {
                 return Ok(());
             }
             self.check()?;
-            // Lead a sync if none runs; otherwise wait for the running one to
-            // end and look again. Waiters never queue on the sync mutex itself:
-            // one whose frames the running sync covers must not then wait
-            // behind the next sync too.
             if let Some(leader) = self.sync.try_lock() {
                 let r = if self.durable() >= lsn {
                     Ok(())
                 } else {
                     self.sync_now()
                 };
-                // Invariant the waiters rely on: whoever holds the sync mutex
-                // bumps the generation after releasing it.
                 drop(leader);
-                let mut generation = self.synced.0.lock();
-                *generation += 1;
-                self.synced.1.notify_all();
-                drop(generation);
+                self.wake(r.is_err());
                 r?;
                 continue;
             }
-            let mut generation = self.synced.0.lock();
-            let seen = *generation;
-            if self.durable() >= lsn {
-                return Ok(());
-            }
-            if self.sync.is_locked() {
-                while *generation == seen {
-                    self.synced.1.wait(&mut generation);
+            let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+            {
+                let mut waiters = self.waiters.lock();
+                if self.durable() >= lsn {
+                    return Ok(());
                 }
+                // Invariant: whoever releases the sync mutex then calls
+                // `wake` under this lock; so a waiter added while the mutex
+                // is held is always woken, and one that finds it free leads.
+                if !self.sync.is_locked() {
+                    continue;
+                }
+                waiters.push(Waiter {
+                    id,
+                    lsn,
+                    thread: std::thread::current(),
+                });
             }
+            // Woken by a leader (or spuriously): look again either way.
+            std::thread::park();
+            self.waiters.lock().retain(|w| w.id != id);
+        }
+    }
+
+    /// After the sync mutex is released: wakes the waiters now durable, and
+    /// the first of the others to lead the next sync (every waiter when the
+    /// log is poisoned: they fail at once).
+    fn wake(&self, all: bool) {
+        let durable = self.durable();
+        let mut waiters = self.waiters.lock();
+        let mut next: Option<usize> = None;
+        let mut i = 0;
+        while i < waiters.len() {
+            if all || waiters[i].lsn <= durable {
+                waiters.swap_remove(i).thread.unpark();
+            } else {
+                if next.is_none_or(|n| waiters[i].lsn < waiters[n].lsn) {
+                    next = Some(i);
+                }
+                i += 1;
+            }
+        }
+        if let Some(n) = next {
+            waiters.swap_remove(n).thread.unpark();
         }
     }
 
@@ -411,7 +471,7 @@ impl Wal {
     /// and synced every change the older segments hold, and no commit runs.
     pub fn rotate(&self) -> Result<()> {
         self.flush()?;
-        let _sync = self.sync.lock();
+        let _sync = self.hold_sync();
         let mut w = self.writer.lock();
         let seq = w.seq + 1;
         let path = self.dir.join(segment_name(seq));
@@ -442,6 +502,15 @@ impl Wal {
         Ok(())
     }
 
+    /// The sync mutex, held for work other than a sync (`rotate`, `cut`):
+    /// waiters that queued meanwhile are woken when it is released.
+    fn hold_sync(&self) -> SyncHold<'_> {
+        SyncHold {
+            wal: self,
+            guard: Some(self.sync.lock()),
+        }
+    }
+
     /// Commits covered per sync so far (group commit at work).
     pub fn batches(&self) -> crate::stats::HistogramSnapshot {
         self.batches.snapshot()
@@ -466,7 +535,7 @@ impl Wal {
     pub fn cut(&self, pin: &SegmentPin) -> Result<Vec<SegmentCut>> {
         self.flush()?;
         // The sync mutex keeps `rotate` out while the segments are listed.
-        let _sync = self.sync.lock();
+        let _sync = self.hold_sync();
         let w = self.writer.lock();
         let durable = self.durable();
         let mut out = Vec::new();
