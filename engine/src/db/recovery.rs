@@ -204,6 +204,17 @@ pub fn recover(storage: &Arc<dyn Storage>, root: &Path) -> Result<RecoveryReport
                                 let ok = patch_page(&mut files, &file, page, &ops, true)?;
                                 tally(&mut report, ok);
                             }
+                            Entry::Derived {
+                                file,
+                                page,
+                                source,
+                                copies,
+                                ops,
+                            } => {
+                                let ok =
+                                    derived_page(&mut files, &file, page, source, &copies, &ops)?;
+                                tally(&mut report, ok);
+                            }
                             Entry::State(s) => {
                                 states.insert(s.data.file.clone(), s);
                             }
@@ -311,6 +322,34 @@ fn patch_page(
         pf.read_direct(page, &mut image)?;
     }
     if !crate::log::patch::apply(&mut image, ops) {
+        return Ok(false);
+    }
+    pf.write_direct(page, &mut image)?;
+    Ok(true)
+}
+
+/// Builds `page` from zeros, the `copies` out of `source` as this log rebuilt
+/// it so far (its image came earlier in the log, and the commit's own
+/// changes to it come after), then `ops`. False when the log's ranges do not
+/// fit the pages — a damaged log.
+fn derived_page(
+    files: &mut Files,
+    file: &FileRef,
+    page: u64,
+    source: u64,
+    copies: &[(u32, u32, u32)],
+    ops: &[crate::log::patch::PatchOp],
+) -> Result<bool> {
+    let Some(pf) = files.get(file)? else {
+        return Ok(false);
+    };
+    let size = pf.page_size() as usize;
+    let mut from = vec![0u8; size];
+    pf.read_direct(source, &mut from)?;
+    let mut image = vec![0u8; size];
+    if !crate::log::patch::copy_ranges(&from, &mut image, copies)
+        || !crate::log::patch::apply(&mut image, ops)
+    {
         return Ok(false);
     }
     pf.write_direct(page, &mut image)?;

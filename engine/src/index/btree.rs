@@ -673,6 +673,8 @@ impl BTree {
             return Ok(None);
         }
         let right_no = self.alloc()?;
+        // The new node takes entries of this one: the log may copy them.
+        self.file.note_source(right_no, page);
         let len = node.entries.len();
         let ascending = node.level == 0 && node.right == 0 && at == Some(len - 1);
         let mid = if ascending {

@@ -35,6 +35,13 @@ pub enum PatchOp {
         /// Bytes moved.
         len: u32,
     },
+    /// `len` zero bytes at `offset` (entries a split or a merge moved out).
+    Zero {
+        /// Where they go.
+        offset: u32,
+        /// How many.
+        len: u32,
+    },
 }
 
 /// Unchanged gaps shorter than this are written over rather than split on:
@@ -44,35 +51,71 @@ const GAP: usize = 12;
 const SHIFT_MIN: usize = 48;
 /// The largest shift looked for (an index entry, a small record).
 const SHIFT_MAX: usize = 1024;
+/// Shifts looked for per page at most (a page with a shift has it within
+/// its first few runs: a header, then the entry moved).
+const SHIFT_TRIES: usize = 8;
 
 /// The operations that turn `before` into `after` (pages of one size).
+///
+/// At the start of each changed run, the diff looks for the old bytes
+/// shifted (a key inserted into a leaf moves the entries after it right; a
+/// key removed moves them left) and takes the longest shifted stretch as one
+/// move, however many short runs the shifted bytes would otherwise make
+/// (shifted entries equal the old ones in places — a zero suffix over a zero
+/// suffix). A stretch the change cleared is one run of zeros.
 pub fn diff(before: &[u8], after: &[u8]) -> Vec<PatchOp> {
     debug_assert_eq!(before.len(), after.len());
     let n = before.len().min(after.len());
     let last = last_change(before, after, n);
     let mut ops = Vec::new();
+    let mut tries = 0;
     let mut i = 0;
     while i < last {
         i = next_change(before, after, i, n);
         if i >= last {
             break;
         }
-        // A run of changes, with short unchanged gaps inside it.
         let lo = i;
-        let hi = run_end(before, after, i + 1, n);
-        // Shifted entries often equal the old ones in places (a zero suffix
-        // over a zero suffix), which cuts one shifted region into many short
-        // runs: first try everything from here to the last change as one shift.
-        if hi < last && last - lo >= SHIFT_MIN {
-            if let Some(shift) = shifted(before, after, lo, last) {
-                ops.extend(shift);
-                break;
+        if last - lo >= SHIFT_MIN && tries < SHIFT_TRIES {
+            tries += 1;
+            if let Some(end) = shift_at(before, after, lo, last, &mut ops) {
+                i = end;
+                continue;
             }
         }
-        run(before, after, lo, hi, &mut ops);
+        // A run of changes, with short unchanged gaps inside it.
+        let hi = run_end(before, after, i + 1, n);
+        // Bytes cleared (entries a split or a merge moved out): one run of
+        // zeros to the end of the cleared stretch, whatever old zeros it
+        // passes over (they would otherwise cut it into many runs).
+        if after[lo..hi].iter().all(|&b| b == 0) {
+            let mut z = hi;
+            while z < last && after[z] == 0 {
+                z += 1;
+            }
+            ops.push(PatchOp::Zero {
+                offset: lo as u32,
+                len: (z - lo) as u32,
+            });
+            i = z;
+            continue;
+        }
+        ops.push(bytes_op(after, lo, hi));
         i = hi;
     }
     ops
+}
+
+/// What the plain runs of `lo..hi` cost in a patch.
+fn plain_cost(before: &[u8], after: &[u8], lo: usize, hi: usize) -> usize {
+    let mut cost = 0;
+    let mut i = next_change(before, after, lo, hi);
+    while i < hi {
+        let h = run_end(before, after, i + 1, hi);
+        cost += h - i + 6;
+        i = next_change(before, after, h, hi);
+    }
+    cost
 }
 
 /// One past the last changed byte (0 when nothing changed).
@@ -85,6 +128,75 @@ fn last_change(before: &[u8], after: &[u8], n: usize) -> usize {
         j -= 1;
     }
     j
+}
+
+/// At the changed byte `lo`: the longest stretch (at least [`SHIFT_MIN`]
+/// bytes, before `limit`) of the old bytes shifted right (an insert: a move
+/// and the new bytes) or left (a removal: a move). Pushes its operations and
+/// returns where it ends.
+fn shift_at(
+    before: &[u8],
+    after: &[u8],
+    lo: usize,
+    limit: usize,
+    ops: &mut Vec<PatchOp>,
+) -> Option<usize> {
+    // A shift is taken only where it is cheaper than the plain runs of the
+    // same stretch (zeros that stayed zeros shift onto themselves for free).
+    let right = longest(&before[lo..limit], &after[lo..limit])
+        .filter(|&(k, m)| k + 14 + 16 < plain_cost(before, after, lo, lo + k + m));
+    let left = longest(&after[lo..limit], &before[lo..limit])
+        .filter(|&(_, m)| 8 + 16 < plain_cost(before, after, lo, lo + m));
+    match (right, left) {
+        (Some((k, m)), l) if l.is_none_or(|(_, lm)| m >= lm) => {
+            ops.push(PatchOp::Move {
+                from: lo as u32,
+                to: (lo + k) as u32,
+                len: m as u32,
+            });
+            ops.push(bytes_op(after, lo, lo + k));
+            Some(lo + k + m)
+        }
+        (_, Some((k, m))) => {
+            ops.push(PatchOp::Move {
+                from: (lo + k) as u32,
+                to: lo as u32,
+                len: m as u32,
+            });
+            Some(lo + m)
+        }
+        _ => None,
+    }
+}
+
+/// The shift `k` (1..=[`SHIFT_MAX`]) and length `m` of the longest stretch
+/// with `to[k..k + m] == from[..m]`, `m` at least [`SHIFT_MIN`]. The first
+/// eight bytes of `from` are searched for in `to` (a `memmem`), and only the
+/// first few places they occur are compared, so a failed search costs little
+/// even over bytes alike everywhere.
+fn longest(from: &[u8], to: &[u8]) -> Option<(usize, usize)> {
+    const CANDIDATES: usize = 16;
+    let len = from.len().min(to.len());
+    if len < SHIFT_MIN {
+        return None;
+    }
+    let max = SHIFT_MAX.min(len - SHIFT_MIN);
+    if max == 0 {
+        return None;
+    }
+    memchr::memmem::find_iter(&to[1..max + 8], &from[..8])
+        .take(CANDIDATES)
+        .map(|p| {
+            let k = p + 1;
+            let m = from[..len - k]
+                .iter()
+                .zip(&to[k..len])
+                .take_while(|(a, b)| a == b)
+                .count();
+            (k, m)
+        })
+        .filter(|&(_, m)| m >= SHIFT_MIN)
+        .max_by_key(|&(k, m)| (m, std::cmp::Reverse(k)))
 }
 
 /// The end of a run of changes whose last changed byte so far is `hi - 1`:
@@ -138,74 +250,19 @@ fn next_change(before: &[u8], after: &[u8], mut i: usize, n: usize) -> usize {
     i
 }
 
-/// The operations for the changed run `lo..hi`.
-fn run(before: &[u8], after: &[u8], lo: usize, hi: usize, ops: &mut Vec<PatchOp>) {
-    if hi - lo >= SHIFT_MIN {
-        if let Some(shift) = shifted(before, after, lo, hi) {
-            ops.extend(shift);
-            return;
+/// `after[lo..hi]` as an operation: a run of zeros costs a few bytes.
+fn bytes_op(after: &[u8], lo: usize, hi: usize) -> PatchOp {
+    if hi - lo > 8 && after[lo..hi].iter().all(|&b| b == 0) {
+        PatchOp::Zero {
+            offset: lo as u32,
+            len: (hi - lo) as u32,
+        }
+    } else {
+        PatchOp::Bytes {
+            offset: lo as u32,
+            bytes: after[lo..hi].to_vec(),
         }
     }
-    ops.push(PatchOp::Bytes {
-        offset: lo as u32,
-        bytes: after[lo..hi].to_vec(),
-    });
-}
-
-/// `lo..hi` as a move of the old bytes plus the new ones, when `after` there
-/// is `before` with bytes inserted or removed at `lo`.
-fn shifted(before: &[u8], after: &[u8], lo: usize, hi: usize) -> Option<[PatchOp; 2]> {
-    let len = hi - lo;
-    let (b, a) = (&before[lo..hi], &after[lo..hi]);
-    // Inserted: the old bytes now start k further on.
-    if let Some(k) = shift(b, a) {
-        return Some([
-            PatchOp::Move {
-                from: lo as u32,
-                to: (lo + k) as u32,
-                len: (len - k) as u32,
-            },
-            PatchOp::Bytes {
-                offset: lo as u32,
-                bytes: a[..k].to_vec(),
-            },
-        ]);
-    }
-    // Removed: the old bytes from k on now start at the run's start.
-    let k = shift(a, b)?;
-    Some([
-        PatchOp::Move {
-            from: (lo + k) as u32,
-            to: lo as u32,
-            len: (len - k) as u32,
-        },
-        PatchOp::Bytes {
-            offset: (hi - k) as u32,
-            bytes: a[len - k..].to_vec(),
-        },
-    ])
-}
-
-/// The smallest `k` with `to[k..] == from[..len - k]`, worth a move. The
-/// first eight bytes of `from` are searched for in `to` (a `memmem`), and only
-/// the first few places they occur are compared in full, so a failed search
-/// costs little even over bytes alike everywhere.
-fn shift(from: &[u8], to: &[u8]) -> Option<usize> {
-    const CANDIDATES: usize = 16;
-    let len = from.len();
-    if len < 16 {
-        return None;
-    }
-    let max = SHIFT_MAX
-        .min(len.saturating_sub(SHIFT_MIN / 2))
-        .min(len - 8);
-    if max == 0 {
-        return None;
-    }
-    memchr::memmem::find_iter(&to[1..max + 8], &from[..8])
-        .take(CANDIDATES)
-        .map(|p| p + 1)
-        .find(|&k| to[k..] == from[..len - k])
 }
 
 /// Applies `ops` to `page`; false (and `page` unspecified) when an operation
@@ -228,9 +285,89 @@ pub fn apply(page: &mut [u8], ops: &[PatchOp]) -> bool {
                 }
                 page.copy_within(from..from + len, to);
             }
+            PatchOp::Zero { offset, len } => {
+                let (at, len) = (*offset as usize, *len as usize);
+                if at > n || len > n - at {
+                    return false;
+                }
+                page[at..at + len].fill(0);
+            }
         }
     }
     true
+}
+
+/// A page as byte ranges copied from another page — `(from, to, len)` —
+/// then operations.
+pub type Derivation = (Vec<(u32, u32, u32)>, Vec<PatchOp>);
+
+/// Copies each `(from, to, len)` range of `source` into `page`; false (and
+/// `page` unspecified) when a range reaches outside either.
+pub fn copy_ranges(source: &[u8], page: &mut [u8], copies: &[(u32, u32, u32)]) -> bool {
+    for &(from, to, len) in copies {
+        let (from, to, len) = (from as usize, to as usize, len as usize);
+        if from > source.len()
+            || len > source.len() - from
+            || to > page.len()
+            || len > page.len() - to
+        {
+            return false;
+        }
+        page[to..to + len].copy_from_slice(&source[from..from + len]);
+    }
+    true
+}
+
+/// A new page mostly made of runs of an old one (`before`, another page's
+/// content before the commit): the ranges to copy, and the operations that
+/// finish the page from there — when that is much smaller than building it
+/// from zeros (`plain` bytes). Runs of at least 64 bytes are looked for,
+/// each found from its first 16 bytes with `memmem`. Invariant: building
+/// from zeros, [`copy_ranges`] then [`apply`] give `image`.
+pub fn derive(before: &[u8], image: &[u8], plain: usize) -> Option<Derivation> {
+    const RUN_MIN: usize = 64;
+    const NEEDLE: usize = 16;
+    const MAX_COPIES: usize = 8;
+    // Searches at most this many places: a page that is not a split's costs
+    // little.
+    const MAX_TRIES: usize = 128;
+    let n = image.len().min(before.len());
+    let mut copies = Vec::new();
+    let mut built = vec![0u8; image.len()];
+    let mut i = next_change(&built, image, 0, n);
+    let mut tries = 0;
+    while i + RUN_MIN <= n && copies.len() < MAX_COPIES && tries < MAX_TRIES {
+        tries += 1;
+        let needle = &image[i..i + NEEDLE];
+        // The longest run starting at one of the first few places the
+        // needle occurs.
+        let best = memchr::memmem::find_iter(before, needle)
+            .take(4)
+            .map(|at| {
+                let len = before[at..]
+                    .iter()
+                    .zip(&image[i..])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (len, at)
+            })
+            .max();
+        match best {
+            Some((len, at)) if len >= RUN_MIN => {
+                built[i..i + len].copy_from_slice(&before[at..at + len]);
+                copies.push((at as u32, i as u32, len as u32));
+                i = next_change(&built, image, i + len, n);
+            }
+            // No run here: look from the next byte that differs.
+            _ => i = next_change(&built, image, i + 1, n),
+        }
+    }
+    if copies.is_empty() {
+        return None;
+    }
+    let ops = diff(&built, image);
+    let cost = copies.len() * 12 + payload(&ops);
+    (cost * 2 < plain).then_some((copies, ops))
 }
 
 /// The bytes a patch carries (for a size comparison with a plain range).
@@ -239,6 +376,7 @@ pub fn payload(ops: &[PatchOp]) -> usize {
         .map(|op| match op {
             PatchOp::Bytes { bytes, .. } => bytes.len() + 6,
             PatchOp::Move { .. } => 8,
+            PatchOp::Zero { .. } => 6,
         })
         .sum()
 }
@@ -307,6 +445,42 @@ mod tests {
         assert!(payload(&ops) < 100, "{ops:?}");
         let ops = check(&page(&new), &page(&old));
         assert!(payload(&ops) < 100, "{ops:?}");
+    }
+
+    /// A leaf split keeps the lower half and clears the upper one: a few
+    /// bytes, not the cleared half.
+    #[test]
+    fn a_cleared_half_is_one_run_of_zeros() {
+        let entries: Vec<u64> = (0..120).map(|i| i * 7).collect();
+        let ops = check(&leaf(&entries), &leaf(&entries[..60]));
+        assert!(payload(&ops) < 40, "{ops:?}");
+    }
+
+    fn derived(before: &[u8], image: &[u8]) -> Option<usize> {
+        let plain = payload(&diff(&vec![0u8; image.len()], image));
+        let (copies, ops) = derive(before, image, plain)?;
+        let mut page = vec![0u8; image.len()];
+        assert!(copy_ranges(before, &mut page, &copies));
+        assert!(apply(&mut page, &ops));
+        assert_eq!(page, image);
+        Some(copies.len() * 12 + payload(&ops))
+    }
+
+    /// A split's new node is the upper half of the old one (with, maybe, the
+    /// key that caused the split): copies and a few bytes.
+    #[test]
+    fn a_split_node_is_copies_of_the_old_one() {
+        let entries: Vec<u64> = (0..120).map(|i| i * 7 + 1).collect();
+        let old = leaf(&entries);
+        let cost = derived(&old, &leaf(&entries[60..])).expect("derived");
+        assert!(cost < 100, "{cost}");
+        let mut upper = entries[60..].to_vec();
+        upper.insert(20, 500);
+        let cost = derived(&old, &leaf(&upper)).expect("derived");
+        assert!(cost < 150, "{cost}");
+        // Nothing in common: not derived.
+        let other: Vec<u64> = (0..60).map(|i| i * 11 + 100_000).collect();
+        assert_eq!(derived(&old, &leaf(&other)), None);
     }
 
     #[test]
@@ -379,6 +553,26 @@ mod tests {
                 }
             }
             check(&before, &after);
+        }
+
+        /// Whatever two pages are, a derivation (when one is offered)
+        /// rebuilds the second from the first.
+        #[test]
+        fn a_derived_page_is_rebuilt_exactly(
+            base in proptest::collection::vec(any::<u8>(), 512),
+            cuts in proptest::collection::vec((0usize..512, 0usize..200, any::<u8>()), 0..4),
+        ) {
+            let mut image = vec![0u8; 512];
+            for (at, len, byte) in cuts {
+                let at = at.min(511);
+                let len = len.min(512 - at);
+                let from = (at + len / 2) % (512 - len.max(1) + 1);
+                image[at..at + len].copy_from_slice(&base[from..from + len]);
+                if len > 0 {
+                    image[at] = byte;
+                }
+            }
+            derived(&base, &image);
         }
 
         /// Leaves of entries alike in places, entries inserted and removed

@@ -181,6 +181,25 @@ pub enum Entry {
         /// The operations.
         ops: Vec<super::patch::PatchOp>,
     },
+    /// The full image of a new page (or one not logged since the last
+    /// checkpoint) built mostly from another page of the same file as it was
+    /// before this commit — a split's new node, which takes half of the old
+    /// one's entries: a page of zeros, the `copies` (`from` in `source`, `to`
+    /// here, `len` bytes), then `ops`. Written only when `source`'s image is
+    /// in the log since the last checkpoint, and ahead of every other change
+    /// of the commit, so replay finds `source` as the commit found it.
+    Derived {
+        /// The file.
+        file: FileRef,
+        /// The page built.
+        page: u64,
+        /// The page copied from.
+        source: u64,
+        /// (from, to, len) byte ranges copied.
+        copies: Vec<(u32, u32, u32)>,
+        /// The operations applied after the copies.
+        ops: Vec<super::patch::PatchOp>,
+    },
 }
 
 /// Appends the frame of `e` to `out`.

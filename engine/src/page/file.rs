@@ -77,6 +77,10 @@ pub struct PageFile {
     /// Pages whose full image is in the log since the last checkpoint: later
     /// commits may log only the bytes they change.
     logged: Mutex<std::collections::HashSet<u64>>,
+    /// Pages of the capture under way built from another page's content (a
+    /// split's new node, and the node it came from): the log may describe
+    /// them as copies of it ([`PageFile::source_of`]).
+    sources: Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl PageFile {
@@ -105,6 +109,7 @@ impl PageFile {
             }),
             capture: Mutex::new(None),
             logged: Mutex::new(std::collections::HashSet::new()),
+            sources: Mutex::new(std::collections::HashMap::new()),
             pool,
             pages: AtomicU64::new(pages),
             grow: Mutex::new(()),
@@ -145,6 +150,20 @@ impl PageFile {
     /// pool) until [`PageFile::end_capture`].
     pub fn begin_capture(&self) {
         *self.capture.lock() = Some(std::collections::BTreeMap::new());
+        self.sources.lock().clear();
+    }
+
+    /// Notes, during a capture, that `page` was built from `source`'s content
+    /// (a hint for the log; ignored outside a capture).
+    pub fn note_source(&self, page: u64, source: u64) {
+        if self.capture.lock().is_some() {
+            self.sources.lock().insert(page, source);
+        }
+    }
+
+    /// The page the capture's `page` was built from, if one was noted.
+    pub fn source_of(&self, page: u64) -> Option<u64> {
+        self.sources.lock().get(&page).copied()
     }
 
     /// Stops recording; returns the pages changed and their images before.

@@ -205,49 +205,85 @@ impl TableCore {
     /// since the last checkpoint, afterwards only the bytes that changed — then
     /// the counters.
     pub fn log_entries(&self, cap: &Captured) -> Result<Vec<Entry>> {
+        // Pages built from another page's content before the commit come
+        // first: replay must find that page as the commit found it.
+        let mut derived = Vec::new();
         let mut out = Vec::new();
         for (w, pages) in &cap.files {
             let f = self.file(*w);
             let r = self.file_ref(*w);
+            let before_of = |p: u64| {
+                pages
+                    .binary_search_by_key(&p, |(q, _)| *q)
+                    .ok()
+                    .and_then(|i| pages[i].1.as_deref())
+            };
             for (page, before) in pages {
                 let image = f.image(*page)?;
-                match before {
+                let patch = match before {
                     Some(b) if f.fully_logged(*page) => {
                         let ops = crate::log::patch::diff(b, &image);
                         if ops.is_empty() {
                             continue;
                         }
-                        out.push(Entry::Patch {
+                        Some(ops)
+                    }
+                    _ => None,
+                };
+                let zeros;
+                let (ops, whole) = match patch {
+                    Some(ops) => (ops, false),
+                    None => {
+                        zeros = vec![0u8; image.len()];
+                        (crate::log::patch::diff(&zeros, &image), true)
+                    }
+                };
+                let plain = crate::log::patch::payload(&ops);
+                // A split's new node: copies of the node it came from, when
+                // that node's image is in the log and the copies are shorter.
+                let source = f
+                    .source_of(*page)
+                    .filter(|&s| s != *page && f.fully_logged(s))
+                    .and_then(|s| before_of(s).map(|b| (s, b)));
+                if let Some((s, b)) = source {
+                    if let Some((copies, ops)) = crate::log::patch::derive(b, &image, plain) {
+                        derived.push(Entry::Derived {
                             file: r.clone(),
                             page: *page,
+                            source: s,
+                            copies,
                             ops,
                         });
-                    }
-                    _ => {
-                        let zeros = vec![0u8; image.len()];
-                        let ops = crate::log::patch::diff(&zeros, &image);
-                        // Whatever is shorter: a leaf or a page of variable
-                        // records is rarely full, and its zero tail need not
-                        // be logged (a commit then more often fits one block).
-                        if crate::log::patch::payload(&ops) + 64 <= image.len() {
-                            out.push(Entry::Sparse {
-                                file: r.clone(),
-                                page: *page,
-                                ops,
-                            })
-                        } else {
-                            out.push(Entry::Page {
-                                file: r.clone(),
-                                page: *page,
-                                image,
-                            })
-                        }
+                        continue;
                     }
                 }
+                out.push(if !whole {
+                    Entry::Patch {
+                        file: r.clone(),
+                        page: *page,
+                        ops,
+                    }
+                // Whatever is shorter: a leaf or a page of variable records is
+                // rarely full, and its zero tail need not be logged (a commit
+                // then more often fits one block).
+                } else if plain + 64 <= image.len() {
+                    Entry::Sparse {
+                        file: r.clone(),
+                        page: *page,
+                        ops,
+                    }
+                } else {
+                    Entry::Page {
+                        file: r.clone(),
+                        page: *page,
+                        image,
+                    }
+                });
             }
         }
         out.push(Entry::State(self.table_state()));
-        Ok(out)
+        derived.append(&mut out);
+        Ok(derived)
     }
 
     /// Forgets which pages were logged in full (after a checkpoint).
