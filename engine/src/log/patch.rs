@@ -5,13 +5,18 @@
 //! two commonest changes: a record appended to a data page changes the page
 //! header and the record far apart, and a key inserted into an index leaf
 //! shifts every entry after it. A patch names each changed run separately,
-//! and a run that is the old bytes shifted by a few bytes becomes a move plus
-//! the bytes that are really new.
+//! a stretch that is the old bytes shifted becomes a move plus the bytes that
+//! are really new, and a cleared stretch one run of zeros. A split's new node
+//! is mostly a copy of another page: [`derive`] describes it as ranges copied
+//! from that page, then a patch.
 //!
-//! Invariant: [`apply`] of [`diff`]`(before, after)` on `before` gives
-//! `after`, byte for byte. Recovery applies a patch only over the page as the
-//! log itself rebuilt it (its full image comes first in the same log), so a
-//! move — unlike a byte write — need not be idempotent.
+//! Invariants: [`apply`] of [`diff`]`(before, after)` on `before` gives
+//! `after`, byte for byte; [`copy_ranges`] of a [`derive`]d page's ranges
+//! from its source onto zeros, then [`apply`] of its operations, gives the
+//! page. Recovery applies a patch only over the page as the log itself
+//! rebuilt it (its full image comes first in the same log), and copies from a
+//! source page only as the log rebuilt it too, so a move — unlike a byte
+//! write — need not be idempotent.
 
 use serde::{Deserialize, Serialize};
 
