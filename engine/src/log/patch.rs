@@ -7,11 +7,11 @@
 //! shifts every entry after it. A patch names each changed run separately,
 //! a stretch that is the old bytes shifted becomes a move plus the bytes that
 //! are really new, and a cleared stretch one run of zeros. A split's new node
-//! is mostly a copy of another page: [`derive`] describes it as ranges copied
+//! is mostly a copy of another page: [`derive()`] describes it as ranges copied
 //! from that page, then a patch.
 //!
 //! Invariants: [`apply`] of [`diff`]`(before, after)` on `before` gives
-//! `after`, byte for byte; [`copy_ranges`] of a [`derive`]d page's ranges
+//! `after`, byte for byte; [`copy_ranges`] of a [`derive()`]d page's ranges
 //! from its source onto zeros, then [`apply`] of its operations, gives the
 //! page. Recovery applies a patch only over the page as the log itself
 //! rebuilt it (its full image comes first in the same log), and copies from a
