@@ -347,6 +347,18 @@ impl Wal {
                 buf.clear();
             }
             if !more {
+                // The sync pads the log to the next 4 KiB boundary: that room
+                // is made now, where a full disk refuses the commit cleanly —
+                // never by the sync, whose failure would leave the commit
+                // applied and its fate unknown.
+                let end = start + written;
+                let padded = end + padding(end as usize) as u64;
+                if padded > w.zeroed {
+                    w.pos = padded;
+                    let r = prezero(w);
+                    w.pos = start;
+                    r.map_err(|e| Error::io(&w.path, e))?;
+                }
                 return Ok(written);
             }
         }
@@ -438,10 +450,17 @@ impl Wal {
             if pad > 0 {
                 let pos = w.pos;
                 w.pos += pad;
+                // Appends make this room before they return (`write_frames`),
+                // so this is a safeguard. Failing here, the commits written
+                // since the last sync are applied but not durable: a failed
+                // sync, not a full disk to retry after.
                 if let Err(e) = prezero(&mut w) {
                     w.pos = pos;
                     self.poisoned.store(true, Ordering::Release);
-                    return Err(Error::io(&w.path, e));
+                    return Err(Error::SyncFailed {
+                        path: w.path.clone(),
+                        source: e,
+                    });
                 }
                 self.since_checkpoint.fetch_add(pad, Ordering::Relaxed);
             }
@@ -568,5 +587,53 @@ impl Wal {
                 source: e,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::FileRef;
+    use crate::storage::MemoryStorage;
+
+    /// Whatever a commit's size — its last chunk full or not — the room its
+    /// sync pads into is there once it is appended, so a sync never needs
+    /// space the disk may not have.
+    #[test]
+    fn after_an_append_the_padding_of_its_sync_is_already_there() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let wal = Wal::open(storage, Path::new("/root"), 0).unwrap();
+        let file = FileRef {
+            file: "t.rzd".into(),
+            incarnation: 1,
+        };
+        for (txn, size) in [
+            (1u64, 100usize),
+            (2, APPEND_CHUNK - 40),
+            (3, APPEND_CHUNK - 24),
+            (4, 5000),
+        ]
+        .into_iter()
+        .chain((0..6).map(|i| (10 + i, APPEND_CHUNK - 32 + i as usize * 3)))
+        {
+            let entries = [
+                Entry::Page {
+                    file: file.clone(),
+                    page: 2,
+                    image: vec![7u8; size],
+                },
+                Entry::Commit { txn },
+            ];
+            wal.append(&entries).unwrap();
+            let w = wal.writer.lock();
+            let padded = w.pos + padding(w.pos as usize) as u64;
+            assert!(
+                w.zeroed >= padded,
+                "size {size}: zeroed {} < {padded}",
+                w.zeroed
+            );
+            drop(w);
+            wal.flush().unwrap();
+        }
     }
 }
