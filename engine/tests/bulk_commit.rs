@@ -9,8 +9,10 @@ mod common;
 use std::sync::Arc;
 
 use raiz_engine::index::{IndexDef, Segment};
-use raiz_engine::storage::CrashMode;
-use raiz_engine::{Database, Error, Field, FieldType, Memo, Schema, Table, TableOptions, Value};
+use raiz_engine::storage::{CrashMode, FaultStorage};
+use raiz_engine::{
+    Database, Error, Field, FieldType, Memo, Schema, Session, Table, TableOptions, Value,
+};
 
 fn schema() -> Schema {
     Schema::new(vec![
@@ -49,6 +51,23 @@ fn create(db: &Database) {
     .unwrap();
     t.create_index(&IndexDef::new("name", vec![Segment::field("NAME")]))
         .unwrap();
+}
+
+/// A session that hides deleted records, and its handle on table `t`.
+fn hiding(db: &Database) -> (Session, Table) {
+    let s = db.session();
+    s.set_hide_deleted(true);
+    let t = s.open_table("t").unwrap();
+    (s, t)
+}
+
+/// What a power cut now leaves of `storage`, reopened (so recovered), with
+/// [`hiding`]'s session and handle. The live database goes on, on its own
+/// storage.
+fn after_power_cut(storage: &FaultStorage, pool: usize) -> (Database, Session, Table) {
+    let db = common::open_on(Arc::new(storage.crash(CrashMode::DropUnsynced)), pool);
+    let (s, t) = hiding(&db);
+    (db, s, t)
 }
 
 /// A row's position in one index: its fields as text, then its recno.
@@ -114,9 +133,7 @@ fn verify(t: &mut Table, mut codes: Vec<i64>) {
 fn a_first_load_and_later_loads_keep_every_index_in_order() {
     let (_s, db) = common::mem_db(4 << 20);
     create(&db);
-    let s = db.session();
-    s.set_hide_deleted(true);
-    let mut t = s.open_table("t").unwrap();
+    let (s, mut t) = hiding(&db);
     let mut codes = Vec::new();
     // The first load builds the empty indexes; later ones insert sorted
     // into full ones; the small one goes record by record.
@@ -200,13 +217,7 @@ fn a_load_is_in_the_tables_after_a_power_cut() {
     let mut t = s.open_table("t").unwrap();
     s_load(&s, &mut t, 0..2000);
     s_load(&s, &mut t, 5000..5700);
-    let image = storage.crash(CrashMode::DropUnsynced);
-    drop((t, s));
-    std::mem::forget(db);
-    let db = common::open_on(Arc::new(image), 1 << 20);
-    let s = db.session();
-    s.set_hide_deleted(true);
-    let mut t = s.open_table("t").unwrap();
+    let (_db, _s, mut t) = after_power_cut(&storage, 1 << 20);
     verify(&mut t, (0..2000).chain(5000..5700).collect());
 }
 
@@ -222,9 +233,7 @@ fn a_disk_that_fills_during_a_load_fails_its_commit_and_leaves_the_tables_intact
         for committed in [0i64, 600] {
             let (storage, db) = common::fault_db(4 << 20);
             create(&db);
-            let s = db.session();
-            s.set_hide_deleted(true);
-            let mut t = s.open_table("t").unwrap();
+            let (s, mut t) = hiding(&db);
             if committed > 0 {
                 s_load(&s, &mut t, 0..committed);
             }
@@ -253,13 +262,7 @@ fn a_disk_that_fills_during_a_load_fails_its_commit_and_leaves_the_tables_intact
             storage.set_capacity(None);
             verify(&mut t, codes.clone());
             // And after a power cut.
-            let image = storage.crash(CrashMode::DropUnsynced);
-            drop((t, s));
-            std::mem::forget(db);
-            let db = common::open_on(Arc::new(image), 4 << 20);
-            let s = db.session();
-            s.set_hide_deleted(true);
-            let mut t = s.open_table("t").unwrap();
+            let (_db, _s, mut t) = after_power_cut(&storage, 4 << 20);
             verify(&mut t, codes);
         }
     }
@@ -275,9 +278,7 @@ fn a_disk_that_fills_during_a_load_fails_its_commit_and_leaves_the_tables_intact
 fn recnos_of_a_commit_refused_by_a_full_disk_read_as_deleted_blanks_until_a_commit_stores_them() {
     let (storage, db) = common::fault_db(4 << 20);
     create(&db);
-    let s = db.session();
-    s.set_hide_deleted(true);
-    let mut t = s.open_table("t").unwrap();
+    let (s, mut t) = hiding(&db);
     t.append(&row(1)).unwrap();
     t.flush().unwrap();
     storage.set_capacity(Some(storage.used_bytes()));
@@ -310,13 +311,7 @@ fn recnos_of_a_commit_refused_by_a_full_disk_read_as_deleted_blanks_until_a_comm
     assert_eq!(counts(&t), (2002, 2000));
     verify(&mut t, vec![1, 7]);
     // Stored durably: a power cut keeps them, and they stay deleted blanks.
-    let image = storage.crash(CrashMode::DropUnsynced);
-    drop((t, o, s, other));
-    std::mem::forget(db);
-    let db = common::open_on(Arc::new(image), 4 << 20);
-    let s = db.session();
-    s.set_hide_deleted(true);
-    let mut t = s.open_table("t").unwrap();
+    let (_db, _s, mut t) = after_power_cut(&storage, 4 << 20);
     assert_eq!(counts(&t), (2002, 2000));
     verify(&mut t, vec![1, 7]);
 }
@@ -352,20 +347,15 @@ fn recnos_left_unstored_below_a_later_commit_are_blanks_after_a_reopen() {
         }
         verify(&mut tb, vec![1, 2]);
         storage.set_capacity(None);
-        let storage: Arc<dyn raiz_engine::storage::Storage> = if power_cut {
-            let image = storage.crash(CrashMode::DropUnsynced);
-            drop((ta, tb, a, b));
-            std::mem::forget(db);
-            Arc::new(image)
+        let (_db, _s, mut t) = if power_cut {
+            after_power_cut(&storage, 4 << 20)
         } else {
             drop((ta, tb, a, b));
             drop(db);
-            Arc::new(storage)
+            let db = common::open_on(Arc::new(storage), 4 << 20);
+            let (s, t) = hiding(&db);
+            (db, s, t)
         };
-        let db = common::open_on(storage, 4 << 20);
-        let s = db.session();
-        s.set_hide_deleted(true);
-        let mut t = s.open_table("t").unwrap();
         assert_eq!(counts(&t), (1002, 1000), "power cut: {power_cut}");
         verify(&mut t, vec![1, 2]);
     }
@@ -379,9 +369,7 @@ fn recnos_left_unstored_below_a_later_commit_are_blanks_after_a_reopen() {
 fn a_rollback_on_a_full_disk_leaves_blanks_a_later_transaction_can_rewrite() {
     let (storage, db) = common::fault_db(4 << 20);
     create(&db);
-    let s = db.session();
-    s.set_hide_deleted(true);
-    let mut t = s.open_table("t").unwrap();
+    let (s, mut t) = hiding(&db);
     t.append(&row(1)).unwrap();
     t.flush().unwrap();
     s.begin().unwrap();
@@ -413,9 +401,7 @@ fn a_rollback_on_a_full_disk_leaves_blanks_a_later_transaction_can_rewrite() {
 fn a_commit_logged_in_many_chunks_is_all_or_nothing() {
     let (storage, db) = common::fault_db(64 << 20);
     create(&db);
-    let s = db.session();
-    s.set_hide_deleted(true);
-    let mut t = s.open_table("t").unwrap();
+    let (s, mut t) = hiding(&db);
     t.append(&row(1)).unwrap();
     t.flush().unwrap();
     let load = |t: &mut Table| {
@@ -431,13 +417,7 @@ fn a_commit_logged_in_many_chunks_is_all_or_nothing() {
     assert!(matches!(load(&mut t), Err(Error::DiskFull { .. })));
     storage.set_capacity(None);
     verify(&mut t, vec![1]);
-    let image = storage.crash(CrashMode::DropUnsynced);
-    {
-        let db = common::open_on(Arc::new(image), 64 << 20);
-        let s = db.session();
-        s.set_hide_deleted(true);
-        verify(&mut s.open_table("t").unwrap(), vec![1]);
-    }
+    verify(&mut after_power_cut(&storage, 64 << 20).2, vec![1]);
     // With room: the load commits, its log well past one chunk.
     let start = db.log_end();
     load(&mut t).unwrap();
@@ -450,11 +430,5 @@ fn a_commit_logged_in_many_chunks_is_all_or_nothing() {
     let mut codes = vec![1];
     codes.extend(10..80_010);
     verify(&mut t, codes.clone());
-    let image = storage.crash(CrashMode::DropUnsynced);
-    drop((t, s));
-    std::mem::forget(db);
-    let db = common::open_on(Arc::new(image), 64 << 20);
-    let s = db.session();
-    s.set_hide_deleted(true);
-    verify(&mut s.open_table("t").unwrap(), codes);
+    verify(&mut after_power_cut(&storage, 64 << 20).2, codes);
 }

@@ -526,6 +526,14 @@ mod tests {
                 len: 1
             }]
         ));
+        assert!(!apply(&mut p, &[PatchOp::Zero { offset: 60, len: 5 }]));
+        // A damaged derivation: a range outside the source or the page.
+        let source = vec![1u8; 64];
+        assert!(!copy_ranges(&source, &mut p, &[(60, 0, 8)]));
+        assert!(!copy_ranges(&source, &mut p, &[(0, 60, 8)]));
+        assert!(!copy_ranges(&source, &mut p, &[(u32::MAX, 0, 2)]));
+        assert!(copy_ranges(&source, &mut p, &[(0, 56, 8)]));
+        assert_eq!(&p[56..], &[1u8; 8]);
     }
 
     proptest! {

@@ -400,27 +400,10 @@ fn churn_on_few_keys_with_many_deleted_holders() {
             .collect();
         for _ in 0..rng.range(10, 80) {
             let n = deleted[rng.below(deleted.len() as u64) as usize];
-            let r = m.recs[&n].clone();
-            if !r.deleted {
+            if !m.recs[&n].deleted {
                 continue;
             }
-            let holders: Vec<(&str, u64)> = UNIQUE
-                .iter()
-                .filter_map(|ix| m.live_holder(&r, ix, Some(n)).map(|h| (*ix, h)))
-                .collect();
-            let res = t.recall(n);
-            if holders.is_empty() {
-                res.unwrap_or_else(|e| panic!("[{what}] recall {n} {r:?}: {e:?}"));
-                m.recs.get_mut(&n).unwrap().deleted = false;
-            } else {
-                let ixs: Vec<&str> = holders.iter().map(|h| h.0).collect();
-                let (ix, h) = expect_dup(res, &ixs, None, &format!("{what}: recall {n}"));
-                assert_eq!(
-                    h,
-                    holders.iter().find(|x| x.0 == ix).unwrap().1,
-                    "[{what}] recall {n}: holder"
-                );
-            }
+            recall_checked(&mut t, &mut m, n, &what);
         }
         if in_txn {
             s.commit()

@@ -327,21 +327,12 @@ pub fn verify(db: &Database, name: &str, m: &Model, what: &str) {
         for ix in INDEXES {
             let got = walk(&mut t, ix);
             let want = m.order(ix, hide);
-            if got != want {
-                let first = got
-                    .iter()
-                    .zip(&want)
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(got.len().min(want.len()));
-                panic!(
-                    "[{what}] {name}: order {ix} (hide_deleted {hide}): got {} entries, want {}; \
-                     first difference at {first}: got {:?} want {:?}",
-                    got.len(),
-                    want.len(),
-                    got.get(first).map(|r| (r, m.recs.get(r))),
-                    want.get(first).map(|r| (r, m.recs.get(r))),
-                );
-            }
+            same_order(
+                &got,
+                &want,
+                m,
+                &format!("[{what}] {name}: order {ix} (hide_deleted {hide})"),
+            );
         }
     }
     // Seeks through both unique indexes find the live holder.
@@ -364,4 +355,22 @@ pub fn verify(db: &Database, name: &str, m: &Model, what: &str) {
     t.set_order(None).unwrap();
     let report = t.check(100).unwrap();
     assert!(report.is_ok(), "[{what}] {name}: check {report:?}");
+}
+
+/// Panics, naming the first difference, unless a walk found `want`.
+pub fn same_order(got: &[u64], want: &[u64], m: &Model, what: &str) {
+    if got != want {
+        let first = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: got {} entries, want {}; first difference at {first}: got {:?} want {:?}",
+            got.len(),
+            want.len(),
+            got.get(first).map(|r| (r, m.recs.get(r))),
+            want.get(first).map(|r| (r, m.recs.get(r))),
+        );
+    }
 }

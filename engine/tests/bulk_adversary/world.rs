@@ -59,6 +59,31 @@ pub fn expect_dup(
     }
 }
 
+/// Recalls deleted record `n`: done when no live record holds one of its
+/// unique keys, else refused with `DuplicateKey` naming a holder the model
+/// knows, the record left deleted. The model follows.
+pub fn recall_checked(t: &mut raiz_engine::Table, m: &mut Model, n: u64, what: &str) {
+    let r = m.recs[&n].clone();
+    let holders: Vec<(&str, u64)> = UNIQUE
+        .iter()
+        .filter_map(|ix| m.live_holder(&r, ix, Some(n)).map(|h| (*ix, h)))
+        .collect();
+    let res = t.recall(n);
+    if holders.is_empty() {
+        res.unwrap_or_else(|e| panic!("[{what}] recall {n} {r:?}: {e:?}"));
+        m.recs.get_mut(&n).unwrap().deleted = false;
+    } else {
+        let ixs: Vec<&str> = holders.iter().map(|h| h.0).collect();
+        let (ix, h) = expect_dup(res, &ixs, None, &format!("{what}: recall {n} {r:?}"));
+        let want = holders.iter().find(|x| x.0 == ix).unwrap().1;
+        assert_eq!(h, want, "[{what}] recall {n}: the holder of {ix}");
+        assert!(
+            t.is_deleted(n).unwrap(),
+            "[{what}] a refused recall leaves {n} deleted"
+        );
+    }
+}
+
 impl World {
     pub fn fresh(&mut self) -> i64 {
         self.next_code += 1 + self.rng.below(3) as i64;
@@ -242,25 +267,7 @@ impl World {
                 break;
             }
             let n = deleted[self.rng.below(deleted.len() as u64) as usize];
-            let r = m.recs[&n].clone();
-            let holders: Vec<(&str, u64)> = UNIQUE
-                .iter()
-                .filter_map(|ix| m.live_holder(&r, ix, Some(n)).map(|h| (*ix, h)))
-                .collect();
-            let res = t.recall(n);
-            if holders.is_empty() {
-                res.unwrap_or_else(|e| panic!("[{what}] recall {n} {r:?}: {e:?}"));
-                m.recs.get_mut(&n).unwrap().deleted = false;
-            } else {
-                let ixs: Vec<&str> = holders.iter().map(|h| h.0).collect();
-                let (ix, h) = expect_dup(res, &ixs, None, &format!("{what}: recall {n} {r:?}"));
-                let want = holders.iter().find(|x| x.0 == ix).unwrap().1;
-                assert_eq!(h, want, "[{what}] recall {n}: the holder of {ix}");
-                assert!(
-                    t.is_deleted(n).unwrap(),
-                    "[{what}] a refused recall leaves {n} deleted"
-                );
-            }
+            recall_checked(&mut t, &mut m, n, &what);
         }
         if in_txn {
             if self.rng.chance(15) {

@@ -611,20 +611,12 @@ impl World {
         if merged.recs.len() < 6000 {
             let got = walk(t, ix);
             let want = merged.order(ix, hide);
-            if got != want {
-                let first = got
-                    .iter()
-                    .zip(&want)
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(got.len().min(want.len()));
-                panic!(
-                    "[{what}] in-txn walk {ix} (hide {hide}): got {} want {}; first difference at {first}: got {:?} want {:?}",
-                    got.len(),
-                    want.len(),
-                    got.get(first).map(|r| (r, merged.recs.get(r))),
-                    want.get(first).map(|r| (r, merged.recs.get(r))),
-                );
-            }
+            same_order(
+                &got,
+                &want,
+                &merged,
+                &format!("[{what}] in-txn walk {ix} (hide {hide})"),
+            );
             // And backwards from the end.
             let mut back = Vec::new();
             if t.last().unwrap() {
