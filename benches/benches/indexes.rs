@@ -112,9 +112,31 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    g.bench_function("range_iterator_take_10", |b| {
+        b.iter(|| {
+            let i = rng.next_in(n) - 1;
+            let from = [Value::from(code(i).as_str())];
+            let mut seen = 0;
+            for r in t.range(Some(&from), None).unwrap().take(10) {
+                r.unwrap();
+                seen += 1;
+            }
+            seen
+        })
+    });
     g.throughput(Throughput::Elements(n));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
+    g.bench_function("full_range_iterator_scan", |b| {
+        b.iter(|| {
+            let mut seen = 0u64;
+            for r in t.range(None, None).unwrap() {
+                r.unwrap();
+                seen += 1;
+            }
+            assert_eq!(seen, n);
+        })
+    });
     g.bench_function("full_ordered_scan", |b| {
         b.iter(|| {
             let mut seen = 0u64;

@@ -40,7 +40,7 @@ impl Table {
     /// # Ok::<(), raiz_engine::Error>(())
     /// ```
     pub fn key_count(&self) -> Result<u64> {
-        let shared = self.shared.clone();
+        let shared = std::sync::Arc::clone(&self.shared);
         let core = shared.core.read();
         if self.order.is_none() {
             let count = self.visible_count(&core);
@@ -78,7 +78,7 @@ impl Table {
         if !self.positioned {
             return Ok(0);
         }
-        let shared = self.shared.clone();
+        let shared = std::sync::Arc::clone(&self.shared);
         let core = shared.core.read();
         let Some(_) = &self.order else {
             if !self.visible_phys(&core, self.recno)? {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::table::Table;
 use super::txn_index::{Overlay, PendingView};
 use crate::error::Result;
-use crate::index::{Index, Pos};
+use crate::index::{Index, Pos, Stepped, AHEAD};
 use crate::record::{Record, SlotStatus};
 use crate::schema::Value;
 use crate::table::TableCore;
@@ -36,6 +36,9 @@ fn starts_with(k: &[u8], prefix: &[u8]) -> bool {
 
 /// Where an index walk starts: at one end, or at a key (strictly after/before it,
 /// or including it).
+/// `Table::ahead_leaf` when nothing has been prefetched.
+pub(super) const NO_LEAF: u64 = u64::MAX;
+
 #[derive(Debug, Clone, Copy)]
 pub(super) enum From<'a> {
     End,
@@ -213,7 +216,7 @@ impl Table {
             _ => None,
         };
         let mut next_add = adds.as_mut().and_then(|a| a.next());
-        *self.walked.lock() = None;
+        self.walked.set(None);
         // Stepping from the current entry: if the tree has not changed since
         // the handle landed there, its leaf position is still right.
         // A forward neighbour is left unchecked (`Pos::after`):
@@ -230,6 +233,10 @@ impl Table {
             }
             _ => None,
         };
+        if hinted.is_none() {
+            // A fresh position: no prefetch until the handle steps on.
+            self.ahead_leaf.store(NO_LEAF, Ordering::Relaxed);
+        }
         // A forward walk from a key starts with the entry the descent found
         // (its leaf read once).
         let mut first = None;
@@ -253,6 +260,7 @@ impl Table {
                         let Some(step) = tree.entry_step(p, forwards)? else {
                             break;
                         };
+                        self.prefetch_ahead(core, &step);
                         step
                     }
                 };
@@ -290,9 +298,39 @@ impl Table {
                 return Ok(None);
             }
             if behind && self.visible_entry(core, i, &k, r)? {
-                *self.walked.lock() = at.map(|p| (tree.version(), p));
+                self.walked.set(at.map(|p| (tree.version(), p)));
                 return Ok(Some((k, r)));
             }
+        }
+    }
+
+    /// Prefetches the records a walk that steps on will read next, so that
+    /// a scan's random data-page reads overlap instead of each waiting on
+    /// memory in turn. Two stages: the pool's entry for a record's page
+    /// `AHEAD` steps before it is read, the record itself half as many
+    /// (the second stage's lookup then finds its entry cached). On the
+    /// first step in a leaf every record `ahead` of it is set going; then
+    /// each step moves both stages on by one. A seek alone prefetches
+    /// nothing (it is often a point read).
+    fn prefetch_ahead(&self, core: &TableCore, step: &Stepped) {
+        const NEAR: usize = AHEAD / 2;
+        let ahead = step.ahead.as_slice();
+        if self.ahead_leaf.load(Ordering::Relaxed) != step.at.page {
+            self.ahead_leaf.store(step.at.page, Ordering::Relaxed);
+            // Every entry lookup first, so their misses overlap.
+            for &r in ahead {
+                core.prefetch_entry(r);
+            }
+            for &r in ahead.iter().take(NEAR) {
+                core.prefetch(r);
+            }
+            return;
+        }
+        if let Some(&r) = ahead.get(AHEAD - 1) {
+            core.prefetch_entry(r);
+        }
+        if let Some(&r) = ahead.get(NEAR - 1) {
+            core.prefetch(r);
         }
     }
 
@@ -330,7 +368,7 @@ impl Table {
 
     fn land(&mut self, found: Option<(Vec<u8>, u64)>, count: u64, both_ends: bool) -> bool {
         self.found = false;
-        let walked = self.walked.lock().take();
+        let walked = self.walked.take();
         match found {
             Some((k, r)) => {
                 self.set_on(r, Some(k));
@@ -348,7 +386,7 @@ impl Table {
 
     /// Moves to the first visible record. Returns false (bof and eof) if none.
     pub fn first(&mut self) -> Result<bool> {
-        let shared = self.shared.clone();
+        let shared = Arc::clone(&self.shared);
         let core = shared.core.read();
         let count = self.visible_count(&core);
         let found = match &self.order {
@@ -363,7 +401,7 @@ impl Table {
 
     /// Moves to the last visible record. Returns false (bof and eof) if none.
     pub fn last(&mut self) -> Result<bool> {
-        let shared = self.shared.clone();
+        let shared = Arc::clone(&self.shared);
         let core = shared.core.read();
         let count = self.visible_count(&core);
         let found = match &self.order {
@@ -416,7 +454,7 @@ impl Table {
     // The xBase name; a cursor move that can fail is not an `Iterator`.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<bool> {
-        let shared = self.shared.clone();
+        let shared = Arc::clone(&self.shared);
         let core = shared.core.read();
         let count = self.visible_count(&core);
         if !self.positioned {
@@ -446,7 +484,7 @@ impl Table {
     /// first visible record (xBase: a skip back past the top goes top); with no
     /// visible record at all, bof on the phantom record. Never sets eof.
     pub fn prev(&mut self) -> Result<bool> {
-        let shared = self.shared.clone();
+        let shared = Arc::clone(&self.shared);
         let core = shared.core.read();
         let count = self.visible_count(&core);
         let found = if !self.positioned {
@@ -472,7 +510,7 @@ impl Table {
         };
         self.found = false;
         if let Some((k, r)) = found {
-            let walked = self.walked.lock().take();
+            let walked = self.walked.take();
             let ikey = self.order.as_ref().map(|_| k);
             self.set_on(r, ikey);
             self.hint = walked;
@@ -518,7 +556,7 @@ impl Table {
     /// with the key; otherwise a soft seek stays there and an exact one goes
     /// to the phantom record. bof is always cleared.
     fn seek_with(&mut self, key: &[Value], mode: SeekMode) -> Result<bool> {
-        let shared = self.shared.clone();
+        let shared = Arc::clone(&self.shared);
         let core = shared.core.read();
         let count = self.visible_count(&core);
         let i = self.order_index(&core)?;
@@ -544,7 +582,7 @@ impl Table {
             };
             self.walk(&core, i, From::Key(start, false), true)?
         };
-        let walked = self.walked.lock().take();
+        let walked = self.walked.take();
         let hit = match hit {
             // A soft last-seek that found nothing visible at or before the
             // key: if the key's raw position is inside the scope (only hidden
@@ -684,24 +722,62 @@ impl Table {
         Ok(RangeIter {
             shared: self.shared.clone(),
             index: core.indexes[i].name().to_owned(),
+            index_at: i,
             hide_deleted: self.hide_deleted(),
-            lower: lo,
-            upper: hi,
-            last: None,
             done: false,
+            walk: RangeWalk {
+                lower: lo,
+                upper: hi,
+                keys: Vec::with_capacity(FIRST_FILL * (core.indexes[i].spec.key_len() + 8)),
+                recnos: Vec::with_capacity(FIRST_FILL),
+                ..RangeWalk::default()
+            },
         })
     }
 }
 
+/// How many entries a fresh [`RangeIter`] reads from the index at first.
+const FIRST_FILL: usize = 16;
+
 /// Records of an index range, in key order (see [`Table::range`]).
+///
+/// The iterator reads the index a leaf at a time: the keys and recnos from
+/// where it is to the leaf's end (or the range's), then each record as it
+/// is asked for, prefetching the data pages of the records a few entries on
+/// so that their reads overlap. The buffered entries are used only while
+/// the index is unchanged since they were read (its tree version); after
+/// any change the iterator seeks again after the last key it returned, so
+/// it returns each entry the index holds in the range at most once, in key
+/// order, with each record as committed when it is returned.
 pub struct RangeIter {
     shared: TableHandle,
     index: String,
+    /// Where the index was in the table's list when the iterator was made
+    /// (checked against its name at each step).
+    index_at: usize,
     hide_deleted: bool,
+    done: bool,
+    walk: RangeWalk,
+}
+
+/// Where a [`RangeIter`] is, and the entries it has read ahead.
+#[derive(Debug, Default)]
+struct RangeWalk {
     lower: Option<Vec<u8>>,
     upper: Option<Vec<u8>>,
     last: Option<Vec<u8>>,
-    done: bool,
+    /// Entries read from the tree and not returned yet: their keys back to
+    /// back (`key_len` bytes each) and their recnos; `at` is the next one.
+    keys: Vec<u8>,
+    recnos: Vec<u64>,
+    key_len: usize,
+    at: usize,
+    /// The tree version the buffered entries were read at.
+    version: u64,
+    /// Where the walk goes on after the buffer (valid at `version`).
+    resume: Option<Pos>,
+    /// The buffer holds the range's last entries: nothing after it.
+    ended: bool,
 }
 
 impl std::fmt::Debug for RangeIter {
@@ -716,50 +792,130 @@ impl std::fmt::Debug for RangeIter {
 impl RangeIter {
     /// The key of the last record returned (None before the first).
     pub fn last_key(&self) -> Option<Vec<u8>> {
-        self.last.clone()
+        self.walk.last.clone()
     }
 
     /// Goes on after `key` (None: from the start of the range), as if the
     /// last record returned had that key: a server puts an iterator back
     /// where its client's application is after the client read ahead.
     pub fn restart_after(&mut self, key: Option<Vec<u8>>) {
-        self.last = key;
+        self.walk.last = key;
         self.done = false;
+        self.walk.clear_buffer();
     }
 
     fn step(&mut self) -> Result<Option<Record>> {
         let core = self.shared.core.read();
-        let i = core.index_pos(&self.index)?;
-        let idx = &core.indexes[i];
-        let mut pos = match (&self.last, &self.lower) {
-            (Some(last), _) => {
-                let mut p = idx.tree.seek(last)?;
+        let i = match core.indexes.get(self.index_at) {
+            Some(x) if x.name() == self.index => self.index_at,
+            _ => core.index_pos(&self.index)?,
+        };
+        let tree = &core.indexes[i].tree;
+        let w = &mut self.walk;
+        loop {
+            if w.at == w.recnos.len() || w.version != tree.version() {
+                w.fill(tree)?;
+                if w.recnos.is_empty() {
+                    return Ok(None);
+                }
+                // Every entry lookup first, so their misses overlap.
+                for &r in w.recnos.iter().take(AHEAD).skip(1) {
+                    core.prefetch_entry(r);
+                }
+                for &r in w.recnos.iter().take(AHEAD / 2).skip(1) {
+                    core.prefetch(r);
+                }
+            }
+            let at = w.at;
+            w.at += 1;
+            if let Some(&r) = w.recnos.get(at + AHEAD - 1) {
+                core.prefetch_entry(r);
+            }
+            if let Some(&r) = w.recnos.get(at + AHEAD / 2 - 1) {
+                core.prefetch(r);
+            }
+            let key = &w.keys[at * w.key_len..(at + 1) * w.key_len];
+            let last = w.last.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(key);
+            let rec = core.read(w.recnos[at])?;
+            if !(self.hide_deleted && rec.is_deleted()) {
+                return Ok(Some(rec));
+            }
+        }
+    }
+}
+
+impl RangeWalk {
+    fn clear_buffer(&mut self) {
+        self.keys.clear();
+        self.recnos.clear();
+        self.at = 0;
+        self.resume = None;
+        self.ended = false;
+    }
+
+    /// Reads the next entries into the buffer: from where the last buffer
+    /// ended if the tree is unchanged, else after the last key returned.
+    /// Leaves it empty at the end of the range.
+    fn fill(&mut self, tree: &crate::index::BTree) -> Result<()> {
+        let same = self.version == tree.version() && !self.recnos.is_empty();
+        let resume = if same { self.resume } else { None };
+        if same && self.ended {
+            self.clear_buffer();
+            self.ended = true;
+            return Ok(());
+        }
+        self.clear_buffer();
+        let start = match (resume, &self.last, &self.lower) {
+            (Some(p), _, _) => Some(p),
+            (None, Some(last), _) => {
+                let mut p = tree.seek(last)?;
                 if let Some(q) = p {
-                    if idx.tree.entry(q)?.0 == *last {
-                        p = idx.tree.next(q)?;
+                    if tree.entry(q)?.0 == *last {
+                        p = tree.next(q)?;
                     }
                 }
                 p
             }
-            (None, Some(lo)) => idx.tree.seek(lo)?,
-            (None, None) => idx.tree.first()?,
+            (None, None, Some(lo)) => tree.seek(lo)?,
+            (None, None, None) => tree.first()?,
         };
-        while let Some(p) = pos {
-            let (k, r) = idx.tree.entry(p)?;
-            if let Some(hi) = &self.upper {
-                if &k[..hi.len().min(k.len())] > hi.as_slice() {
-                    return Ok(None);
+        self.version = tree.version();
+        let Some(start) = start else {
+            self.ended = true;
+            return Ok(());
+        };
+        // A fresh iterator reads few entries first: it may be taken for a
+        // handful of records (a seek and the next few); then whole leaves.
+        let limit = if self.last.is_none() && resume.is_none() {
+            FIRST_FILL
+        } else {
+            usize::MAX
+        };
+        let upper = self.upper.as_deref();
+        let (keys, recnos) = (&mut self.keys, &mut self.recnos);
+        let mut key_len = 0;
+        let mut past_upper = false;
+        let next = tree.leaf_entries(start, |k, r| {
+            if recnos.len() == limit {
+                return false;
+            }
+            if let Some(hi) = upper {
+                if &k[..hi.len().min(k.len())] > hi {
+                    past_upper = true;
+                    return false;
                 }
             }
-            let rec = core.read(r)?;
-            if !(self.hide_deleted && rec.is_deleted()) {
-                self.last = Some(k);
-                return Ok(Some(rec));
-            }
-            self.last = Some(k);
-            pos = idx.tree.next(p)?;
-        }
-        Ok(None)
+            key_len = k.len();
+            keys.extend_from_slice(k);
+            recnos.push(r);
+            true
+        })?;
+        self.key_len = key_len;
+        self.resume = next;
+        self.ended = past_upper || next.is_none();
+        Ok(())
     }
 }
 

@@ -43,6 +43,59 @@ struct TempDb {
     names: HashSet<String>,
 }
 
+/// A session's open transaction, if any, and whether there is one: read
+/// without the lock by the navigation paths, which outside a transaction
+/// have nothing of the session's to merge (a scan would otherwise take the
+/// lock several times per record).
+#[derive(Debug, Default)]
+pub(crate) struct TxnSlot {
+    slot: Mutex<Option<Txn>>,
+    /// `slot.is_some()` as of the last release of the lock.
+    open: AtomicBool,
+}
+
+/// The lock on a [`TxnSlot`]; on release it records whether a transaction
+/// is open.
+pub(crate) struct TxnGuard<'a> {
+    guard: parking_lot::MutexGuard<'a, Option<Txn>>,
+    open: &'a AtomicBool,
+}
+
+impl TxnSlot {
+    pub fn lock(&self) -> TxnGuard<'_> {
+        TxnGuard {
+            guard: self.slot.lock(),
+            open: &self.open,
+        }
+    }
+
+    /// Whether a transaction is open, without the lock: exact on the thread
+    /// that last began or ended it (another thread racing a begin could
+    /// read it either way, as it could take the lock before or after).
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+impl std::ops::Deref for TxnGuard<'_> {
+    type Target = Option<Txn>;
+    fn deref(&self) -> &Option<Txn> {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for TxnGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Option<Txn> {
+        &mut self.guard
+    }
+}
+
+impl Drop for TxnGuard<'_> {
+    fn drop(&mut self) {
+        self.open.store(self.guard.is_some(), Ordering::Release);
+    }
+}
+
 /// The state behind a [`Session`], shared with its table handles.
 #[derive(Debug)]
 pub(crate) struct SessionInner {
@@ -51,7 +104,7 @@ pub(crate) struct SessionInner {
     pub hide_deleted: AtomicBool,
     pub lock_timeout: Mutex<Duration>,
     pub delayed: AtomicBool,
-    pub txn: Mutex<Option<Txn>>,
+    pub txn: TxnSlot,
     /// Rollbacks (whole or to a savepoint) so far: a handle standing on a
     /// record the session changed re-reads its key after one.
     pub undone: AtomicU64,
@@ -174,6 +227,9 @@ impl SessionInner {
         shared: &Arc<TableShared>,
         recno: u64,
     ) -> Option<super::txn_index::PendingRecord> {
+        if !self.txn.is_open() {
+            return None;
+        }
         self.txn.lock().as_ref()?.pending(shared, recno)
     }
 
@@ -184,14 +240,19 @@ impl SessionInner {
 
     /// True when this session's open transaction changed `shared`.
     pub fn touched(&self, shared: &Arc<TableShared>) -> bool {
-        self.txn
-            .lock()
-            .as_ref()
-            .is_some_and(|t| t.table(shared).is_some())
+        self.txn.is_open()
+            && self
+                .txn
+                .lock()
+                .as_ref()
+                .is_some_and(|t| t.table(shared).is_some())
     }
 
     /// Highest recno this session's transaction appended to `shared`.
     pub fn pending_max(&self, shared: &Arc<TableShared>) -> u64 {
+        if !self.txn.is_open() {
+            return 0;
+        }
         self.txn
             .lock()
             .as_ref()
@@ -213,6 +274,9 @@ impl SessionInner {
         ordered: bool,
         mut fold: impl FnMut(&mut Overlay, u64, &Txn) -> Result<()>,
     ) -> Result<Option<Arc<Overlay>>> {
+        if !self.txn.is_open() {
+            return Ok(None);
+        }
         let mut guard = self.txn.lock();
         let Some(txn) = guard.as_mut() else {
             return Ok(None);
@@ -388,7 +452,7 @@ impl Session {
                 hide_deleted: AtomicBool::new(false),
                 lock_timeout: Mutex::new(Duration::ZERO),
                 delayed: AtomicBool::new(false),
-                txn: Mutex::new(None),
+                txn: TxnSlot::default(),
                 undone: AtomicU64::new(0),
                 temp: Mutex::new(None),
             }),

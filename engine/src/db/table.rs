@@ -90,7 +90,10 @@ pub struct Table {
     /// again. Cleared whenever `ikey` changes other than by a walk.
     pub(super) hint: Option<(u64, crate::index::Pos)>,
     /// The tree position the last walk ended on (set by `walk`, taken by `land`).
-    pub(super) walked: parking_lot::Mutex<Option<(u64, crate::index::Pos)>>,
+    pub(super) walked: Walked,
+    /// The leaf whose following records the walk has prefetched (see
+    /// `Table::prefetch_ahead`); `NO_LEAF` after any move but a step.
+    pub(super) ahead_leaf: std::sync::atomic::AtomicU64,
     /// Encoded lower and upper scope bounds (prefixes) of the current order.
     pub(super) scope: Scope,
     /// The scopes of the other orders: each index keeps its own (xBase
@@ -104,6 +107,57 @@ pub struct Table {
     /// The session's rollback count when `ikey` was last checked against
     /// the record (see `Table::key_now`).
     pub(super) undone_seen: std::sync::atomic::AtomicU64,
+}
+
+/// The tree position (and tree version) a walk ended on, handed from the
+/// walk to the move that called it. Plain loads and stores: a walk and the
+/// move around it run under the handle's `&mut` or on one thread, so the
+/// fields are never written from two threads at once; atomics only make the
+/// handle shareable, and cost no locked instruction per move.
+#[derive(Debug)]
+pub(super) struct Walked {
+    version: std::sync::atomic::AtomicU64,
+    page: std::sync::atomic::AtomicU64,
+    /// The entry index; `u64::MAX` for none.
+    idx: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Walked {
+    fn default() -> Self {
+        Walked {
+            version: Default::default(),
+            page: Default::default(),
+            idx: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Walked {
+    pub(super) fn set(&self, at: Option<(u64, crate::index::Pos)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match at {
+            Some((v, p)) => {
+                self.version.store(v, Relaxed);
+                self.page.store(p.page, Relaxed);
+                self.idx.store(p.idx as u64, Relaxed);
+            }
+            None => self.idx.store(u64::MAX, Relaxed),
+        }
+    }
+
+    pub(super) fn take(&self) -> Option<(u64, crate::index::Pos)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let idx = self.idx.load(Relaxed);
+        if idx == u64::MAX {
+            return None;
+        }
+        self.idx.store(u64::MAX, Relaxed);
+        let pos = crate::index::Pos {
+            page: self.page.load(Relaxed),
+            idx: idx as usize,
+        };
+        Some((self.version.load(Relaxed), pos))
+    }
 }
 
 impl std::fmt::Debug for Table {
@@ -128,7 +182,8 @@ impl Table {
             order: None,
             ikey: None,
             hint: None,
-            walked: parking_lot::Mutex::new(None),
+            walked: Walked::default(),
+            ahead_leaf: std::sync::atomic::AtomicU64::new(super::nav::NO_LEAF),
             scope: (None, None),
             scopes: Default::default(),
             positioned: false,
@@ -783,7 +838,7 @@ impl Table {
         self.recno = count + 1;
         self.ikey = None;
         self.hint = None;
-        *self.walked.get_mut() = None;
+        self.walked.set(None);
         self.eof = true;
         self.positioned = false;
     }
@@ -862,7 +917,7 @@ impl Table {
             self.recno = recno;
             self.ikey = None;
             self.hint = None;
-            *self.walked.get_mut() = None;
+            self.walked.set(None);
             self.positioned = false;
         }
         self.set_flags(bof, eof, found);

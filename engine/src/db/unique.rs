@@ -18,7 +18,7 @@ impl Table {
         if !self.session.in_transaction() {
             return Ok(());
         }
-        let shared = self.shared.clone();
+        let shared = std::sync::Arc::clone(&self.shared);
         let core = shared.core.read();
         // A write that cannot happen says so first.
         core.check_can_write()?;

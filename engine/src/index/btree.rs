@@ -75,6 +75,50 @@ pub struct Stepped {
     pub at: Pos,
     /// The neighbour's position in the walk's direction, if any.
     pub then: Option<Pos>,
+    /// The values of the entries that follow in the walk's direction within
+    /// the same leaf, nearest first (at most [`AHEAD`]): what a walk will
+    /// read next, so that a caller may prefetch what they point to. Empty
+    /// from [`BTree::seek_step`]: a seek is often the last move, and then
+    /// the prefetch would be paid for nothing.
+    pub ahead: Ahead,
+}
+
+/// How many following values a [`Stepped`] carries.
+pub const AHEAD: usize = 8;
+
+/// Up to [`AHEAD`] values of the entries after a step, nearest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ahead {
+    vals: [u64; AHEAD],
+    len: usize,
+}
+
+impl Ahead {
+    /// The values, nearest first.
+    pub fn as_slice(&self) -> &[u64] {
+        &self.vals[..self.len]
+    }
+
+    /// The values of the entries after `idx` in `n` in the walk's direction.
+    fn of(n: &Node<'_>, idx: usize, forwards: bool) -> Ahead {
+        let mut a = Ahead::default();
+        let count = n.count();
+        for d in 1..=AHEAD {
+            let j = if forwards {
+                idx + d
+            } else if let Some(j) = idx.checked_sub(d) {
+                j
+            } else {
+                break;
+            };
+            if j >= count {
+                break;
+            }
+            a.vals[a.len] = n.val(j);
+            a.len += 1;
+        }
+        a
+    }
 }
 
 /// Source of tree versions: unique across every tree of the process, so a
@@ -368,6 +412,7 @@ impl BTree {
                 val: n.val(idx),
                 at,
                 then: Some(at.after()),
+                ahead: Ahead::default(),
             }));
         }
         drop(leaf);
@@ -410,6 +455,7 @@ impl BTree {
             if pos.idx < n.count() {
                 let key = n.key(pos.idx).to_vec();
                 let val = n.val(pos.idx);
+                let ahead = Ahead::of(&n, pos.idx, forwards);
                 drop(p);
                 let then = if forwards {
                     Some(pos.after())
@@ -421,6 +467,47 @@ impl BTree {
                     val,
                     at: pos,
                     then,
+                    ahead,
+                }));
+            }
+            if n.right() == 0 {
+                return Ok(None);
+            }
+            hops += 1;
+            if hops > self.file.page_count() {
+                return Err(self.corrupt(pos.page, "leaf chain loops"));
+            }
+            pos = Pos {
+                page: n.right(),
+                idx: 0,
+            };
+        }
+    }
+
+    /// Visits the entries of one leaf from `pos` on — `pos` may sit past
+    /// the end of its leaf, as [`Pos::after`] leaves it: then the next
+    /// non-empty leaf's from its first — calling `f` with each key and value
+    /// until it returns false or the leaf ends, reading the leaf once.
+    /// Returns the position of the first entry not visited (past the end of
+    /// the leaf when all were), or None when nothing was at or after `pos`.
+    pub fn leaf_entries(
+        &self,
+        mut pos: Pos,
+        mut f: impl FnMut(&[u8], u64) -> bool,
+    ) -> Result<Option<Pos>> {
+        let mut hops = 0u64;
+        loop {
+            let p = self.file.read(pos.page)?;
+            let n = Node { b: &p, e: self.e() };
+            self.check_node(pos.page, &n)?;
+            if pos.idx < n.count() {
+                let mut idx = pos.idx;
+                while idx < n.count() && f(n.key(idx), n.val(idx)) {
+                    idx += 1;
+                }
+                return Ok(Some(Pos {
+                    page: pos.page,
+                    idx,
                 }));
             }
             if n.right() == 0 {

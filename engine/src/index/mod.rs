@@ -14,7 +14,7 @@ mod key;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use btree::{BTree, Pos, Stepped, TreeState};
+pub use btree::{Ahead, BTree, Pos, Stepped, TreeState, AHEAD};
 pub use key::{CmpOp, Condition, IndexDef, KeySpec, Literal, Segment, MAX_KEY_LEN};
 
 use crate::error::{Error, Result};

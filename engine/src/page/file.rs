@@ -280,6 +280,21 @@ impl PageFile {
         }
     }
 
+    /// Hints that bytes `at..at + len` of page `page_no` will be read soon:
+    /// if the page is cached, the CPU starts bringing them into its caches.
+    /// Never reads the disk and changes nothing.
+    pub fn prefetch(&self, page_no: u64, at: usize, len: usize) {
+        self.pool.prefetch(self.shared.id, page_no, at, len);
+    }
+
+    /// The first stage of a prefetch, for a page wanted a little later than
+    /// [`PageFile::prefetch`]'s: brings the pool's entry for the page into
+    /// the CPU's caches, so that the prefetch (or read) after it does not
+    /// wait on the pool's map. Takes no lock and changes nothing.
+    pub fn prefetch_entry(&self, page_no: u64) {
+        self.pool.prefetch_entry(self.shared.id, page_no);
+    }
+
     /// Opens page `page_no` for writing; it becomes dirty.
     pub fn write(&self, page_no: u64) -> Result<PageMut> {
         self.write_page(page_no, true)

@@ -4,6 +4,7 @@
 mod file;
 mod guard;
 pub mod layout;
+mod map;
 mod pool;
 
 pub use file::{PageFile, PageMut, PageRef};

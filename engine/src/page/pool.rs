@@ -21,7 +21,6 @@
 //! - When every frame of the loading shard is pinned (or it has none) the pool
 //!   grows past its budget rather than fail.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::file::FileShared;
 use super::guard::PageMut;
+use super::map::{Layout, PageMap};
 use crate::error::Result;
 
 /// The smallest budget a pool accepts (eight 4 KiB pages).
@@ -44,6 +44,10 @@ pub(super) const FAILED: u8 = 2;
 #[repr(C)]
 pub(crate) struct Frame {
     pub(super) data: RwLock<Box<[u8]>>,
+    /// Where the page's bytes are: the boxed slice never moves or changes
+    /// length while the frame lives, so this address may be used as a
+    /// prefetch hint without taking the lock.
+    addr: usize,
     pub(super) state: AtomicU8,
     referenced: AtomicBool,
     pub(super) dirty: AtomicBool,
@@ -58,8 +62,10 @@ pub(crate) struct Frame {
 impl Frame {
     pub(super) fn new(file: Arc<FileShared>, page_no: u64, state: u8) -> Frame {
         let size = file.page_size as usize;
+        let bytes = vec![0u8; size].into_boxed_slice();
         Frame {
-            data: RwLock::new(vec![0u8; size].into_boxed_slice()),
+            addr: bytes.as_ptr() as usize,
+            data: RwLock::new(bytes),
             state: AtomicU8::new(state),
             referenced: AtomicBool::new(true),
             dirty: AtomicBool::new(false),
@@ -114,9 +120,13 @@ impl std::hash::Hasher for PageHasher {
     }
 }
 
-/// A page's slot in the clock and its frame, kept in the map itself so a hit
-/// reads no other memory of the pool than the map's entry.
-type PageMap = HashMap<(u64, u64), (usize, Arc<Frame>), std::hash::BuildHasherDefault<PageHasher>>;
+/// A page's slot in the clock, its frame and the address of its bytes, kept
+/// in the map itself so a hit (or a prefetch) reads no other memory of the
+/// pool than the map's entry.
+type Pages = PageMap<(usize, Arc<Frame>, usize)>;
+
+/// The size of one map bucket.
+const BUCKET_BYTES: usize = std::mem::size_of::<Option<(u64, u64, (usize, Arc<Frame>, usize))>>();
 
 /// References the pool itself holds on a cached frame: the map's and the
 /// clock slot's. More than these means a guard (or a caller) pins it.
@@ -124,7 +134,7 @@ const POOL_REFS: usize = 2;
 
 #[derive(Debug, Default)]
 struct Inner {
-    map: PageMap,
+    map: Pages,
     slots: Vec<Option<Arc<Frame>>>,
     free: Vec<usize>,
     hand: usize,
@@ -137,6 +147,11 @@ struct Inner {
 #[repr(align(128))]
 struct Shard {
     inner: Mutex<Inner>,
+    // The counters are changed under `inner`'s lock only (see `bump`).
+    /// The map's bucket layout, published for prefetches that do not take
+    /// the mutex (see `BufferPool::prefetch_entry`); may lag a growth.
+    map_base: AtomicUsize,
+    map_mask: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -147,6 +162,32 @@ struct Shard {
 fn shard_count(capacity: usize) -> usize {
     let n = (capacity >> 20).clamp(1, 16);
     1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// Hints the CPU to load the cache line at `addr`. A prefetch instruction
+/// never faults and has no effect the program can observe, whatever the
+/// address.
+#[inline]
+#[allow(unsafe_code)]
+fn prefetch_line(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86_64 baseline, so the instruction
+        // exists on every CPU this runs on; a prefetch reads no memory the
+        // program sees and cannot fault, whatever `addr` is.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(addr as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
+/// Adds one to a shard's counter. Only called under the shard's mutex, so
+/// a plain load and store cannot lose a count (and cost no locked
+/// instruction on the read path); `stats` reads them without the mutex.
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// The buffer pool. See the module docs for its invariants.
@@ -176,6 +217,8 @@ impl BufferPool {
         let shards = (0..n)
             .map(|_| Shard {
                 inner: Mutex::new(Inner::default()),
+                map_base: AtomicUsize::new(0),
+                map_mask: AtomicUsize::new(0),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
@@ -220,13 +263,17 @@ impl BufferPool {
         let key = (file.id, page_no);
         let shard = self.shard(file.id, page_no);
         let mut inner = shard.inner.lock();
-        if let Some((_, frame)) = inner.map.get(&key) {
+        if let Some((_, frame, _)) = inner.map.get(&key) {
             let frame = frame.clone();
-            frame.referenced.store(true, Ordering::Relaxed);
-            shard.hits.fetch_add(1, Ordering::Relaxed);
+            // Read first: a store to a line every reader of a hot page shares
+            // would make the cores fight over it.
+            if !frame.referenced.load(Ordering::Relaxed) {
+                frame.referenced.store(true, Ordering::Relaxed);
+            }
+            bump(&shard.hits);
             return Ok(Lookup::Cached(frame));
         }
-        shard.misses.fetch_add(1, Ordering::Relaxed);
+        bump(&shard.misses);
         let frame = Arc::new(Frame::new(file.clone(), page_no, state));
         self.make_room(shard, &mut inner, frame.size())?;
         // Locked before it is visible: no reader can see the zeros.
@@ -243,7 +290,11 @@ impl BufferPool {
         };
         inner.used += frame.size();
         self.used.fetch_add(frame.size(), Ordering::Relaxed);
-        inner.map.insert(key, (slot, frame));
+        let addr = frame.addr;
+        inner.map.insert(key, (slot, frame, addr));
+        let layout = inner.map.layout();
+        shard.map_base.store(layout.base, Ordering::Relaxed);
+        shard.map_mask.store(layout.mask, Ordering::Relaxed);
         Ok(Lookup::Load(guard))
     }
 
@@ -251,7 +302,7 @@ impl BufferPool {
     pub(super) fn forget(&self, frame: &Arc<Frame>) {
         let mut inner = self.shard(frame.file.id, frame.page_no).inner.lock();
         let key = (frame.file.id, frame.page_no);
-        if let Some(&(slot, ref f)) = inner.map.get(&key) {
+        if let Some(&(slot, ref f, _)) = inner.map.get(&key) {
             if Arc::ptr_eq(f, frame) {
                 inner.map.remove(&key);
                 inner.slots[slot] = None;
@@ -265,7 +316,47 @@ impl BufferPool {
     /// The cached frame of a page, if any.
     pub(super) fn cached(&self, file_id: u64, page_no: u64) -> Option<Arc<Frame>> {
         let inner = self.shard(file_id, page_no).inner.lock();
-        inner.map.get(&(file_id, page_no)).map(|(_, f)| f.clone())
+        inner
+            .map
+            .get(&(file_id, page_no))
+            .map(|(_, f, _)| f.clone())
+    }
+
+    /// Asks the CPU to bring the map entry of a page into its caches, so
+    /// that a [`BufferPool::prefetch`] or lookup of it soon after finds it
+    /// there: the first of a prefetch's two stages, which takes no lock
+    /// (the layout it reads may be stale; a prefetch never faults).
+    pub(super) fn prefetch_entry(&self, file_id: u64, page_no: u64) {
+        let shard = self.shard(file_id, page_no);
+        let layout = Layout {
+            base: shard.map_base.load(Ordering::Relaxed),
+            mask: shard.map_mask.load(Ordering::Relaxed),
+        };
+        if layout.base == 0 {
+            return;
+        }
+        let addr = layout.bucket_addr::<(usize, Arc<Frame>, usize)>(file_id, page_no);
+        prefetch_line(addr);
+        prefetch_line(addr.wrapping_add(BUCKET_BYTES - 1));
+    }
+
+    /// Asks the CPU to bring the bytes `at..at + len` of a cached page, and
+    /// the line of its frame a read takes, into its caches, so that a read
+    /// soon after does not wait on memory. Nothing happens for a page that
+    /// is not cached (a prefetch never reads the disk). Only a hint: it
+    /// changes no state, pins nothing and reads no byte of the page.
+    pub(super) fn prefetch(&self, file_id: u64, page_no: u64, at: usize, len: usize) {
+        let inner = self.shard(file_id, page_no).inner.lock();
+        if let Some((_, frame, addr)) = inner.map.get(&(file_id, page_no)) {
+            // The `Arc`'s counts sit just before the frame's fields.
+            prefetch_line(Arc::as_ptr(frame) as usize);
+            let start = addr + at;
+            let mut line = start & !63;
+            while line < start + len.max(1) {
+                prefetch_line(line);
+                line += 64;
+            }
+        }
     }
 
     /// Removes every frame of a file (which must have been flushed or is being
@@ -283,10 +374,9 @@ impl BufferPool {
                 .map
                 .keys()
                 .filter(|k| k.0 == file_id && k.1 >= first)
-                .copied()
                 .collect();
             for key in keys {
-                if let Some((slot, _)) = inner.map.remove(&key) {
+                if let Some((slot, _, _)) = inner.map.remove(&key) {
                     if let Some(f) = inner.slots[slot].take() {
                         inner.used -= f.size();
                         self.used.fetch_sub(f.size(), Ordering::Relaxed);
@@ -345,7 +435,7 @@ impl BufferPool {
             if inner
                 .map
                 .get(&key)
-                .is_some_and(|(_, f)| Arc::ptr_eq(f, &frame))
+                .is_some_and(|(_, f, _)| Arc::ptr_eq(f, &frame))
             {
                 inner.map.remove(&key);
             }
@@ -353,7 +443,7 @@ impl BufferPool {
             inner.free.push(idx);
             inner.used -= frame.size();
             self.used.fetch_sub(frame.size(), Ordering::Relaxed);
-            shard.evictions.fetch_add(1, Ordering::Relaxed);
+            bump(&shard.evictions);
         }
         Ok(())
     }

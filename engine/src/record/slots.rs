@@ -74,6 +74,33 @@ impl SlotMap {
         Ok((status, p[off + 1..off + self.slot_len].to_vec()))
     }
 
+    /// Calls `f` with `recno`'s status and body bytes, borrowed from the page
+    /// (held for reading meanwhile): a read that decodes the slot at once
+    /// copies nothing first. `f` must not read other pages.
+    pub fn read_with<R>(
+        &self,
+        file: &PageFile,
+        recno: u64,
+        f: impl FnOnce(SlotStatus, &[u8]) -> R,
+    ) -> Result<R> {
+        let (page, off) = self.locate(recno);
+        let p = file.read(page)?;
+        let status = slot_status(file, &p, page, off)?;
+        Ok(f(status, &p[off + 1..off + self.slot_len]))
+    }
+
+    /// Hints that `recno`'s slot will be read soon (see [`PageFile::prefetch`]).
+    pub fn prefetch(&self, file: &PageFile, recno: u64) {
+        let (page, off) = self.locate(recno);
+        file.prefetch(page, off, self.slot_len);
+    }
+
+    /// The first stage of a prefetch of `recno`'s slot (see
+    /// [`PageFile::prefetch_entry`]).
+    pub fn prefetch_entry(&self, file: &PageFile, recno: u64) {
+        file.prefetch_entry(self.locate(recno).0);
+    }
+
     /// Reads only `recno`'s status.
     pub fn status(&self, file: &PageFile, recno: u64) -> Result<SlotStatus> {
         let (page, off) = self.locate(recno);

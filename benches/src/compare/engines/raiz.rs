@@ -173,13 +173,16 @@ impl Engine for Raiz {
     }
 
     fn range10(&self, key: &[u8]) -> Result<usize> {
+        // The range iterator (what an application reading a range uses; a
+        // cursor's seek + next reads the same records, one move at a time).
         self.with(|h| {
             let mut n = 0;
-            let mut more = h.kv.seek_soft(&[Value::Binary(key.to_vec())])? || !h.kv.eof();
-            while more && n < 10 {
-                std::hint::black_box(h.kv.record()?);
+            for r in
+                h.kv.range(Some(&[Value::Binary(key.to_vec())]), None)?
+                    .take(10)
+            {
+                std::hint::black_box(r?);
                 n += 1;
-                more = n < 10 && h.kv.next()?;
             }
             Ok(n)
         })
@@ -188,11 +191,9 @@ impl Engine for Raiz {
     fn scan(&self) -> Result<usize> {
         self.with(|h| {
             let mut n = 0;
-            let mut more = h.kv.first()?;
-            while more {
-                std::hint::black_box(h.kv.record()?);
+            for r in h.kv.range(None, None)? {
+                std::hint::black_box(r?);
                 n += 1;
-                more = h.kv.next()?;
             }
             Ok(n)
         })
