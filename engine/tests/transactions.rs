@@ -216,6 +216,100 @@ fn locks_taken_in_a_transaction_last_until_it_ends_and_are_listed() {
 }
 
 #[test]
+fn a_transactions_appends_keep_others_from_their_recnos_and_from_the_file_lock() {
+    let (_s, db) = common::mem_db(1 << 20);
+    accounts(&db, 2);
+    let a = db.session();
+    let b = db.session();
+    let mut ta = a.open_table("acc").unwrap();
+    let mut tb = b.open_table("acc").unwrap();
+    a.begin().unwrap();
+    let mine: Vec<u64> = (0..50)
+        .map(|i| ta.append(&row(&format!("N{i:03}"), i)).unwrap())
+        .collect();
+    // A third session's record after them: the reserved recnos now lie
+    // below the table's last stored record.
+    let c = db.session();
+    let mut tc = c.open_table("acc").unwrap();
+    let after = tc.append(&row("C000", 1)).unwrap();
+    assert!(after > *mine.last().unwrap());
+    // Another session cannot lock, read, update or delete a recno the
+    // transaction reserved: to it the record does not exist yet.
+    for &r in &mine {
+        assert!(matches!(
+            tb.lock(r, Duration::ZERO),
+            Err(Error::NoSuchRecord { .. })
+        ));
+        assert!(matches!(tb.read(r), Err(Error::NoSuchRecord { .. })));
+        // (Refused as missing, or as locked for the one recno whose lock
+        // stands for the transaction's appends.)
+        let got = tb.update(r, &row("X", 1));
+        assert!(
+            matches!(
+                got,
+                Err(Error::NoSuchRecord { .. } | Error::LockConflict { .. })
+            ),
+            "{got:?}"
+        );
+        let got = tb.delete(r);
+        assert!(
+            matches!(
+                got,
+                Err(Error::NoSuchRecord { .. } | Error::LockConflict { .. })
+            ),
+            "{got:?}"
+        );
+    }
+    // Nor from inside a transaction of its own.
+    b.begin().unwrap();
+    for &r in &mine[1..] {
+        let got = tb.update(r, &row("Y", 2));
+        assert!(
+            matches!(
+                got,
+                Err(Error::NoSuchRecord { .. } | Error::LockConflict { .. })
+            ),
+            "{got:?}"
+        );
+    }
+    b.commit().unwrap();
+    // Nor take the whole table while the appends are pending.
+    assert!(matches!(
+        tb.lock_file(Duration::ZERO),
+        Err(Error::LockConflict { .. })
+    ));
+    // Its own appends go on (and its own updates of them).
+    ta.update(mine[7], &row("N007", 700)).unwrap();
+    // A savepoint rolled back past the first append keeps the lock.
+    let sp = a.savepoint().unwrap();
+    let extra = ta.append(&row("N999", 1)).unwrap();
+    a.rollback_to(sp).unwrap();
+    assert!(matches!(
+        tb.lock_file(Duration::ZERO),
+        Err(Error::LockConflict { .. })
+    ));
+    a.commit().unwrap();
+    assert!(db.locks().is_empty(), "{:?}", db.locks());
+    // Committed: every record is there, and lockable.
+    for &r in &mine {
+        tb.lock(r, Duration::ZERO).unwrap();
+        assert!(tb.unlock(r));
+    }
+    assert_eq!(bal(&tb, mine[7]), 700);
+    assert!(tb.read(extra).unwrap().is_deleted());
+    tb.lock_file(Duration::ZERO).unwrap();
+    // While b holds the file, a's appends are refused at once.
+    a.begin().unwrap();
+    assert!(matches!(
+        ta.append(&row("Z000", 1)),
+        Err(Error::LockConflict { .. })
+    ));
+    a.rollback().unwrap();
+    assert!(tb.unlock_file());
+    assert!(ta.check(5).unwrap().is_ok());
+}
+
+#[test]
 fn a_deadlock_is_reported_to_one_session_never_a_hang() {
     let (_s, db) = common::mem_db(1 << 20);
     accounts(&db, 2);

@@ -155,7 +155,16 @@ impl SessionInner {
                         core.assign_serial(&mut values);
                         core.reserve_recno()
                     };
-                    if let Err(e) = self.lock(shared, &LockKey::Record(name, recno)) {
+                    // One record lock per table per transaction covers its
+                    // appends: it keeps others from locking the whole table
+                    // until the transaction ends, and nobody else can lock a
+                    // recno the transaction reserved (to them it does not
+                    // exist until the commit stores it). A lock per appended
+                    // recno cost a bulk load as much as storing the records.
+                    let covered = txn.table(shared).is_some_and(|t| t.max_append > 0);
+                    if covered {
+                        // The file lock check above stands for the lock.
+                    } else if let Err(e) = self.lock(shared, &LockKey::Record(name, recno)) {
                         // The recno is taken: it becomes a deleted blank record
                         // when the transaction ends, as a rolled-back append's.
                         txn.add_blank(shared.clone(), recno);
@@ -165,12 +174,19 @@ impl SessionInner {
                 }
                 other => {
                     let recno = other.recno();
-                    let exists = recno >= 1
-                        && (recno <= shared.core.read().record_count()
-                            || txn
-                                .table(shared)
-                                .and_then(|t| t.records.get(&recno))
-                                .is_some_and(|p| p.appended));
+                    // Stored (a recno another transaction reserved is
+                    // not, even below the last stored record), or appended
+                    // by this transaction.
+                    let stored = recno >= 1 && {
+                        let core = shared.core.read();
+                        recno <= core.record_count()
+                            && core.view_status(recno)? != crate::record::SlotStatus::Empty
+                    };
+                    let exists = stored
+                        || txn
+                            .table(shared)
+                            .and_then(|t| t.records.get(&recno))
+                            .is_some_and(|p| p.appended);
                     if !exists {
                         let core = shared.core.read();
                         return Err(Error::NoSuchRecord {
@@ -649,12 +665,17 @@ impl Session {
             .ok_or_else(|| Error::Transaction("commit without an open transaction".into()))?;
         // Blanks first: a change the transaction made to a blanked recno came
         // after the rollback to a savepoint that blanked it.
-        let mut changes: Vec<(TableHandle, Change)> = txn
-            .blanks
-            .into_iter()
-            .map(|(t, recno)| (t, Change::Blank { recno }))
-            .collect();
-        changes.extend(txn.changes);
+        let mut changes = txn.changes;
+        if !txn.blanks.is_empty() {
+            // (Moved only when there are blanks: a bulk load's million
+            // changes are not copied.)
+            changes.splice(
+                0..0,
+                txn.blanks
+                    .into_iter()
+                    .map(|(t, recno)| (t, Change::Blank { recno })),
+            );
+        }
         let result = commit(&changes, txn.id, self.inner.delayed.load(Ordering::Relaxed));
         if result.is_err() {
             let slots = changes.into_iter().filter_map(|(t, c)| match c {

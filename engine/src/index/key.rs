@@ -677,7 +677,11 @@ impl KeySpec {
         let mut out = Vec::with_capacity(self.key_len);
         for (i, (s, v)) in self.segs.iter().zip(values).enumerate() {
             let last = i + 1 == values.len();
-            let ctx = format!("index {}, segment {}", self.def.name, s.name);
+            // Formatted only into an error's reason.
+            let ctx = SegmentCtx {
+                index: &self.def.name,
+                segment: &s.name,
+            };
             if let (FieldType::Date, Value::Char(text)) = (s.ty, v) {
                 date_text(table, &ctx, s, text, last, &mut out)?;
                 continue;
@@ -689,11 +693,23 @@ impl KeySpec {
     }
 }
 
+/// Names an index and one of its segments in a seek error's reason.
+struct SegmentCtx<'a> {
+    index: &'a str,
+    segment: &'a str,
+}
+
+impl std::fmt::Display for SegmentCtx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "index {}, segment {}", self.index, self.segment)
+    }
+}
+
 /// A Date segment sought as `YYYYMMDD` text: whole, or a prefix of it when it
 /// is the seek key's last part. `ctx` names the index and segment.
 fn date_text(
     table: &str,
-    ctx: &str,
+    ctx: &dyn std::fmt::Display,
     s: &CSeg,
     text: &str,
     last: bool,
@@ -735,7 +751,13 @@ fn date_text(
 /// (after folding, for a folded segment), a `Numeric`'s decimals. `ctx` names
 /// the index and segment (or the condition) for the error's reason; the
 /// error's field is the segment's field.
-fn seek_value(table: &str, ctx: &str, s: &CSeg, v: &Value) -> Result<Value> {
+fn seek_value<'v>(
+    table: &str,
+    ctx: &dyn std::fmt::Display,
+    s: &CSeg,
+    v: &'v Value,
+) -> Result<std::borrow::Cow<'v, Value>> {
+    use std::borrow::Cow;
     let bad = |reason: String| Error::InvalidValue {
         table: table.to_owned(),
         field: s.name.clone(),
@@ -752,7 +774,7 @@ fn seek_value(table: &str, ctx: &str, s: &CSeg, v: &Value) -> Result<Value> {
                     s.width
                 )));
             }
-            folded.map_or_else(|| v.clone(), Value::Char)
+            folded.map_or(Cow::Borrowed(v), |f| Cow::Owned(Value::Char(f)))
         }
         (FieldType::Numeric { dec, .. }, Value::Numeric(_) | Value::Int64(_)) => {
             let d = match v {
@@ -760,16 +782,16 @@ fn seek_value(table: &str, ctx: &str, s: &CSeg, v: &Value) -> Result<Value> {
                 Value::Int64(i) => Decimal::from(*i),
                 _ => unreachable!("matched above"),
             };
-            Value::Numeric(
+            Cow::Owned(Value::Numeric(
                 d.rescale(dec)
                     .ok_or_else(|| bad(format!("has more than {dec} decimals")))?,
-            )
+            ))
         }
         (FieldType::Int64, Value::Int64(_))
         | (FieldType::Float64, Value::Float64(_))
         | (FieldType::Date, Value::Date(_))
         | (FieldType::Logical, Value::Logical(_))
-        | (FieldType::Binary(_), Value::Binary(_)) => v.clone(),
+        | (FieldType::Binary(_), Value::Binary(_)) => Cow::Borrowed(v),
         (ty, v) => {
             return Err(bad(format!(
                 "a {} value cannot seek a {ty} segment",
@@ -860,7 +882,8 @@ fn compile_cond(table: &str, schema: &Schema, c: &Condition) -> Result<CCond> {
                 fold: false,
                 desc: false,
             };
-            let v = seek_value(table, "condition", &cs, &value.to_value())?;
+            let value = value.to_value();
+            let v = seek_value(table, &"condition", &cs, &value)?;
             let mut key = Vec::new();
             encode(&cs, &v, false, &mut key);
             CCond::Cmp {

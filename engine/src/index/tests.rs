@@ -239,3 +239,20 @@ fn ascending_inserts_fill_leaves_as_a_bulk_load_does() {
     all.sort();
     assert_eq!(t.verify().unwrap(), all);
 }
+
+proptest! {
+    /// The search's comparison is the byte strings' order, whatever their
+    /// lengths and however they share a prefix.
+    #[test]
+    fn key_less_is_the_byte_order(
+        prefix in proptest::collection::vec(any::<u8>(), 0..12),
+        a in proptest::collection::vec(any::<u8>(), 0..12),
+        b in proptest::collection::vec(0u8..4, 0..12),
+    ) {
+        let a: Vec<u8> = prefix.iter().chain(&a).copied().collect();
+        let b: Vec<u8> = prefix.iter().chain(&b).copied().collect();
+        prop_assert_eq!(super::btree::key_less(&a, &b), a < b);
+        prop_assert_eq!(super::btree::key_less(&b, &a), b < a);
+        prop_assert!(!super::btree::key_less(&a, &a));
+    }
+}
