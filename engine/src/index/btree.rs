@@ -130,6 +130,7 @@ static VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// Invariant: `version` changes whenever entries may have moved (every
 /// mutation, and [`BTree::touch`] after the state is set from outside), so a
 /// [`Pos`] taken at one version is valid exactly while the version is the same.
+/// The copy of the root a descent reads is dropped with every version.
 #[derive(Debug)]
 pub struct BTree {
     file: PageFile,
@@ -138,6 +139,13 @@ pub struct BTree {
     version: u64,
     /// Root, height, counts.
     pub state: TreeState,
+    /// A verified copy of the root node (an internal one) and its page
+    /// number, made by the first descent after a change: every seek starts
+    /// there, and reading a copy takes no lock of the pool or the page —
+    /// the root's frame, which every reader would otherwise pin and lock,
+    /// is the line the cores fought over. Emptied by [`BTree::touch`]; a
+    /// copy of another page than `state.root` is not used.
+    root_copy: std::sync::OnceLock<(u64, Box<[u8]>)>,
 }
 
 struct Node<'a> {
@@ -235,6 +243,7 @@ impl BTree {
             cap,
             version: VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state,
+            root_copy: std::sync::OnceLock::new(),
         }
     }
 
@@ -246,6 +255,23 @@ impl BTree {
     /// Invalidates every position taken so far.
     pub fn touch(&mut self) {
         self.version = VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.root_copy.take();
+    }
+
+    /// The copy of the root, an internal node, made now if there is none;
+    /// None when the root is a leaf (a leaf changes without a descent
+    /// through it, and is read once anyway).
+    fn root_node(&self) -> Result<Option<&[u8]>> {
+        let root = self.state.root;
+        if root == 0 || self.state.height < 2 {
+            return Ok(None);
+        }
+        if let Some((page, copy)) = self.root_copy.get() {
+            return Ok((*page == root).then_some(&copy[..]));
+        }
+        let copy: Box<[u8]> = Box::from(&self.node_at(root, 0)?[..]);
+        let (page, copy) = self.root_copy.get_or_init(|| (root, copy));
+        Ok((*page == root).then_some(&copy[..]))
     }
 
     /// The file.
@@ -443,7 +469,17 @@ impl BTree {
         if page == 0 {
             return Ok(None);
         }
-        for depth in 0..self.state.height {
+        let mut from = 0;
+        if let Some(root) = self.root_node()? {
+            page = Node {
+                b: root,
+                e: self.e(),
+            }
+            .child_for(k)
+            .1;
+            from = 1;
+        }
+        for depth in from..self.state.height {
             let p = self.node_at(page, depth)?;
             let n = Node { b: &p, e: self.e() };
             if n.level() == 0 {
