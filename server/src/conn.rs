@@ -68,7 +68,7 @@ async fn send_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io
     w.flush().await
 }
 
-fn error_payload(id: u64, kind: ErrorKind, message: String) -> Vec<u8> {
+pub(crate) fn error_payload(id: u64, kind: ErrorKind, message: String) -> Vec<u8> {
     proto::encode(&Envelope::<Result<Reply, WireError>> {
         id,
         body: Err(WireError { kind, message }),
@@ -152,6 +152,7 @@ pub async fn serve<S: Stream>(
     peer: Peer,
     slot: ConnSlot,
     pending: PendingSlot,
+    direct: Option<std::os::fd::OwnedFd>,
 ) {
     let frame_timeout = shared.config.frame_timeout();
     let mut hello = [0u8; 8];
@@ -200,12 +201,12 @@ pub async fn serve<S: Stream>(
             return;
         };
         match timeout(frame_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => run(shared, tls, peer, pending, slot).await,
+            Ok(Ok(tls)) => run(shared, tls, peer, pending, slot, None).await,
             Ok(Err(e)) => tracing::warn!(peer = %peer.address, error = %e, "TLS handshake failed"),
             Err(_) => tracing::warn!(peer = %peer.address, "TLS handshake timed out"),
         }
     } else {
-        run(shared, stream, peer, pending, slot).await;
+        run(shared, stream, peer, pending, slot, direct).await;
     }
 }
 
@@ -273,6 +274,7 @@ async fn run<S: Stream>(
     peer: Peer,
     pending: PendingSlot,
     _slot: ConnSlot,
+    direct: Option<std::os::fd::OwnedFd>,
 ) {
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::with_capacity(16 << 10, r);
@@ -300,14 +302,14 @@ async fn run<S: Stream>(
     let (req_tx, req_rx) = mpsc::channel::<Item>(QUEUE);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let outbox = Arc::new(Outbox::default());
-    let farewell = out_tx.clone();
+    let direct = direct.map(|fd| crate::direct::DirectOut::new(fd, shared.config.frame_timeout()));
     let worker = Worker::new(shared.clone(), session, user, entry.clone());
     let done = shared.workers.guard();
     let worker_outbox = outbox.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("raiz-session-{sid}"))
         .spawn(move || {
-            worker.run(req_rx, out_tx, &worker_outbox);
+            worker.run(req_rx, out_tx, &worker_outbox, direct);
             drop(done);
         });
     if let Err(e) = spawned {
@@ -334,10 +336,8 @@ async fn run<S: Stream>(
     let why = read_requests(&shared, &mut r, &entry, &req_tx).await;
     let forced = entry.reason();
     tracing::info!(session = sid, peer = %peer.address, reason = why, detail = forced.as_deref().unwrap_or(""), "session ending");
-    if let Some(reason) = &forced {
-        let _ = farewell.send(error_payload(0, ErrorKind::Closed, reason.clone()));
-    }
-    drop(farewell);
+    // The session thread says why the session was ended (after its last
+    // reply: it is the one writer of replies, see `crate::direct`).
     drop(req_tx);
     let grace = if forced.is_some() || why == ENDED {
         FORCED_END_GRACE

@@ -47,6 +47,7 @@ pub mod auth;
 pub mod bound;
 pub mod config;
 mod conn;
+mod direct;
 pub mod guide;
 pub mod limits;
 pub mod metrics;

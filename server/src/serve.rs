@@ -391,7 +391,7 @@ impl Backoff {
 }
 
 /// Serves an accepted stream, or refuses it at `max_connections`.
-fn dispatch<S: conn::Stream>(shared: &Arc<Shared>, stream: S, peer: Peer) {
+fn dispatch<S: conn::Stream + std::os::fd::AsFd>(shared: &Arc<Shared>, stream: S, peer: Peer) {
     let Some(slot) = shared.limits.connect() else {
         tracing::warn!(peer = %peer.address, open = shared.limits.open(), max = shared.config.max_connections(), "at max_connections; refused");
         tokio::spawn(conn::refuse(stream));
@@ -403,7 +403,17 @@ fn dispatch<S: conn::Stream>(shared: &Arc<Shared>, stream: S, peer: Peer) {
         tokio::spawn(conn::refuse(stream));
         return;
     };
-    tokio::spawn(conn::serve(shared.clone(), stream, peer, slot, pending));
+    // The session thread's own way to the socket (see `crate::direct`);
+    // used only if the connection stays plain.
+    let direct = stream.as_fd().try_clone_to_owned().ok();
+    tokio::spawn(conn::serve(
+        shared.clone(),
+        stream,
+        peer,
+        slot,
+        pending,
+        direct,
+    ));
 }
 
 async fn accept_tcp(shared: Arc<Shared>, l: tokio::net::TcpListener) {

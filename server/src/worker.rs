@@ -148,6 +148,7 @@ impl Worker {
         mut rx: tokio::sync::mpsc::Receiver<Item>,
         out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
         outbox: &Outbox,
+        mut direct: Option<crate::direct::DirectOut>,
     ) {
         // Waits while the client has not read REPLY_BUDGET bytes of replies.
         while outbox.wait_room() {
@@ -200,14 +201,17 @@ impl Worker {
             }
             let payload = raiz_client::proto::encode(&raiz_client::proto::Envelope { id, body });
             self.entry.busy.store(false, Ordering::Relaxed);
-            outbox.queued(payload.len());
-            if out.send(payload).is_err() {
+            if !self.reply(payload, &out, outbox, &mut direct) {
                 break;
             }
             if let Some(why) = revoked {
                 self.entry.end_because(why);
                 break;
             }
+        }
+        if let Some(reason) = self.entry.reason() {
+            let farewell = crate::conn::error_payload(0, ErrorKind::Closed, reason);
+            self.reply(farewell, &out, outbox, &mut direct);
         }
         self.iters.clear();
         self.handles.clear();
@@ -217,6 +221,36 @@ impl Worker {
         if let Err(e) = self.session.end() {
             tracing::warn!(session = self.entry.id, error = %e, "ending the session");
         }
+    }
+
+    /// Sends one reply: straight to the socket when the connection is plain
+    /// and the writer task has nothing queued (so frames cannot interleave),
+    /// else through the writer's queue. False once the connection is gone.
+    fn reply(
+        &self,
+        payload: Vec<u8>,
+        out: &tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+        outbox: &Outbox,
+        direct: &mut Option<crate::direct::DirectOut>,
+    ) -> bool {
+        if let Some(d) = direct.as_mut() {
+            if outbox.pending() == 0 {
+                let bytes = payload.len() as u64 + 4;
+                return match d.send(&payload) {
+                    Ok(()) => {
+                        self.entry.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = self.entry.id, error = %e, "reply not sent");
+                        *direct = None;
+                        false
+                    }
+                };
+            }
+        }
+        outbox.queued(payload.len());
+        out.send(payload).is_ok()
     }
 
     /// Serves a change stream on this connection (a cache node) until the
