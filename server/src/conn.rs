@@ -1,6 +1,7 @@
 //! One connection: prologue, optional TLS, authentication, then a reader that
 //! decodes frames into the worker's queue and a writer that sends the worker's
-//! replies. The reader is where bad peers are caught: a wrong magic or
+//! queued replies (on a plain connection the worker writes most replies to the
+//! socket itself: see [`crate::direct`]). The reader is where bad peers are caught: a wrong magic or
 //! version, a frame over the limit, a frame not finished within the frame
 //! timeout (slowloris), or no request for the idle timeout end the connection;
 //! a frame that does not decode gets a `BadRequest` reply and the connection
