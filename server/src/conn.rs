@@ -300,17 +300,24 @@ async fn run<S: Stream>(
         shared.registry.remove(sid);
         return;
     }
+    let worker = Worker::new(shared.clone(), session, user, entry.clone());
+    if let Some(fd) = direct {
+        // A plain connection: its session thread reads and writes the socket
+        // itself from here on (see `crate::direct`).
+        let buffered = r.buffer().to_vec();
+        drop(r);
+        drop(w);
+        return run_plain(shared, fd, buffered, peer, worker, entry).await;
+    }
     let (req_tx, req_rx) = mpsc::channel::<Item>(QUEUE);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let outbox = Arc::new(Outbox::default());
-    let direct = direct.map(|fd| crate::direct::DirectOut::new(fd, shared.config.frame_timeout()));
-    let worker = Worker::new(shared.clone(), session, user, entry.clone());
     let done = shared.workers.guard();
     let worker_outbox = outbox.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("raiz-session-{sid}"))
         .spawn(move || {
-            worker.run(req_rx, out_tx, &worker_outbox, direct);
+            worker.run(req_rx, out_tx, &worker_outbox);
             drop(done);
         });
     if let Err(e) = spawned {
@@ -359,6 +366,70 @@ async fn run<S: Stream>(
         }
         sent = now;
     }
+    shared.registry.remove(sid);
+}
+
+/// Serves a plain connection whose session thread reads and writes the
+/// socket (`fd`, which nothing else uses any more; `buffered`: bytes the
+/// login's reader had already read): waits for the thread to end, waking it
+/// when an admin or the server ends the session.
+async fn run_plain(
+    shared: Arc<Shared>,
+    fd: std::os::fd::OwnedFd,
+    buffered: Vec<u8>,
+    peer: Peer,
+    worker: Worker,
+    entry: Arc<crate::registry::Entry>,
+) {
+    let sid = entry.id;
+    let conn =
+        match crate::direct::PlainConn::new(fd, peer.tcp, &buffered, shared.config.frame_timeout())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(session = sid, error = %e, "cannot take over the connection");
+                shared.registry.remove(sid);
+                return;
+            }
+        };
+    let waker = match conn.waker() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(session = sid, error = %e, "cannot take over the connection");
+            shared.registry.remove(sid);
+            return;
+        }
+    };
+    let rt = tokio::runtime::Handle::current();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let done = shared.workers.guard();
+    let spawned = std::thread::Builder::new()
+        .name(format!("raiz-session-{sid}"))
+        .spawn(move || {
+            worker.run_plain(conn, &rt);
+            drop(done);
+            let _ = ended_tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a session thread");
+        shared.registry.remove(sid);
+        return;
+    }
+    let mut ended = entry.ended();
+    let mut shutdown = shared.shutdown.subscribe();
+    tokio::pin!(ended_rx);
+    // (The watch guards are dropped inside the select: only whether the
+    // thread must be woken comes out.)
+    let wake = tokio::select! {
+        _ = &mut ended_rx => false,
+        _ = ended.wait_for(|e| *e) => true,
+        _ = shutdown.wait_for(|s| *s) => true,
+    };
+    if wake {
+        waker.wake();
+        let _ = ended_rx.await;
+    }
+    tracing::debug!(session = sid, peer = %peer.address, "plain connection done");
     shared.registry.remove(sid);
 }
 

@@ -27,6 +27,22 @@ use crate::registry::Entry;
 use crate::users::User;
 use crate::Shared;
 
+/// Sends a reply on a plain connection; false once the connection is gone.
+fn send_plain(entry: &Entry, conn: &mut crate::direct::PlainConn, payload: &[u8]) -> bool {
+    match conn.send(payload) {
+        Ok(()) => {
+            entry
+                .bytes_out
+                .fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            tracing::debug!(session = entry.id, error = %e, "reply not sent");
+            false
+        }
+    }
+}
+
 /// Named locks one session may hold.
 pub const MAX_NAMED_LOCKS: usize = 1024;
 /// Longest lock name, in bytes.
@@ -141,77 +157,175 @@ impl Worker {
     }
 
     /// Executes requests until the connection's queue closes, sending each
-    /// encoded response to `out`. Then ends the session: its transaction is
-    /// rolled back and its locks released.
+    /// encoded response to `out` (a TLS connection: see [`crate::conn`]).
+    /// Then ends the session: its transaction is rolled back and its locks
+    /// released.
     pub fn run(
         mut self,
         mut rx: tokio::sync::mpsc::Receiver<Item>,
         out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
         outbox: &Outbox,
-        mut direct: Option<crate::direct::DirectOut>,
     ) {
+        let mut send = |payload: Vec<u8>| {
+            outbox.queued(payload.len());
+            out.send(payload).is_ok()
+        };
         // Waits while the client has not read REPLY_BUDGET bytes of replies.
         while outbox.wait_room() {
             let Some(item) = rx.blocking_recv() else {
                 break;
             };
-            let id = item.id;
             if let Ok(Request::Subscribe { tables, after }) = &item.req {
                 // The connection becomes a change stream until it ends.
-                self.subscribe(id, tables, *after, &out, outbox, &rx);
+                let shared = self.shared.clone();
+                let closed = || rx.is_closed() || *shared.shutdown.borrow();
+                self.subscribe(item.id, tables, *after, &out, outbox, &closed);
                 break;
             }
-            self.entry.busy.store(true, Ordering::Relaxed);
-            let started = Instant::now();
-            let kind = item
-                .req
-                .as_ref()
-                .map_or("undecodable", crate::metrics::request_kind);
-            let revoked = self.revalidate();
-            let writes = item.req.as_ref().is_ok_and(is_write);
-            let body = match (&revoked, item.req) {
-                (Some(why), _) => Err(err(ErrorKind::Closed, why.clone())),
-                (None, Ok(r)) => self.handle(r),
-                (None, Err(why)) => Err(err(ErrorKind::BadRequest, why)),
-            };
-            if let (true, true, Err(e)) = (self.deferred, writes, &body) {
-                if self.session.in_transaction() && self.txn_failed.is_none() {
-                    self.txn_failed = Some(e.clone());
-                }
-            }
-            *self.entry.waiting.lock() = None;
-            self.entry.blocked_by.lock().clear();
-            if let Err(e) = &body {
-                tracing::debug!(session = self.entry.id, kind = ?e.kind, "{}", e.message);
-            }
-            self.shared.metrics.record(
-                kind,
-                body.as_ref().err().map(|e| e.kind),
-                started.elapsed(),
-            );
-            self.entry.requests.fetch_add(1, Ordering::Relaxed);
-            let open = self.session.in_transaction();
-            {
-                let mut since = self.entry.txn_since.lock();
-                match (open, since.is_some()) {
-                    (true, false) => *since = Some(Instant::now()),
-                    (false, true) => *since = None,
-                    _ => {}
-                }
-            }
-            let payload = raiz_client::proto::encode(&raiz_client::proto::Envelope { id, body });
-            self.entry.busy.store(false, Ordering::Relaxed);
-            if !self.reply(payload, &out, outbox, &mut direct) {
-                break;
-            }
-            if let Some(why) = revoked {
-                self.entry.end_because(why);
+            if !self.serve(item, &mut send) {
                 break;
             }
         }
+        self.finish(&mut send);
+    }
+
+    /// Serves a plain connection to its end on this thread: reads each
+    /// request from the socket, runs it and writes the reply (see
+    /// [`crate::direct`]). `rt` is the server's runtime, for the frame
+    /// budget's semaphore.
+    pub fn run_plain(mut self, mut conn: crate::direct::PlainConn, rt: &tokio::runtime::Handle) {
+        let config = &self.shared.config;
+        let (idle, frame, limit) = (
+            config.idle_timeout(),
+            config.frame_timeout(),
+            config.max_frame(),
+        );
+        let why = loop {
+            let shared = self.shared.clone();
+            let read = conn.read_frame(idle, frame, limit, |len| {
+                rt.block_on(shared.limits.frame(len))
+            });
+            let (payload, permit) = match read {
+                Ok(f) => f,
+                Err(end) => {
+                    if let crate::direct::ReadEnd::TooLarge(len) = end {
+                        let msg =
+                            format!("frame of {len} bytes exceeds the limit of {limit} bytes");
+                        let _ =
+                            conn.send(&crate::conn::error_payload(0, ErrorKind::BadRequest, msg));
+                    }
+                    if let crate::direct::ReadEnd::Io(e) = &end {
+                        tracing::debug!(session = self.entry.id, error = %e, "read");
+                    }
+                    break end.reason();
+                }
+            };
+            self.entry
+                .bytes_in
+                .fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
+            self.entry.touch();
+            let item = match raiz_client::proto::decode_request(&payload) {
+                Ok((id, req)) => Item::new(id, req, permit),
+                Err((Some(id), why)) => Item::refused(id, why),
+                Err((None, why)) => {
+                    let _ = conn.send(&crate::conn::error_payload(0, ErrorKind::BadRequest, why));
+                    break "undecodable frame";
+                }
+            };
+            drop(payload);
+            if let Ok(Request::Subscribe { tables, after }) = &item.req {
+                self.subscribe_plain(item.id, tables, *after, &conn);
+                break "change stream ended";
+            }
+            let entry = self.entry.clone();
+            let mut send = |p: Vec<u8>| send_plain(&entry, &mut conn, &p);
+            if !self.serve(item, &mut send) {
+                break match self.entry.reason() {
+                    Some(_) => "ended by an admin or the server",
+                    None => "connection lost",
+                };
+            }
+            if *self.shared.shutdown.borrow() {
+                break "server shutting down";
+            }
+        };
+        // A read woken by the end of the session reads as a close.
+        let why = if self.entry.reason().is_some() {
+            "ended by an admin or the server"
+        } else if *self.shared.shutdown.borrow() {
+            "server shutting down"
+        } else {
+            why
+        };
+        tracing::info!(
+            session = self.entry.id,
+            reason = why,
+            detail = self.entry.reason().as_deref().unwrap_or(""),
+            "session ending"
+        );
+        let entry = self.entry.clone();
+        self.finish(&mut |p: Vec<u8>| send_plain(&entry, &mut conn, &p));
+        conn.close();
+    }
+
+    /// Runs one request and sends its reply through `send`; false when the
+    /// session must end (the reply could not be sent, or the user's rights
+    /// were revoked).
+    fn serve(&mut self, item: Item, send: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
+        let id = item.id;
+        self.entry.busy.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let kind = item
+            .req
+            .as_ref()
+            .map_or("undecodable", crate::metrics::request_kind);
+        let revoked = self.revalidate();
+        let writes = item.req.as_ref().is_ok_and(is_write);
+        let body = match (&revoked, item.req) {
+            (Some(why), _) => Err(err(ErrorKind::Closed, why.clone())),
+            (None, Ok(r)) => self.handle(r),
+            (None, Err(why)) => Err(err(ErrorKind::BadRequest, why)),
+        };
+        if let (true, true, Err(e)) = (self.deferred, writes, &body) {
+            if self.session.in_transaction() && self.txn_failed.is_none() {
+                self.txn_failed = Some(e.clone());
+            }
+        }
+        *self.entry.waiting.lock() = None;
+        self.entry.blocked_by.lock().clear();
+        if let Err(e) = &body {
+            tracing::debug!(session = self.entry.id, kind = ?e.kind, "{}", e.message);
+        }
+        self.shared
+            .metrics
+            .record(kind, body.as_ref().err().map(|e| e.kind), started.elapsed());
+        self.entry.requests.fetch_add(1, Ordering::Relaxed);
+        let open = self.session.in_transaction();
+        {
+            let mut since = self.entry.txn_since.lock();
+            match (open, since.is_some()) {
+                (true, false) => *since = Some(Instant::now()),
+                (false, true) => *since = None,
+                _ => {}
+            }
+        }
+        let payload = raiz_client::proto::encode(&raiz_client::proto::Envelope { id, body });
+        self.entry.busy.store(false, Ordering::Relaxed);
+        if !send(payload) {
+            return false;
+        }
+        if let Some(why) = revoked {
+            self.entry.end_because(why);
+            return false;
+        }
+        true
+    }
+
+    /// Ends the session: says why it was ended, if it was (after the last
+    /// reply), rolls its transaction back and releases its locks.
+    fn finish(mut self, send: &mut dyn FnMut(Vec<u8>) -> bool) {
         if let Some(reason) = self.entry.reason() {
-            let farewell = crate::conn::error_payload(0, ErrorKind::Closed, reason);
-            self.reply(farewell, &out, outbox, &mut direct);
+            send(crate::conn::error_payload(0, ErrorKind::Closed, reason));
         }
         self.iters.clear();
         self.handles.clear();
@@ -223,34 +337,56 @@ impl Worker {
         }
     }
 
-    /// Sends one reply: straight to the socket when the connection is plain
-    /// and the writer task has nothing queued (so frames cannot interleave),
-    /// else through the writer's queue. False once the connection is gone.
-    fn reply(
-        &self,
-        payload: Vec<u8>,
-        out: &tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
-        outbox: &Outbox,
-        direct: &mut Option<crate::direct::DirectOut>,
-    ) -> bool {
-        if let Some(d) = direct.as_mut() {
-            if outbox.pending() == 0 {
-                let bytes = payload.len() as u64 + 4;
-                return match d.send(&payload) {
-                    Ok(()) => {
-                        self.entry.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-                        true
+    /// A change stream on a plain connection: a writer thread sends what the
+    /// stream queues, a watcher thread reads (and drops) whatever the node
+    /// sends until the connection closes.
+    fn subscribe_plain(
+        &mut self,
+        id: u64,
+        tables: &[String],
+        after: Option<raiz_client::proto::StreamPos>,
+        conn: &crate::direct::PlainConn,
+    ) {
+        let (Ok(mut writer), Ok(watch)) = (conn.writer(), conn.watcher()) else {
+            return;
+        };
+        let outbox = Arc::new(Outbox::default());
+        let (out, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let entry = self.entry.clone();
+        let writer_outbox = outbox.clone();
+        let sending = std::thread::Builder::new()
+            .name(format!("raiz-stream-{}", entry.id))
+            .spawn(move || {
+                while let Some(p) = out_rx.blocking_recv() {
+                    let n = p.len();
+                    if writer.send(&p).is_err() {
+                        break;
                     }
-                    Err(e) => {
-                        tracing::debug!(session = self.entry.id, error = %e, "reply not sent");
-                        *direct = None;
-                        false
-                    }
-                };
-            }
-        }
-        outbox.queued(payload.len());
-        out.send(payload).is_ok()
+                    entry.bytes_out.fetch_add(n as u64 + 4, Ordering::Relaxed);
+                    writer_outbox.sent(n);
+                }
+                writer_outbox.close();
+            });
+        let watch_gone = gone.clone();
+        let watching = std::thread::Builder::new()
+            .name(format!("raiz-watch-{}", self.entry.id))
+            .spawn(move || {
+                watch.wait_closed();
+                watch_gone.store(true, Ordering::Relaxed);
+            });
+        let (Ok(sending), Ok(watching)) = (sending, watching) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let me = self.entry.clone();
+        let closed =
+            || gone.load(Ordering::Relaxed) || *shared.shutdown.borrow() || me.reason().is_some();
+        self.subscribe(id, tables, after, &out, &outbox, &closed);
+        drop(out);
+        let _ = sending.join();
+        conn.close();
+        let _ = watching.join();
     }
 
     /// Serves a change stream on this connection (a cache node) until the
@@ -262,7 +398,7 @@ impl Worker {
         after: Option<raiz_client::proto::StreamPos>,
         out: &tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
         outbox: &Outbox,
-        rx: &tokio::sync::mpsc::Receiver<Item>,
+        closed: &dyn Fn() -> bool,
     ) {
         let send = |body: R<Reply>| {
             let payload = raiz_client::proto::encode(&raiz_client::proto::Envelope { id, body });
@@ -304,9 +440,7 @@ impl Worker {
             sent: Default::default(),
             unread: Default::default(),
         });
-        let shared = self.shared.clone();
-        let closed = || rx.is_closed() || *shared.shutdown.borrow();
-        match stream.serve(id, start, sub, out, outbox, &closed) {
+        match stream.serve(id, start, sub, out, outbox, closed) {
             crate::stream::End::Closed => {}
             crate::stream::End::Cut(e) => {
                 tracing::warn!(session = self.entry.id, user = %self.user.name, "{}", e.message);
