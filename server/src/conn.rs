@@ -1,8 +1,9 @@
-//! One connection: prologue, optional TLS, authentication, then a reader that
-//! decodes frames into the worker's queue and a writer that sends the worker's
-//! queued replies (on a plain connection the worker writes most replies to the
-//! socket itself: see [`crate::direct`]). The reader is where bad peers are caught: a wrong magic or
-//! version, a frame over the limit, a frame not finished within the frame
+//! One connection: prologue, optional TLS, authentication. Then a plain
+//! connection (TCP or Unix) is handed to its session thread, which reads,
+//! runs and answers its requests itself with the same checks (see
+//! [`crate::direct`]); a TLS connection gets a reader that decodes frames
+//! into the worker's queue and a writer that sends the worker's replies.
+//! The reader is where bad peers are caught: a wrong magic or version, a frame over the limit, a frame not finished within the frame
 //! timeout (slowloris), or no request for the idle timeout end the connection;
 //! a frame that does not decode gets a `BadRequest` reply and the connection
 //! goes on. Ending the connection closes the worker's queue; the worker
@@ -344,8 +345,8 @@ async fn run<S: Stream>(
     let why = read_requests(&shared, &mut r, &entry, &req_tx).await;
     let forced = entry.reason();
     tracing::info!(session = sid, peer = %peer.address, reason = why, detail = forced.as_deref().unwrap_or(""), "session ending");
-    // The session thread says why the session was ended (after its last
-    // reply: it is the one writer of replies, see `crate::direct`).
+    // The session thread says why the session was ended, after its last
+    // reply (queued behind it).
     drop(req_tx);
     let grace = if forced.is_some() || why == ENDED {
         FORCED_END_GRACE
@@ -382,16 +383,19 @@ async fn run_plain(
     entry: Arc<crate::registry::Entry>,
 ) {
     let sid = entry.id;
-    let conn =
-        match crate::direct::PlainConn::new(fd, peer.tcp, &buffered, shared.config.frame_timeout())
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(session = sid, error = %e, "cannot take over the connection");
-                shared.registry.remove(sid);
-                return;
-            }
-        };
+    let conn = match crate::direct::PlainConn::new(
+        fd,
+        peer.tcp,
+        &buffered,
+        shared.config.idle_timeout(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(session = sid, error = %e, "cannot take over the connection");
+            shared.registry.remove(sid);
+            return;
+        }
+    };
     let waker = match conn.waker() {
         Ok(w) => w,
         Err(e) => {

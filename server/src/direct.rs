@@ -11,8 +11,9 @@
 //! the first byte of a request may take the idle timeout, the rest of the
 //! frame must arrive within the frame timeout (socket receive timeouts, set
 //! only when they change), a frame over the limit ends the connection. A
-//! reply that makes no progress for the frame timeout (the client does not
-//! read) ends the session. An admin's or the server's end of the session
+//! reply that makes no progress for the idle timeout (the client does not
+//! read) ends the session, as the async reader ends one whose replies wait
+//! unread that long. An admin's or the server's end of the session
 //! shuts the socket's reading side, which wakes the thread.
 
 use std::io::{Read, Write};

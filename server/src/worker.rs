@@ -5,7 +5,10 @@
 //! user is re-read when the server's user list changed (a removed user's
 //! session ends with an error saying so). Before a request that may wait for
 //! a lock, the worker notes the lock in its registry entry, so the monitor
-//! and the lock-idle watchdog see who waits on whom.
+//! and the lock-idle watchdog see who waits on whom. On a plain connection
+//! the thread also reads the requests from the socket and writes the replies
+//! ([`Worker::run_plain`]); on a TLS one it takes them from the reader task's
+//! queue and queues the replies for the writer task ([`Worker::run`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;

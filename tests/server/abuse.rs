@@ -355,6 +355,67 @@ fn pipelining_without_reading_replies_is_bounded() {
 }
 
 #[test]
+fn a_client_that_stops_reading_its_replies_is_ended_and_its_locks_released() {
+    let server = Server::start(&["--idle-secs", "2"]);
+    let ana = server.session("ana");
+    let schema = Schema::new(vec![Field::new("TEXT", FieldType::Char(1000))]);
+    ana.create_table("big", &schema, TableOptions::default())
+        .unwrap();
+    let mut t = ana.open_table("big").unwrap();
+    let rows: Vec<Vec<Value>> = (0..2000)
+        .map(|i| vec![Value::Char(format!("{i:>1000}"))])
+        .collect();
+    t.append_many(&rows).unwrap();
+    let mut s = login(&server);
+    send(&mut s, 1, &Request::OpenTable("big".into()));
+    let Ok(Reply::Opened { handle, .. }) = recv(&mut s).body else {
+        panic!("open")
+    };
+    send(
+        &mut s,
+        2,
+        &Request::Table {
+            handle,
+            sync: None,
+            op: TableOp::LockFile { timeout_ms: 0 },
+        },
+    );
+    assert!(recv(&mut s).body.is_ok(), "file lock");
+    // Replies of about 2 MB each, never read: the socket's buffers fill.
+    let mut w = s.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    for id in 0..200u64 {
+        let req = Request::Table {
+            handle,
+            sync: None,
+            op: TableOp::Snapshot,
+        };
+        let payload = proto::encode(&Envelope {
+            id: 10 + id,
+            body: req,
+        });
+        if proto::write_frame(&mut w, &payload).is_err() {
+            break;
+        }
+    }
+    // Another session gets the table once the stuck one is ended.
+    let bo = server.session("bo");
+    let started = Instant::now();
+    bo.open_table("big")
+        .unwrap()
+        .lock_file(Duration::from_secs(20))
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .log()
+            .contains("session ending")),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn symbolic_links_in_the_rootpath_are_not_followed() {
     let server = Server::start(&[]);
     let ana = table(&server);
