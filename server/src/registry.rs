@@ -61,6 +61,11 @@ impl Entry {
         self.end();
     }
 
+    /// Whether the connection was asked to end.
+    pub fn is_ended(&self) -> bool {
+        *self.end.borrow()
+    }
+
     /// Why the session was ended, if it was told.
     pub fn reason(&self) -> Option<String> {
         self.reason.lock().clone()

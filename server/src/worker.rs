@@ -204,6 +204,12 @@ impl Worker {
             config.max_frame(),
         );
         let why = loop {
+            // An end by an admin or the server also shuts the socket's
+            // reading side, but a request already on its way may still be
+            // read after that: the session's state decides, not the read.
+            if self.ended() {
+                break "ended";
+            }
             let shared = self.shared.clone();
             let read = conn.read_frame(idle, frame, limit, |len| {
                 rt.block_on(shared.limits.frame(len))
@@ -236,6 +242,9 @@ impl Worker {
                 }
             };
             drop(payload);
+            if self.ended() {
+                break "ended";
+            }
             if let Ok(Request::Subscribe { tables, after }) = &item.req {
                 self.subscribe_plain(item.id, tables, *after, &conn);
                 break "change stream ended";
@@ -243,17 +252,11 @@ impl Worker {
             let entry = self.entry.clone();
             let mut send = |p: Vec<u8>| send_plain(&entry, &mut conn, &p);
             if !self.serve(item, &mut send) {
-                break match self.entry.reason() {
-                    Some(_) => "ended by an admin or the server",
-                    None => "connection lost",
-                };
-            }
-            if *self.shared.shutdown.borrow() {
-                break "server shutting down";
+                break "connection lost";
             }
         };
         // A read woken by the end of the session reads as a close.
-        let why = if self.entry.reason().is_some() {
+        let why = if self.entry.is_ended() {
             "ended by an admin or the server"
         } else if *self.shared.shutdown.borrow() {
             "server shutting down"
@@ -269,6 +272,11 @@ impl Worker {
         let entry = self.entry.clone();
         self.finish(&mut |p: Vec<u8>| send_plain(&entry, &mut conn, &p));
         conn.close();
+    }
+
+    /// Whether an admin, the watchdog or the server ended this session.
+    fn ended(&self) -> bool {
+        self.entry.is_ended() || *self.shared.shutdown.borrow()
     }
 
     /// Runs one request and sends its reply through `send`; false when the
