@@ -14,7 +14,9 @@
 //! reply that makes no progress for the idle timeout (the client does not
 //! read) ends the session, as the async reader ends one whose replies wait
 //! unread that long. An admin's or the server's end of the session
-//! shuts the socket's reading side, which wakes the thread.
+//! shuts the socket's reading side, which wakes the thread (which also
+//! checks the session's state before each request: a request already on its
+//! way can still be read after the shutdown).
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
