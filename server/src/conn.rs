@@ -431,7 +431,20 @@ async fn run_plain(
     };
     if wake {
         waker.wake();
-        let _ = ended_rx.await;
+        // The thread ends after the request it is running, if any; one stuck
+        // writing a reply its client does not read gets the grace the writer
+        // task gets on a TLS connection, then its socket is closed.
+        loop {
+            match timeout(FORCED_END_GRACE, &mut ended_rx).await {
+                Ok(_) => break,
+                Err(_) if entry.busy.load(Ordering::Relaxed) => {}
+                Err(_) => {
+                    waker.close();
+                    let _ = (&mut ended_rx).await;
+                    break;
+                }
+            }
+        }
     }
     tracing::debug!(session = sid, peer = %peer.address, "plain connection done");
     shared.registry.remove(sid);

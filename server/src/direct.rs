@@ -105,6 +105,12 @@ impl Waker {
     pub fn wake(&self) {
         let _ = self.0.shutdown(Shutdown::Read);
     }
+
+    /// Shuts both sides: a reply the thread is stuck writing (its client
+    /// does not read) fails at once.
+    pub fn close(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
 }
 
 /// Buffered reads of whole frames.

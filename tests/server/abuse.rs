@@ -416,6 +416,98 @@ fn a_client_that_stops_reading_its_replies_is_ended_and_its_locks_released() {
 }
 
 #[test]
+fn ending_a_session_stuck_on_unread_replies_frees_it_at_once() {
+    // The default idle timeout (30 minutes): only the end frees it.
+    let server = Server::start(&[]);
+    let ana = server.session("ana");
+    let schema = Schema::new(vec![Field::new("TEXT", FieldType::Char(1000))]);
+    ana.create_table("big", &schema, TableOptions::default())
+        .unwrap();
+    let mut t = ana.open_table("big").unwrap();
+    let rows: Vec<Vec<Value>> = (0..2000)
+        .map(|i| vec![Value::Char(format!("{i:>1000}"))])
+        .collect();
+    t.append_many(&rows).unwrap();
+    let admin = server.session("admin");
+    let before: Vec<u64> = admin
+        .list_sessions()
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    let mut s = login(&server);
+    let stuck = admin
+        .list_sessions()
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .find(|id| !before.contains(id))
+        .expect("the raw session is listed");
+    send(&mut s, 1, &Request::OpenTable("big".into()));
+    let Ok(Reply::Opened { handle, .. }) = recv(&mut s).body else {
+        panic!("open")
+    };
+    send(
+        &mut s,
+        2,
+        &Request::Table {
+            handle,
+            sync: None,
+            op: TableOp::LockFile { timeout_ms: 0 },
+        },
+    );
+    assert!(recv(&mut s).body.is_ok(), "file lock");
+    let mut w = s.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    for id in 0..200u64 {
+        let req = Request::Table {
+            handle,
+            sync: None,
+            op: TableOp::Snapshot,
+        };
+        let payload = proto::encode(&Envelope {
+            id: 10 + id,
+            body: req,
+        });
+        if proto::write_frame(&mut w, &payload).is_err() {
+            break;
+        }
+    }
+    // Wait until the session is stuck writing a reply nobody reads: its
+    // bytes out have grown and stopped growing.
+    let sent = |admin: &raiz_client::Session| {
+        admin
+            .list_sessions()
+            .unwrap()
+            .iter()
+            .find(|x| x.id == stuck)
+            .map_or(0, |x| x.bytes_out)
+    };
+    assert!(eventually(Duration::from_secs(10), || sent(&admin) > 1 << 20));
+    let mut last = sent(&admin);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = sent(&admin);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(admin.end_session(stuck).unwrap());
+    let started = Instant::now();
+    let bo = server.session("bo");
+    bo.open_table("big")
+        .unwrap()
+        .lock_file(Duration::from_secs(20))
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "freed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn symbolic_links_in_the_rootpath_are_not_followed() {
     let server = Server::start(&[]);
     let ana = table(&server);
