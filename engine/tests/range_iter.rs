@@ -19,22 +19,7 @@ use std::sync::Arc;
 use raiz_engine::index::{IndexDef, Segment};
 use raiz_engine::{Database, Field, FieldType, Schema, Session, Table, TableOptions, Value};
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use common::Rng;
 
 fn seed() -> u64 {
     std::env::var("RAIZ_RANGE_SEED")

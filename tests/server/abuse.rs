@@ -354,9 +354,9 @@ fn pipelining_without_reading_replies_is_bounded() {
     assert_eq!(first.id, 10);
 }
 
-#[test]
-fn a_client_that_stops_reading_its_replies_is_ended_and_its_locks_released() {
-    let server = Server::start(&["--idle-secs", "2"]);
+/// A table "big" of 2,000 records of 1,000 bytes (a `Snapshot` of it is a
+/// reply of about 2 MB), made by ana.
+fn big_table(server: &Server) {
     let ana = server.session("ana");
     let schema = Schema::new(vec![Field::new("TEXT", FieldType::Char(1000))]);
     ana.create_table("big", &schema, TableOptions::default())
@@ -366,13 +366,17 @@ fn a_client_that_stops_reading_its_replies_is_ended_and_its_locks_released() {
         .map(|i| vec![Value::Char(format!("{i:>1000}"))])
         .collect();
     t.append_many(&rows).unwrap();
-    let mut s = login(&server);
-    send(&mut s, 1, &Request::OpenTable("big".into()));
-    let Ok(Reply::Opened { handle, .. }) = recv(&mut s).body else {
+}
+
+/// On a raw connection `s`: opens "big", takes its file lock, then sends
+/// 200 `Snapshot` requests whose replies it never reads.
+fn lock_big_and_flood(s: &mut std::net::TcpStream) {
+    send(s, 1, &Request::OpenTable("big".into()));
+    let Ok(Reply::Opened { handle, .. }) = recv(s).body else {
         panic!("open")
     };
     send(
-        &mut s,
+        s,
         2,
         &Request::Table {
             handle,
@@ -380,8 +384,7 @@ fn a_client_that_stops_reading_its_replies_is_ended_and_its_locks_released() {
             op: TableOp::LockFile { timeout_ms: 0 },
         },
     );
-    assert!(recv(&mut s).body.is_ok(), "file lock");
-    // Replies of about 2 MB each, never read: the socket's buffers fill.
+    assert!(recv(s).body.is_ok(), "file lock");
     let mut w = s.try_clone().unwrap();
     w.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
     for id in 0..200u64 {
@@ -398,14 +401,31 @@ fn a_client_that_stops_reading_its_replies_is_ended_and_its_locks_released() {
             break;
         }
     }
-    // Another session gets the table once the stuck one is ended.
-    let bo = server.session("bo");
+}
+
+/// Another session gets "big"'s file lock within `limit`.
+fn bo_gets_the_file_lock(server: &Server, limit: Duration) {
     let started = Instant::now();
-    bo.open_table("big")
+    server
+        .session("bo")
+        .open_table("big")
         .unwrap()
         .lock_file(Duration::from_secs(20))
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        started.elapsed() < limit,
+        "freed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_its_replies_is_ended_and_its_locks_released() {
+    let server = Server::start(&["--idle-secs", "2"]);
+    big_table(&server);
+    let mut s = login(&server);
+    lock_big_and_flood(&mut s);
+    bo_gets_the_file_lock(&server, Duration::from_secs(20));
     assert!(
         eventually(Duration::from_secs(5), || server
             .log()
@@ -419,15 +439,7 @@ fn a_client_that_stops_reading_its_replies_is_ended_and_its_locks_released() {
 fn ending_a_session_stuck_on_unread_replies_frees_it_at_once() {
     // The default idle timeout (30 minutes): only the end frees it.
     let server = Server::start(&[]);
-    let ana = server.session("ana");
-    let schema = Schema::new(vec![Field::new("TEXT", FieldType::Char(1000))]);
-    ana.create_table("big", &schema, TableOptions::default())
-        .unwrap();
-    let mut t = ana.open_table("big").unwrap();
-    let rows: Vec<Vec<Value>> = (0..2000)
-        .map(|i| vec![Value::Char(format!("{i:>1000}"))])
-        .collect();
-    t.append_many(&rows).unwrap();
+    big_table(&server);
     let admin = server.session("admin");
     let before: Vec<u64> = admin
         .list_sessions()
@@ -443,39 +455,9 @@ fn ending_a_session_stuck_on_unread_replies_frees_it_at_once() {
         .map(|s| s.id)
         .find(|id| !before.contains(id))
         .expect("the raw session is listed");
-    send(&mut s, 1, &Request::OpenTable("big".into()));
-    let Ok(Reply::Opened { handle, .. }) = recv(&mut s).body else {
-        panic!("open")
-    };
-    send(
-        &mut s,
-        2,
-        &Request::Table {
-            handle,
-            sync: None,
-            op: TableOp::LockFile { timeout_ms: 0 },
-        },
-    );
-    assert!(recv(&mut s).body.is_ok(), "file lock");
-    let mut w = s.try_clone().unwrap();
-    w.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-    for id in 0..200u64 {
-        let req = Request::Table {
-            handle,
-            sync: None,
-            op: TableOp::Snapshot,
-        };
-        let payload = proto::encode(&Envelope {
-            id: 10 + id,
-            body: req,
-        });
-        if proto::write_frame(&mut w, &payload).is_err() {
-            break;
-        }
-    }
-    // Wait until the session is stuck writing a reply nobody reads: its
-    // bytes out have grown and stopped growing.
-    let sent = |admin: &raiz_client::Session| {
+    lock_big_and_flood(&mut s);
+    // Wait until its bytes out have grown and stopped growing.
+    let sent = || {
         admin
             .list_sessions()
             .unwrap()
@@ -483,28 +465,18 @@ fn ending_a_session_stuck_on_unread_replies_frees_it_at_once() {
             .find(|x| x.id == stuck)
             .map_or(0, |x| x.bytes_out)
     };
-    assert!(eventually(Duration::from_secs(10), || sent(&admin) > 1 << 20));
-    let mut last = sent(&admin);
+    assert!(eventually(Duration::from_secs(10), || sent() > 1 << 20));
+    let mut last = sent();
     loop {
         std::thread::sleep(Duration::from_millis(300));
-        let now = sent(&admin);
+        let now = sent();
         if now == last {
             break;
         }
         last = now;
     }
     assert!(admin.end_session(stuck).unwrap());
-    let started = Instant::now();
-    let bo = server.session("bo");
-    bo.open_table("big")
-        .unwrap()
-        .lock_file(Duration::from_secs(20))
-        .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "freed after {:?}",
-        started.elapsed()
-    );
+    bo_gets_the_file_lock(&server, Duration::from_secs(10));
 }
 
 #[test]

@@ -575,27 +575,9 @@ impl BTree {
     }
 
     /// Moves a position that sits past the end of its leaf to the next leaf.
-    fn normalize(&self, mut pos: Pos) -> Result<Option<Pos>> {
-        let mut hops = 0u64;
-        loop {
-            let p = self.file.read(pos.page)?;
-            let n = Node { b: &p, e: self.e() };
-            self.check_node(pos.page, &n)?;
-            if pos.idx < n.count() {
-                return Ok(Some(pos));
-            }
-            if n.right() == 0 {
-                return Ok(None);
-            }
-            hops += 1;
-            if hops > self.file.page_count() {
-                return Err(self.corrupt(pos.page, "leaf chain loops"));
-            }
-            pos = Pos {
-                page: n.right(),
-                idx: 0,
-            };
-        }
+    fn normalize(&self, pos: Pos) -> Result<Option<Pos>> {
+        // The first entry at or after `pos`, visited not at all.
+        self.leaf_entries(pos, |_, _| false)
     }
 
     /// The first entry.
