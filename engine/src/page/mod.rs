@@ -1,6 +1,7 @@
 //! Pages: the fixed-size unit of every raiz file, its header and checksum, the
 //! bounded buffer pool, and a file seen as pages through that pool.
 
+mod arena;
 mod file;
 mod guard;
 pub mod layout;

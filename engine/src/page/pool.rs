@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::arena::{Arena, PageBuf};
 use super::file::FileShared;
 use super::guard::PageMut;
 use super::map::{Layout, PageMap};
@@ -43,8 +44,8 @@ pub(super) const FAILED: u8 = 2;
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Frame {
-    pub(super) data: RwLock<Box<[u8]>>,
-    /// Where the page's bytes are: the boxed slice never moves or changes
+    pub(super) data: RwLock<PageBuf>,
+    /// Where the page's bytes are: the buffer never moves or changes
     /// length while the frame lives, so this address may be used as a
     /// prefetch hint without taking the lock.
     addr: usize,
@@ -60,9 +61,9 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    pub(super) fn new(file: Arc<FileShared>, page_no: u64, state: u8) -> Frame {
+    pub(super) fn new(arena: &Arc<Arena>, file: Arc<FileShared>, page_no: u64, state: u8) -> Frame {
         let size = file.page_size as usize;
-        let bytes = vec![0u8; size].into_boxed_slice();
+        let bytes = arena.alloc(size);
         Frame {
             addr: bytes.as_ptr() as usize,
             data: RwLock::new(bytes),
@@ -198,6 +199,8 @@ pub struct BufferPool {
     /// Bytes cached in every shard (changed under the shard's mutex).
     used: AtomicUsize,
     pub(super) writebacks: AtomicU64,
+    /// Where frames get their bytes.
+    arena: Arc<Arena>,
 }
 
 /// What a lookup found.
@@ -229,6 +232,7 @@ impl BufferPool {
             capacity,
             used: AtomicUsize::new(0),
             writebacks: AtomicU64::new(0),
+            arena: Arena::new(),
         })
     }
 
@@ -274,7 +278,7 @@ impl BufferPool {
             return Ok(Lookup::Cached(frame));
         }
         bump(&shard.misses);
-        let frame = Arc::new(Frame::new(file.clone(), page_no, state));
+        let frame = Arc::new(Frame::new(&self.arena, file.clone(), page_no, state));
         self.make_room(shard, &mut inner, frame.size())?;
         // Locked before it is visible: no reader can see the zeros.
         let guard = PageMut::lock(frame.clone());
