@@ -139,14 +139,31 @@ pub struct BTree {
     version: u64,
     /// Root, height, counts.
     pub state: TreeState,
-    /// A verified copy of the root node (an internal one) and its page
-    /// number, made by the first descent after a change: every seek starts
-    /// there, and reading a copy takes no lock of the pool or the page —
-    /// the root's frame, which every reader would otherwise pin and lock,
-    /// is the line the cores fought over. Emptied by [`BTree::touch`]; a
-    /// copy of another page than `state.root` is not used.
-    root_copy: std::sync::OnceLock<(u64, Box<[u8]>)>,
+    /// Verified copies of the root node (an internal one) and, lazily, of
+    /// its internal children, made by the first descents after a change:
+    /// every seek starts there, and reading a copy takes no lock of the pool
+    /// or the page — the root's frame, which every reader would otherwise pin
+    /// and lock, is the line the cores fought over, and the level below is
+    /// one pool lookup (and its cache misses) fewer per descent. Emptied by
+    /// [`BTree::touch`]; copies of another root than `state.root` are not
+    /// used.
+    copies: std::sync::OnceLock<Copies>,
 }
+
+/// See [`BTree::copies`].
+#[derive(Debug)]
+struct Copies {
+    root: u64,
+    bytes: Box<[u8]>,
+    /// Per child of the root, its copy once read (empty when the root's
+    /// children are leaves, or too many to copy: more than
+    /// [`COPIED_CHILDREN`]).
+    children: Box<[std::sync::OnceLock<Box<[u8]>>]>,
+}
+
+/// The most children of the root a tree keeps copies of (with 8 KiB pages,
+/// 4 MiB of copies; a tree that large has millions of entries).
+const COPIED_CHILDREN: usize = 512;
 
 struct Node<'a> {
     b: &'a [u8],
@@ -243,7 +260,7 @@ impl BTree {
             cap,
             version: VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state,
-            root_copy: std::sync::OnceLock::new(),
+            copies: std::sync::OnceLock::new(),
         }
     }
 
@@ -255,23 +272,38 @@ impl BTree {
     /// Invalidates every position taken so far.
     pub fn touch(&mut self) {
         self.version = VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.root_copy.take();
+        self.copies.take();
     }
 
-    /// The copy of the root, an internal node, made now if there is none;
-    /// None when the root is a leaf (a leaf changes without a descent
+    /// The copies of the root, an internal node, made now if there are
+    /// none; None when the root is a leaf (a leaf changes without a descent
     /// through it, and is read once anyway).
-    fn root_node(&self) -> Result<Option<&[u8]>> {
+    fn copies(&self) -> Result<Option<&Copies>> {
         let root = self.state.root;
         if root == 0 || self.state.height < 2 {
             return Ok(None);
         }
-        if let Some((page, copy)) = self.root_copy.get() {
-            return Ok((*page == root).then_some(&copy[..]));
+        if let Some(c) = self.copies.get() {
+            return Ok((c.root == root).then_some(c));
         }
-        let copy: Box<[u8]> = Box::from(&self.node_at(root, 0)?[..]);
-        let (page, copy) = self.root_copy.get_or_init(|| (root, copy));
-        Ok((*page == root).then_some(&copy[..]))
+        let bytes: Box<[u8]> = Box::from(&self.node_at(root, 0)?[..]);
+        let count = Node {
+            b: &bytes,
+            e: self.e(),
+        }
+        .count();
+        // Children: the leftmost, then one per separator.
+        let children = if self.state.height > 2 && count < COPIED_CHILDREN {
+            (0..=count).map(|_| std::sync::OnceLock::new()).collect()
+        } else {
+            Box::default()
+        };
+        let c = self.copies.get_or_init(|| Copies {
+            root,
+            bytes,
+            children,
+        });
+        Ok((c.root == root).then_some(c))
     }
 
     /// The file.
@@ -470,14 +502,30 @@ impl BTree {
             return Ok(None);
         }
         let mut from = 0;
-        if let Some(root) = self.root_node()? {
-            page = Node {
-                b: root,
+        if let Some(c) = self.copies()? {
+            let (i, child) = Node {
+                b: &c.bytes,
                 e: self.e(),
             }
-            .child_for(k)
-            .1;
+            .child_for(k);
+            page = child;
             from = 1;
+            if let Some(slot) = c.children.get((i + 1) as usize) {
+                let bytes = match slot.get() {
+                    Some(b) => b,
+                    None => {
+                        let b: Box<[u8]> = Box::from(&self.node_at(page, 1)?[..]);
+                        slot.get_or_init(|| b)
+                    }
+                };
+                page = Node {
+                    b: bytes,
+                    e: self.e(),
+                }
+                .child_for(k)
+                .1;
+                from = 2;
+            }
         }
         for depth in from..self.state.height {
             let p = self.node_at(page, depth)?;
