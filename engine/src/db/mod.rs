@@ -19,6 +19,7 @@
 mod keypos;
 mod names;
 mod nav;
+mod recno_map;
 pub mod recovery;
 mod session;
 mod table;

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use ahash::AHashMap as HashMap;
 use std::sync::Arc;
 
+use super::recno_map::RecnoMap;
 use crate::index::IndexDef;
 use crate::schema::Value;
 use crate::txn::{Change, TableHandle, TableShared};
@@ -41,7 +42,7 @@ pub(crate) struct Overlay {
     sorted: Option<BTreeMap<Arc<[u8]>, u64>>,
     /// Every record the transaction changed (its committed entry is
     /// hidden), with its pending key when it has one in this index.
-    key_of: HashMap<u64, Option<Arc<[u8]>>>,
+    key_of: RecnoMap<Option<Arc<[u8]>>>,
 }
 
 impl Overlay {
@@ -110,7 +111,7 @@ pub(crate) struct Pending {
 /// One table's part of the index.
 #[derive(Debug, Default)]
 pub(crate) struct TableTxn {
-    pub records: HashMap<u64, Pending>,
+    pub records: RecnoMap<Pending>,
     /// Recno of each change to this table, in order.
     pub order: Vec<u64>,
     pub max_append: u64,
@@ -165,7 +166,7 @@ fn fold(index: &mut TxnIndex, shared: &Arc<TableShared>, at: usize, change: &Cha
     let t = index.entry(key(shared)).or_default();
     let recno = change.recno();
     t.order.push(recno);
-    let p = t.records.entry(recno).or_default();
+    let p = t.records.get_or_default(recno);
     match change {
         Change::Append { .. } => {
             p.values_at = Some(at);
@@ -206,12 +207,15 @@ impl Txn {
             }
             t.order.push(*recno);
             t.max_append = t.max_append.max(*recno);
-            *t.records.entry(*recno).or_default() = Pending {
-                values_at: None,
-                blank: true,
-                deleted: Some(true),
-                appended: true,
-            };
+            t.records.insert(
+                *recno,
+                Pending {
+                    values_at: None,
+                    blank: true,
+                    deleted: Some(true),
+                    appended: true,
+                },
+            );
         }
     }
 

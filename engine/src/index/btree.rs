@@ -232,13 +232,19 @@ impl Node<'_> {
 /// C library's `memcmp`, whose call costs more than such a comparison.
 #[inline]
 pub(super) fn key_less(a: &[u8], b: &[u8]) -> bool {
+    key_cmp(a, b).is_lt()
+}
+
+/// The byte order of two keys, as [`key_less`] finds it.
+#[inline]
+pub(crate) fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
         let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
         if x != y {
-            return x < y;
+            return x.cmp(&y);
         }
     }
-    a < b
+    a.cmp(b)
 }
 
 /// An in-memory copy of a node, for the restructuring operations.

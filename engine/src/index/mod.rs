@@ -14,6 +14,7 @@ mod key;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub(crate) use btree::key_cmp;
 pub use btree::{Ahead, BTree, Pos, Stepped, TreeState, AHEAD};
 pub use key::{CmpOp, Condition, IndexDef, KeySpec, Literal, Segment, MAX_KEY_LEN};
 

@@ -244,7 +244,7 @@ proptest! {
     /// The search's comparison is the byte strings' order, whatever their
     /// lengths and however they share a prefix.
     #[test]
-    fn key_less_is_the_byte_order(
+    fn key_less_and_key_cmp_are_the_byte_order(
         prefix in proptest::collection::vec(any::<u8>(), 0..12),
         a in proptest::collection::vec(any::<u8>(), 0..12),
         b in proptest::collection::vec(0u8..4, 0..12),
@@ -254,5 +254,7 @@ proptest! {
         prop_assert_eq!(super::btree::key_less(&a, &b), a < b);
         prop_assert_eq!(super::btree::key_less(&b, &a), b < a);
         prop_assert!(!super::btree::key_less(&a, &a));
+        prop_assert_eq!(super::btree::key_cmp(&a, &b), a.cmp(&b));
+        prop_assert_eq!(super::btree::key_cmp(&b, &a), b.cmp(&a));
     }
 }

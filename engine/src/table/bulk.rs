@@ -13,6 +13,7 @@
 //! read or move an entry that is not in its index yet.
 
 use crate::error::{Error, Result};
+use crate::index::key_cmp;
 
 use super::core::TableCore;
 
@@ -58,7 +59,7 @@ impl TableCore {
             return Ok(());
         };
         for (i, list) in lists.iter_mut().enumerate() {
-            list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            list.sort_unstable_by(|a, b| key_cmp(&a.0, &b.0));
             // Equal full keys: a unique key two of the records took (other
             // keys end in their recno).
             if let Some(w) = list.windows(2).find(|w| w[0].0 == w[1].0) {

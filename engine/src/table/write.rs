@@ -15,6 +15,8 @@
 //! an unlogged table they are retired, not freed, until the data file's new
 //! slots are synced (see `BlobStore::retire`).
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 use crate::index::describe_key;
 use crate::record::{SlotStatus, VAR_SLOT_BODY};
@@ -205,14 +207,16 @@ impl TableCore {
     /// Stores new memos of `values` for `recno`; `old` are the record's current
     /// values (for an update). Returns the values with memos resolved, the blobs
     /// written (to free on failure) and the blobs replaced (to retire on success).
+    /// The values are copied only when a memo changes (a record's values are
+    /// otherwise stored as given).
     #[allow(clippy::type_complexity)]
-    fn resolve_memos(
+    fn resolve_memos<'v>(
         &self,
         recno: u64,
-        values: &[Value],
+        values: &'v [Value],
         old: Option<&[Value]>,
-    ) -> Result<(Vec<Value>, Vec<u64>, Vec<u64>)> {
-        let mut out = values.to_vec();
+    ) -> Result<(Cow<'v, [Value]>, Vec<u64>, Vec<u64>)> {
+        let mut out = Cow::Borrowed(values);
         let mut written = Vec::new();
         let mut replaced = Vec::new();
         for (i, f) in self.schema.fields().iter().enumerate() {
@@ -254,7 +258,7 @@ impl TableCore {
             if let Some(r) = current {
                 replaced.push(r.blob);
             }
-            out[i] = new;
+            out.to_mut()[i] = new;
         }
         Ok((out, written, replaced))
     }
@@ -371,15 +375,14 @@ impl TableCore {
         {
             return Err(self.corrupt(recno, "a new record's recno is already taken"));
         }
-        let values = values.to_vec();
         // Unique keys are checked as they are inserted (`apply_keys`).
-        let keys = self.keys(&values, recno, deleted);
+        let keys = self.keys(values, recno, deleted);
         self.mark_dirty()?;
         self.slots.ensure_page(&self.data, recno)?;
         if !self.deferring() {
             self.reserve_indexes()?;
         }
-        let (resolved, written, _) = self.resolve_memos(recno, &values, None)?;
+        let (resolved, written, _) = self.resolve_memos(recno, values, None)?;
         let slot = match self.store_body(recno, &resolved) {
             Ok(s) => s,
             Err(e) => {
@@ -396,7 +399,7 @@ impl TableCore {
             vec![None; keys.len()]
         };
         if !deferring {
-            if let Err(e) = self.apply_keys(&none, &keys, recno, &values) {
+            if let Err(e) = self.apply_keys(&none, &keys, recno, values) {
                 self.free_body(&slot);
                 self.free_all(&written);
                 return Err(e);
@@ -409,7 +412,7 @@ impl TableCore {
         };
         if let Err(e) = self.slots.write(&self.data, recno, status, &slot) {
             if !deferring {
-                let _ = self.apply_keys(&keys, &none, recno, &values);
+                let _ = self.apply_keys(&keys, &none, recno, values);
             }
             self.free_body(&slot);
             self.free_all(&written);
