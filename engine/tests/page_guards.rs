@@ -4,7 +4,10 @@
 //! loaded, written back and evicted all the time. A page is rewritten in two
 //! steps under its guard (version first, then the body); a reader that ever
 //! saw the two disagree, a page that lost a write, or a checksum failure on a
-//! written-back page would mean the guards let two sides in at once.
+//! written-back page would mean the guards let two sides in at once. The
+//! same runs on two files of different page sizes sharing one pool while
+//! short-lived files come and go, so frames' memory (slabs per page size,
+//! chunks handed out, given back and handed out again) is shared the same way.
 //!
 //! `RAIZ_GUARD_ROUNDS` sets the writes per writer (default 3,000).
 
@@ -58,13 +61,83 @@ impl Rng {
 
 #[test]
 fn guards_never_let_a_reader_see_half_a_write_through_eviction_and_write_back() {
+    let seed = std::env::var("RAIZ_GUARD_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x9a6e_5eed_u64);
+    println!(
+        "seed {seed} (RAIZ_GUARD_SEED), {} writes per writer",
+        rounds()
+    );
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pages.rzd");
+    // Sixteen 4 KiB frames for 240 pages: nearly every access loads or evicts.
+    let pool = BufferPool::new(16 * PAGE as usize);
+    scenario(&pool, dir.path(), PAGE, seed);
+}
+
+/// Two files of different page sizes share one small pool (their frames come
+/// from slabs of two sizes, handed out, given back and handed out again),
+/// while a third thread keeps creating, filling and dropping files of a third
+/// size, whose frames go back with them: no page may see another's bytes, a
+/// fresh page must read as zeros, and every write must survive.
+#[test]
+fn frames_of_several_page_sizes_share_a_pool_through_eviction_and_dropped_files() {
+    let seed = std::env::var("RAIZ_GUARD_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x51ab_5eed_u64);
+    println!(
+        "seed {seed} (RAIZ_GUARD_SEED), {} writes per writer",
+        rounds()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pool = BufferPool::new(16 * 4096 + 16 * 16384);
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (pool, stop, root) = (pool.clone(), stop.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut files = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let path = root.join(format!("churn{}.rzd", files % 4));
+                let _ = std::fs::remove_file(&path);
+                let f = FileStorage.open(&path, OpenMode::CreateNew).unwrap();
+                let file = PageFile::open(pool.clone(), f, &path, 8192).unwrap();
+                for n in 0..24u64 {
+                    let (no, mut p) = file.allocate(PageType::Records).unwrap();
+                    assert!(
+                        p[PAGE_HEADER..].iter().all(|&b| b == 0),
+                        "a new page of file {files} holds another page's bytes"
+                    );
+                    fill(&mut p, n + 1);
+                    drop(p);
+                    assert_eq!(version_of(&file.read(no).unwrap(), no), n + 1);
+                }
+                drop(file);
+                files += 1;
+            }
+            files
+        })
+    };
+    std::thread::scope(|s| {
+        let a = s.spawn(|| scenario(&pool, &dir.path().join("a"), 4096, seed));
+        let b = s.spawn(|| scenario(&pool, &dir.path().join("b"), 16384, seed ^ 0xb));
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    stop.store(true, Ordering::Relaxed);
+    let files = churn.join().unwrap();
+    assert!(files > 0);
+    println!("{files} short-lived files");
+}
+
+/// Writers, readers and a flusher on one file of `page` bytes a page in
+/// `pool`; then every write is checked through the pool and on disk.
+fn scenario(pool: &Arc<BufferPool>, dir: &Path, page: u32, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("pages.rzd");
     let storage = FileStorage;
     let f = storage.open(&path, OpenMode::CreateNew).unwrap();
-    // Sixteen frames for 240 pages: nearly every access loads or evicts.
-    let pool = BufferPool::new(16 * PAGE as usize);
-    let file = Arc::new(PageFile::open(pool.clone(), f, Path::new(&path), PAGE).unwrap());
+    let file = Arc::new(PageFile::open(pool.clone(), f, Path::new(&path), page).unwrap());
     for _ in 0..PAGES {
         let (no, mut p) = file.allocate(PageType::Records).unwrap();
         fill(&mut p, 0);
@@ -73,11 +146,6 @@ fn guards_never_let_a_reader_see_half_a_write_through_eviction_and_write_back() 
     }
     let stop = Arc::new(AtomicBool::new(false));
     let rounds = rounds();
-    let seed = std::env::var("RAIZ_GUARD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x9a6e_5eed_u64);
-    println!("seed {seed} (RAIZ_GUARD_SEED), {rounds} writes per writer");
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let file = file.clone();
@@ -149,7 +217,7 @@ fn guards_never_let_a_reader_see_half_a_write_through_eviction_and_write_back() 
     file.sync().unwrap();
     drop(file);
     let f = storage.open(&path, OpenMode::Existing).unwrap();
-    let reopened = PageFile::open(BufferPool::new(16 * PAGE as usize), f, &path, PAGE).unwrap();
+    let reopened = PageFile::open(BufferPool::new(16 * page as usize), f, &path, page).unwrap();
     for page in 0..PAGES {
         let p = reopened.read(page).unwrap();
         assert_eq!(
