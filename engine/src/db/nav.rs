@@ -203,10 +203,9 @@ impl Table {
                     _ => Bound::Unbounded,
                 };
                 let range = o
-                    .sorted()
+                    .range(lower, upper)
                     .expect("asked for in order")
-                    .range::<[u8], _>((lower, upper))
-                    .map(|(k, r)| (k.to_vec(), *r));
+                    .map(|(k, r)| (k.to_vec(), r));
                 Some(if forwards {
                     Box::new(range)
                 } else {

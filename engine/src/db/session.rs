@@ -314,7 +314,7 @@ impl SessionInner {
                 fold(o, r, txn)?;
             }
         }
-        if ordered && ov.sorted().is_none() {
+        if ordered && !ov.is_sorted() {
             Arc::make_mut(&mut ov).sort();
         }
         if let Some(t) = txn.index.get_mut(&key) {

@@ -148,6 +148,11 @@ pub struct BTree {
     /// [`BTree::touch`]; copies of another root than `state.root` are not
     /// used.
     copies: std::sync::OnceLock<Copies>,
+    /// Descents at this version that found no copies: the first goes
+    /// without making them (a write's own descent, or a read between two
+    /// writes, would pay for copies the next change drops), the second
+    /// makes them.
+    bare_descents: std::sync::atomic::AtomicU32,
 }
 
 /// See [`BTree::copies`].
@@ -267,6 +272,7 @@ impl BTree {
             version: VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state,
             copies: std::sync::OnceLock::new(),
+            bare_descents: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -279,11 +285,13 @@ impl BTree {
     pub fn touch(&mut self) {
         self.version = VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.copies.take();
+        *self.bare_descents.get_mut() = 0;
     }
 
     /// The copies of the root, an internal node, made now if there are
-    /// none; None when the root is a leaf (a leaf changes without a descent
-    /// through it, and is read once anyway).
+    /// none and this is not the first descent since the last change; None
+    /// when the root is a leaf (a leaf changes without a descent through it,
+    /// and is read once anyway) or on that first descent.
     fn copies(&self) -> Result<Option<&Copies>> {
         let root = self.state.root;
         if root == 0 || self.state.height < 2 {
@@ -291,6 +299,13 @@ impl BTree {
         }
         if let Some(c) = self.copies.get() {
             return Ok((c.root == root).then_some(c));
+        }
+        if self
+            .bare_descents
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            return Ok(None);
         }
         let bytes: Box<[u8]> = Box::from(&self.node_at(root, 0)?[..]);
         let count = Node {
