@@ -11,9 +11,14 @@
 //!   the committed index and the purge point kept beside it. The log is the
 //!   durable record of a committed transaction on every member (ARCHITECTURE.md,
 //!   "Cluster").
+//! - [`log_store`]: that log as openraft's log storage (`RaftLogStorage`),
+//!   entries and vote encoded with postcard, an append durable before openraft
+//!   is told.
 
 pub mod error;
 pub mod log;
+pub mod log_store;
 
 pub use error::{Error, Result};
 pub use log::{LogMeta, RaftLog, RaftLogOptions};
+pub use log_store::LogStore;
