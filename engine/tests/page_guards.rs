@@ -31,6 +31,19 @@ fn rounds() -> u64 {
         .unwrap_or(3_000)
 }
 
+/// `RAIZ_GUARD_SEED`, or this test's default; printed with the rounds.
+fn seed(default: u64) -> u64 {
+    let seed = std::env::var("RAIZ_GUARD_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    println!(
+        "seed {seed} (RAIZ_GUARD_SEED), {} writes per writer",
+        rounds()
+    );
+    seed
+}
+
 /// A page's body for `version`: the version, then its low byte repeated.
 fn fill(p: &mut [u8], version: u64) {
     p[PAGE_HEADER..PAGE_HEADER + 8].copy_from_slice(&version.to_le_bytes());
@@ -61,14 +74,7 @@ impl Rng {
 
 #[test]
 fn guards_never_let_a_reader_see_half_a_write_through_eviction_and_write_back() {
-    let seed = std::env::var("RAIZ_GUARD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x9a6e_5eed_u64);
-    println!(
-        "seed {seed} (RAIZ_GUARD_SEED), {} writes per writer",
-        rounds()
-    );
+    let seed = seed(0x9a6e_5eed_u64);
     let dir = tempfile::tempdir().unwrap();
     // Sixteen 4 KiB frames for 240 pages: nearly every access loads or evicts.
     let pool = BufferPool::new(16 * PAGE as usize);
@@ -82,14 +88,7 @@ fn guards_never_let_a_reader_see_half_a_write_through_eviction_and_write_back() 
 /// fresh page must read as zeros, and every write must survive.
 #[test]
 fn frames_of_several_page_sizes_share_a_pool_through_eviction_and_dropped_files() {
-    let seed = std::env::var("RAIZ_GUARD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x51ab_5eed_u64);
-    println!(
-        "seed {seed} (RAIZ_GUARD_SEED), {} writes per writer",
-        rounds()
-    );
+    let seed = seed(0x51ab_5eed_u64);
     let dir = tempfile::tempdir().unwrap();
     let pool = BufferPool::new(16 * 4096 + 16 * 16384);
     let stop = Arc::new(AtomicBool::new(false));
