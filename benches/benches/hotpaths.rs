@@ -1,7 +1,9 @@
 //! The hot paths in isolation, so a regression shows where it is: record
 //! encode/decode, key encoding, page checksum, B+tree search and steps, log
 //! append, the page patch a commit logs, a transaction's appends (record
-//! locks, the transaction's index overlay, the commit) and a record lock.
+//! locks, the transaction's index overlay, the commit), seeks and deletes in a
+//! transaction (its ordered overlay), a record lock, and a page read that
+//! misses the pool (a frame evicted, its memory reused for the page loaded).
 //!
 //! `cargo bench -p raiz-benches --bench hotpaths`
 
@@ -187,6 +189,33 @@ fn transactions(c: &mut Criterion) {
             s.commit().unwrap();
         })
     });
+    // A thousand seeks and deletes by key in one transaction, then its
+    // rollback: each seek merges the transaction's ordered overlay, which
+    // each delete (moving the record's unique key to its deleted form) grows.
+    g.bench_function("seek_and_delete_1000_in_one_transaction", |b| {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let db = Database::open_with("/del", Options::default().storage(storage)).unwrap();
+        let s = db.session();
+        let mut t = kv_table(&db, &s);
+        const ROWS: u64 = 100_000;
+        s.begin().unwrap();
+        for i in 0..ROWS {
+            t.append(&kv_row(i)).unwrap();
+        }
+        s.commit().unwrap();
+        t.set_order(Some("key")).unwrap();
+        let mut rng = XorShift(0xde1e_7e00_0000_0001);
+        b.iter(|| {
+            s.begin().unwrap();
+            for _ in 0..1_000 {
+                let key = kv_row(rng.next_in(ROWS) - 1).into_iter().next().unwrap();
+                if t.seek(&[key]).unwrap() && !t.is_deleted(t.recno()).unwrap() {
+                    t.delete(t.recno()).unwrap();
+                }
+            }
+            s.rollback().unwrap();
+        })
+    });
     g.finish();
     let mut g = c.benchmark_group("locks");
     g.throughput(Throughput::Elements(1));
@@ -281,8 +310,31 @@ fn patch(c: &mut Criterion) {
     g.finish();
 }
 
+/// A page read that misses the pool: eight frames for 1,000 pages, so each
+/// read evicts a frame, and its memory (a chunk of the pool's slabs, zeroed
+/// when handed out again) takes the page read from storage and verified.
+fn pool(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pool");
+    g.throughput(Throughput::Elements(1));
+    const PAGES: u64 = 1_000;
+    let storage = MemoryStorage::new();
+    let path = Path::new("/pool.rzd");
+    let f = storage.open(path, OpenMode::CreateNew).unwrap();
+    let file = PageFile::open(BufferPool::new(8 * 8192), f, path, 8192).unwrap();
+    for _ in 0..PAGES {
+        file.allocate(raiz_engine::page::PageType::Records).unwrap();
+    }
+    file.write_dirty().unwrap();
+    let mut rng = XorShift(0x9001_0000_0000_0005);
+    g.bench_function("miss_load_8KiB_page", |b| {
+        b.iter(|| black_box(file.read(rng.next_in(PAGES) - 1).unwrap()[100]))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    pool,
     records,
     keys,
     checksum,
