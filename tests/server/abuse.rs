@@ -310,25 +310,7 @@ fn pipelining_without_reading_replies_is_bounded() {
     };
     let mut w = s.try_clone().unwrap();
     w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-    let writer = std::thread::spawn(move || {
-        let mut sent = 0;
-        for id in 0..1000u64 {
-            let req = Request::Table {
-                handle,
-                sync: None,
-                op: TableOp::Snapshot,
-            };
-            let payload = proto::encode(&Envelope {
-                id: 10 + id,
-                body: req,
-            });
-            if proto::write_frame(&mut w, &payload).is_err() {
-                break;
-            }
-            sent += 1;
-        }
-        sent
-    });
+    let writer = std::thread::spawn(move || flood_snapshots(&mut w, handle, 1000));
     let mut peak = before;
     let start = Instant::now();
     while !writer.is_finished() || start.elapsed() < Duration::from_secs(2) {
@@ -387,7 +369,14 @@ fn lock_big_and_flood(s: &mut std::net::TcpStream) {
     assert!(recv(s).body.is_ok(), "file lock");
     let mut w = s.try_clone().unwrap();
     w.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-    for id in 0..200u64 {
+    flood_snapshots(&mut w, handle, 200);
+}
+
+/// Sends up to `count` `Snapshot` requests (about 2 MB of reply each) without
+/// reading a reply; stops at the first write the server no longer takes.
+/// Returns how many went out.
+fn flood_snapshots(w: &mut std::net::TcpStream, handle: u32, count: u64) -> u64 {
+    for id in 0..count {
         let req = Request::Table {
             handle,
             sync: None,
@@ -397,10 +386,11 @@ fn lock_big_and_flood(s: &mut std::net::TcpStream) {
             id: 10 + id,
             body: req,
         });
-        if proto::write_frame(&mut w, &payload).is_err() {
-            break;
+        if proto::write_frame(w, &payload).is_err() {
+            return id;
         }
     }
+    count
 }
 
 /// Another session gets "big"'s file lock within `limit`.
