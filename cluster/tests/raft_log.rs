@@ -282,3 +282,47 @@ fn oversized_entries_and_holes_are_refused_and_a_failed_sync_stops_writes() {
     log.append([(next, &b"z"[..])]).unwrap();
     log.sync().unwrap();
 }
+
+#[test]
+fn a_damaged_meta_file_or_segment_header_is_refused_naming_the_file() {
+    let dir = Path::new("/member/log");
+    let storage = FaultStorage::new();
+    let mut log = RaftLog::open(Arc::new(storage.clone()), dir, opts()).unwrap();
+    log.append((1..=30).map(|i| (i, &b"entry"[..]))).unwrap();
+    log.sync().unwrap();
+    log.save_vote(b"vote".to_vec()).unwrap();
+    drop(log);
+    let meta = dir.join("meta");
+    let open = || RaftLog::open(Arc::new(storage.clone()), dir, opts());
+
+    // A flipped byte in the vote: the checksum catches it.
+    let len = storage
+        .open(&meta, OpenMode::Existing)
+        .unwrap()
+        .len()
+        .unwrap();
+    storage.corrupt_byte(&meta, len - 1).unwrap();
+    match open() {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, meta),
+        other => panic!("expected a corrupt meta file, got {other:?}"),
+    }
+    // Cut short: refused too, and the segments are untouched.
+    let f = storage.open(&meta, OpenMode::Existing).unwrap();
+    f.set_len(10).unwrap();
+    assert!(matches!(open(), Err(Error::Corrupt { .. })));
+    storage.remove(&meta).unwrap();
+    assert_eq!(open().unwrap().last_index(), Some(30));
+
+    // A segment whose header is not raiz's (not a crash's zeros).
+    let mut segs = storage.list(dir).unwrap();
+    segs.retain(|n| n.ends_with(".seg"));
+    segs.sort();
+    let first = dir.join(&segs[0]);
+    storage.corrupt_byte(&first, 0).unwrap();
+    match open() {
+        Err(Error::Corrupt {
+            path, offset: 0, ..
+        }) => assert_eq!(path, first),
+        other => panic!("expected a corrupt segment header, got {other:?}"),
+    }
+}
