@@ -229,6 +229,11 @@ enum Command {
         /// address, e.g. 127.0.0.1:9470.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Run as one member of the cluster [cluster] describes (id,
+        /// members, secret_file): commits are acknowledged once a majority
+        /// of the members holds them; only the leader takes writes.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Manage the users of a rootpath (argon2 hashes in raiz.users).
     #[command(
@@ -709,7 +714,9 @@ fn run(cli: Cli, mut config: Config) -> CliResult {
             lock_idle_secs,
             window_mb,
             metrics_listen,
+            cluster,
         } => {
+            config.cluster = cluster;
             config.metrics_listen = metrics_listen.or(config.metrics_listen);
             config.root = root.or(config.root);
             config.listen = listen.or(config.listen);

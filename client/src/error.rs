@@ -85,6 +85,14 @@ pub enum ErrorKind {
     /// A cache node cannot vouch for its copy: it has heard nothing from its
     /// server for longer than its staleness limit.
     Stale,
+    /// A cluster member that does not take writes now (a follower): writes go
+    /// to the leader.
+    NotLeader,
+    /// The cluster cannot reach a majority: nothing can be committed.
+    NoQuorum,
+    /// The leader changed during the transaction: its locks are gone and the
+    /// outcome of a commit in flight is unknown; look, then retry.
+    Failover,
 }
 
 impl ErrorKind {
@@ -122,6 +130,9 @@ impl ErrorKind {
             E::Transaction(_) => ErrorKind::Transaction,
             E::Unsupported(_) => ErrorKind::Unsupported,
             E::FeedStopped { .. } => ErrorKind::FeedStopped,
+            E::NotLeader { .. } => ErrorKind::NotLeader,
+            E::NoQuorum { .. } => ErrorKind::NoQuorum,
+            E::Failover { .. } => ErrorKind::Failover,
             #[allow(unreachable_patterns)]
             _ => ErrorKind::Other,
         }

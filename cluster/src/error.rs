@@ -36,6 +36,24 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// The member's database refused.
+    #[error(transparent)]
+    Engine(#[from] raiz_engine::Error),
+    /// The member's settings do not make a member.
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    /// The Raft listener could not be opened.
+    #[error("cannot listen for the other members on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// openraft could not start or stopped.
+    #[error("raft: {0}")]
+    Raft(String),
     /// An entry larger than the log takes.
     #[error("a log entry of {len} bytes is larger than the {max} bytes an entry may have")]
     TooLarge {

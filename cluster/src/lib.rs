@@ -18,7 +18,14 @@
 pub mod error;
 pub mod log;
 pub mod log_store;
+pub mod member;
+pub mod network;
+pub mod state;
+pub mod types;
 
 pub use error::{Error, Result};
 pub use log::{LogMeta, RaftLog, RaftLogOptions};
 pub use log_store::LogStore;
+pub use member::{ClusterConfig, ClusterMember, Status};
+pub use state::{StateMachine, META_TABLE};
+pub use types::{Command, Member, Outcome, Raiz};

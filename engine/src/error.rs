@@ -319,6 +319,32 @@ pub enum Error {
         reason: String,
     },
 
+    /// This database is a cluster member that does not take writes now: it
+    /// is a follower, or a leader not yet caught up with its term. Writes go
+    /// to the leader (named when known).
+    #[error("not the leader: writes go to {}", leader.as_deref().unwrap_or("the leader, once one is elected"))]
+    NotLeader {
+        /// The leader's client address, when known.
+        leader: Option<String>,
+    },
+
+    /// The cluster cannot reach a majority of its members: nothing can be
+    /// committed until it can.
+    #[error("no quorum: {reason}")]
+    NoQuorum {
+        /// What the member knows.
+        reason: String,
+    },
+
+    /// The leader changed while this transaction was open or committing: its
+    /// locks are gone and, if it was committing, its outcome is not known
+    /// here. Look before retrying (the new leader has the answer).
+    #[error("failover: {reason}")]
+    Failover {
+        /// What happened.
+        reason: String,
+    },
+
     /// A backup cannot be taken there, or a backup cannot be restored: it is
     /// incomplete, damaged, or the target is not empty.
     #[error("backup {path}: {reason}")]
@@ -346,6 +372,16 @@ impl Error {
     /// (a full disk).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::DiskFull { .. })
+    }
+
+    /// True for a cluster member's refusal that says nothing about the data:
+    /// not the leader, no quorum, a failover (the outcome of a commit that
+    /// got one is unknown here).
+    pub fn is_replication(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. } | Error::NoQuorum { .. } | Error::Failover { .. }
+        )
     }
 
     /// True for damage found in a file (a bad checksum, a page or record that

@@ -127,6 +127,21 @@ pub struct Config {
     /// `[cache] listen`: where a node serves bound clients (`unix:PATH`, or
     /// a loopback `host:port`).
     pub cache_listen: Option<Vec<String>>,
+    /// `raiz serve --cluster`: run as a member of the group `[cluster]`
+    /// describes (a flag, not a setting of the file).
+    pub cluster: bool,
+    /// `[cluster] id`: this member's id (`raiz serve --cluster`).
+    pub cluster_id: Option<u64>,
+    /// `[cluster] members`: every member, each `ID RAFT_ADDRESS
+    /// CLIENT_ADDRESS`.
+    pub cluster_members: Option<Vec<String>>,
+    /// `[cluster] listen`: where this member listens for the others (default:
+    /// its own Raft address in `members`).
+    pub cluster_listen: Option<String>,
+    /// `[cluster] secret_file`: a file holding the secret the members share.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// `[cluster] log_dir`: the member's Raft log (default ROOT/raft).
+    pub cluster_log_dir: Option<PathBuf>,
     /// `[log] level`: a level or a filter (`info`, `raiz=debug`).
     pub log_level: Option<String>,
     /// `[log] format`: `text` or `json`.
@@ -158,6 +173,8 @@ pub enum Kind {
     Bool,
     /// Names: a TOML array of strings or one string separated by commas.
     Names,
+    /// Cluster members, as [`Kind::Names`]: each `ID RAFT CLIENT`.
+    Members,
     /// Listen addresses, as [`Kind::Names`]: each `unix:PATH` or `host:port`.
     Listeners,
     /// One of these words.
@@ -176,6 +193,10 @@ impl Kind {
             Kind::Seconds { max } => format!("a number of seconds above 0, at most {max}"),
             Kind::Bool => "true or false".into(),
             Kind::Names => "a list of names (an array of text, or text with commas)".into(),
+            Kind::Members => {
+                "a list of members, each \"ID RAFT_HOST:PORT CLIENT_HOST:PORT\" (an array of text, or text with commas)"
+                    .into()
+            }
             Kind::Listeners => {
                 "a list of addresses, each unix:PATH or host:port (an array of text, or text with commas)"
                     .into()
@@ -389,6 +410,41 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Listeners,
         "where bound clients connect: unix:PATH or a loopback host:port",
     ),
+    s(
+        "cluster",
+        "id",
+        false,
+        int(1, 1 << 32),
+        "this member's id (raiz serve --cluster)",
+    ),
+    s(
+        "cluster",
+        "members",
+        false,
+        Kind::Members,
+        "every member: \"ID RAFT_HOST:PORT CLIENT_HOST:PORT\"",
+    ),
+    s(
+        "cluster",
+        "listen",
+        false,
+        Kind::Address,
+        "where this member listens for the others (default: its Raft address)",
+    ),
+    s(
+        "cluster",
+        "secret_file",
+        false,
+        Kind::Path,
+        "a file with the secret the members share",
+    ),
+    s(
+        "cluster",
+        "log_dir",
+        false,
+        Kind::Path,
+        "the member's Raft log (default ROOT/raft)",
+    ),
     s("log", "level", false, Kind::LogFilter, "what is logged"),
     s(
         "log",
@@ -416,7 +472,7 @@ const fn s(
 }
 
 /// The sections of the file.
-pub const SECTIONS: &[&str] = &["general", "server", "cache", "log"];
+pub const SECTIONS: &[&str] = &["general", "server", "cache", "cluster", "log"];
 
 /// A value read for a setting, before it is stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -475,7 +531,7 @@ fn from_text(kind: Kind, raw: &str) -> Result<Val, String> {
             "false" | "0" | "no" | "off" => Ok(Val::Bool(false)),
             _ => Err(format!("{raw:?} is not true or false")),
         },
-        Kind::Names | Kind::Listeners => Ok(Val::Names(
+        Kind::Names | Kind::Listeners | Kind::Members => Ok(Val::Names(
             raw.split(',')
                 .map(|n| n.trim().to_owned())
                 .filter(|n| !n.is_empty())
@@ -505,8 +561,8 @@ fn from_toml(kind: Kind, v: &toml_edit::Value) -> Result<Val, String> {
         (Kind::Seconds { .. }, V::Integer(i)) => Ok(Val::Float(*i.value() as f64)),
         (Kind::Seconds { .. }, V::Float(f)) => Ok(Val::Float(*f.value())),
         (Kind::Bool, V::Boolean(b)) => Ok(Val::Bool(*b.value())),
-        (Kind::Names | Kind::Listeners, V::String(s)) => from_text(kind, s.value()),
-        (Kind::Names | Kind::Listeners, V::Array(a)) => a
+        (Kind::Names | Kind::Listeners | Kind::Members, V::String(s)) => from_text(kind, s.value()),
+        (Kind::Names | Kind::Listeners | Kind::Members, V::Array(a)) => a
             .iter()
             .map(|x| x.as_str().map(str::to_owned).ok_or_else(wrong))
             .collect::<Result<Vec<_>, _>>()
@@ -565,6 +621,19 @@ fn validate(kind: Kind, v: &Val) -> Result<(), String> {
             Some(bad) => Err(format!("{bad:?} is not unix:PATH or host:port")),
             None => Ok(()),
         },
+        (Kind::Members, Val::Names(n)) => {
+            let mut ids = std::collections::BTreeSet::new();
+            for m in n {
+                let (id, _) = parse_member(m)?;
+                if !ids.insert(id) {
+                    return Err(format!("member {id} is listed twice"));
+                }
+            }
+            if n.is_empty() {
+                return Err("no members".into());
+            }
+            Ok(())
+        }
         (Kind::Names, Val::Names(n)) => match n
             .iter()
             .find(|n| raiz_engine::validate_table_name(n).is_err())
@@ -574,6 +643,33 @@ fn validate(kind: Kind, v: &Val) -> Result<(), String> {
             None => Ok(()),
         },
         _ => Ok(()),
+    }
+}
+
+/// One entry of `[cluster] members`: `ID RAFT_HOST:PORT CLIENT_HOST:PORT`.
+pub fn parse_member(text: &str) -> Result<(u64, raiz_cluster::Member), String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let addr = |a: &str| {
+        a.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    };
+    match parts[..] {
+        [id, raft, client] if addr(raft) && addr(client) => {
+            let id =
+                id.parse::<u64>().ok().filter(|&i| i >= 1).ok_or_else(|| {
+                    format!("{text:?}: {id:?} is not a member id (a number from 1)")
+                })?;
+            Ok((
+                id,
+                raiz_cluster::Member {
+                    raft: raft.to_owned(),
+                    client: client.to_owned(),
+                },
+            ))
+        }
+        _ => Err(format!(
+            "{text:?} is not \"ID RAFT_HOST:PORT CLIENT_HOST:PORT\""
+        )),
     }
 }
 
@@ -638,6 +734,16 @@ impl Config {
                     _ => None,
                 }
             }
+            ("cluster", "id") => self.cluster_id = num(&v),
+            ("cluster", "members") => {
+                self.cluster_members = match v {
+                    Val::Names(n) => Some(n),
+                    _ => None,
+                }
+            }
+            ("cluster", "listen") => self.cluster_listen = text(&v),
+            ("cluster", "secret_file") => self.cluster_secret_file = path(&v),
+            ("cluster", "log_dir") => self.cluster_log_dir = path(&v),
             ("log", "level") => self.log_level = text(&v),
             ("log", "format") => self.log_format = text(&v),
             _ => {}
@@ -944,6 +1050,16 @@ impl Config {
                     v.iter().map(|x| q(x)).collect::<Vec<_>>().join(", ")
                 )
             }),
+            ("cluster", "id") => n(self.cluster_id),
+            ("cluster", "members") => self.cluster_members.as_ref().map(|v| {
+                format!(
+                    "[{}]",
+                    v.iter().map(|x| q(x)).collect::<Vec<_>>().join(", ")
+                )
+            }),
+            ("cluster", "listen") => t(&self.cluster_listen),
+            ("cluster", "secret_file") => p(&self.cluster_secret_file),
+            ("cluster", "log_dir") => p(&self.cluster_log_dir),
             ("log", "level") => t(&self.log_level),
             ("log", "format") => t(&self.log_format),
             _ => None,

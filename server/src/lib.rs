@@ -45,6 +45,7 @@ pub mod acl;
 mod ahead;
 pub mod auth;
 pub mod bound;
+pub mod cluster;
 pub mod config;
 mod conn;
 mod direct;
@@ -118,6 +119,9 @@ pub enum Error {
     /// A cache node or its server refused.
     #[error(transparent)]
     Client(#[from] raiz_client::Error),
+    /// The cluster member could not start.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Replaces `path` with `bytes`: temporary file, sync, rename, sync directory.
@@ -165,6 +169,7 @@ impl Shared {
             shutdown: tokio::sync::watch::channel(false).0,
             workers: Arc::new(Workers::default()),
             metrics: Arc::new(metrics::Requests::default()),
+            cluster: None,
             db,
         }))
     }
@@ -208,4 +213,6 @@ pub(crate) struct Shared {
     pub workers: Arc<Workers>,
     pub stream: Arc<stream::Stream>,
     pub metrics: Arc<metrics::Requests>,
+    /// The cluster member, under `--cluster`.
+    pub cluster: Option<Arc<raiz_cluster::ClusterMember>>,
 }

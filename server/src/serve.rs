@@ -178,6 +178,7 @@ pub fn start_with(
             .pool_bytes(config.pool_bytes())
             .log(config.log_options()),
     )?;
+    let cluster = crate::cluster::start(&config, &db)?;
     let acl = acl::Acl::load(&root)?;
     let tcp = match &config.listen {
         Some(addr) => {
@@ -228,6 +229,7 @@ pub fn start_with(
         shutdown: watch::channel(false).0,
         workers: Arc::new(Workers::default()),
         metrics: requests,
+        cluster,
     });
     probe.attach(&shared);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -331,6 +333,9 @@ fn serve(
     rt.shutdown_timeout(Duration::from_secs(2));
     if let Some(p) = &shared.config.unix {
         let _ = std::fs::remove_file(p);
+    }
+    if let Some(m) = &shared.cluster {
+        m.shutdown();
     }
     let db = shared.db.clone();
     drop(shared);

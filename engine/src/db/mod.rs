@@ -21,6 +21,7 @@ mod names;
 mod nav;
 mod recno_map;
 pub mod recovery;
+pub mod replicated;
 mod session;
 mod table;
 mod txn_index;
@@ -35,6 +36,7 @@ use parking_lot::{Mutex, RwLock};
 pub use names::{validate_table_name, MAX_TABLE_NAME};
 pub use nav::RangeIter;
 pub use recovery::RecoveryReport;
+pub use replicated::{Ddl, Replicator};
 pub use session::{Retry, Savepoint, Session};
 pub use table::{CursorState, Filter, Table};
 
@@ -303,6 +305,7 @@ impl Database {
             last_checkpoint: Mutex::new(std::time::Instant::now()),
             ddl: RwLock::new(()),
             stats: Default::default(),
+            replicator: RwLock::new(None),
         });
         if rt.wal.is_some() {
             crate::txn::spawn_log_syncer(&rt);
@@ -340,7 +343,8 @@ impl Database {
         &self.inner.rt
     }
 
-    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+    /// The storage the database's files are read and written through.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage
     }
 
@@ -447,6 +451,36 @@ impl Database {
     /// Creates table `name`. Temporary tables belong to a session: create them
     /// with [`Session::create_table`].
     pub fn create_table(&self, name: &str, schema: &Schema, opts: TableOptions) -> Result<()> {
+        if let Some(r) = self.replicator() {
+            let token = r.writable()?;
+            let name = validate_table_name(name)?;
+            if self.table_exists(&name)? {
+                return Err(Error::TableExists { table: name });
+            }
+            if opts.durability == Durability::Temporary {
+                return Err(Error::Unsupported(format!(
+                    "table {name}: temporary tables belong to a session; create them with Session::create_table"
+                )));
+            }
+            return r.ddl(
+                token,
+                Ddl::CreateTable {
+                    name,
+                    schema: schema.clone(),
+                    opts,
+                },
+            );
+        }
+        self.create_table_here(name, schema, opts)
+    }
+
+    /// Creates a table on this database alone (see [`Database::create_table`]).
+    pub(crate) fn create_table_here(
+        &self,
+        name: &str,
+        schema: &Schema,
+        opts: TableOptions,
+    ) -> Result<()> {
         let name = validate_table_name(name)?;
         if opts.durability == Durability::Temporary && self.inner.rt.wal.is_some() {
             return Err(Error::Unsupported(format!(
@@ -488,6 +522,22 @@ impl Database {
 
     /// Removes table `name` and its files. Refused while it has open handles.
     pub fn drop_table(&self, name: &str) -> Result<()> {
+        if let Some(r) = self.replicator() {
+            let token = r.writable()?;
+            let name = validate_table_name(name)?;
+            if !self.table_exists(&name)? {
+                return Err(Error::TableNotFound {
+                    table: name,
+                    root: self.inner.root.clone(),
+                });
+            }
+            return r.ddl(token, Ddl::DropTable { name });
+        }
+        self.drop_table_here(name)
+    }
+
+    /// Drops a table on this database alone (see [`Database::drop_table`]).
+    pub(crate) fn drop_table_here(&self, name: &str) -> Result<()> {
         let name = validate_table_name(name)?;
         let in_use = |handles| Error::TableInUse {
             table: name.clone(),

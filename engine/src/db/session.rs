@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::replicated::failover;
 use super::table::Table;
 use super::txn_index::{self, Overlay};
 use super::{Database, Options, TEMP_PREFIX};
@@ -123,7 +124,7 @@ impl SessionInner {
     }
 
     /// An append needs the table not to be file-locked by another session.
-    fn check_file_lock(shared: &TableShared, me: u64) -> Result<()> {
+    pub(super) fn check_file_lock(shared: &TableShared, me: u64) -> Result<()> {
         match shared
             .rt
             .locks
@@ -142,8 +143,22 @@ impl SessionInner {
     /// Returns the record's recno.
     pub fn write(&self, shared: &TableHandle, change: Change) -> Result<u64> {
         let name = shared.lock_name.clone();
+        // A cluster member takes writes only as its leader (see `replicated`).
+        let routed = match shared.rt.replicator() {
+            Some(r) => {
+                let token = r.writable()?;
+                Some((r, token))
+            }
+            None => None,
+        };
         let mut guard = self.txn.lock();
         if let Some(txn) = guard.as_mut() {
+            if let Some((_, token)) = &routed {
+                match txn.token {
+                    Some(t) if t != *token => return Err(failover(t, *token)),
+                    _ => txn.token = Some(*token),
+                }
+            }
             let change = match change {
                 Change::Append { mut values, .. } => {
                     shared.core.read().check_and_normalize(&mut values)?;
@@ -211,6 +226,9 @@ impl SessionInner {
             return Ok(recno);
         }
         drop(guard);
+        if let Some((r, token)) = routed {
+            return self.write_routed(&*r, token, shared, change);
+        }
         // A write of its own: lock, commit, unlock (unless the lock was held before).
         let key = match &change {
             Change::Append { .. } => {
@@ -345,7 +363,7 @@ impl SessionInner {
         result
     }
 
-    fn blank(&self, slots: Vec<(TableHandle, u64)>) -> Result<()> {
+    pub(super) fn blank(&self, slots: Vec<(TableHandle, u64)>) -> Result<()> {
         if slots.is_empty() {
             return Ok(());
         }
@@ -353,8 +371,16 @@ impl SessionInner {
             .into_iter()
             .map(|(t, recno)| (t, Change::Blank { recno }))
             .collect();
-        let id = self.db.runtime().next_txn.fetch_add(1, Ordering::Relaxed);
-        let result = commit(&changes, id, true).map(|_| ());
+        let result = match self.db.runtime().replicator() {
+            // Blanks go through the group like any change.
+            Some(r) => r
+                .writable()
+                .and_then(|token| self.commit_routed(&*r, token, &changes)),
+            None => {
+                let id = self.db.runtime().next_txn.fetch_add(1, Ordering::Relaxed);
+                commit(&changes, id, true).map(|_| ())
+            }
+        };
         if result.is_err() {
             // The transaction is over all the same: its recnos read as the
             // deleted blank records they are, and the table's next commit
@@ -456,7 +482,7 @@ impl Retry {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Session {
-    inner: Arc<SessionInner>,
+    pub(super) inner: Arc<SessionInner>,
 }
 
 impl Session {
@@ -606,6 +632,11 @@ impl Session {
     /// delayed durability is on. Refused inside a transaction.
     pub fn replicate(&self, batch: &[(&Table, &[crate::feed::RecordChange])]) -> Result<()> {
         use crate::feed::RecordChange as R;
+        if self.inner.db.runtime().replicator().is_some() {
+            return Err(Error::Unsupported(
+                "a cluster member applies its group's entries, not a cache node's stream".into(),
+            ));
+        }
         if self.in_transaction() {
             return Err(Error::Transaction(
                 "replicated changes cannot be applied inside a transaction".into(),
@@ -675,6 +706,19 @@ impl Session {
                     .into_iter()
                     .map(|(t, recno)| (t, Change::Blank { recno })),
             );
+        }
+        if let Some(r) = self.inner.db.runtime().replicator() {
+            let result = match txn.token {
+                Some(t) => self.inner.commit_routed(&*r, t, &changes),
+                None => r
+                    .writable()
+                    .and_then(|t| self.inner.commit_routed(&*r, t, &changes)),
+            };
+            if let Err(e) = &result {
+                self.inner.after_routed_failure(e, &changes);
+            }
+            self.inner.db.runtime().locks.release_all(self.inner.id);
+            return result;
         }
         let result = commit(&changes, txn.id, self.inner.delayed.load(Ordering::Relaxed));
         if result.is_err() {

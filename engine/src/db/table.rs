@@ -586,6 +586,31 @@ impl Table {
         def: &IndexDef,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<()> {
+        if let Some(r) = self.shared.rt.replicator() {
+            let token = r.writable()?;
+            if self.shared.core.read().index_pos(&def.name).is_ok() {
+                return Err(Error::IndexExists {
+                    table: self.name(),
+                    index: def.name.clone(),
+                });
+            }
+            return r.ddl(
+                token,
+                crate::db::Ddl::CreateIndex {
+                    table: self.name(),
+                    def: def.clone(),
+                },
+            );
+        }
+        self.create_index_here(def, progress)
+    }
+
+    /// Creates an index on this database alone (see [`Table::create_index`]).
+    pub(crate) fn create_index_here(
+        &mut self,
+        def: &IndexDef,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
         let _ddl = self.shared.rt.ddl.read_recursive();
         let mut core = self.shared.core.write();
         core.create_index(def, progress)?;
@@ -604,6 +629,21 @@ impl Table {
 
     /// Drops an index. Handles ordered by it fall back to physical order.
     pub fn drop_index(&mut self, name: &str) -> Result<()> {
+        if let Some(r) = self.shared.rt.replicator() {
+            let token = r.writable()?;
+            return r.ddl(
+                token,
+                crate::db::Ddl::DropIndex {
+                    table: self.name(),
+                    name: name.to_owned(),
+                },
+            );
+        }
+        self.drop_index_here(name)
+    }
+
+    /// Drops an index on this database alone (see [`Table::drop_index`]).
+    pub(crate) fn drop_index_here(&mut self, name: &str) -> Result<()> {
         {
             let _ddl = self.shared.rt.ddl.read_recursive();
             let mut core = self.shared.core.write();
@@ -626,7 +666,27 @@ impl Table {
         self.shared.core.read().check(limit)
     }
 
+    /// The definition of index `name`, if the table has one.
+    pub fn index_def(&self, name: &str) -> Option<IndexDef> {
+        let core = self.shared.core.read();
+        let i = core.index_pos(name).ok()?;
+        Some(core.indexes[i].spec.def.clone())
+    }
+
+    /// Refuses an operation that rewrites the table on a cluster member
+    /// (see [`crate::db::replicated`]).
+    fn not_replicated(&self, what: &str) -> Result<()> {
+        if self.shared.rt.replicator().is_some() {
+            return Err(Error::Unsupported(format!(
+                "table {}: {what} on a cluster member is not replicated yet",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
     fn exclusive(&self, what: &str) -> Result<()> {
+        self.not_replicated(what)?;
         if self.session.txn.lock().is_some() {
             return Err(Error::Transaction(format!(
                 "{what} cannot run inside a transaction"

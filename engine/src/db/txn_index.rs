@@ -227,6 +227,8 @@ pub(crate) struct Txn {
     /// Reserved recnos whose appends were rolled back to a savepoint.
     pub blanks: Vec<(TableHandle, u64)>,
     pub index: TxnIndex,
+    /// On a cluster member, the term its writes were taken under.
+    pub token: Option<u64>,
 }
 
 fn fold(index: &mut TxnIndex, shared: &Arc<TableShared>, at: usize, change: &Change) {

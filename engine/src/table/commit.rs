@@ -126,6 +126,7 @@ impl TableCore {
         match c {
             Change::Append { recno: 0, values } => self.append(values),
             Change::Append { recno, values } => {
+                self.reserve_through(*recno);
                 self.append_at(*recno, values, false)?;
                 self.reserved.settle(*recno);
                 Ok(*recno)
@@ -142,6 +143,7 @@ impl TableCore {
                 .put(*recno, values.as_deref(), *deleted)
                 .map(|()| *recno),
             Change::Blank { recno } => {
+                self.reserve_through(*recno);
                 let blank = self.schema.empty_record();
                 self.append_at(*recno, &blank, true)?;
                 self.reserved.settle(*recno);

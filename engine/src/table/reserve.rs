@@ -130,6 +130,38 @@ impl super::TableCore {
         Ok(out)
     }
 
+    /// True when `recno` holds a stored record (live or deleted).
+    pub fn is_stored(&self, recno: u64) -> crate::Result<bool> {
+        Ok(recno >= 1
+            && recno <= self.body.record_count
+            && self.slots.status(&self.data, recno)? != crate::record::SlotStatus::Empty)
+    }
+
+    /// Ends every reservation (a cluster's new term: no transaction of the
+    /// last one can store them any more). Returns the recnos reserved at or
+    /// below the record count and not stored, which the caller stores as
+    /// deleted blank records; those above it are forgotten, so the next
+    /// append takes the recno after the last stored record.
+    pub fn forget_reservations(&mut self) -> Vec<u64> {
+        let count = self.body.record_count;
+        let gaps: Vec<u64> = self.reserved.open.range(..=count).copied().collect();
+        self.reserved = Reservations {
+            high: count,
+            open: gaps.iter().copied().collect(),
+            ..Reservations::default()
+        };
+        gaps
+    }
+
+    /// Reserves every recno up to `recno` not reserved yet: a change that
+    /// another database's session appended there (a cluster member applying
+    /// the group's entries).
+    pub(crate) fn reserve_through(&mut self, recno: u64) {
+        while self.next_recno() <= recno {
+            self.reserve_recno();
+        }
+    }
+
     /// Records in the header that every slot holds a record (after
     /// [`Self::unfilled`] found none empty).
     pub(crate) fn mark_filled(&mut self) -> crate::Result<()> {

@@ -51,8 +51,12 @@ pub(crate) fn commit(
     let mut guards: Vec<_> = tables.iter().map(|t| t.core.write()).collect();
     // Recnos earlier transactions of these tables left unstored (their blank
     // records could not be written) are stored first, in this commit.
+    // (Not on a cluster member: there a change of its own would be one the
+    // others lack; its sessions offer orphans to the group instead.)
+    let replicated = runtimes.iter().any(|r| r.replicator().is_some());
     let orphans: Vec<(usize, Change)> = guards
         .iter()
+        .filter(|_| !replicated)
         .enumerate()
         .flat_map(|(i, g)| {
             g.reserved

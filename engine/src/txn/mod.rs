@@ -126,6 +126,16 @@ pub(crate) struct Runtime {
     pub ddl: RwLock<()>,
     /// Counters for monitoring (see [`crate::stats`]).
     pub stats: crate::stats::Counters,
+    /// On a cluster member, what orders its commits (see
+    /// [`crate::db::replicated`]).
+    pub replicator: RwLock<Option<Arc<dyn crate::db::replicated::Replicator>>>,
+}
+
+impl Runtime {
+    /// The replicator, on a cluster member.
+    pub fn replicator(&self) -> Option<Arc<dyn crate::db::replicated::Replicator>> {
+        self.replicator.read().clone()
+    }
 }
 
 /// An open table shared by every handle on it (see [`registry`]: one per table

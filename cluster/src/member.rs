@@ -1,0 +1,383 @@
+//! A cluster member: its Raft (log, state machine, network) and the
+//! replicator through which its database's sessions commit.
+//!
+//! [`ClusterMember::start`] opens the member's Raft log, the state machine
+//! over its database, listens for the other members, and joins the group:
+//! a member whose log is empty initializes the group with the configured
+//! members (every member may do so with the same list; openraft makes one
+//! group of them). Then it installs itself as the database's
+//! [`Replicator`]: from then on a session writes only on the leader, and its
+//! commit returns once the group has committed the change set and this
+//! member has applied it.
+//!
+//! What a session on a member gets:
+//! - on a follower, or a leader that has not yet applied its term's first
+//!   entry: [`EngineError::NotLeader`], naming the leader's client address
+//!   when known;
+//! - when no leader is known, or the leader has heard from no majority for
+//!   longer than an election takes: [`EngineError::NoQuorum`];
+//! - when a commit is not confirmed within the commit timeout, or the
+//!   leadership moved during it, or the transaction's writes were taken in
+//!   an earlier term: [`EngineError::Failover`] — the outcome of that commit
+//!   is unknown here (it may yet be committed by the group): look before
+//!   retrying.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{Config, Raft, ServerState, SnapshotPolicy};
+use raiz_engine::db::{Ddl, Replicator};
+use raiz_engine::feed::TableChanges;
+use raiz_engine::{Database, Error as EngineError};
+
+use crate::log::{RaftLog, RaftLogOptions};
+use crate::log_store::LogStore;
+use crate::network::{self, Network};
+use crate::state::{self, Applied, StateMachine};
+use crate::types::{Command, Member, Raiz};
+
+/// How a member is set up.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This member's id (one of `members`).
+    pub id: u64,
+    /// Every member of the group, by id.
+    pub members: BTreeMap<u64, Member>,
+    /// Where this member's Raft log lives.
+    pub log_dir: PathBuf,
+    /// Where this member listens for the others (usually its own
+    /// `members[id].raft`; a test puts relays in between).
+    pub listen: String,
+    /// Shared by the members; a connection that does not present it is
+    /// refused.
+    pub secret: String,
+    /// Leader heartbeats.
+    pub heartbeat: Duration,
+    /// A follower that hears no heartbeat for a random time in this range
+    /// starts an election.
+    pub election: (Duration, Duration),
+    /// A commit not confirmed by a majority within this gets
+    /// [`EngineError::Failover`].
+    pub commit_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// A member with the default timings: heartbeats every 100 ms, elections
+    /// after 0.5–1 s of silence, commits confirmed within 5 s.
+    pub fn new(id: u64, members: BTreeMap<u64, Member>, log_dir: PathBuf) -> ClusterConfig {
+        let listen = members.get(&id).map(|m| m.raft.clone()).unwrap_or_default();
+        ClusterConfig {
+            id,
+            members,
+            log_dir,
+            listen,
+            secret: String::new(),
+            heartbeat: Duration::from_millis(100),
+            election: (Duration::from_millis(500), Duration::from_millis(1000)),
+            commit_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running member (see the module docs).
+pub struct ClusterMember {
+    id: u64,
+    raft: Raft<Raiz>,
+    applied: Arc<Applied>,
+    /// Taken at drop (see there).
+    runtime: Option<tokio::runtime::Runtime>,
+    commit_timeout: Duration,
+    election_max: Duration,
+}
+
+impl std::fmt::Debug for ClusterMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterMember")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A member's view of the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// This member.
+    pub id: u64,
+    /// Leader, follower, candidate, learner.
+    pub role: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader, if known.
+    pub leader: Option<u64>,
+    /// The last entry in this member's log.
+    pub last_log: Option<u64>,
+    /// The last entry applied here.
+    pub applied: Option<u64>,
+    /// On the leader: each member's last entry known replicated.
+    pub matched: BTreeMap<u64, Option<u64>>,
+    /// The members, by id.
+    pub members: BTreeMap<u64, Member>,
+}
+
+impl ClusterMember {
+    /// Starts member `config.id` over `db` (see the module docs).
+    pub fn start(config: ClusterConfig, db: Database) -> crate::Result<Arc<ClusterMember>> {
+        if !config.members.contains_key(&config.id) {
+            return Err(crate::Error::Config(format!(
+                "member {} is not among the members {:?}",
+                config.id,
+                config.members.keys().collect::<Vec<_>>()
+            )));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("raiz-raft-{}", config.id))
+            .enable_all()
+            .build()
+            .map_err(crate::error::io(&config.log_dir))?;
+        let log = RaftLog::open(
+            db.storage().clone(),
+            &config.log_dir,
+            RaftLogOptions::default(),
+        )?;
+        let store = LogStore::<Raiz>::new(log);
+        let sm = StateMachine::open(config.id, db.clone())?;
+        let applied = sm.shared();
+        let raft_config = Config {
+            cluster_name: "raiz".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election.0.as_millis() as u64,
+            election_timeout_max: config.election.1.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| crate::Error::Config(e.to_string()))?;
+        let secret: Arc<str> = config.secret.as_str().into();
+        let raft = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| crate::Error::Listen {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+            let raft = Raft::new(
+                config.id,
+                Arc::new(raft_config),
+                Network::new(
+                    &secret,
+                    config
+                        .members
+                        .iter()
+                        .map(|(id, m)| (*id, m.raft.clone()))
+                        .collect(),
+                ),
+                store,
+                sm,
+            )
+            .await
+            .map_err(|e| crate::Error::Raft(e.to_string()))?;
+            tokio::spawn(network::serve(listener, raft.clone(), secret.clone()));
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| crate::Error::Raft(e.to_string()))?;
+            if !initialized {
+                match raft.initialize(config.members.clone()).await {
+                    Ok(()) => {}
+                    // Another member's initialization reached us first.
+                    Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(e) => return Err(crate::Error::Raft(e.to_string())),
+                }
+            }
+            Ok::<_, crate::Error>(raft)
+        })?;
+        let member = Arc::new(ClusterMember {
+            id: config.id,
+            raft,
+            applied,
+            runtime: Some(runtime),
+            commit_timeout: config.commit_timeout,
+            election_max: config.election.1,
+        });
+        db.set_replicator(member.clone());
+        tracing::info!(id = config.id, members = config.members.len(), listen = %config.listen, "cluster member started");
+        Ok(member)
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// openraft's handle on this member.
+    pub fn raft(&self) -> &Raft<Raiz> {
+        &self.raft
+    }
+
+    /// This member's view of the group.
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        Status {
+            id: self.id,
+            role: format!("{:?}", m.state).to_lowercase(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log: m.last_log_index,
+            applied: m.last_applied.map(|l| l.index),
+            matched: m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+                .unwrap_or_default(),
+            members: m
+                .membership_config
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect(),
+        }
+    }
+
+    /// Stops the member's Raft (the database stays open; its sessions get
+    /// `NoQuorum` from then on). The member and its database hold each other
+    /// until then: call it before letting the database go.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.runtime().block_on(self.raft.shutdown()) {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("taken only at drop")
+    }
+
+    fn leader_address(&self, leader: u64) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let found = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.client.clone());
+        found
+    }
+
+    fn propose(&self, token: u64, command: Command) -> Result<(), EngineError> {
+        let now = self.writable()?;
+        if now != token {
+            return Err(state_failover(token, now));
+        }
+        let raft = self.raft.clone();
+        let timeout = self.commit_timeout;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let r = tokio::time::timeout(timeout, raft.client_write(command)).await;
+            let _ = tx.send(r);
+        });
+        let reply = rx.recv().map_err(|_| EngineError::Failover {
+            reason: "the member is shutting down; the commit's outcome is unknown".into(),
+        })?;
+        match reply {
+            Ok(Ok(resp)) => match resp.data.refused {
+                None => Ok(()),
+                Some(message) => Err(self
+                    .applied
+                    .take_refusal(resp.log_id.index)
+                    .unwrap_or(EngineError::Unsupported(message))),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(EngineError::Failover {
+                    reason: format!(
+                        "the leadership moved to {} during the commit; its outcome is unknown here",
+                        f.leader_id
+                            .map_or("another member".to_owned(), |l| format!("member {l}"))
+                    ),
+                })
+            }
+            Ok(Err(e)) => Err(EngineError::Failover {
+                reason: format!("the commit could not be made ({e}); its outcome is unknown here"),
+            }),
+            Err(_) => Err(EngineError::Failover {
+                reason: format!(
+                    "no majority confirmed the commit within {timeout:?}; its outcome is unknown here"
+                ),
+            }),
+        }
+    }
+}
+
+impl Drop for ClusterMember {
+    fn drop(&mut self) {
+        // The last handle on the database may go inside one of the runtime's
+        // own tasks (the state machine's, as Raft stops): a runtime cannot
+        // wait for itself there.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn state_failover(was: u64, now: u64) -> EngineError {
+    EngineError::Failover {
+        reason: format!(
+            "the leader changed (term {was} to {now}) while the transaction was open; its locks are gone: roll back and retry"
+        ),
+    }
+}
+
+impl Replicator for ClusterMember {
+    fn writable(&self) -> Result<u64, EngineError> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if let Err(e) = &m.running_state {
+            return Err(EngineError::NoQuorum {
+                reason: format!("this member's Raft stopped: {e}"),
+            });
+        }
+        if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
+            let silent = m.millis_since_quorum_ack.unwrap_or(u64::MAX);
+            if silent > 2 * self.election_max.as_millis() as u64 {
+                return Err(EngineError::NoQuorum {
+                    reason: format!(
+                        "the leader has heard from no majority of the members for {silent} ms"
+                    ),
+                });
+            }
+            if self.applied.ready_term.load(Ordering::SeqCst) == m.current_term {
+                return Ok(m.current_term);
+            }
+            return Err(EngineError::NotLeader { leader: None });
+        }
+        let leader = m.current_leader;
+        drop(m);
+        match leader {
+            Some(l) if l != self.id => {
+                Err(EngineError::NotLeader {
+                    leader: self.leader_address(l),
+                })
+            }
+            _ => Err(EngineError::NoQuorum {
+                reason: "no leader is elected (fewer than a majority of the members can reach each other)".into(),
+            }),
+        }
+    }
+
+    fn commit(&self, token: u64, changes: Vec<TableChanges>) -> Result<(), EngineError> {
+        if let Some(t) = changes.iter().find(|t| state::is_internal(&t.table)) {
+            return Err(EngineError::Unsupported(format!(
+                "table {} belongs to the cluster member",
+                t.table
+            )));
+        }
+        self.propose(token, Command::Commit { changes })
+    }
+
+    fn ddl(&self, token: u64, op: Ddl) -> Result<(), EngineError> {
+        self.propose(token, Command::Ddl(op))
+    }
+}

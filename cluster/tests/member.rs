@@ -1,0 +1,386 @@
+//! Three members in one process, on loopback: commits through the leader,
+//! applied on every member in the same order; refusals the same everywhere;
+//! followers refuse writes; a stopped leader is replaced.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raiz_cluster::{ClusterConfig, ClusterMember, Member};
+use raiz_engine::index::{IndexDef, Segment};
+use raiz_engine::{Database, Error, Field, FieldType, Schema, TableOptions, Value};
+
+struct Node {
+    member: Arc<ClusterMember>,
+    db: Database,
+    config: ClusterConfig,
+}
+
+impl Node {
+    fn start(config: ClusterConfig) -> Node {
+        let root = config.log_dir.parent().unwrap().to_owned();
+        let db = Database::open(&root).unwrap();
+        let member = ClusterMember::start(config.clone(), db.clone()).unwrap();
+        Node { member, db, config }
+    }
+}
+
+fn free_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn group(dir: &std::path::Path, n: u64) -> Vec<Node> {
+    let members: BTreeMap<u64, Member> = (1..=n)
+        .map(|id| {
+            (
+                id,
+                Member {
+                    raft: free_port(),
+                    client: format!("client-{id}"),
+                },
+            )
+        })
+        .collect();
+    (1..=n)
+        .map(|id| {
+            let root = dir.join(format!("m{id}"));
+            let mut cfg = ClusterConfig::new(id, members.clone(), root.join("raft"));
+            cfg.secret = "s3cret".into();
+            Node::start(cfg)
+        })
+        .collect()
+}
+
+/// Waits for a member that takes writes; returns its position.
+fn leader(nodes: &[Node], skip: &[usize]) -> usize {
+    let start = Instant::now();
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if skip.contains(&i) {
+                continue;
+            }
+            if n.db.replicator().unwrap().writable().is_ok() {
+                return i;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no leader after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until every member (but `skip`) applied what the leader has.
+fn converge(nodes: &[Node], leader: usize, skip: &[usize]) {
+    let target = nodes[leader].member.status().applied;
+    let start = Instant::now();
+    for (i, n) in nodes.iter().enumerate() {
+        if skip.contains(&i) {
+            continue;
+        }
+        while n.member.status().applied < target {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "member {} did not catch up",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn schema() -> Schema {
+    Schema::new(vec![
+        Field::new("CODE", FieldType::Char(8)),
+        Field::new("QTY", FieldType::Int64),
+    ])
+}
+
+/// Every record: recno, deleted, values.
+type Records = Vec<(u64, bool, Vec<Value>)>;
+
+/// Every record and the unique index's order.
+fn contents(db: &Database, table: &str) -> (Records, Vec<u64>) {
+    let s = db.session();
+    s.set_hide_deleted(false);
+    let mut t = s.open_table(table).unwrap();
+    let mut records = Vec::new();
+    for recno in 1..=t.record_count() {
+        let r = t.read(recno).unwrap();
+        records.push((recno, r.is_deleted(), r.values().to_vec()));
+    }
+    t.set_order(Some("code")).unwrap();
+    let mut order = Vec::new();
+    let mut at = t.first().unwrap();
+    while at {
+        order.push(t.recno());
+        at = t.next().unwrap();
+    }
+    assert!(t.check(10).unwrap().is_ok(), "check on {table}");
+    (records, order)
+}
+
+fn code(s: &str) -> Value {
+    Value::Char(s.into())
+}
+
+#[test]
+fn commits_go_through_the_leader_and_reach_every_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = group(dir.path(), 3);
+    let l = leader(&nodes, &[]);
+    let ldb = &nodes[l].db;
+    ldb.create_table("items", &schema(), TableOptions::default())
+        .unwrap();
+    let s = ldb.session();
+    let mut t = s.open_table("items").unwrap();
+    t.create_index(&IndexDef::new("code", vec![Segment::field("CODE")]).unique())
+        .unwrap();
+    // Rewrites are not replicated yet: refused on a member.
+    let e = t.pack().unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    // Outside a transaction.
+    assert_eq!(t.append(&[code("A"), Value::Int64(1)]).unwrap(), 1);
+    // A transaction that commits, one that rolls back, one that commits.
+    s.begin().unwrap();
+    t.append(&[code("B"), Value::Int64(2)]).unwrap();
+    t.update(1, &[code("A"), Value::Int64(10)]).unwrap();
+    s.commit().unwrap();
+    s.begin().unwrap();
+    assert_eq!(t.append(&[code("X"), Value::Int64(9)]).unwrap(), 3);
+    s.rollback().unwrap();
+    s.begin().unwrap();
+    assert_eq!(t.append(&[code("C"), Value::Int64(3)]).unwrap(), 4);
+    t.delete(2).unwrap();
+    s.commit().unwrap();
+    // What the leader's session sees is committed: it reads it back.
+    assert_eq!(t.read(1).unwrap().values()[1], Value::Int64(10));
+    converge(&nodes, l, &[]);
+    let expect = contents(ldb, "items");
+    assert_eq!(expect.0.len(), 4);
+    assert!(expect.0[2].1, "the rolled-back recno is a deleted blank");
+    for n in &nodes {
+        assert_eq!(contents(&n.db, "items"), expect);
+    }
+    // A follower refuses writes and names the leader.
+    let f = (l + 1) % 3;
+    let fs = nodes[f].db.session();
+    let mut ft = fs.open_table("items").unwrap();
+    match ft.append(&[code("Z"), Value::Int64(0)]) {
+        Err(Error::NotLeader { leader: Some(addr) }) => {
+            assert_eq!(addr, format!("client-{}", l + 1))
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    let e = nodes[f]
+        .db
+        .create_table("other", &schema(), TableOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::NotLeader { .. }), "{e}");
+    for n in &nodes {
+        n.member.shutdown();
+    }
+}
+
+fn with_index(db: &Database) {
+    db.create_table("items", &schema(), TableOptions::default())
+        .unwrap();
+    let s = db.session();
+    let mut t = s.open_table("items").unwrap();
+    t.create_index(&IndexDef::new("code", vec![Segment::field("CODE")]).unique())
+        .unwrap();
+}
+
+#[test]
+fn a_unique_key_taken_meanwhile_is_refused_on_every_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = group(dir.path(), 3);
+    let l = leader(&nodes, &[]);
+    with_index(&nodes[l].db);
+    let s1 = nodes[l].db.session();
+    let s2 = nodes[l].db.session();
+    let mut t1 = s1.open_table("items").unwrap();
+    let mut t2 = s2.open_table("items").unwrap();
+    s1.begin().unwrap();
+    s2.begin().unwrap();
+    assert_eq!(t1.append(&[code("K"), Value::Int64(1)]).unwrap(), 1);
+    assert_eq!(t2.append(&[code("K"), Value::Int64(2)]).unwrap(), 2);
+    t2.append(&[code("L"), Value::Int64(3)]).unwrap();
+    s1.commit().unwrap();
+    let e = s2.commit().unwrap_err();
+    assert!(matches!(e, Error::DuplicateKey { .. }), "{e}");
+    // The session goes on: its next commit works.
+    assert_eq!(t2.append(&[code("M"), Value::Int64(4)]).unwrap(), 4);
+    converge(&nodes, l, &[]);
+    let expect = contents(&nodes[l].db, "items");
+    let live: Vec<u64> = expect.0.iter().filter(|r| !r.1).map(|r| r.0).collect();
+    assert_eq!(live, vec![1, 4]);
+    // Deleted blank records (blank keys) first, then K and M.
+    assert_eq!(expect.1[2..], [1, 4]);
+    for n in &nodes {
+        assert_eq!(contents(&n.db, "items"), expect);
+    }
+    // A member's own table is not the clients'.
+    let e = nodes[l]
+        .db
+        .drop_table(raiz_cluster::META_TABLE)
+        .unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    for n in &nodes {
+        n.member.shutdown();
+    }
+}
+
+#[test]
+fn writers_through_a_leader_that_stops_lose_nothing_acknowledged() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap as Map;
+    use std::sync::Mutex;
+    let seed: u64 = std::env::var("RAIZ_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed} (RAIZ_CLUSTER_SEED={seed} repeats it)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = group(dir.path(), 3);
+    let l = leader(&nodes, &[]);
+    with_index(&nodes[l].db);
+    // code -> qty of every acknowledged commit; codes whose commit got a
+    // replication error (outcome unknown).
+    let acked: Arc<Mutex<Map<String, i64>>> = Arc::default();
+    let unknown: Arc<Mutex<Map<String, i64>>> = Arc::default();
+    let stop_at = Instant::now() + Duration::from_millis(600);
+    let writers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let db = nodes[l].db.clone();
+            let acked = acked.clone();
+            let unknown = unknown.clone();
+            std::thread::spawn(move || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ w);
+                let s = db.session();
+                let mut t = s.open_table("items").unwrap();
+                for n in 0.. {
+                    let c = format!("w{w}-{n}");
+                    let qty = rng.random_range(0..1000);
+                    let r: Result<bool, Error> = (|| {
+                        s.begin()?;
+                        t.append(&[code(&c), Value::Int64(qty)])?;
+                        if rng.random_bool(0.2) {
+                            s.rollback()?;
+                            return Ok(false);
+                        }
+                        s.commit()?;
+                        Ok(true)
+                    })();
+                    match r {
+                        Ok(true) => {
+                            acked.lock().unwrap().insert(c, qty);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            let _ = s.rollback();
+                            assert!(e.is_replication(), "writer {w}: {e}");
+                            unknown.lock().unwrap().insert(c, qty);
+                            if Instant::now() > stop_at {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    if Instant::now() > stop_at + Duration::from_millis(400) {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = Instant::now();
+    nodes[l].member.shutdown();
+    let l2 = leader(&nodes, &[l]);
+    let failover = stopped.elapsed();
+    println!("failover: a new leader took writes {failover:?} after the leader stopped");
+    assert!(failover < Duration::from_secs(5), "{failover:?}");
+    for w in writers {
+        w.join().unwrap();
+    }
+    // The old leader takes no write any more.
+    {
+        let s = nodes[l].db.session();
+        let mut t = s.open_table("items").unwrap();
+        let e = t.append(&[code("late"), Value::Int64(0)]).unwrap_err();
+        assert!(e.is_replication(), "{e}");
+    }
+    {
+        let s = nodes[l2].db.session();
+        let mut t = s.open_table("items").unwrap();
+        t.append(&[code("after"), Value::Int64(7)]).unwrap();
+        acked.lock().unwrap().insert("after".into(), 7);
+    }
+    converge(&nodes, l2, &[l]);
+    let check = |db: &Database| {
+        let (records, _) = contents(db, "items");
+        let found: Map<String, i64> = records
+            .iter()
+            .filter(|r| !r.1)
+            .map(|r| {
+                let Value::Char(c) = &r.2[0] else { panic!() };
+                let Value::Int64(q) = r.2[1] else { panic!() };
+                (c.trim_end().to_owned(), q)
+            })
+            .collect();
+        for (c, q) in acked.lock().unwrap().iter() {
+            assert_eq!(found.get(c), Some(q), "acknowledged {c} (seed {seed})");
+        }
+        let unknown = unknown.lock().unwrap();
+        for (c, q) in &found {
+            if !acked.lock().unwrap().contains_key(c) {
+                assert_eq!(
+                    unknown.get(c),
+                    Some(q),
+                    "{c} was never acknowledged nor in doubt (seed {seed})"
+                );
+            }
+        }
+    };
+    let expect = contents(&nodes[l2].db, "items");
+    check(&nodes[l2].db);
+    for (i, n) in nodes.iter().enumerate() {
+        if i != l {
+            assert_eq!(
+                contents(&n.db, "items"),
+                expect,
+                "member {} (seed {seed})",
+                i + 1
+            );
+        }
+    }
+    // The old leader comes back as a follower and catches up.
+    let config = nodes[l].config.clone();
+    drop(nodes.remove(l));
+    nodes.insert(l, Node::start(config));
+    let l3 = leader(&nodes, &[]);
+    {
+        let s = nodes[l3].db.session();
+        let mut t = s.open_table("items").unwrap();
+        t.append(&[code("back"), Value::Int64(8)]).unwrap();
+        acked.lock().unwrap().insert("back".into(), 8);
+    }
+    converge(&nodes, l3, &[]);
+    let expect = contents(&nodes[l3].db, "items");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(
+            contents(&n.db, "items"),
+            expect,
+            "member {} after rejoining (seed {seed})",
+            i + 1
+        );
+        check(&n.db);
+    }
+    for n in &nodes {
+        n.member.shutdown();
+    }
+}
