@@ -698,6 +698,19 @@ impl Session {
         }
     }
 
+    /// The cluster as the server sees it (a `raiz serve --cluster` member).
+    pub fn cluster_status(&self) -> Result<crate::proto::ClusterStatus> {
+        match &self.kind {
+            SessionKind::Embedded(_) => Err(Error::RemoteOnly("a cluster's status")),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => {
+                match r.call(&Request::ClusterStatus)? {
+                    Reply::ClusterStatus(v) => Ok(v),
+                    other => Err(r.unexpected(&other)),
+                }
+            }
+        }
+    }
+
     /// Ends the session: rolls back an open transaction and releases its locks
     /// (remote: closes the connection).
     pub fn end(self) -> Result<()> {

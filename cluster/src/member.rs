@@ -77,7 +77,7 @@ impl ClusterConfig {
             listen,
             secret: String::new(),
             heartbeat: Duration::from_millis(100),
-            election: (Duration::from_millis(500), Duration::from_millis(1000)),
+            election: (Duration::from_millis(400), Duration::from_millis(800)),
             commit_timeout: Duration::from_secs(5),
         }
     }

@@ -85,3 +85,28 @@ pub fn start(config: &Config, db: &Database) -> Result<Option<Arc<ClusterMember>
     let member = ClusterMember::start(c, db.clone()).map_err(|e| Error::Cluster(e.to_string()))?;
     Ok(Some(member))
 }
+
+/// The member's view of its group, as the protocol carries it.
+pub fn status(m: &ClusterMember) -> raiz_client::proto::ClusterStatus {
+    use raiz_engine::db::Replicator;
+    let s = m.status();
+    raiz_client::proto::ClusterStatus {
+        id: s.id,
+        role: s.role,
+        term: s.term,
+        leader: s.leader,
+        last_log: s.last_log,
+        applied: s.applied,
+        writable: m.writable().is_ok(),
+        members: s
+            .members
+            .iter()
+            .map(|(id, n)| raiz_client::proto::ClusterMemberInfo {
+                id: *id,
+                raft: n.raft.clone(),
+                client: n.client.clone(),
+                matched: s.matched.get(id).copied().flatten(),
+            })
+            .collect(),
+    }
+}

@@ -654,6 +654,15 @@ impl Worker {
                 ))
             }
             Request::FeedPosition => Reply::Count(db.feed().last_seq()),
+            Request::ClusterStatus => match &self.shared.cluster {
+                Some(m) => Reply::ClusterStatus(crate::cluster::status(m)),
+                None => {
+                    return Err(err(
+                        ErrorKind::Unsupported,
+                        "this server is not a cluster member (raiz serve --cluster)",
+                    ))
+                }
+            },
             Request::ListSubscriptions => {
                 self.admin("listing cache nodes")?;
                 Reply::Subscriptions(self.shared.stream.subscriptions())

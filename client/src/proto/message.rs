@@ -148,6 +148,9 @@ pub enum Request {
         /// directory); created, must be empty and outside the rootpath.
         to: String,
     },
+    /// The cluster as this member sees it (a `raiz serve --cluster`
+    /// member): answered with `Reply::ClusterStatus`.
+    ClusterStatus,
 }
 
 /// A position in a server's change stream.
@@ -157,6 +160,41 @@ pub struct StreamPos {
     pub epoch: u64,
     /// The last sequence number applied.
     pub seq: u64,
+}
+
+/// A cluster member's view of its group (`raiz cluster status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The member answering.
+    pub id: u64,
+    /// Its role: leader, follower, candidate, learner, shutdown.
+    pub role: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader, when known.
+    pub leader: Option<u64>,
+    /// The last entry of the member's log.
+    pub last_log: Option<u64>,
+    /// The last entry applied to its tables.
+    pub applied: Option<u64>,
+    /// Whether it takes writes now (the leader, caught up with its term,
+    /// hearing from a majority).
+    pub writable: bool,
+    /// Every member.
+    pub members: Vec<ClusterMemberInfo>,
+}
+
+/// One member of a cluster, as a member sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMemberInfo {
+    /// Its id.
+    pub id: u64,
+    /// Where the members reach it.
+    pub raft: String,
+    /// Where its clients connect.
+    pub client: String,
+    /// On the leader: its last log entry known to be held by that member.
+    pub matched: Option<u64>,
 }
 
 /// A node following the change stream, as `raiz monitor` shows it.
@@ -521,6 +559,8 @@ pub enum Reply {
     Subscriptions(Vec<SubscriptionInfo>),
     /// What a backup did.
     Backup(raiz_engine::backup::BackupReport),
+    /// A cluster member's view of its group.
+    ClusterStatus(ClusterStatus),
 }
 
 /// The result of a table operation.

@@ -179,12 +179,30 @@ impl Session {
         for (t, list) in batch {
             let core = t.shared.core.read();
             for c in list.iter() {
-                // The blank of a commit whose outcome its session could not
-                // learn, which the group committed after all: nothing to do.
-                if let RecordChange::Blank { recno } = c {
-                    if core.is_stored(*recno)? {
+                match c {
+                    // The blank of a commit whose outcome its session could
+                    // not learn, which the group committed after all:
+                    // nothing to do.
+                    RecordChange::Blank { recno } if core.is_stored(*recno)? => continue,
+                    // A recno this member found empty when it opened the
+                    // table after a crash (its commit was not applied yet)
+                    // and stored as a deleted blank record: the commit
+                    // takes it. (Any other record there stays a conflict,
+                    // and the apply fails.)
+                    RecordChange::Append { recno, values }
+                        if core.is_stored(*recno)? && is_deleted_blank(&core, *recno)? =>
+                    {
+                        changes.push((
+                            t.shared.clone(),
+                            Change::Put {
+                                recno: *recno,
+                                values: Some(values.clone()),
+                                deleted: Some(false),
+                            },
+                        ));
                         continue;
                     }
+                    _ => {}
                 }
                 changes.push((t.shared.clone(), to_change(c)));
             }
@@ -322,6 +340,13 @@ impl SessionInner {
             tracing::warn!(session = self.id, error = %e, "could not blank the recnos of a commit the cluster did not confirm");
         }
     }
+}
+
+/// True when `recno` holds a deleted record with every field empty (what a
+/// rolled-back append or a recno a crash left leaves).
+fn is_deleted_blank(core: &crate::table::TableCore, recno: u64) -> Result<bool> {
+    let r = core.read(recno)?;
+    Ok(r.is_deleted() && r.values() == core.schema.empty_record().as_slice())
 }
 
 /// A session's change as the group carries it.

@@ -1,0 +1,255 @@
+//! Three (or five) `raiz serve --cluster` processes on loopback, each link
+//! between two members through a [`Relay`] the test controls.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raiz_client::proto::ClusterStatus;
+use raiz_client::{Connection, Session};
+
+use crate::harness::{make_users, PASSWORD};
+use crate::relay::Relay;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct MemberProc {
+    pub id: u64,
+    pub root: PathBuf,
+    pub client: String,
+    pub raft: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+pub struct Group {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<MemberProc>,
+    /// (from, to) → the relay `from` reaches `to` through.
+    pub relays: BTreeMap<(u64, u64), Relay>,
+}
+
+impl Group {
+    pub fn start(n: u64) -> Group {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "cluster-secret\n").unwrap();
+        let members: Vec<MemberProc> = (1..=n)
+            .map(|id| {
+                let root = dir.path().join(format!("m{id}"));
+                std::fs::create_dir_all(&root).unwrap();
+                make_users(&root);
+                MemberProc {
+                    id,
+                    log: dir.path().join(format!("m{id}.log")),
+                    root,
+                    client: format!("127.0.0.1:{}", free_port()),
+                    raft: format!("127.0.0.1:{}", free_port()),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut relays = BTreeMap::new();
+        for a in &members {
+            for b in &members {
+                if a.id != b.id {
+                    relays.insert((a.id, b.id), Relay::start(b.raft.clone()));
+                }
+            }
+        }
+        let mut g = Group {
+            dir,
+            members,
+            relays,
+        };
+        for i in 0..g.members.len() {
+            g.spawn(i);
+        }
+        g
+    }
+
+    /// Member `i`'s list of members: the others through its relays.
+    fn members_setting(&self, i: usize) -> String {
+        let me = self.members[i].id;
+        self.members
+            .iter()
+            .map(|m| {
+                let raft = if m.id == me {
+                    m.raft.clone()
+                } else {
+                    self.relays[&(me, m.id)].addr.clone()
+                };
+                format!("{} {raft} {}", m.id, m.client)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let members = self.members_setting(i);
+        let secret = self.dir.path().join("secret");
+        let m = &mut self.members[i];
+        assert!(m.child.is_none());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_raiz"))
+            .arg("serve")
+            .arg("--root")
+            .arg(&m.root)
+            .args(["--listen", &m.client, "--cluster"])
+            .arg("--set")
+            .arg(format!("cluster.id={}", m.id))
+            .arg("--set")
+            .arg(format!("cluster.members={members}"))
+            .arg("--set")
+            .arg(format!("cluster.listen={}", m.raft))
+            .arg("--set")
+            .arg(format!("cluster.secret_file={}", secret.display()))
+            .env("RAIZ_LOG", "info,openraft=warn")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&m.log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("raiz serve: listening on") => break,
+                Some(Ok(_)) => {}
+                _ => panic!(
+                    "member {} did not start: {}",
+                    m.id,
+                    std::fs::read_to_string(&m.log).unwrap_or_default()
+                ),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        m.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn running(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    pub fn session(&self, i: usize) -> raiz_client::Result<Session> {
+        Connection::connect(&format!(
+            "raiz://admin:{PASSWORD}@{}",
+            self.members[i].client
+        ))
+        .and_then(|c| c.session())
+    }
+
+    pub fn status(&self, i: usize) -> Option<ClusterStatus> {
+        self.session(i).ok()?.cluster_status().ok()
+    }
+
+    /// Waits for a member that takes writes (among the running ones not
+    /// in `except`); returns its position and how long it took.
+    pub fn leader(&self, except: &[usize], limit: Duration) -> (usize, Duration) {
+        let start = Instant::now();
+        loop {
+            for i in 0..self.members.len() {
+                if !self.running(i) || except.contains(&i) {
+                    continue;
+                }
+                if self.status(i).is_some_and(|s| s.writable) {
+                    return (i, start.elapsed());
+                }
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no member takes writes after {limit:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until every running member (but `except`) has applied what
+    /// member `leader` has.
+    pub fn converge(&self, leader: usize, except: &[usize]) {
+        let target = self.status(leader).unwrap().applied;
+        let start = Instant::now();
+        for i in 0..self.members.len() {
+            if !self.running(i) || except.contains(&i) {
+                continue;
+            }
+            while self.status(i).and_then(|s| s.applied) < target {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "member {} did not catch up with {target:?}:\n{}",
+                    i + 1,
+                    self.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Cuts every link of member `i` (a partition: it on one side).
+    pub fn isolate(&self, i: usize) {
+        let id = self.members[i].id;
+        for ((a, b), r) in &self.relays {
+            if *a == id || *b == id {
+                r.cut();
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        for r in self.relays.values() {
+            r.heal();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            // Errors first (the first of them is usually the cause), then the tail.
+            let errors: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("ERROR"))
+                .take(10)
+                .collect();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- member {} ---\n", m.id));
+            for l in errors {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push_str("...\n");
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The faults: the leader killed, the leader cut off, a follower cut off, a
+//! majority killed. Each runs under writers, then heals and checks every
+//! member (see `history`).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use raiz_client::ErrorKind;
+use raiz_engine::Value;
+
+use crate::group::Group;
+use crate::history::{check, contents, create_tables, in_doubt, History, Outcome, Writers};
+
+/// One scenario at a time: three members and their writers are what two
+/// cores can run with timings that mean something.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn seeds() -> Vec<u64> {
+    if let Some(s) = std::env::var("RAIZ_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![s];
+    }
+    let rounds: u64 = std::env::var("RAIZ_CLUSTER_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    (0..rounds).map(|_| rand::random()).collect()
+}
+
+fn setup(seed: u64) -> (Group, Writers) {
+    println!("seed {seed} (RAIZ_CLUSTER_SEED={seed} replays it)");
+    let g = Group::start(3);
+    let (l, took) = g.leader(&[], Duration::from_secs(20));
+    println!("first leader: member {} after {took:?}", l + 1);
+    create_tables(&g.session(l).unwrap());
+    let addrs = g.members.iter().map(|m| m.client.clone()).collect();
+    let w = Writers::start(addrs, 3, seed);
+    (g, w)
+}
+
+/// Waits for the first write acknowledged by a member other than `except`
+/// (recorded in `h`); returns how long it took from `since`.
+fn first_write(
+    g: &Group,
+    h: &History,
+    except: &[usize],
+    since: Instant,
+    limit: Duration,
+) -> Duration {
+    let mut n = 0;
+    loop {
+        assert!(
+            since.elapsed() < limit,
+            "no write acknowledged within {limit:?}:\n{}",
+            g.logs()
+        );
+        for i in 0..g.members.len() {
+            if !g.running(i) || except.contains(&i) {
+                continue;
+            }
+            let Ok(s) = g.session(i) else { continue };
+            n += 1;
+            let ok = s.open_table("orders").and_then(|mut t| {
+                t.append(&[
+                    Value::Char(format!("probe{n}")),
+                    Value::Int64(0),
+                    Value::Int64(0),
+                ])
+            });
+            let code = format!("probe{n}");
+            match ok {
+                Ok(_) => {
+                    h.record(&code, 0, 0, Outcome::Acked);
+                    return since.elapsed();
+                }
+                Err(e) if in_doubt(e.kind()) => h.record(&code, 0, 0, Outcome::InDoubt),
+                Err(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stops the writers, heals, restarts every member, waits for them to
+/// agree, and checks each.
+fn finish(mut g: Group, w: Writers, seed: u64) {
+    std::thread::sleep(Duration::from_millis(300));
+    let h = w.stop();
+    g.heal();
+    for i in 0..g.members.len() {
+        if !g.running(i) {
+            g.spawn(i);
+        }
+    }
+    let (l, _) = g.leader(&[], Duration::from_secs(20));
+    // A write in this term makes every member's log end in it.
+    first_write(&g, &h, &[], Instant::now(), Duration::from_secs(20));
+    g.converge(l, &[]);
+    let reference = contents(&g.session(l).unwrap());
+    for i in 0..g.members.len() {
+        let c = contents(&g.session(i).unwrap());
+        check(&c, &h, &format!("member {}", i + 1), seed);
+        if let Some(d) = c.raw.iter().zip(&reference.raw).find(|(a, b)| a != b) {
+            panic!(
+                "member {} differs from the leader (seed {seed}): {} vs {}",
+                i + 1,
+                d.0,
+                d.1
+            );
+        }
+        assert_eq!(c.raw.len(), reference.raw.len(), "member {}", i + 1);
+    }
+    println!(
+        "checked: {} commits acknowledged, {} in doubt, {} orders on every member",
+        h.acked.load(std::sync::atomic::Ordering::Relaxed),
+        h.in_doubt.load(std::sync::atomic::Ordering::Relaxed),
+        reference.orders.len()
+    );
+}
+
+#[test]
+fn the_leader_killed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for seed in seeds() {
+        let (mut g, w) = setup(seed);
+        std::thread::sleep(Duration::from_millis(700));
+        let (l, _) = g.leader(&[], Duration::from_secs(5));
+        let killed = Instant::now();
+        g.kill(l);
+        let took = first_write(&g, &w.history, &[l], killed, Duration::from_secs(15));
+        println!(
+            "failover: member {} killed, first write acknowledged by another after {took:?}",
+            l + 1
+        );
+        assert!(took < Duration::from_secs(5), "failover took {took:?}");
+        std::thread::sleep(Duration::from_millis(500));
+        // The old leader comes back as a follower.
+        g.spawn(l);
+        finish(g, w, seed);
+    }
+}
+
+#[test]
+fn the_leader_cut_off_acknowledges_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for seed in seeds() {
+        let (g, w) = setup(seed);
+        std::thread::sleep(Duration::from_millis(500));
+        let (l, _) = g.leader(&[], Duration::from_secs(5));
+        // A client of the old leader keeps writing through the partition.
+        let old = g.session(l).unwrap();
+        let mut t = old.open_table("orders").unwrap();
+        let cut = Instant::now();
+        g.isolate(l);
+        let took = first_write(&g, &w.history, &[l], cut, Duration::from_secs(15));
+        println!(
+            "partition: member {} cut off, the majority's first write after {took:?}",
+            l + 1
+        );
+        assert!(took < Duration::from_secs(5), "failover took {took:?}");
+        for k in 0..3 {
+            let r = t.append(&[
+                Value::Char(format!("cut{k}")),
+                Value::Int64(1),
+                Value::Int64(0),
+            ]);
+            let e = r.expect_err("the cut-off leader acknowledged a write");
+            assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::NoQuorum | ErrorKind::Failover | ErrorKind::NotLeader
+                ),
+                "{e}"
+            );
+        }
+        // Its own view, once it noticed: not writable.
+        assert!(crate::harness::eventually(Duration::from_secs(10), || {
+            g.status(l).is_some_and(|s| !s.writable)
+        }));
+        drop(t);
+        drop(old);
+        finish(g, w, seed);
+    }
+}
+
+#[test]
+fn a_follower_cut_off_catches_up() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for seed in seeds() {
+        let (g, w) = setup(seed);
+        std::thread::sleep(Duration::from_millis(300));
+        let (l, _) = g.leader(&[], Duration::from_secs(5));
+        let f = (l + 1) % 3;
+        let before = w.history.acked.load(std::sync::atomic::Ordering::Relaxed);
+        g.isolate(f);
+        std::thread::sleep(Duration::from_millis(1500));
+        let during = w.history.acked.load(std::sync::atomic::Ordering::Relaxed) - before;
+        println!(
+            "follower {} cut off: {during} commits acknowledged meanwhile",
+            f + 1
+        );
+        assert!(
+            during > 0,
+            "writes stopped while only a follower was cut off"
+        );
+        finish(g, w, seed);
+    }
+}
+
+#[test]
+fn a_majority_killed_refuses_writes_with_no_quorum() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for seed in seeds() {
+        let (mut g, w) = setup(seed);
+        std::thread::sleep(Duration::from_millis(500));
+        let (l, _) = g.leader(&[], Duration::from_secs(5));
+        let f = (l + 1) % 3;
+        let survivor = (l + 2) % 3;
+        g.kill(l);
+        g.kill(f);
+        let s = g.session(survivor).unwrap();
+        let mut t = s.open_table("orders").unwrap();
+        let mut last = None;
+        let saw = crate::harness::eventually(Duration::from_secs(10), || {
+            let e = t
+                .append(&[
+                    Value::Char("lonely".into()),
+                    Value::Int64(1),
+                    Value::Int64(0),
+                ])
+                .expect_err("one member of three acknowledged a write");
+            last = Some(e.kind());
+            e.kind() == ErrorKind::NoQuorum
+        });
+        assert!(saw, "the survivor's writes end in {last:?}, not NoQuorum");
+        drop(t);
+        drop(s);
+        finish(g, w, seed);
+    }
+}
+
+#[test]
+fn a_link_dropping_one_way_keeps_the_group_safe() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for seed in seeds() {
+        let (g, w) = setup(seed);
+        std::thread::sleep(Duration::from_millis(300));
+        let (l, _) = g.leader(&[], Duration::from_secs(5));
+        let f = (l + 1) % 3;
+        // What the leader sends that follower vanishes; the follower's own
+        // messages still arrive.
+        g.relays[&(g.members[l].id, g.members[f].id)].cut_forward();
+        std::thread::sleep(Duration::from_millis(2000));
+        finish(g, w, seed);
+    }
+}
