@@ -2,6 +2,7 @@
 
 mod backup;
 mod cache;
+mod cluster;
 mod commands;
 mod demo;
 mod error;
@@ -291,6 +292,14 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// A cluster of `raiz serve --cluster` members: its state.
+    #[command(
+        after_help = "Example:\n  RAIZ_PASSWORD=secret raiz cluster status --connect raiz://admin@db1:7070"
+    )]
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// List a server's sessions, or end one (admin user).
     #[command(
         after_help = "Example:\n  RAIZ_PASSWORD=secret raiz monitor --connect raiz://admin@db1:7070"
@@ -465,6 +474,22 @@ enum ConfigAction {
 }
 
 /// What `raiz cache` does besides running a node.
+#[derive(Subcommand, Debug)]
+enum ClusterAction {
+    /// Members, leader, term, and each member's last log entry, applied
+    /// entry and lag behind the leader.
+    Status {
+        /// Connection string of any member, e.g. raiz://admin@db1:7070
+        /// (password from RAIZ_PASSWORD); the others are asked with the
+        /// same user at their client addresses.
+        #[arg(long)]
+        connect: String,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum CacheAction {
     /// Show the status a node last reported (lag, reads, tables, memory).
@@ -735,6 +760,9 @@ fn run(cli: Cli, mut config: Config) -> CliResult {
         }
         Command::User { action } => net::user(&config, action),
         Command::Monitor { connect, end } => net::monitor(&connect, end),
+        Command::Cluster {
+            action: ClusterAction::Status { connect, json },
+        } => cluster::status(&connect, json),
         Command::Cache {
             action,
             server,

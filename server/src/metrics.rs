@@ -2,7 +2,10 @@
 //! (`--metrics-listen`): `GET /healthz` (the process answers), `GET /readyz`
 //! (200 once it serves: for a server, recovery done and the listeners up;
 //! for a cache node, every table loaded and the server connected; 503 with
-//! the reason before) and `GET /metrics` (Prometheus / OpenMetrics text).
+//! the reason before), `GET /metrics` (Prometheus / OpenMetrics text), and on
+//! a cluster member `GET /role` (its role, term and leader) and `GET /leader`
+//! (200 only on the member that takes writes: a load balancer's or a
+//! Kubernetes probe's way to route writes).
 //!
 //! Invariants:
 //! - **Nothing on the request path but counters.** A request adds to a
@@ -52,6 +55,10 @@ pub trait Source: Send + Sync + 'static {
     fn readiness(&self) -> Result<(), String>;
     /// The metrics, as OpenMetrics text.
     fn metrics(&self) -> String;
+    /// On a cluster member: its role as text, and whether it takes writes.
+    fn role(&self) -> Option<(String, bool)> {
+        None
+    }
 }
 
 // ---- building metrics at scrape time ----
@@ -414,6 +421,29 @@ impl ServerProbe {
                 "Sessions logged in.",
                 Value::Gauge(shared.registry.len() as f64),
             ));
+            if let Some(m) = &shared.cluster {
+                let st = crate::cluster::status(m);
+                out.push(Metric::one(
+                    "raiz_cluster_writable",
+                    "1 on the cluster's leader while it takes writes, else 0.",
+                    Value::Gauge(f64::from(u8::from(st.writable))),
+                ));
+                out.push(Metric::one(
+                    "raiz_cluster_term",
+                    "The cluster's current term as this member knows it.",
+                    Value::Gauge(st.term as f64),
+                ));
+                out.push(Metric::one(
+                    "raiz_cluster_last_log_index",
+                    "The last entry of this member's Raft log.",
+                    Value::Gauge(st.last_log.unwrap_or(0) as f64),
+                ));
+                out.push(Metric::one(
+                    "raiz_cluster_applied_index",
+                    "The last entry this member applied to its tables.",
+                    Value::Gauge(st.applied.unwrap_or(0) as f64),
+                ));
+            }
             out.push(Metric::one(
                 "raiz_cache_subscriptions",
                 "Cache nodes following the change stream.",
@@ -431,6 +461,36 @@ impl ServerProbe {
 }
 
 impl Source for ServerProbe {
+    fn role(&self) -> Option<(String, bool)> {
+        let shared = self.shared.get().and_then(Weak::upgrade)?;
+        let m = shared.cluster.as_ref()?;
+        let st = crate::cluster::status(m);
+        let leader = match st.leader {
+            Some(l) => st
+                .members
+                .iter()
+                .find(|x| x.id == l)
+                .map_or(format!("member {l}"), |x| {
+                    format!("member {l} at {}", x.client)
+                }),
+            None => "none".into(),
+        };
+        let role = if st.writable {
+            "leader".to_owned()
+        } else {
+            st.role.clone()
+        };
+        Some((
+            format!(
+                "{role} (member {}, term {}, leader {leader}, applied {})",
+                st.id,
+                st.term,
+                st.applied.map_or("none".into(), |a| a.to_string())
+            ),
+            st.writable,
+        ))
+    }
+
     fn readiness(&self) -> Result<(), String> {
         match self.phase() {
             Phase::Serving => Ok(()),
@@ -668,10 +728,16 @@ fn respond(source: &dyn Source, req: &Request<hyper::body::Incoming>) -> Respons
             ),
         },
         "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, source.metrics()),
+        "/role" | "/leader" => match source.role() {
+            None => reply(StatusCode::NOT_FOUND, text, "not a cluster member\n".into()),
+            Some((role, _)) if path == "/role" => reply(StatusCode::OK, text, role + "\n"),
+            Some((role, true)) => reply(StatusCode::OK, text, role + "\n"),
+            Some((role, false)) => reply(StatusCode::SERVICE_UNAVAILABLE, text, role + "\n"),
+        },
         _ => reply(
             StatusCode::NOT_FOUND,
             text,
-            "not found: /healthz, /readyz or /metrics\n".into(),
+            "not found: /healthz, /readyz, /metrics, /role or /leader\n".into(),
         ),
     }
 }

@@ -26,6 +26,8 @@ pub struct MemberProc {
     pub root: PathBuf,
     pub client: String,
     pub raft: String,
+    /// Health, metrics and role over HTTP.
+    pub metrics: Option<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -52,6 +54,7 @@ impl Group {
                     root,
                     client: format!("127.0.0.1:{}", free_port()),
                     raft: format!("127.0.0.1:{}", free_port()),
+                    metrics: None,
                     child: None,
                 }
             })
@@ -102,6 +105,7 @@ impl Group {
             .arg("--root")
             .arg(&m.root)
             .args(["--listen", &m.client, "--cluster"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--set")
             .arg(format!("cluster.id={}", m.id))
             .arg("--set")
@@ -125,6 +129,9 @@ impl Group {
         loop {
             match lines.next() {
                 Some(Ok(l)) if l.starts_with("raiz serve: listening on") => break,
+                Some(Ok(l)) if l.starts_with("raiz serve: metrics on ") => {
+                    m.metrics = Some(l["raiz serve: metrics on ".len()..].to_owned())
+                }
                 Some(Ok(_)) => {}
                 _ => panic!(
                     "member {} did not start: {}",
@@ -252,4 +259,24 @@ impl Drop for Group {
             self.kill(i);
         }
     }
+}
+
+/// `GET path` on `addr`: the status code and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (code, body)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use raiz_client::ErrorKind;
 use raiz_engine::Value;
 
-use crate::group::Group;
+use crate::group::{http_get, Group};
 use crate::history::{check, contents, create_tables, in_doubt, History, Outcome, Writers};
 
 /// One scenario at a time: three members and their writers are what two
@@ -255,4 +255,78 @@ fn a_link_dropping_one_way_keeps_the_group_safe() {
         std::thread::sleep(Duration::from_millis(2000));
         finish(g, w, seed);
     }
+}
+
+#[test]
+fn status_roles_and_a_lost_majority_as_operators_see_them() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = Group::start(3);
+    let (l, _) = g.leader(&[], Duration::from_secs(20));
+    let status = |g: &Group, i: usize| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_raiz"))
+            .args(["cluster", "status", "--json", "--connect"])
+            .arg(format!("raiz://admin@{}", g.members[i].client))
+            .env("RAIZ_PASSWORD", crate::harness::PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let f = (l + 1) % 3;
+    let v = status(&g, f);
+    assert_eq!(v["leader"], serde_json::json!(l + 1));
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    let roles: Vec<&str> = members
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{v}");
+    assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "{v}");
+    // The load balancer's view: /leader answers 200 on the leader alone.
+    for i in 0..3 {
+        let (code, body) = http_get(g.members[i].metrics.as_ref().unwrap(), "/leader");
+        assert_eq!(
+            code,
+            if i == l { 200 } else { 503 },
+            "member {}: {body}",
+            i + 1
+        );
+        let (code, body) = http_get(g.members[i].metrics.as_ref().unwrap(), "/role");
+        assert_eq!(code, 200);
+        assert!(
+            body.starts_with(if i == l { "leader" } else { "follower" }),
+            "{body}"
+        );
+    }
+    // One member down: shown so, the others carry on.
+    g.kill(f);
+    let v = status(&g, l);
+    let down: Vec<u64> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "down")
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(down, vec![f as u64 + 1]);
+    // A majority down: the text says so.
+    let other = (l + 2) % 3;
+    g.kill(other);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raiz"))
+        .args(["cluster", "status", "--connect"])
+        .arg(format!("raiz://admin@{}", g.members[l].client))
+        .env("RAIZ_PASSWORD", crate::harness::PASSWORD)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no quorum"), "{text}");
+    // And the old leader stops claiming the role.
+    assert!(crate::harness::eventually(Duration::from_secs(10), || {
+        http_get(g.members[l].metrics.as_ref().unwrap(), "/leader").0 == 503
+    }));
 }
