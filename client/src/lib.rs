@@ -81,6 +81,7 @@
 pub mod batch;
 pub mod cache;
 mod error;
+mod failover;
 pub mod proto;
 mod raw;
 mod remote;

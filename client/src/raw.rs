@@ -24,7 +24,7 @@ impl RawSession {
 
     /// The server's id of this session.
     pub fn session_id(&self) -> u64 {
-        self.remote.session
+        self.remote.session_id()
     }
 
     /// Sends `req` and waits for its reply: Ok(Err(..)) when the server

@@ -116,6 +116,7 @@ impl Conn {
         let (mut transport, peer, user, password, tls) = match cs {
             ConnectionString::File(_) => return Err(Error::RemoteOnly("a network connection")),
             ConnectionString::Cache { server, .. } => return Conn::connect(server, opts),
+            ConnectionString::Members { .. } => return crate::failover::connect_members(cs, opts),
             ConnectionString::Tcp {
                 user,
                 password,

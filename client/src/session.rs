@@ -23,7 +23,7 @@ pub struct Connection {
 #[derive(Debug, Clone)]
 enum ConnKind {
     Embedded(Database),
-    Remote(ConnectionString, ConnectOptions),
+    Remote(Box<(ConnectionString, ConnectOptions)>),
     Cached(crate::cache::CacheNode),
 }
 
@@ -61,7 +61,7 @@ impl Connection {
                 }
                 ConnKind::Cached(crate::cache::CacheNode::shared(cfg)?)
             }
-            other => ConnKind::Remote(other.clone(), opts),
+            other => ConnKind::Remote(Box::new((other.clone(), opts))),
         };
         Ok(Connection { kind })
     }
@@ -106,7 +106,7 @@ impl Connection {
         Ok(Session {
             kind: match &self.kind {
                 ConnKind::Embedded(db) => SessionKind::Embedded(db.session()),
-                ConnKind::Remote(cs, opts) => SessionKind::Remote(Remote::connect(cs, opts)?),
+                ConnKind::Remote(b) => SessionKind::Remote(Remote::connect(&b.0, &b.1)?),
                 ConnKind::Cached(node) => {
                     let cfg = &node.node().config;
                     let remote = Remote::connect(&cfg.server, &cfg.options)?;
@@ -135,16 +135,33 @@ pub(crate) struct Remote {
     /// same way, from 0 at each begin).
     savepoints: AtomicU64,
     stats: Arc<Stats>,
-    pub(crate) session: u64,
+    /// The server's session id (a new one after a failover).
+    session: AtomicU64,
     peer: String,
+    /// On a cluster (several hosts): where to go after a failover, and what
+    /// to set up again there (see `failover`).
+    target: Option<(ConnectionString, ConnectOptions)>,
+    replay: Mutex<crate::failover::Replay>,
+    /// A failover ended the transaction this client had open: its rollback
+    /// has nothing left to do.
+    moved_in_txn: AtomicBool,
 }
 
 impl Remote {
     /// A new authenticated connection: one server session.
     pub fn connect(cs: &ConnectionString, opts: &ConnectOptions) -> Result<Arc<Remote>> {
         let conn = Conn::connect(cs, opts)?;
+        let target = match cs {
+            ConnectionString::Members {
+                read_any: false, ..
+            } => Some((cs.clone(), opts.clone())),
+            _ => None,
+        };
         Ok(Arc::new(Remote {
-            session: conn.session,
+            target,
+            replay: Mutex::default(),
+            moved_in_txn: AtomicBool::new(false),
+            session: AtomicU64::new(conn.session),
             stats: conn.stats.clone(),
             peer: conn.peer().to_owned(),
             conn: Mutex::new(conn),
@@ -164,8 +181,86 @@ impl Remote {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The server's session id.
+    pub fn session_id(&self) -> u64 {
+        self.session.load(Ordering::Relaxed)
+    }
+
     pub fn call(&self, req: &Request) -> Result<Reply> {
-        self.conn().call(req)
+        let mut conn = self.conn();
+        match conn.call(req) {
+            Ok(reply) => {
+                if self.target.is_some() {
+                    self.replay
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .note(req, &reply);
+                }
+                Ok(reply)
+            }
+            Err(e) if self.target.is_some() && crate::failover::moves(&e) => {
+                Err(self.fail_over(&mut conn, req, e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves the session to the member that takes writes now (see
+    /// `failover`); returns the error the request that found out gets.
+    fn fail_over(&self, conn: &mut Conn, req: &Request, cause: Error) -> Error {
+        let Some((cs, opts)) = &self.target else {
+            return cause;
+        };
+        let mut next = match crate::failover::connect_members(cs, opts) {
+            Ok(c) => c,
+            // A request refused (not the leader, no quorum) was not done;
+            // one whose connection went may have been: its outcome is
+            // unknown, which is what `Failover` says.
+            Err(e)
+                if matches!(
+                    cause.kind(),
+                    crate::ErrorKind::Io | crate::ErrorKind::Closed
+                ) =>
+            {
+                return Error::Server {
+                    kind: crate::ErrorKind::Failover,
+                    message: format!("{cause}; and then: {e}"),
+                }
+            }
+            Err(e) => return e,
+        };
+        let replayed = self
+            .replay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replay(&mut next);
+        if let Err(e) = replayed {
+            return e;
+        }
+        next.stats = self.stats.clone();
+        let peer = next.peer().to_owned();
+        self.session.store(next.session, Ordering::Relaxed);
+        *conn = next;
+        // (A commit clears the flag as it goes.)
+        let in_txn = self.in_txn.swap(false, Ordering::Relaxed)
+            || matches!(req, Request::Commit | Request::Rollback);
+        if in_txn {
+            self.moved_in_txn.store(true, Ordering::Relaxed);
+        }
+        self.savepoints.store(0, Ordering::Relaxed);
+        self.wrote();
+        tracing::warn!(cause = %cause, to = %peer, "session moved to the cluster's leader");
+        Error::Server {
+            kind: crate::ErrorKind::Failover,
+            message: format!(
+                "{cause}; the session moved to {peer}, its tables open again where they were{}: retry (a commit's outcome is unknown: look first)",
+                if in_txn {
+                    "; its transaction and locks are gone"
+                } else {
+                    "; its locks are gone"
+                }
+            ),
+        }
     }
 
     pub fn epoch(&self) -> u64 {
@@ -253,7 +348,7 @@ impl Session {
     pub fn id(&self) -> u64 {
         match &self.kind {
             SessionKind::Embedded(s) => s.id(),
-            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => r.session,
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => r.session_id(),
         }
     }
 
@@ -377,6 +472,7 @@ impl Session {
                     r.done(&Request::Begin)?;
                 }
                 r.in_txn.store(true, Ordering::Relaxed);
+                r.moved_in_txn.store(false, Ordering::Relaxed);
                 r.savepoints.store(0, Ordering::Relaxed);
                 if let SessionKind::Cached { cache, .. } = &self.kind {
                     cache.txn_began();
@@ -426,6 +522,13 @@ impl Session {
                 r.in_txn.store(false, Ordering::Relaxed);
                 if r.conn().deferred() > 0 {
                     let _ = r.conn().settle();
+                }
+                // A failover ended the transaction on the old leader.
+                if r.moved_in_txn.swap(false, Ordering::Relaxed) {
+                    if let SessionKind::Cached { cache, .. } = &self.kind {
+                        cache.txn_ended(r)?;
+                    }
+                    return Ok(());
                 }
                 let done = r.done(&Request::Rollback);
                 if let SessionKind::Cached { cache, .. } = &self.kind {

@@ -52,6 +52,26 @@ pub enum ConnectionString {
         /// Staleness limit in milliseconds.
         stale_ms: Option<u64>,
     },
+    /// The members of a cluster (`raiz://user@db1:7070,db2:7070,db3:7070`):
+    /// the session goes to the member that takes writes, and moves to the
+    /// new one after a failover (see [`crate::Session`]). With `?read=any`
+    /// it stays on the first member that answers, leader or not: reads there
+    /// may be behind the leader by what the member has not yet applied, and
+    /// writes get `NotLeader`.
+    Members {
+        /// User to authenticate as.
+        user: Option<String>,
+        /// Password, when given in the string.
+        password: Option<String>,
+        /// The members' client addresses, in the order given.
+        hosts: Vec<(String, u16)>,
+        /// Use TLS.
+        tls: bool,
+        /// CA certificate (PEM) to trust, from `?ca=`.
+        ca: Option<PathBuf>,
+        /// `?read=any`: any member will do.
+        read_any: bool,
+    },
     /// A server over a Unix socket.
     Unix {
         /// User to authenticate as.
@@ -84,6 +104,27 @@ impl std::fmt::Display for ConnectionString {
             ConnectionString::Unix { user, path, .. } => {
                 write!(f, "raiz+unix://{}{}", at(user), path.display())
             }
+            ConnectionString::Members {
+                user, hosts, tls, ..
+            } => {
+                let list: Vec<String> = hosts
+                    .iter()
+                    .map(|(h, p)| {
+                        if h.contains(':') {
+                            format!("[{h}]:{p}")
+                        } else {
+                            format!("{h}:{p}")
+                        }
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "{}://{}{}",
+                    if *tls { "raizs" } else { "raiz" },
+                    at(user),
+                    list.join(",")
+                )
+            }
             ConnectionString::Cache {
                 server,
                 tables,
@@ -113,6 +154,9 @@ pub struct ConnectOptions {
     pub max_frame: Option<u32>,
     /// What this client calls itself (shown by `raiz monitor`).
     pub client_name: Option<String>,
+    /// On a cluster connection string: how long to wait for a member that
+    /// takes writes, at connect and after a failover (default 15 s).
+    pub failover_wait: Option<std::time::Duration>,
 }
 
 fn split_user(
@@ -222,46 +266,73 @@ impl FromStr for ConnectionString {
             None => (rest, None),
         };
         let mut ca = None;
+        let mut read_any = false;
         for kv in query.into_iter().flat_map(|q| q.split('&')) {
             match kv.split_once('=') {
                 Some(("ca", v)) if !v.is_empty() => ca = Some(PathBuf::from(v)),
-                _ => return Err(bad("unknown parameter (only ?ca=PATH is known)")),
+                Some(("read", "any")) => read_any = true,
+                Some(("read", "leader")) => read_any = false,
+                _ => {
+                    return Err(bad(
+                        "unknown parameter (?ca=PATH and, with several hosts, ?read=leader|any are known)",
+                    ))
+                }
             }
         }
         let (user, password, hostport) = split_user(s, rest, &bad)?;
         let hostport = hostport.trim_end_matches('/');
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
+        let mut hosts = Vec::new();
+        for one in hostport.split(',') {
+            hosts.push(host_port(one, &bad)?);
         }
-        let port = match port {
-            Some(p) => p
-                .parse()
-                .map_err(|_| bad("port is not a number in 1..=65535"))?,
-            None => DEFAULT_PORT,
-        };
-        if port == 0 {
-            return Err(bad("port is not a number in 1..=65535"));
+        if hosts.len() == 1 && !read_any {
+            let (host, port) = hosts.pop().expect("one");
+            return Ok(ConnectionString::Tcp {
+                user,
+                password,
+                host,
+                port,
+                tls,
+                ca,
+            });
         }
-        Ok(ConnectionString::Tcp {
+        Ok(ConnectionString::Members {
             user,
             password,
-            host: host.to_owned(),
-            port,
+            hosts,
             tls,
             ca,
+            read_any,
         })
     }
+}
+
+/// One `host[:port]` (an IPv6 address in brackets).
+fn host_port(hostport: &str, bad: &dyn Fn(&'static str) -> Error) -> Result<(String, u16), Error> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    let port = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| bad("port is not a number in 1..=65535"))?,
+        None => DEFAULT_PORT,
+    };
+    if port == 0 {
+        return Err(bad("port is not a number in 1..=65535"));
+    }
+    Ok((host.to_owned(), port))
 }
 
 #[cfg(test)]
@@ -356,6 +427,32 @@ mod tests {
             "raiz+cache://db1?tables=a&stale=0",
             "raiz+cache://db1?tables=a&what=1",
         ] {
+            assert!(bad.parse::<ConnectionString>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_cluster_strings() {
+        let c: ConnectionString = "raiz://ana@db1:7070,db2,[::1]:7072?read=any"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            c,
+            ConnectionString::Members {
+                user: Some("ana".into()),
+                password: None,
+                hosts: vec![
+                    ("db1".into(), 7070),
+                    ("db2".into(), DEFAULT_PORT),
+                    ("::1".into(), 7072)
+                ],
+                tls: false,
+                ca: None,
+                read_any: true,
+            }
+        );
+        assert_eq!(c.to_string(), "raiz://ana@db1:7070,db2:7070,[::1]:7072");
+        for bad in ["raiz://a,,b", "raiz://a,b:0", "raiz://a,b?read=some"] {
             assert!(bad.parse::<ConnectionString>().is_err(), "{bad}");
         }
     }

@@ -553,6 +553,53 @@ impl Worker {
         }
     }
 
+    /// Opens a handle on `name`: the next free number, or `want` (a session
+    /// moved after a failover asks for the handles it had).
+    fn open_table(&mut self, name: String, want: Option<u32>) -> R<Reply> {
+        Self::name_ok(&name)?;
+        if let Some(h) = want {
+            if h == 0 || self.handles.contains_key(&h) {
+                return Err(err(
+                    ErrorKind::BadRequest,
+                    format!("handle {h} is in use or not a handle number"),
+                ));
+            }
+        }
+        let temporary = self.temps.contains(&name.to_ascii_lowercase());
+        self.need_on(&name, temporary, Right::Read)?;
+        let table = self.session.open_table(&name).map_err(engine)?;
+        let id = match want {
+            Some(h) => {
+                self.next_id = self.next_id.max(h.wrapping_add(1)).max(1);
+                h
+            }
+            None => {
+                let id = self.next_id;
+                self.next_id = self.next_id.wrapping_add(1).max(1);
+                id
+            }
+        };
+        let schema = (*table.schema()).clone();
+        let at = position(&table);
+        let tname = table.name();
+        self.entry.tables.lock().push(tname.clone());
+        self.handles.insert(
+            id,
+            Handle {
+                table,
+                temporary,
+                name: Arc::from(tname.as_str()),
+                passed: Vec::new(),
+            },
+        );
+        Ok(Reply::Opened {
+            handle: id,
+            name: tname,
+            schema,
+            at,
+        })
+    }
+
     pub(crate) fn handle(&mut self, req: Request) -> R<Reply> {
         let s = &self.session;
         let db = self.shared.db.clone();
@@ -598,33 +645,8 @@ impl Worker {
                     .map_err(|e| err(ErrorKind::Io, e.to_string()))?;
                 Reply::Done
             }
-            Request::OpenTable(name) => {
-                Self::name_ok(&name)?;
-                let temporary = self.temps.contains(&name.to_ascii_lowercase());
-                self.need_on(&name, temporary, Right::Read)?;
-                let table = s.open_table(&name).map_err(engine)?;
-                let id = self.next_id;
-                self.next_id = self.next_id.wrapping_add(1).max(1);
-                let schema = (*table.schema()).clone();
-                let at = position(&table);
-                let tname = table.name();
-                self.entry.tables.lock().push(tname.clone());
-                self.handles.insert(
-                    id,
-                    Handle {
-                        table,
-                        temporary,
-                        name: Arc::from(tname.as_str()),
-                        passed: Vec::new(),
-                    },
-                );
-                Reply::Opened {
-                    handle: id,
-                    name: tname,
-                    schema,
-                    at,
-                }
-            }
+            Request::OpenTable(name) => self.open_table(name, None)?,
+            Request::OpenTableAs { name, handle } => self.open_table(name, Some(handle))?,
             Request::Begin => {
                 s.begin().map_err(engine)?;
                 self.savepoints.clear();

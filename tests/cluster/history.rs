@@ -31,10 +31,13 @@ pub enum Outcome {
     InDoubt,
 }
 
-/// Per order code: (QTY, NL, outcome) of each commit that wrote it, in order.
+/// (QTY, NL, outcome) of each commit that wrote an order, in order.
+pub type Writes = Vec<(i64, i64, Outcome)>;
+
+/// Per order code, its writes.
 #[derive(Debug, Default)]
 pub struct History {
-    pub ops: Mutex<BTreeMap<String, Vec<(i64, i64, Outcome)>>>,
+    pub ops: Mutex<BTreeMap<String, Writes>>,
     pub acked: AtomicU64,
     pub in_doubt: AtomicU64,
 }
@@ -185,7 +188,24 @@ fn writer(w: u64, seed: u64, addrs: &[String], stop: &AtomicBool, h: &History) {
         let c = match conn.as_mut() {
             Some(c) => c,
             None => {
-                let Some(s) = connect_leader(addrs) else {
+                // Writer 0 lets the cluster connection string find the
+                // leader (and move its session after a failover); the
+                // others look for it themselves.
+                let found = if w == 0 {
+                    let hosts = addrs.join(",");
+                    let cs: raiz_client::ConnectionString =
+                        format!("raiz://admin:{PASSWORD}@{hosts}").parse().unwrap();
+                    let opts = raiz_client::ConnectOptions {
+                        failover_wait: Some(Duration::from_secs(3)),
+                        ..Default::default()
+                    };
+                    Connection::open_with(&cs, opts)
+                        .and_then(|c| c.session())
+                        .ok()
+                } else {
+                    connect_leader(addrs)
+                };
+                let Some(s) = found else {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 };
@@ -260,7 +280,14 @@ fn writer(w: u64, seed: u64, addrs: &[String], stop: &AtomicBool, h: &History) {
                 if at_commit && in_doubt(e.kind()) {
                     h.record(&code, qty, nl, Outcome::InDoubt);
                 }
-                conn = None;
+                if w == 0 {
+                    // Same session, same tables: it moves by itself when the
+                    // member it is on cannot take writes. (The transaction
+                    // may be over already: a failed commit ends it.)
+                    let _ = c.s.rollback();
+                } else {
+                    conn = None;
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

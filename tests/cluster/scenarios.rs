@@ -330,3 +330,83 @@ fn status_roles_and_a_lost_majority_as_operators_see_them() {
         http_get(g.members[l].metrics.as_ref().unwrap(), "/leader").0 == 503
     }));
 }
+
+#[test]
+fn a_session_on_the_cluster_string_follows_the_leader() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = Group::start(3);
+    let (l, _) = g.leader(&[], Duration::from_secs(20));
+    create_tables(&g.session(l).unwrap());
+    let url = format!(
+        "raiz://admin:{}@{}",
+        crate::harness::PASSWORD,
+        g.members
+            .iter()
+            .map(|m| m.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let s = raiz_client::Connection::connect(&url)
+        .and_then(|c| c.session())
+        .unwrap();
+    assert!(
+        s.cluster_status().unwrap().writable,
+        "the session went to the leader"
+    );
+    let mut t = s.open_table("orders").unwrap();
+    for k in 0..5 {
+        t.append(&[
+            Value::Char(format!("k{k}")),
+            Value::Int64(k),
+            Value::Int64(0),
+        ])
+        .unwrap();
+    }
+    t.set_order(Some("code")).unwrap();
+    assert!(t.seek(&[Value::Char("k2".into())]).unwrap());
+    let on = t.recno();
+    // The leader dies under an open transaction (written through another
+    // handle: an append moves its handle to the new record).
+    let mut w = s.open_table("orders").unwrap();
+    s.begin().unwrap();
+    w.append(&[Value::Char("lost".into()), Value::Int64(9), Value::Int64(0)])
+        .unwrap();
+    g.kill(l);
+    let e = s.commit().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Failover, "{e}");
+    s.rollback().unwrap();
+    // The session carries on at the new leader: same handle, same order,
+    // same record.
+    assert!(s.cluster_status().unwrap().writable);
+    assert_eq!(t.recno(), on);
+    assert!(t.next().unwrap());
+    assert_eq!(
+        t.record().unwrap().values()[0],
+        Value::Char(format!("{:<12}", "k3"))
+    );
+    s.begin().unwrap();
+    w.append(&[
+        Value::Char("after".into()),
+        Value::Int64(10),
+        Value::Int64(0),
+    ])
+    .unwrap();
+    s.commit().unwrap();
+    // Nothing acknowledged was lost; the commit that got Failover is either
+    // there whole or not at all.
+    let mut codes = Vec::new();
+    let mut at = t.first().unwrap();
+    while at {
+        let r = t.record().unwrap();
+        if !r.is_deleted() {
+            if let Value::Char(c) = &r.values()[0] {
+                codes.push(c.trim_end().to_owned());
+            }
+        }
+        at = t.next().unwrap();
+    }
+    for k in ["k0", "k1", "k2", "k3", "k4", "after"] {
+        assert!(codes.iter().any(|c| c == k), "{k} missing from {codes:?}");
+    }
+    g.spawn(l);
+}

@@ -151,6 +151,15 @@ pub enum Request {
     /// The cluster as this member sees it (a `raiz serve --cluster`
     /// member): answered with `Reply::ClusterStatus`.
     ClusterStatus,
+    /// Opens a table under a handle number the client chooses (one not in
+    /// use): a session moved to a new leader opens its tables again under
+    /// the handles it had. Answered like [`Request::OpenTable`].
+    OpenTableAs {
+        /// The table.
+        name: String,
+        /// The handle it gets.
+        handle: u32,
+    },
 }
 
 /// A position in a server's change stream.

@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::feed::{RecordChange, TableChanges};
 use crate::schema::Schema;
 use crate::table::TableOptions;
-use crate::txn::commit::commit;
+use crate::txn::commit::commit_with;
 use crate::txn::{Change, LockKey, TableHandle};
 
 /// Orders a database's commits with a group of members (see the module docs).
@@ -168,7 +168,9 @@ impl Session {
     /// here (a unique key) is refused on every member applying the same
     /// entries from the same state, and nothing of the commit is applied.
     /// Never synced: the group's log is the durable record, and the caller
-    /// stores the entry's position in the same commit.
+    /// stores the entry's position in the same commit. The change feed hands
+    /// the commit to cache nodes at once, without waiting for this engine's
+    /// log (see `txn::commit::commit_with`).
     pub fn apply_replicated(&self, batch: &[(&Table, &[RecordChange])]) -> Result<()> {
         if self.in_transaction() {
             return Err(Error::Transaction(
@@ -213,7 +215,7 @@ impl Session {
             .runtime()
             .next_txn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        commit(&changes, id, true).map(drop)
+        commit_with(&changes, id, true, false).map(drop)
     }
 
     /// Blanks every recno reserved and not stored at or below the end of
@@ -235,7 +237,7 @@ impl Session {
             .runtime()
             .next_txn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        commit(&changes, id, true)?;
+        commit_with(&changes, id, true, false)?;
         Ok(gaps)
     }
 }

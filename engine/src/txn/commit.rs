@@ -29,6 +29,20 @@ pub(crate) fn commit(
     txn: u64,
     delayed: bool,
 ) -> Result<Vec<u64>> {
+    commit_with(changes, txn, delayed, true)
+}
+
+/// [`commit`]; with `feed_waits` false the change feed hands the commit on
+/// without waiting for the log to be durable: a cluster member's apply,
+/// whose changes the group's log already holds durably (a crash before the
+/// engine's log is synced gets a new epoch, and the entries are applied
+/// again from the group's log).
+pub(crate) fn commit_with(
+    changes: &[(TableHandle, Change)],
+    txn: u64,
+    delayed: bool,
+    feed_waits: bool,
+) -> Result<Vec<u64>> {
     if changes.is_empty() {
         return Ok(Vec::new());
     }
@@ -79,7 +93,10 @@ pub(crate) fn commit(
     let mut cores: Vec<&mut TableCore> = guards.iter_mut().map(|g| &mut **g).collect();
     let (mut recnos, logged) = apply_locked(&mut cores, &located, txn)?;
     // Numbered while the tables are still locked (see `crate::feed`).
-    let lsn = logged.as_ref().map_or(0, |(_, l)| *l);
+    let lsn = match &logged {
+        Some((_, l)) if feed_waits => *l,
+        _ => 0,
+    };
     for rt in &runtimes {
         if rt.feed.active() {
             let mine: Vec<usize> = (0..tables.len())
