@@ -2,18 +2,20 @@
 //!
 //! A cluster is three (or five) `raiz serve --cluster` members, each with its
 //! own rootpath, that agree on one ordered log of committed transactions
-//! with Raft. This crate holds what a member keeps of that agreement; the
-//! pieces land in the order they build on each other:
+//! with Raft (openraft). ARCHITECTURE.md ("Cluster") tells how the pieces fit:
 //!
 //! - [`log`]: the member's Raft log on disk — entries appended in index
 //!   order and made durable by one sync per batch, the suffix a new leader
 //!   overrules cut off, the prefix a snapshot covers dropped, and the vote,
-//!   the committed index and the purge point kept beside it. The log is the
-//!   durable record of a committed transaction on every member (ARCHITECTURE.md,
-//!   "Cluster").
-//! - [`log_store`]: that log as openraft's log storage (`RaftLogStorage`),
-//!   entries and vote encoded with postcard, an append durable before openraft
-//!   is told.
+//!   the committed index and the purge point kept beside it.
+//! - [`log_store`]: that log as openraft's log storage.
+//! - [`types`]: what an entry carries ([`Command`]) and what a member is.
+//! - [`state`]: the state machine — committed entries applied to the
+//!   member's rootpath in order, each with its position in the same engine
+//!   commit.
+//! - [`network`]: the members' Raft traffic over TCP.
+//! - [`member`]: a running member, and the replicator its database's
+//!   sessions commit through.
 
 pub mod error;
 pub mod log;
