@@ -40,6 +40,9 @@ pub const MAX_FRAME: usize = 256 << 20;
 
 const MAGIC: &[u8; 8] = b"RZRAFT\x00\x01";
 
+/// The largest hello (magic and secret) a member reads.
+const MAX_HELLO: usize = 4096;
+
 /// How long a member waits for a hello.
 const HELLO_WAIT: Duration = Duration::from_secs(5);
 
@@ -61,18 +64,27 @@ async fn write_frame(s: &mut TcpStream, body: &[u8]) -> io::Result<()> {
     s.write_all(&buf).await
 }
 
-async fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+/// Reads a frame of at most `max` bytes. The buffer grows as the bytes
+/// come (from 64 KiB), so a length announced by a peer that then sends
+/// nothing costs nothing.
+async fn read_frame(s: &mut TcpStream, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes is over the {MAX_FRAME} allowed"),
+            format!("a frame of {len} bytes is over the {max} allowed"),
         ));
     }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await?;
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    let got = s.take(len as u64).read_to_end(&mut body).await?;
+    if got < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the peer closed after {got} of a frame's {len} bytes"),
+        ));
+    }
     Ok(body)
 }
 
@@ -179,7 +191,7 @@ impl Peer {
         let s = self.conn.as_mut().expect("connected above");
         let body = postcard::to_allocvec(rpc).map_err(|e| CallError::Network(invalid(e)))?;
         write_frame(s, &body).await.map_err(CallError::Network)?;
-        let reply = read_frame(s).await.map_err(CallError::Network)?;
+        let reply = read_frame(s, MAX_FRAME).await.map_err(CallError::Network)?;
         postcard::from_bytes(&reply).map_err(|e| CallError::Network(invalid(e)))
     }
 
@@ -260,7 +272,7 @@ pub async fn serve(listener: TcpListener, raft: Raft<Raiz>, secret: Arc<str>) {
 
 async fn connection(mut s: TcpStream, raft: Raft<Raiz>, secret: &str) -> io::Result<()> {
     s.set_nodelay(true)?;
-    let h = tokio::time::timeout(HELLO_WAIT, read_frame(&mut s))
+    let h = tokio::time::timeout(HELLO_WAIT, read_frame(&mut s, MAX_HELLO))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
     if !same(&h, &hello(secret)) {
@@ -268,7 +280,7 @@ async fn connection(mut s: TcpStream, raft: Raft<Raiz>, secret: &str) -> io::Res
         return Err(invalid("bad hello"));
     }
     loop {
-        let body = read_frame(&mut s).await?;
+        let body = read_frame(&mut s, MAX_FRAME).await?;
         let rpc: Rpc = postcard::from_bytes(&body).map_err(invalid)?;
         let reply = match rpc {
             Rpc::Append(r) => postcard::to_allocvec(&raft.append_entries(r).await),

@@ -384,3 +384,40 @@ fn writers_through_a_leader_that_stops_lose_nothing_acknowledged() {
         n.member.shutdown();
     }
 }
+
+#[test]
+fn the_raft_port_refuses_strangers_and_the_group_goes_on() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = group(dir.path(), 3);
+    let l = leader(&nodes, &[]);
+    let port = nodes[l].config.members[&(l as u64 + 1)].raft.clone();
+    let closed = |mut s: std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf), Ok(0) | Err(_))
+    };
+    // A hello with the wrong secret.
+    let mut s = std::net::TcpStream::connect(&port).unwrap();
+    let mut hello = b"RZRAFT\x00\x01wrong".to_vec();
+    let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
+    frame.append(&mut hello);
+    s.write_all(&frame).unwrap();
+    assert!(closed(s), "a wrong secret is refused");
+    // A frame announcing 200 MiB before any hello.
+    let mut s = std::net::TcpStream::connect(&port).unwrap();
+    s.write_all(&(200u32 << 20).to_be_bytes()).unwrap();
+    assert!(closed(s), "an oversized hello is refused");
+    // Garbage.
+    let mut s = std::net::TcpStream::connect(&port).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(closed(s), "not a member: refused");
+    // The group still commits.
+    with_index(&nodes[l].db);
+    let s = nodes[l].db.session();
+    let mut t = s.open_table("items").unwrap();
+    t.append(&[code("A"), Value::Int64(1)]).unwrap();
+    for n in &nodes {
+        n.member.shutdown();
+    }
+}

@@ -19,6 +19,7 @@ struct Args {
     json: Option<PathBuf>,
     server: bool,
     cache: bool,
+    cluster: bool,
     only: Vec<String>,
 }
 
@@ -30,6 +31,7 @@ fn args() -> Result<Args, String> {
         json: None,
         server: true,
         cache: true,
+        cluster: true,
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -46,6 +48,7 @@ fn args() -> Result<Args, String> {
             "--json" => a.json = Some(value()?.into()),
             "--no-server" => a.server = false,
             "--no-cache" => a.cache = false,
+            "--no-cluster" => a.cluster = false,
             "--only" => a.only.push(value()?),
             "--bench" => {} // passed by `cargo bench`
             other => return Err(format!("unknown argument {other}")),
@@ -412,6 +415,12 @@ fn main() {
             std::process::exit(1);
         }
     }
+    if a.cluster {
+        if let Err(e) = compare::cluster::run(&spec, a.quick, &mut report) {
+            eprintln!("compare: cluster: {e}");
+            std::process::exit(1);
+        }
+    }
     let engines: Vec<String> = contenders.iter().map(|c| c.name.to_owned()).collect();
     let mut md = String::new();
     md.push_str("# raiz benchmarks\n\n");
@@ -469,6 +478,14 @@ fn main() {
             compare::cache::SERVER.to_owned(),
         ]));
         md.push_str("\nSettings: a `raiz serve` and its clients in this process over loopback TCP; a dictionary table of 1 KB records (a 900-byte text field, a memo on one record in ten, a unique and a two-field index); cache nodes in this process (`CacheNode`, copy in a dbCache directory, pool large enough to hold it). A bound client is the ordinary client connected to the node's Unix socket (`raiz cache --listen unix:PATH`), reading the node's copy. Start-up is until the node is ready (loaded, indexed, caught up). The delay is from a commit's return on a direct client to the node having applied it, one commit per millisecond. The commit rows append 1 KB records from 8 connections: with no node; with three subscribers that read the change stream and discard it (the server's own cost of feeding nodes on other machines); with three nodes in this process applying it (on a 2-core machine they take the cores the server would use).\n");
+    }
+    if a.cluster {
+        md.push_str("\n## A cluster of three\n\n");
+        md.push_str(&report.markdown(&[
+            compare::cluster::SINGLE.to_owned(),
+            compare::cluster::GROUP.to_owned(),
+        ]));
+        md.push_str("\nSettings: three `raiz serve --cluster` members in this process, each with its own rootpath, Raft log and runtime, talking Raft over loopback TCP; clients connect with the cluster string (every member listed) and write to the leader. A commit returns once a majority holds it in its Raft log (fsync) and the leader applied it. The single server is an ordinary `raiz serve` on the same machine in the same run. Failover: the leader is stopped as a server stops (its Raft ends, the others hear nothing more), then the time to the first write another member acknowledges; the stopped member is started again and catches up before the next run. Catch-up: a follower stopped while 8 connections write, then started; the time from its start to having applied what the leader had.\n");
     }
     md.push_str("\n## Targets\n\n");
     md.push_str(&targets(&report));

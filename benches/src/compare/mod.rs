@@ -8,6 +8,7 @@
 //! documented durable setting for the durable rows (see [`engines`]).
 
 pub mod cache;
+pub mod cluster;
 pub mod data;
 pub mod engines;
 pub mod machine;

@@ -36,16 +36,16 @@ pub const PGBENCH: &str = "PostgreSQL (pgbench)";
 /// The row of the machine's raw loopback round trip.
 pub const LOOPBACK: &str = "loopback TCP round trip (64-byte ping-pong, 1 connection)";
 
-const CONNS: [usize; 3] = [1, 8, 32];
+pub(super) const CONNS: [usize; 3] = [1, 8, 32];
 
 /// A client of either server, one per connection.
-trait Client: Send {
+pub(super) trait Client: Send {
     fn get(&mut self, key: &[u8]) -> Result<bool>;
     fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
 }
 
 /// Runs `op` on `conns` clients for `secs`; returns operations per second.
-fn rate<C: Client>(
+pub(super) fn rate<C: Client>(
     conns: usize,
     secs: f64,
     connect: &(dyn Fn() -> Result<C> + Sync),
@@ -85,9 +85,9 @@ fn rate<C: Client>(
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-struct RaizClient {
-    _session: raiz_client::Session,
-    t: raiz_client::Table,
+pub(super) struct RaizClient {
+    pub(super) _session: raiz_client::Session,
+    pub(super) t: raiz_client::Table,
 }
 
 impl Client for RaizClient {
@@ -137,7 +137,7 @@ impl Client for PgClient {
     }
 }
 
-fn fresh_key(tag: u8, i: u64) -> [u8; 24] {
+pub(super) fn fresh_key(tag: u8, i: u64) -> [u8; 24] {
     let mut k = [tag; 24];
     k[..8].copy_from_slice(&i.to_be_bytes());
     k
