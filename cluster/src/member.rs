@@ -40,6 +40,10 @@ use crate::network::{self, Network};
 use crate::state::{self, Applied, StateMachine};
 use crate::types::{Command, Member, Raiz};
 
+/// How long each member after the first waits before forming the group
+/// itself (see `ClusterMember::start`).
+const INIT_STAGGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How a member is set up.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -85,6 +89,11 @@ impl ClusterConfig {
 
 /// A running member (see the module docs).
 pub struct ClusterMember {
+    /// The task serving the other members (ended by `shutdown`).
+    listening: tokio::task::JoinHandle<()>,
+    /// The term and last log index this member resumed as leader with, if
+    /// it did (see `start`).
+    resumed: Option<(u64, Option<u64>)>,
     id: u64,
     raft: Raft<Raiz>,
     applied: Arc<Applied>,
@@ -144,6 +153,21 @@ impl ClusterMember {
             &config.log_dir,
             RaftLogOptions::default(),
         )?;
+        // A member that was the leader when it stopped resumes as the leader
+        // of the same term (openraft restores a committed vote of its own),
+        // with no new first entry of the term: it takes writes once it has
+        // applied every entry its log held (earlier sessions' appends among
+        // them).
+        let resumed = log
+            .meta()
+            .vote
+            .as_deref()
+            .and_then(|b| postcard::from_bytes::<openraft::Vote<u64>>(b).ok())
+            .filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(config.id))
+            .map(|v| (v.leader_id().get_term(), log.last_index()));
+        if let Some((term, last)) = resumed {
+            tracing::info!(term, last_log = ?last, "resuming as the leader of the term this member led when it stopped");
+        }
         let store = LogStore::<Raiz>::new(log);
         let sm = StateMachine::open(config.id, db.clone())?;
         let applied = sm.shared();
@@ -158,13 +182,25 @@ impl ClusterMember {
         .validate()
         .map_err(|e| crate::Error::Config(e.to_string()))?;
         let secret: Arc<str> = config.secret.as_str().into();
-        let raft = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind(&config.listen)
-                .await
-                .map_err(|source| crate::Error::Listen {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
+        let (raft, listening) = runtime.block_on(async {
+            // A member restarted in the same process may find its port
+            // still held a moment by the one before.
+            let mut tries = 0;
+            let listener = loop {
+                match tokio::net::TcpListener::bind(&config.listen).await {
+                    Ok(l) => break l,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 60 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(source) => {
+                        return Err(crate::Error::Listen {
+                            addr: config.listen.clone(),
+                            source,
+                        })
+                    }
+                }
+            };
             let raft = Raft::new(
                 config.id,
                 Arc::new(raft_config),
@@ -181,22 +217,43 @@ impl ClusterMember {
             )
             .await
             .map_err(|e| crate::Error::Raft(e.to_string()))?;
-            tokio::spawn(network::serve(listener, raft.clone(), secret.clone()));
+            let listening = tokio::spawn(network::serve(listener, raft.clone(), secret.clone()));
             let initialized = raft
                 .is_initialized()
                 .await
                 .map_err(|e| crate::Error::Raft(e.to_string()))?;
             if !initialized {
-                match raft.initialize(config.members.clone()).await {
-                    Ok(()) => {}
-                    // Another member's initialization reached us first.
-                    Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                    Err(e) => return Err(crate::Error::Raft(e.to_string())),
-                }
+                // The member with the lowest id forms the group at once; the
+                // others only if they have heard from nobody after a while
+                // (it may be down). Members forming it at the same moment
+                // all stand for election in the first term, and the losers'
+                // votes stand in the way of the winner's entries until they
+                // time out and disrupt it with a second election.
+                let rank = config
+                    .members
+                    .keys()
+                    .position(|id| *id == config.id)
+                    .unwrap_or(0) as u32;
+                let wait = INIT_STAGGER * rank;
+                let (raft, members) = (raft.clone(), config.members.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if raft.is_initialized().await.unwrap_or(true) {
+                        return;
+                    }
+                    match raft.initialize(members).await {
+                        Ok(()) => tracing::info!("cluster formed by this member"),
+                        // Another member's initialization reached us first.
+                        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                        Err(e) => tracing::error!(error = %e, "forming the cluster failed"),
+                    }
+                });
             }
-            Ok::<_, crate::Error>(raft)
+            Ok::<_, crate::Error>((raft, listening))
         })?;
         let member = Arc::new(ClusterMember {
+            listening,
+            resumed,
             id: config.id,
             raft,
             applied,
@@ -247,6 +304,7 @@ impl ClusterMember {
     /// `NoQuorum` from then on). The member and its database hold each other
     /// until then: call it before letting the database go.
     pub fn shutdown(&self) {
+        self.listening.abort();
         if let Err(e) = self.runtime().block_on(self.raft.shutdown()) {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -348,7 +406,19 @@ impl Replicator for ClusterMember {
                     ),
                 });
             }
-            if self.applied.ready_term.load(Ordering::SeqCst) == m.current_term {
+            // A leader that resumed its term after a restart has applied
+            // all its log held (its first entry of the term, applied again
+            // on the way, is not enough: entries after it may hold appends
+            // a new session would collide with); any other leader has
+            // applied its term's first entry (every entry before it too,
+            // and the reservations of earlier terms settled).
+            let ready = match self.resumed {
+                Some((term, last)) if term == m.current_term => {
+                    m.last_applied.map(|l| l.index) >= last
+                }
+                _ => self.applied.ready_term.load(Ordering::SeqCst) == m.current_term,
+            };
+            if ready {
                 return Ok(m.current_term);
             }
             return Err(EngineError::NotLeader { leader: None });
