@@ -93,18 +93,18 @@ fn start_group(dir: &std::path::Path) -> Result<Vec<Member>> {
         .map(|i| format!("{} {} {}", i + 1, rafts[i], clients[i]))
         .collect();
     let mut members = Vec::new();
-    for i in 0..3 {
+    for (i, client) in clients.iter().enumerate() {
         let root = dir.join(format!("m{}", i + 1));
         prepare_root(&root)?;
         let mut config = raiz_server::Config::default();
         config.root = Some(root);
-        config.listen = Some(clients[i].clone());
+        config.listen = Some(client.clone());
         config.cluster = true;
         config.cluster_id = Some(i as u64 + 1);
         config.cluster_members = Some(list.clone());
         members.push(Member {
             config,
-            client: clients[i].clone(),
+            client: client.clone(),
             handle: None,
         });
     }
