@@ -1,4 +1,5 @@
-//! `raiz cluster status`: a cluster as its members see it.
+//! `raiz cluster status`: a cluster as its members see it; `raiz cluster
+//! add` and `remove`: its membership.
 //!
 //! The member given answers with its view (term, leader, members); then
 //! each member is asked for its own (role, last log entry, applied entry)
@@ -146,5 +147,36 @@ pub fn status(connect: &str, json: bool) -> CliResult {
             rows.len()
         );
     }
+    Ok(())
+}
+
+/// `raiz cluster add`: member "ID RAFT CLIENT" joins the group.
+pub fn add(connect: &str, member: &str) -> CliResult {
+    let (id, m) = raiz_server::config::parse_member(member).map_err(CliError::Usage)?;
+    let s = Connection::connect(connect)
+        .and_then(|c| c.session())
+        .map_err(CliError::from)?;
+    let st = s
+        .cluster_add_member(id, &m.raft, &m.client)
+        .map_err(CliError::from)?;
+    println!(
+        "member {id} added: the group has {} members (term {})",
+        st.members.len(),
+        st.term
+    );
+    Ok(())
+}
+
+/// `raiz cluster remove`: member `id` leaves the group.
+pub fn remove(connect: &str, id: u64) -> CliResult {
+    let s = Connection::connect(connect)
+        .and_then(|c| c.session())
+        .map_err(CliError::from)?;
+    let st = s.cluster_remove_member(id).map_err(CliError::from)?;
+    println!(
+        "member {id} removed: the group has {} members (term {})",
+        st.members.len(),
+        st.term
+    );
     Ok(())
 }

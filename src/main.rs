@@ -488,6 +488,23 @@ enum ClusterAction {
         #[arg(long)]
         json: bool,
     },
+    /// Adds a member (started with [cluster] join = true): it catches up
+    /// with the log as a learner, then votes. Ask the leader.
+    Add {
+        /// Connection string of the leader (an admin user).
+        #[arg(long)]
+        connect: String,
+        /// The new member: "ID RAFT_HOST:PORT CLIENT_HOST:PORT".
+        member: String,
+    },
+    /// Removes a member from the group (ask the leader).
+    Remove {
+        /// Connection string of the leader (an admin user).
+        #[arg(long)]
+        connect: String,
+        /// The member's id.
+        id: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -760,9 +777,11 @@ fn run(cli: Cli, mut config: Config) -> CliResult {
         }
         Command::User { action } => net::user(&config, action),
         Command::Monitor { connect, end } => net::monitor(&connect, end),
-        Command::Cluster {
-            action: ClusterAction::Status { connect, json },
-        } => cluster::status(&connect, json),
+        Command::Cluster { action } => match action {
+            ClusterAction::Status { connect, json } => cluster::status(&connect, json),
+            ClusterAction::Add { connect, member } => cluster::add(&connect, &member),
+            ClusterAction::Remove { connect, id } => cluster::remove(&connect, id),
+        },
         Command::Cache {
             action,
             server,

@@ -814,6 +814,37 @@ impl Session {
         }
     }
 
+    /// Adds member `id` (reached by the others at `raft`, by clients at
+    /// `client`) to the cluster (an admin user, on the leader); returns the
+    /// cluster's state once the new membership is committed.
+    pub fn cluster_add_member(
+        &self,
+        id: u64,
+        raft: &str,
+        client: &str,
+    ) -> Result<crate::proto::ClusterStatus> {
+        self.cluster_change(Request::ClusterAddMember {
+            id,
+            raft: raft.to_owned(),
+            client: client.to_owned(),
+        })
+    }
+
+    /// Removes member `id` from the cluster (an admin user, on the leader).
+    pub fn cluster_remove_member(&self, id: u64) -> Result<crate::proto::ClusterStatus> {
+        self.cluster_change(Request::ClusterRemoveMember { id })
+    }
+
+    fn cluster_change(&self, req: Request) -> Result<crate::proto::ClusterStatus> {
+        match &self.kind {
+            SessionKind::Embedded(_) => Err(Error::RemoteOnly("changing a cluster's members")),
+            SessionKind::Remote(r) | SessionKind::Cached { remote: r, .. } => match r.call(&req)? {
+                Reply::ClusterStatus(v) => Ok(v),
+                other => Err(r.unexpected(&other)),
+            },
+        }
+    }
+
     /// Ends the session: rolls back an open transaction and releases its locks
     /// (remote: closes the connection).
     pub fn end(self) -> Result<()> {

@@ -44,6 +44,10 @@ use crate::types::{Command, Member, Raiz};
 /// itself (see `ClusterMember::start`).
 const INIT_STAGGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a membership change may take (a new member catching up with
+/// the log first).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How a member is set up.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -67,6 +71,9 @@ pub struct ClusterConfig {
     /// A commit not confirmed by a majority within this gets
     /// [`EngineError::Failover`].
     pub commit_timeout: Duration,
+    /// A member joining a running group: it never forms a group itself; the
+    /// leader adds it (`raiz cluster add`).
+    pub join: bool,
 }
 
 impl ClusterConfig {
@@ -83,6 +90,7 @@ impl ClusterConfig {
             heartbeat: Duration::from_millis(100),
             election: (Duration::from_millis(400), Duration::from_millis(800)),
             commit_timeout: Duration::from_secs(5),
+            join: false,
         }
     }
 }
@@ -222,7 +230,7 @@ impl ClusterMember {
                 .is_initialized()
                 .await
                 .map_err(|e| crate::Error::Raft(e.to_string()))?;
-            if !initialized {
+            if !initialized && !config.join {
                 // The member with the lowest id forms the group at once; the
                 // others only if they have heard from nobody after a while
                 // (it may be down). Members forming it at the same moment
@@ -312,6 +320,82 @@ impl ClusterMember {
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
         self.runtime.as_ref().expect("taken only at drop")
+    }
+
+    /// Adds a member to the group (on the leader): it first follows as a
+    /// learner until it has caught up with the log, then votes. Returns
+    /// once the group's new membership is committed.
+    pub fn add_member(&self, id: u64, member: Member) -> Result<(), EngineError> {
+        self.writable()?;
+        let raft = self.raft.clone();
+        self.run_change(async move {
+            raft.add_learner(id, member, true).await?;
+            let mut voters: std::collections::BTreeSet<u64> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            voters.insert(id);
+            raft.change_membership(voters, false).await
+        })
+    }
+
+    /// Removes a member from the group (on the leader). Returns once the
+    /// group's new membership is committed; the member stops taking part.
+    pub fn remove_member(&self, id: u64) -> Result<(), EngineError> {
+        self.writable()?;
+        let voters: std::collections::BTreeSet<u64> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != id)
+            .collect();
+        if voters.is_empty() {
+            return Err(EngineError::Unsupported(
+                "removing the last member of a group".into(),
+            ));
+        }
+        let raft = self.raft.clone();
+        self.run_change(async move { raft.change_membership(voters, false).await })
+    }
+
+    fn run_change<F>(&self, change: F) -> Result<(), EngineError>
+    where
+        F: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<Raiz>,
+                    RaftError<u64, ClientWriteError<u64, Member>>,
+                >,
+            > + Send
+            + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let r = tokio::time::timeout(MEMBERSHIP_TIMEOUT, change).await;
+            let _ = tx.send(r);
+        });
+        match rx.recv() {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))) => {
+                Err(EngineError::NotLeader { leader: None })
+            }
+            Ok(Ok(Err(e))) => Err(EngineError::Unsupported(format!(
+                "the membership change was refused: {e}"
+            ))),
+            Ok(Err(_)) => Err(EngineError::Failover {
+                reason: format!(
+                    "the membership change did not complete within {MEMBERSHIP_TIMEOUT:?} (is the new member reachable?); look at raiz cluster status"
+                ),
+            }),
+            Err(_) => Err(EngineError::Failover {
+                reason: "the member is shutting down".into(),
+            }),
+        }
     }
 
     fn leader_address(&self, leader: u64) -> Option<String> {

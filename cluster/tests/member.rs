@@ -421,3 +421,73 @@ fn the_raft_port_refuses_strangers_and_the_group_goes_on() {
         n.member.shutdown();
     }
 }
+
+#[test]
+fn a_member_joins_catches_up_votes_and_another_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = group(dir.path(), 3);
+    let l = leader(&nodes, &[]);
+    with_index(&nodes[l].db);
+    {
+        let s = nodes[l].db.session();
+        let mut t = s.open_table("items").unwrap();
+        for k in 0..50 {
+            t.append(&[code(&format!("c{k}")), Value::Int64(k)])
+                .unwrap();
+        }
+    }
+    // A fourth member, told it joins: it waits to be added.
+    let mut members = nodes[0].config.members.clone();
+    members.insert(
+        4,
+        Member {
+            raft: free_port(),
+            client: "client-4".into(),
+        },
+    );
+    let root = dir.path().join("m4");
+    let mut cfg = ClusterConfig::new(4, members.clone(), root.join("raft"));
+    cfg.secret = "s3cret".into();
+    cfg.join = true;
+    nodes.push(Node::start(cfg));
+    nodes[l].member.add_member(4, members[&4].clone()).unwrap();
+    assert_eq!(nodes[l].member.status().members.len(), 4);
+    converge(&nodes, l, &[]);
+    let expect = contents(&nodes[l].db, "items");
+    assert_eq!(
+        contents(&nodes[3].db, "items"),
+        expect,
+        "the new member caught up"
+    );
+    // One of four stops: three of four still make a majority.
+    let gone = (l + 1) % 3;
+    nodes[gone].member.shutdown();
+    let l2 = leader(&nodes, &[gone]);
+    {
+        let s = nodes[l2].db.session();
+        let mut t = s.open_table("items").unwrap();
+        t.append(&[code("after"), Value::Int64(99)]).unwrap();
+    }
+    nodes[l2].member.remove_member(gone as u64 + 1).unwrap();
+    let st = nodes[l2].member.status();
+    assert_eq!(st.members.len(), 3, "{st:?}");
+    assert!(!st.members.contains_key(&(gone as u64 + 1)));
+    converge(&nodes, l2, &[gone]);
+    let expect = contents(&nodes[l2].db, "items");
+    for (i, n) in nodes.iter().enumerate() {
+        if i != gone {
+            assert_eq!(contents(&n.db, "items"), expect, "member {}", i + 1);
+        }
+    }
+    // A follower cannot change the membership.
+    let f = (0..4).find(|&i| i != l2 && i != gone).unwrap();
+    assert!(matches!(
+        nodes[f].member.remove_member(1),
+        Err(Error::NotLeader { .. })
+    ));
+    for (i, n) in nodes.iter().enumerate() {
+        if i != gone {
+            n.member.shutdown();
+        }
+    }
+}

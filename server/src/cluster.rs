@@ -57,6 +57,7 @@ pub fn member_config(config: &Config, db: &Database) -> Result<ClusterConfig, Er
     if let Some(l) = &config.cluster_listen {
         c.listen = l.clone();
     }
+    c.join = config.cluster_join.unwrap_or(false);
     if let Some(path) = &config.cluster_secret_file {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.clone(),

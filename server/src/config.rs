@@ -142,6 +142,9 @@ pub struct Config {
     pub cluster_secret_file: Option<PathBuf>,
     /// `[cluster] log_dir`: the member's Raft log (default ROOT/raft).
     pub cluster_log_dir: Option<PathBuf>,
+    /// `[cluster] join`: a member joining a running group waits to be added
+    /// (`raiz cluster add`) instead of forming a group.
+    pub cluster_join: Option<bool>,
     /// `[log] level`: a level or a filter (`info`, `raiz=debug`).
     pub log_level: Option<String>,
     /// `[log] format`: `text` or `json`.
@@ -445,6 +448,13 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Path,
         "the member's Raft log (default ROOT/raft)",
     ),
+    s(
+        "cluster",
+        "join",
+        false,
+        Kind::Bool,
+        "join a running group: wait to be added (raiz cluster add)",
+    ),
     s("log", "level", false, Kind::LogFilter, "what is logged"),
     s(
         "log",
@@ -744,6 +754,12 @@ impl Config {
             ("cluster", "listen") => self.cluster_listen = text(&v),
             ("cluster", "secret_file") => self.cluster_secret_file = path(&v),
             ("cluster", "log_dir") => self.cluster_log_dir = path(&v),
+            ("cluster", "join") => {
+                self.cluster_join = match v {
+                    Val::Bool(b) => Some(b),
+                    _ => None,
+                }
+            }
             ("log", "level") => self.log_level = text(&v),
             ("log", "format") => self.log_format = text(&v),
             _ => {}
@@ -1060,6 +1076,7 @@ impl Config {
             ("cluster", "listen") => t(&self.cluster_listen),
             ("cluster", "secret_file") => p(&self.cluster_secret_file),
             ("cluster", "log_dir") => p(&self.cluster_log_dir),
+            ("cluster", "join") => self.cluster_join.map(|b| b.to_string()),
             ("log", "level") => t(&self.log_level),
             ("log", "format") => t(&self.log_format),
             _ => None,

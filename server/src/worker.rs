@@ -685,6 +685,31 @@ impl Worker {
                     ))
                 }
             },
+            Request::ClusterAddMember { id, raft, client } => {
+                self.admin("changing the cluster's members")?;
+                let m = self.shared.cluster.as_ref().ok_or_else(|| {
+                    err(
+                        ErrorKind::Unsupported,
+                        "this server is not a cluster member",
+                    )
+                })?;
+                m.add_member(id, raiz_cluster::Member { raft, client })
+                    .map_err(engine)?;
+                tracing::info!(user = %self.user.name, id, "cluster member added");
+                Reply::ClusterStatus(crate::cluster::status(m))
+            }
+            Request::ClusterRemoveMember { id } => {
+                self.admin("changing the cluster's members")?;
+                let m = self.shared.cluster.as_ref().ok_or_else(|| {
+                    err(
+                        ErrorKind::Unsupported,
+                        "this server is not a cluster member",
+                    )
+                })?;
+                m.remove_member(id).map_err(engine)?;
+                tracing::info!(user = %self.user.name, id, "cluster member removed");
+                Reply::ClusterStatus(crate::cluster::status(m))
+            }
             Request::ListSubscriptions => {
                 self.admin("listing cache nodes")?;
                 Reply::Subscriptions(self.shared.stream.subscriptions())

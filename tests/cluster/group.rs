@@ -95,8 +95,38 @@ impl Group {
             .join(",")
     }
 
+    /// A new member, started to join (its links direct, not through
+    /// relays); returns its position. Add it with `raiz cluster add`.
+    pub fn spawn_joining(&mut self) -> usize {
+        let id = self.members.len() as u64 + 1;
+        let root = self.dir.path().join(format!("m{id}"));
+        std::fs::create_dir_all(&root).unwrap();
+        make_users(&root);
+        self.members.push(MemberProc {
+            id,
+            log: self.dir.path().join(format!("m{id}.log")),
+            root,
+            client: format!("127.0.0.1:{}", free_port()),
+            raft: format!("127.0.0.1:{}", free_port()),
+            metrics: None,
+            child: None,
+        });
+        let i = self.members.len() - 1;
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{} {} {}", m.id, m.raft, m.client))
+            .collect();
+        self.spawn_with(i, &members.join(","), &["--set", "cluster.join=true"]);
+        i
+    }
+
     pub fn spawn(&mut self, i: usize) {
         let members = self.members_setting(i);
+        self.spawn_with(i, &members, &[]);
+    }
+
+    fn spawn_with(&mut self, i: usize, members: &str, extra: &[&str]) {
         let secret = self.dir.path().join("secret");
         let m = &mut self.members[i];
         assert!(m.child.is_none());
@@ -114,6 +144,7 @@ impl Group {
             .arg(format!("cluster.listen={}", m.raft))
             .arg("--set")
             .arg(format!("cluster.secret_file={}", secret.display()))
+            .args(extra)
             .env("RAIZ_LOG", "info,openraft=warn")
             .stdout(Stdio::piped())
             .stderr(

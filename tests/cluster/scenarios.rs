@@ -410,3 +410,60 @@ fn a_session_on_the_cluster_string_follows_the_leader() {
     }
     g.spawn(l);
 }
+
+#[test]
+fn a_member_added_and_one_removed_with_the_command_line() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = Group::start(3);
+    let (l, _) = g.leader(&[], Duration::from_secs(20));
+    create_tables(&g.session(l).unwrap());
+    let h = History::default();
+    first_write(&g, &h, &[], Instant::now(), Duration::from_secs(10));
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_raiz"))
+            .args(args)
+            .env("RAIZ_PASSWORD", crate::harness::PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "raiz {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let n = g.spawn_joining();
+    let new = format!(
+        "{} {} {}",
+        g.members[n].id, g.members[n].raft, g.members[n].client
+    );
+    let leader_url = format!("raiz://admin@{}", g.members[l].client);
+    let out = cli(&["cluster", "add", "--connect", &leader_url, &new]);
+    assert!(out.contains("4 members"), "{out}");
+    g.converge(l, &[]);
+    // Three of four still decide: one original member goes.
+    let gone = (l + 1) % 3;
+    g.kill(gone);
+    first_write(&g, &h, &[gone], Instant::now(), Duration::from_secs(10));
+    let (l2, _) = g.leader(&[gone], Duration::from_secs(10));
+    let url = format!("raiz://admin@{}", g.members[l2].client);
+    let out = cli(&[
+        "cluster",
+        "remove",
+        "--connect",
+        &url,
+        &(gone + 1).to_string(),
+    ]);
+    assert!(out.contains("3 members"), "{out}");
+    first_write(&g, &h, &[gone], Instant::now(), Duration::from_secs(10));
+    g.converge(l2, &[gone]);
+    let reference = contents(&g.session(l2).unwrap());
+    for i in 0..g.members.len() {
+        if i != gone {
+            let c = contents(&g.session(i).unwrap());
+            check(&c, &h, &format!("member {}", i + 1), 0);
+            assert_eq!(c.raw, reference.raw, "member {}", i + 1);
+        }
+    }
+}

@@ -160,6 +160,22 @@ pub enum Request {
         /// The handle it gets.
         handle: u32,
     },
+    /// Adds a member to the cluster (admin, on the leader): it follows as a
+    /// learner until it caught up, then votes. Answered with
+    /// `Reply::ClusterStatus` once the new membership is committed.
+    ClusterAddMember {
+        /// Its id.
+        id: u64,
+        /// Where the members reach it.
+        raft: String,
+        /// Where its clients connect.
+        client: String,
+    },
+    /// Removes a member from the cluster (admin, on the leader).
+    ClusterRemoveMember {
+        /// Its id.
+        id: u64,
+    },
 }
 
 /// A position in a server's change stream.
