@@ -467,3 +467,52 @@ fn a_member_added_and_one_removed_with_the_command_line() {
         }
     }
 }
+
+#[test]
+fn a_cache_node_on_a_follower_sees_the_leaders_commits() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let g = Group::start(3);
+    let (l, _) = g.leader(&[], Duration::from_secs(20));
+    create_tables(&g.session(l).unwrap());
+    let f = (l + 1) % 3;
+    let url = format!(
+        "raiz+cache://admin:{}@{}?tables=orders&stale=10",
+        crate::harness::PASSWORD,
+        g.members[f].client
+    );
+    let conn = raiz_client::Connection::connect(&url).unwrap();
+    let node = conn.cache_node().unwrap();
+    let cached = conn.session().unwrap();
+    let leader = g.session(l).unwrap();
+    let mut t = leader.open_table("orders").unwrap();
+    for k in 0..20 {
+        t.append(&[
+            Value::Char(format!("o{k}")),
+            Value::Int64(k),
+            Value::Int64(0),
+        ])
+        .unwrap();
+    }
+    g.converge(l, &[]);
+    let pos = g.session(f).unwrap().feed_position().unwrap();
+    assert!(
+        node.wait_applied(pos, Duration::from_secs(10)),
+        "the node did not catch up"
+    );
+    let c = cached.open_table("orders").unwrap();
+    let before = cached.round_trips();
+    assert_eq!(c.record_count().unwrap(), 20);
+    let r = c.read(7).unwrap();
+    assert_eq!(r.values()[1], Value::Int64(6));
+    assert_eq!(
+        cached.round_trips(),
+        before,
+        "cached reads made round trips"
+    );
+    // Writes through a node on a follower are refused by the follower.
+    let mut w = cached.open_table("orders").unwrap();
+    let e = w
+        .append(&[Value::Char("x".into()), Value::Int64(0), Value::Int64(0)])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLeader, "{e}");
+}
