@@ -327,6 +327,20 @@ impl ClusterMember {
     /// once the group's new membership is committed.
     pub fn add_member(&self, id: u64, member: Member) -> Result<(), EngineError> {
         self.writable()?;
+        let addr = |a: &str| {
+            a.rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        };
+        if id == 0 || !addr(&member.raft) || !addr(&member.client) {
+            return Err(EngineError::Unsupported(format!(
+                "member {id} ({member}): an id from 1 and HOST:PORT addresses are needed"
+            )));
+        }
+        if self.status().members.contains_key(&id) {
+            return Err(EngineError::Unsupported(format!(
+                "member {id} is a member already"
+            )));
+        }
         let raft = self.raft.clone();
         self.run_change(async move {
             raft.add_learner(id, member, true).await?;
