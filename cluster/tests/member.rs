@@ -38,7 +38,7 @@ fn group(dir: &std::path::Path, n: u64) -> Vec<Node> {
                 id,
                 Member {
                     raft: free_port(),
-                    client: format!("client-{id}"),
+                    client: format!("db{id}.example:7070"),
                 },
             )
         })
@@ -171,7 +171,7 @@ fn commits_go_through_the_leader_and_reach_every_member() {
     let mut ft = fs.open_table("items").unwrap();
     match ft.append(&[code("Z"), Value::Int64(0)]) {
         Err(Error::NotLeader { leader: Some(addr) }) => {
-            assert_eq!(addr, format!("client-{}", l + 1))
+            assert_eq!(addr, format!("db{}.example:7070", l + 1))
         }
         other => panic!("expected NotLeader, got {other:?}"),
     }
@@ -442,7 +442,7 @@ fn a_member_joins_catches_up_votes_and_another_is_removed() {
         4,
         Member {
             raft: free_port(),
-            client: "client-4".into(),
+            client: "db4.example:7070".into(),
         },
     );
     let root = dir.path().join("m4");

@@ -64,7 +64,7 @@ fn group() -> Vec<Node> {
                 id,
                 Member {
                     raft: free_port(),
-                    client: format!("client-{id}"),
+                    client: format!("db{id}.example:7070"),
                 },
             )
         })

@@ -263,13 +263,7 @@ impl SessionInner {
     ) -> Result<u64> {
         let (change, key) = match change {
             Change::Append { mut values, .. } => {
-                shared.core.read().check_and_normalize(&mut values)?;
-                Self::check_file_lock(shared, self.id)?;
-                let recno = {
-                    let mut core = shared.core.write();
-                    core.assign_serial(&mut values);
-                    core.reserve_recno()
-                };
+                let recno = self.reserve_append(shared, &mut values)?;
                 (Change::Append { recno, values }, None)
             }
             other => {

@@ -25,7 +25,7 @@ use super::txn_index::{self, Overlay};
 use super::{Database, Options, TEMP_PREFIX};
 use crate::error::{Error, Result};
 use crate::index::IndexDef;
-use crate::schema::{Durability, Schema};
+use crate::schema::{Durability, Schema, Value};
 use crate::table::TableOptions;
 use crate::txn::commit::commit;
 use crate::txn::{Change, LockKey, TableHandle, TableShared};
@@ -139,6 +139,17 @@ impl SessionInner {
         }
     }
 
+    /// Checks an append's values and reserves its recno, filling its serial
+    /// field: the serial is the transaction's at once (it reads it back and
+    /// later updates carry it unchanged).
+    pub(super) fn reserve_append(&self, shared: &TableShared, values: &mut [Value]) -> Result<u64> {
+        shared.core.read().check_and_normalize(values)?;
+        Self::check_file_lock(shared, self.id)?;
+        let mut core = shared.core.write();
+        core.assign_serial(values);
+        Ok(core.reserve_recno())
+    }
+
     /// Applies a write: recorded in the open transaction, or committed at once.
     /// Returns the record's recno.
     pub fn write(&self, shared: &TableHandle, change: Change) -> Result<u64> {
@@ -161,15 +172,7 @@ impl SessionInner {
             }
             let change = match change {
                 Change::Append { mut values, .. } => {
-                    shared.core.read().check_and_normalize(&mut values)?;
-                    Self::check_file_lock(shared, self.id)?;
-                    let recno = {
-                        let mut core = shared.core.write();
-                        // The serial is the transaction's at once: it reads
-                        // it back and later updates carry it unchanged.
-                        core.assign_serial(&mut values);
-                        core.reserve_recno()
-                    };
+                    let recno = self.reserve_append(shared, &mut values)?;
                     // One record lock per table per transaction covers its
                     // appends: it keeps others from locking the whole table
                     // until the transaction ends, and nobody else can lock a
