@@ -13,12 +13,18 @@ use raiz_client::{Connection, Session};
 use crate::harness::{make_users, PASSWORD};
 use crate::relay::Relay;
 
+/// A free port below the ephemeral range: a member killed and started again
+/// must find its ports free, and an ephemeral one may meanwhile be the local
+/// end of some client's connection.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct MemberProc {

@@ -38,6 +38,9 @@ pub type Writes = Vec<(i64, i64, Outcome)>;
 #[derive(Debug, Default)]
 pub struct History {
     pub ops: Mutex<BTreeMap<String, Writes>>,
+    /// (code, QTY, member) of every live order a reader saw on a member
+    /// while the faults went on.
+    pub reads: Mutex<Vec<(String, i64, usize)>>,
     pub acked: AtomicU64,
     pub in_doubt: AtomicU64,
 }
@@ -148,15 +151,20 @@ pub struct Writers {
 }
 
 impl Writers {
+    /// `n` writers and one reader.
     pub fn start(addrs: Vec<String>, n: u64, seed: u64) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let history = Arc::new(History::default());
-        let threads = (0..n)
+        let mut threads: Vec<JoinHandle<()>> = (0..n)
             .map(|w| {
                 let (stop, history, addrs) = (stop.clone(), history.clone(), addrs.clone());
                 std::thread::spawn(move || writer(w, seed, &addrs, &stop, &history))
             })
             .collect();
+        let (stop2, history2) = (stop.clone(), history.clone());
+        threads.push(std::thread::spawn(move || {
+            reader(seed, &addrs, &stop2, &history2)
+        }));
         Writers {
             stop,
             threads,
@@ -170,6 +178,31 @@ impl Writers {
             t.join().unwrap();
         }
         self.history
+    }
+}
+
+/// Reads whole order tables from members at random (followers too) while
+/// the writers write and the faults go on; every live order seen is noted.
+fn reader(seed: u64, addrs: &[String], stop: &AtomicBool, h: &History) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    while !stop.load(Ordering::SeqCst) {
+        let i = rng.random_range(0..addrs.len());
+        let seen: raiz_client::Result<Vec<(String, i64)>> = (|| {
+            let s =
+                Connection::connect(&format!("raiz://admin:{PASSWORD}@{}", addrs[i]))?.session()?;
+            let t = s.open_table("orders")?;
+            Ok(t.snapshot()?
+                .into_iter()
+                .filter(|r| !r.is_deleted())
+                .map(|r| (text(&r.values()[0]), int(&r.values()[1])))
+                .collect())
+        })();
+        // A member down or cut off does not answer: that is no observation.
+        if let Ok(seen) = seen {
+            let mut reads = h.reads.lock().unwrap();
+            reads.extend(seen.into_iter().map(|(c, q)| (c, q, i)));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(5..40)));
     }
 }
 
@@ -391,6 +424,18 @@ pub fn check(c: &Contents, h: &History, who: &str, seed: u64) {
         assert!(
             ops.contains_key(code),
             "{who}: order {code} was never written (seed {seed})"
+        );
+    }
+    // No read anywhere saw a value nobody wrote, or a write a cut-off
+    // leader took (those are never committed).
+    for (code, qty, member) in h.reads.lock().unwrap().iter() {
+        let ok = ops
+            .get(code)
+            .is_some_and(|list| list.iter().any(|op| op.0 == *qty));
+        assert!(
+            ok,
+            "{who}: a read on member {} saw order {code} with QTY {qty}, never written so (seed {seed})",
+            member + 1
         );
     }
     for code in c.lines.keys() {

@@ -25,10 +25,19 @@ pub const SINGLE: &str = "raiz serve (one server)";
 /// Column of the group.
 pub const GROUP: &str = "raiz serve --cluster (3 members)";
 
+/// A free address below the ephemeral port range: a member stopped and
+/// started again must find its ports free, and an ephemeral port may
+/// meanwhile be the local end of some client's connection.
 fn free_addr() -> Result<String> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string())
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port: u16 = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(format!("127.0.0.1:{port}"));
+        }
+    }
+    Err("no free port in 20000..32000".into())
 }
 
 struct Member {
