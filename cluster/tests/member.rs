@@ -26,9 +26,17 @@ impl Node {
     }
 }
 
+/// A free port below the ephemeral range (a member started again must find
+/// its port free; an ephemeral one may meanwhile be a connection's).
 fn free_port() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port: u16 = rng.random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
 }
 
 fn group(dir: &std::path::Path, n: u64) -> Vec<Node> {
