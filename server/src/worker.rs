@@ -553,6 +553,16 @@ impl Worker {
         }
     }
 
+    /// The cluster member this server is, or why not.
+    fn cluster(&self) -> R<&std::sync::Arc<raiz_cluster::ClusterMember>> {
+        self.shared.cluster.as_ref().ok_or_else(|| {
+            err(
+                ErrorKind::Unsupported,
+                "this server is not a cluster member (raiz serve --cluster)",
+            )
+        })
+    }
+
     /// Opens a handle on `name`: the next free number, or `want` (a session
     /// moved after a failover asks for the handles it had).
     fn open_table(&mut self, name: String, want: Option<u32>) -> R<Reply> {
@@ -676,23 +686,10 @@ impl Worker {
                 ))
             }
             Request::FeedPosition => Reply::Count(db.feed().last_seq()),
-            Request::ClusterStatus => match &self.shared.cluster {
-                Some(m) => Reply::ClusterStatus(crate::cluster::status(m)),
-                None => {
-                    return Err(err(
-                        ErrorKind::Unsupported,
-                        "this server is not a cluster member (raiz serve --cluster)",
-                    ))
-                }
-            },
+            Request::ClusterStatus => Reply::ClusterStatus(crate::cluster::status(self.cluster()?)),
             Request::ClusterAddMember { id, raft, client } => {
                 self.admin("changing the cluster's members")?;
-                let m = self.shared.cluster.as_ref().ok_or_else(|| {
-                    err(
-                        ErrorKind::Unsupported,
-                        "this server is not a cluster member",
-                    )
-                })?;
+                let m = self.cluster()?;
                 m.add_member(id, raiz_cluster::Member { raft, client })
                     .map_err(engine)?;
                 tracing::info!(user = %self.user.name, id, "cluster member added");
@@ -700,12 +697,7 @@ impl Worker {
             }
             Request::ClusterRemoveMember { id } => {
                 self.admin("changing the cluster's members")?;
-                let m = self.shared.cluster.as_ref().ok_or_else(|| {
-                    err(
-                        ErrorKind::Unsupported,
-                        "this server is not a cluster member",
-                    )
-                })?;
+                let m = self.cluster()?;
                 m.remove_member(id).map_err(engine)?;
                 tracing::info!(user = %self.user.name, id, "cluster member removed");
                 Reply::ClusterStatus(crate::cluster::status(m))

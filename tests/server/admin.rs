@@ -268,3 +268,39 @@ fn a_server_that_cannot_start_says_why_and_touches_nothing() {
     // The running server was not disturbed.
     server.session("ana").ping().unwrap();
 }
+
+#[test]
+fn cluster_requests_on_a_plain_server_are_refused_clearly() {
+    let server = Server::start(&[]);
+    let admin = server.session("admin");
+    let e = admin.cluster_status().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("not a cluster member"), "{e}");
+    let e = admin
+        .cluster_add_member(4, "127.0.0.1:7171", "127.0.0.1:7170")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    // Membership changes are an admin's.
+    let ana = server.session("ana");
+    let e = ana.cluster_remove_member(2).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // A rootpath that was a member's is refused without --cluster.
+    let (_, dir) = server.terminate();
+    let db = Database::open(dir.path().join("root")).unwrap();
+    db.create_table(
+        "_raiz_cluster",
+        &Schema::new(vec![Field::new("X", FieldType::Int64)]),
+        TableOptions::default(),
+    )
+    .unwrap();
+    drop(db);
+    let out = Command::new(env!("CARGO_BIN_EXE_raiz"))
+        .args(["serve", "--root"])
+        .arg(dir.path().join("root"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("serve it with --cluster"), "{text}");
+}
