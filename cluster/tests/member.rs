@@ -26,6 +26,10 @@ impl Node {
     }
 }
 
+/// Ports handed out in this process: two members never get the same one.
+static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// A free port below the ephemeral range (a member started again must find
 /// its port free; an ephemeral one may meanwhile be a connection's).
 fn free_port() -> String {
@@ -33,7 +37,7 @@ fn free_port() -> String {
     let mut rng = rand::rng();
     loop {
         let port: u16 = rng.random_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if GIVEN.lock().unwrap().insert(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return format!("127.0.0.1:{port}");
         }
     }

@@ -13,6 +13,10 @@ use raiz_client::{Connection, Session};
 use crate::harness::{make_users, PASSWORD};
 use crate::relay::Relay;
 
+/// Ports handed out in this process: two members never get the same one.
+static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// A free port below the ephemeral range: a member killed and started again
 /// must find its ports free, and an ephemeral one may meanwhile be the local
 /// end of some client's connection.
@@ -21,7 +25,9 @@ pub fn free_port() -> u16 {
     let mut rng = rand::rng();
     loop {
         let port = rng.random_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if GIVEN.lock().unwrap().insert(port)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }

@@ -25,6 +25,10 @@ pub const SINGLE: &str = "raiz serve (one server)";
 /// Column of the group.
 pub const GROUP: &str = "raiz serve --cluster (3 members)";
 
+/// Ports handed out in this run: two members never get the same one.
+static GIVEN: parking_lot::Mutex<std::collections::BTreeSet<u16>> =
+    parking_lot::Mutex::new(std::collections::BTreeSet::new());
+
 /// A free address below the ephemeral port range: a member stopped and
 /// started again must find its ports free, and an ephemeral port may
 /// meanwhile be the local end of some client's connection.
@@ -33,7 +37,7 @@ fn free_addr() -> Result<String> {
     let mut rng = rand::rng();
     for _ in 0..1000 {
         let port: u16 = rng.random_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if GIVEN.lock().insert(port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(format!("127.0.0.1:{port}"));
         }
     }
