@@ -269,7 +269,7 @@ impl ClusterMember {
             commit_timeout: config.commit_timeout,
             election_max: config.election.1,
         });
-        db.set_replicator(member.clone());
+        db.set_replicator(member.clone())?;
         tracing::info!(id = config.id, members = config.members.len(), listen = %config.listen, "cluster member started");
         Ok(member)
     }

@@ -90,7 +90,9 @@ fn member(dir: &std::path::Path) -> (Database, Arc<Solo>) {
     let db = Database::open(dir).unwrap();
     let solo = Arc::new(Solo::default());
     *solo.db.lock() = Some(db.clone());
-    db.set_replicator(solo.clone());
+    db.set_replicator(solo.clone()).unwrap();
+    // One replicator per database.
+    assert!(db.set_replicator(Arc::new(Solo::default())).is_err());
     (db, solo)
 }
 

@@ -1164,6 +1164,30 @@ fn clamp_usize(v: Option<u64>, default: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cluster_members_are_checked() {
+        let c = Config::parse(
+            "[cluster]\nid = 2\nmembers = [\"1 db1:7071 db1:7070\", \"2 db2:7071 db2:7070\"]\njoin = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.cluster_id, Some(2));
+        assert_eq!(c.cluster_members.as_ref().map(Vec::len), Some(2));
+        assert_eq!(c.cluster_join, Some(true));
+        for bad in [
+            "[cluster]\nmembers = [\"1 db1:7071\"]\n",
+            "[cluster]\nmembers = [\"0 db1:7071 db1:7070\"]\n",
+            "[cluster]\nmembers = [\"x db1:7071 db1:7070\"]\n",
+            "[cluster]\nmembers = [\"1 db1 db1:7070\"]\n",
+            "[cluster]\nmembers = [\"1 a:1 b:2\", \"1 c:3 d:4\"]\n",
+            "[cluster]\nmembers = []\n",
+            "[cluster]\nid = 0\n",
+        ] {
+            let e = Config::check(bad).expect_err(bad);
+            assert!(!e.is_empty(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

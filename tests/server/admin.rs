@@ -280,6 +280,35 @@ fn cluster_requests_on_a_plain_server_are_refused_clearly() {
         .cluster_add_member(4, "127.0.0.1:7171", "127.0.0.1:7170")
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    // A handle asked for by number: never 0, never one in use.
+    let raw = raiz_client::RawSession::connect(
+        &server.url("admin").parse().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let t = |handle| raiz_client::proto::Request::OpenTableAs {
+        name: "items".into(),
+        handle,
+    };
+    items(&admin);
+    for bad in [0, 7] {
+        if bad == 7 {
+            assert!(matches!(
+                raw.call(&t(7)).unwrap(),
+                Ok(raiz_client::proto::Reply::Opened { handle: 7, .. })
+            ));
+        }
+        let e = raw.call(&t(bad)).unwrap().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest, "{}", e.message);
+    }
+    // The next handle given out is past the one asked for.
+    match raw
+        .call(&raiz_client::proto::Request::OpenTable("items".into()))
+        .unwrap()
+    {
+        Ok(raiz_client::proto::Reply::Opened { handle, .. }) => assert!(handle > 7),
+        other => panic!("{other:?}"),
+    }
     // Membership changes are an admin's.
     let ana = server.session("ana");
     let e = ana.cluster_remove_member(2).unwrap_err();

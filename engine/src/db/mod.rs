@@ -305,7 +305,7 @@ impl Database {
             last_checkpoint: Mutex::new(std::time::Instant::now()),
             ddl: RwLock::new(()),
             stats: Default::default(),
-            replicator: RwLock::new(None),
+            replicator: std::sync::OnceLock::new(),
         });
         if rt.wal.is_some() {
             crate::txn::spawn_log_syncer(&rt);

@@ -98,9 +98,12 @@ pub enum Ddl {
 impl Database {
     /// Makes this database a cluster member's: from now on every commit and
     /// every change to the set of tables goes through `replicator`. Set once,
-    /// before any session writes.
-    pub fn set_replicator(&self, replicator: Arc<dyn Replicator>) {
-        *self.runtime().replicator.write() = Some(replicator);
+    /// before any session writes; a second one is refused.
+    pub fn set_replicator(&self, replicator: Arc<dyn Replicator>) -> Result<()> {
+        self.runtime()
+            .replicator
+            .set(replicator)
+            .map_err(|_| Error::Unsupported("this database has a replicator already".into()))
     }
 
     /// The replicator, on a cluster member.

@@ -128,13 +128,14 @@ pub(crate) struct Runtime {
     pub stats: crate::stats::Counters,
     /// On a cluster member, what orders its commits (see
     /// [`crate::db::replicated`]).
-    pub replicator: RwLock<Option<Arc<dyn crate::db::replicated::Replicator>>>,
+    /// (Set once: every write asks for it, so it is an atomic load.)
+    pub replicator: std::sync::OnceLock<Arc<dyn crate::db::replicated::Replicator>>,
 }
 
 impl Runtime {
     /// The replicator, on a cluster member.
     pub fn replicator(&self) -> Option<Arc<dyn crate::db::replicated::Replicator>> {
-        self.replicator.read().clone()
+        self.replicator.get().cloned()
     }
 }
 
