@@ -21,6 +21,7 @@ struct Row {
     term: Option<u64>,
     last_log: Option<u64>,
     applied: Option<u64>,
+    snapshot: Option<u64>,
     lag: Option<u64>,
     writable: bool,
 }
@@ -85,6 +86,7 @@ pub fn status(connect: &str, json: bool) -> CliResult {
                 term: st.as_ref().map(|s| s.term),
                 last_log: st.as_ref().and_then(|s| s.last_log),
                 applied: st.as_ref().and_then(|s| s.applied),
+                snapshot: st.as_ref().and_then(|s| s.snapshot),
                 lag: None,
                 writable: st.as_ref().is_some_and(|s| s.writable),
             }
@@ -124,12 +126,12 @@ pub fn status(connect: &str, json: bool) -> CliResult {
     );
     let dash = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     println!(
-        "{:>4}  {:<10} {:<22} {:<22} {:>6} {:>10} {:>10} {:>8}",
-        "id", "role", "client", "raft", "term", "last_log", "applied", "lag"
+        "{:>4}  {:<10} {:<22} {:<22} {:>6} {:>10} {:>10} {:>10} {:>8}",
+        "id", "role", "client", "raft", "term", "last_log", "applied", "snapshot", "lag"
     );
     for r in &rows {
         println!(
-            "{:>4}  {:<10} {:<22} {:<22} {:>6} {:>10} {:>10} {:>8}",
+            "{:>4}  {:<10} {:<22} {:<22} {:>6} {:>10} {:>10} {:>10} {:>8}",
             r.id,
             r.role,
             r.client,
@@ -137,6 +139,7 @@ pub fn status(connect: &str, json: bool) -> CliResult {
             dash(r.term),
             dash(r.last_log),
             dash(r.applied),
+            dash(r.snapshot),
             dash(r.lag)
         );
     }

@@ -13,6 +13,9 @@
 //! - [`state`]: the state machine — committed entries applied to the
 //!   member's rootpath in order, each with its position in the same engine
 //!   commit.
+//! - [`snapshot`]: consistent copies of a member's rootpath, built while it
+//!   serves, streamed to a member that is new or fell behind the log, and
+//!   installed into its live database record by record.
 //! - [`network`]: the members' Raft traffic over TCP.
 //! - [`member`]: a running member, and the replicator its database's
 //!   sessions commit through.
@@ -22,6 +25,7 @@ pub mod log;
 pub mod log_store;
 pub mod member;
 pub mod network;
+pub mod snapshot;
 pub mod state;
 pub mod types;
 

@@ -37,6 +37,7 @@ use raiz_engine::{Database, Error as EngineError};
 use crate::log::{RaftLog, RaftLogOptions};
 use crate::log_store::LogStore;
 use crate::network::{self, Network};
+use crate::snapshot::Snapshots;
 use crate::state::{self, Applied, StateMachine};
 use crate::types::{Command, Member, Raiz};
 
@@ -47,6 +48,18 @@ const INIT_STAGGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a membership change may take (a new member catching up with
 /// the log first).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Entries between snapshots by default: at a few hundred bytes an entry,
+/// a log of a few hundred MiB, and a copy of the rootpath no more often than
+/// that.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1_000_000;
+
+/// Entries kept in the log behind a snapshot by default.
+pub const DEFAULT_KEEP_AFTER_SNAPSHOT: u64 = 100_000;
+
+/// How long the last chunk of a snapshot may take to be acknowledged: the
+/// receiver installs the snapshot before it answers.
+const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a member is set up.
 #[derive(Debug, Clone)]
@@ -74,6 +87,13 @@ pub struct ClusterConfig {
     /// A member joining a running group: it never forms a group itself; the
     /// leader adds it (`raiz cluster add`).
     pub join: bool,
+    /// A snapshot is built once this many entries were applied since the
+    /// last one; 0: never (the log grows without end).
+    pub snapshot_every: u64,
+    /// Entries a snapshot covers that are kept in the log anyway, so that a
+    /// member a little behind catches up from the log rather than by a
+    /// snapshot.
+    pub keep_after_snapshot: u64,
 }
 
 impl ClusterConfig {
@@ -91,6 +111,8 @@ impl ClusterConfig {
             election: (Duration::from_millis(400), Duration::from_millis(800)),
             commit_timeout: Duration::from_secs(5),
             join: false,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            keep_after_snapshot: DEFAULT_KEEP_AFTER_SNAPSHOT,
         }
     }
 }
@@ -134,6 +156,8 @@ pub struct Status {
     pub last_log: Option<u64>,
     /// The last entry applied here.
     pub applied: Option<u64>,
+    /// The last entry this member's current snapshot covers.
+    pub snapshot: Option<u64>,
     /// On the leader: each member's last entry known replicated.
     pub matched: BTreeMap<u64, Option<u64>>,
     /// The members, by id.
@@ -177,14 +201,20 @@ impl ClusterMember {
             tracing::info!(term, last_log = ?last, "resuming as the leader of the term this member led when it stopped");
         }
         let store = LogStore::<Raiz>::new(log);
-        let sm = StateMachine::open(config.id, db.clone())?;
+        let snapshots = Snapshots::open(db.storage().clone(), &config.log_dir)?;
+        let sm = StateMachine::open(config.id, db.clone(), snapshots)?;
         let applied = sm.shared();
         let raft_config = Config {
             cluster_name: "raiz".into(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: config.election.0.as_millis() as u64,
             election_timeout_max: config.election.1.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::Never,
+            snapshot_policy: match config.snapshot_every {
+                0 => SnapshotPolicy::Never,
+                n => SnapshotPolicy::LogsSinceLast(n),
+            },
+            max_in_snapshot_log_to_keep: config.keep_after_snapshot,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
             ..Default::default()
         }
         .validate()
@@ -295,6 +325,7 @@ impl ClusterMember {
             leader: m.current_leader,
             last_log: m.last_log_index,
             applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
             matched: m
                 .replication
                 .as_ref()
@@ -316,6 +347,25 @@ impl ClusterMember {
         if let Err(e) = self.runtime().block_on(self.raft.shutdown()) {
             tracing::warn!(error = %e, "raft shutdown");
         }
+    }
+
+    /// Builds a snapshot of this member's database now (whatever the policy)
+    /// and returns the last entry it covers, once it is the current one.
+    pub fn snapshot(&self) -> Result<Option<u64>, EngineError> {
+        let raft = self.raft.clone();
+        let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
+        self.runtime().block_on(async move {
+            raft.trigger()
+                .snapshot()
+                .await
+                .map_err(|e| EngineError::Unsupported(format!("snapshot: {e}")))?;
+            let done = raft
+                .wait(Some(MEMBERSHIP_TIMEOUT))
+                .metrics(|m| m.snapshot.map(|l| l.index) >= applied, "snapshot built")
+                .await
+                .map_err(|e| EngineError::Unsupported(format!("snapshot: {e}")))?;
+            Ok(done.snapshot.map(|l| l.index))
+        })
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {

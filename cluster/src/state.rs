@@ -30,7 +30,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +37,7 @@ use std::time::{Duration, Instant};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, CommittedLeaderId, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
-    Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    Snapshot, StorageError, StorageIOError, StoredMembership,
 };
 use parking_lot::Mutex;
 use raiz_engine::db::Ddl;
@@ -48,6 +47,7 @@ use raiz_engine::{
     Database, Error as EngineError, Field, FieldType, Schema, Session, Table, TableOptions, Value,
 };
 
+use crate::snapshot::{self, SnapshotFile, Snapshots};
 use crate::types::{Command, Member, Outcome, Raiz};
 
 /// The member's own table: record 1 holds the log id of the last entry
@@ -103,6 +103,7 @@ pub struct StateMachine {
     applied: Option<LogId<u64>>,
     membership: Membership,
     shared: Arc<Applied>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -129,8 +130,10 @@ fn engine(e: EngineError) -> crate::Error {
 
 impl StateMachine {
     /// The state machine of member `id` over `db`, which must not have a
-    /// replicator yet when its table is first created.
-    pub fn open(id: u64, db: Database) -> crate::Result<StateMachine> {
+    /// replicator yet when its table is first created. A database behind the
+    /// current snapshot in `snapshots` is brought to it first (see
+    /// [`crate::snapshot`]).
+    pub fn open(id: u64, db: Database, snapshots: Arc<Snapshots>) -> crate::Result<StateMachine> {
         if !db.table_exists(META_TABLE).map_err(engine)? {
             db.create_table(META_TABLE, &meta_schema(), TableOptions::default())
                 .map_err(engine)?;
@@ -149,22 +152,8 @@ impl StateMachine {
                     .map_err(engine)?;
             }
         }
-        let pos = meta.read(1).map_err(engine)?;
-        let int = |i: usize| pos.values()[i].as_i64().unwrap_or(0);
-        let applied = (int(2) > 0).then(|| {
-            LogId::new(
-                CommittedLeaderId::new(int(0) as u64, int(1) as u64),
-                int(2) as u64 - 1,
-            )
-        });
-        let bytes = meta.read_memo(2, "MEMB").map_err(engine)?;
-        let membership: Membership =
-            postcard::from_bytes(&bytes).map_err(|e| crate::Error::Corrupt {
-                path: db.root().join(META_TABLE),
-                offset: 0,
-                reason: format!("the stored membership does not decode: {e}"),
-            })?;
-        Ok(StateMachine {
+        let (applied, membership) = position_in(&db, &meta)?;
+        let mut sm = StateMachine {
             id,
             db,
             session,
@@ -173,7 +162,23 @@ impl StateMachine {
             applied,
             membership,
             shared: Arc::default(),
-        })
+            snapshots,
+        };
+        if let Some(snap) = sm.snapshots.current() {
+            if snap.last_log_id > sm.applied {
+                tracing::warn!(
+                    applied = ?sm.applied.map(|l| l.index),
+                    snapshot = ?snap.last_log_id.map(|l| l.index),
+                    "this member's database is behind its current snapshot (an installation interrupted, or applies lost): installing it"
+                );
+                let (meta, file) = sm.snapshots.open_current()?.expect("current");
+                let (copy, work) = sm.snapshots.unpack(&file)?;
+                let r = sm.install_from(&copy, &meta);
+                sm.snapshots.done_with(copy, &work);
+                r?;
+            }
+        }
+        Ok(sm)
     }
 
     /// What the replicator shares with this state machine.
@@ -301,6 +306,36 @@ impl StateMachine {
         Ok(outcome)
     }
 
+    /// Brings the database to the state of the snapshot copy `src`, whose
+    /// metadata is `meta`, and stores its position (see [`crate::snapshot`]).
+    fn install_from(&mut self, src: &Database, meta: &snapshot::Meta) -> crate::Result<()> {
+        let snapshots = self.snapshots.clone();
+        let _busy = snapshots.exclusive();
+        let started = Instant::now();
+        let db = self.db.clone();
+        let report =
+            snapshot::install::install(&self.db, &self.session, &mut self.tables, src, &|name| {
+                drop_waiting(&db, name)
+            })
+            .map_err(engine)?;
+        self.membership = meta.last_membership.clone();
+        if let Some(id) = meta.last_log_id {
+            self.commit_with_position(id, &[], true).map_err(engine)?;
+        }
+        // Durable before openraft drops the log the snapshot covers.
+        self.db.checkpoint().map_err(engine)?;
+        self.applied = meta.last_log_id;
+        tracing::info!(
+            index = ?meta.last_log_id.map(|l| l.index),
+            dropped = report.dropped,
+            created = report.created,
+            records = report.records,
+            secs = started.elapsed().as_secs_f64(),
+            "snapshot installed"
+        );
+        Ok(())
+    }
+
     fn refuse(&self, log_id: LogId<u64>, e: EngineError) -> Outcome {
         let message = e.to_string();
         tracing::debug!(index = log_id.index, error = %message, "entry refused on apply");
@@ -328,16 +363,7 @@ impl StateMachine {
             return self.db.apply_ddl(op);
         };
         self.tables.remove(&name.to_ascii_lowercase());
-        // Readers on this member may hold the table a while.
-        let start = Instant::now();
-        loop {
-            match self.db.apply_ddl(op) {
-                Err(EngineError::TableInUse { .. }) if start.elapsed() < DROP_WAIT => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                other => return other,
-            }
-        }
+        drop_waiting(&self.db, name)
     }
 
     fn settle_reservations(&mut self) -> Result<(), EngineError> {
@@ -357,6 +383,58 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+/// Drops table `name`, waiting a while for readers on this member to let
+/// go of it.
+fn drop_waiting(db: &Database, name: &str) -> Result<(), EngineError> {
+    let op = Ddl::DropTable {
+        name: name.to_owned(),
+    };
+    let start = Instant::now();
+    loop {
+        match db.apply_ddl(&op) {
+            Err(EngineError::TableInUse { .. }) if start.elapsed() < DROP_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The position and membership stored in `meta` (the member's table of
+/// `db`).
+fn position_in(db: &Database, meta: &Table) -> crate::Result<(Option<LogId<u64>>, Membership)> {
+    let pos = meta.read(1).map_err(engine)?;
+    let int = |i: usize| pos.values()[i].as_i64().unwrap_or(0);
+    let applied = (int(2) > 0).then(|| {
+        LogId::new(
+            CommittedLeaderId::new(int(0) as u64, int(1) as u64),
+            int(2) as u64 - 1,
+        )
+    });
+    let bytes = meta.read_memo(2, "MEMB").map_err(engine)?;
+    let membership: Membership =
+        postcard::from_bytes(&bytes).map_err(|e| crate::Error::Corrupt {
+            path: db.root().join(META_TABLE),
+            offset: 0,
+            reason: format!("the stored membership does not decode: {e}"),
+        })?;
+    Ok((applied, membership))
+}
+
+/// The entry a copy of a member's database is the state after, and the
+/// membership then (a copy without the member's table is the state before
+/// any entry).
+pub fn read_position(db: &Database) -> crate::Result<(Option<LogId<u64>>, Membership)> {
+    if !db.table_exists(META_TABLE).map_err(engine)? {
+        return Ok((None, Membership::default()));
+    }
+    let meta = db.session().open_table(META_TABLE).map_err(engine)?;
+    if meta.record_count() < 2 {
+        return Ok((None, Membership::default()));
+    }
+    position_in(db, &meta)
 }
 
 /// The recnos a commit appended (or blanked), as blanks.
@@ -412,23 +490,41 @@ fn fatal(log_id: LogId<u64>, e: EngineError) -> StorageError<u64> {
     }
 }
 
-/// Snapshots are not built yet: the group keeps its whole log.
+/// Builds a snapshot of the member's database while entries go on being
+/// applied (see [`crate::snapshot`]).
 #[derive(Debug)]
-pub struct NoSnapshots;
+pub struct Builder {
+    db: Database,
+    snapshots: Arc<Snapshots>,
+}
 
-impl RaftSnapshotBuilder<Raiz> for NoSnapshots {
+fn snapshot_error(meta: Option<&snapshot::Meta>, e: crate::Error) -> StorageError<u64> {
+    tracing::error!(error = %e, "snapshot");
+    StorageError::IO {
+        source: StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::new(&e)),
+    }
+}
+
+impl RaftSnapshotBuilder<Raiz> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<Raiz>, StorageError<u64>> {
-        Err(StorageError::IO {
-            source: StorageIOError::write_snapshot(
-                None,
-                AnyError::error("snapshots are not built yet: members keep the whole log"),
-            ),
+        let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            snapshots.build(&db, read_position)?;
+            // The current one: this build's, or one installed meanwhile.
+            Ok::<_, crate::Error>(snapshots.open_current()?.expect("current"))
+        })
+        .await
+        .map_err(|e| snapshot_error(None, crate::Error::Raft(e.to_string())))?
+        .map_err(|e| snapshot_error(None, e))?;
+        Ok(Snapshot {
+            meta: built.0,
+            snapshot: Box::new(built.1),
         })
     }
 }
 
 impl RaftStateMachine<Raiz> for StateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = Builder;
 
     async fn applied_state(
         &mut self,
@@ -446,29 +542,45 @@ impl RaftStateMachine<Raiz> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        Builder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+        }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError<u64>> {
+        let f = tokio::task::block_in_place(|| self.snapshots.incoming())
+            .map_err(|e| snapshot_error(None, e))?;
+        Ok(Box::new(f))
     }
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, Member>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &snapshot::Meta,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError<u64>> {
-        Err(StorageError::IO {
-            source: StorageIOError::write_snapshot(
-                Some(meta.signature()),
-                AnyError::error("installing a snapshot is not built yet"),
-            ),
+        tokio::task::block_in_place(|| {
+            if meta.last_log_id <= self.applied {
+                // Nothing newer than what is applied: kept to send on.
+                return self.snapshots.keep(meta, snapshot.path());
+            }
+            let (copy, work) = self.snapshots.unpack(&snapshot)?;
+            let r = self
+                .snapshots
+                .keep(meta, snapshot.path())
+                .and_then(|()| self.install_from(&copy, meta));
+            self.snapshots.done_with(copy, &work);
+            r
         })
+        .map_err(|e| snapshot_error(Some(meta), e))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Raiz>>, StorageError<u64>> {
-        Ok(None)
+        let current = tokio::task::block_in_place(|| self.snapshots.open_current())
+            .map_err(|e| snapshot_error(None, e))?;
+        Ok(current.map(|(meta, f)| Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        }))
     }
 }

@@ -2,7 +2,6 @@
 //! log and the members themselves, as openraft's type configuration.
 
 use std::fmt;
-use std::io::Cursor;
 
 use openraft::{Entry, TokioRuntime};
 use raiz_engine::db::Ddl;
@@ -65,6 +64,6 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = Member,
         Entry = Entry<Raiz>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SnapshotFile,
         AsyncRuntime = TokioRuntime,
 );

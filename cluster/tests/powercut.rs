@@ -1,6 +1,7 @@
 //! Members on fault-injecting storage, cut off from power: one member, the
 //! leader, and all three at once; and a member whose disk is replaced by an
-//! empty one (it catches up from the log). Every commit acknowledged before the cut is
+//! empty one (it catches up by a snapshot: the members build them every 300
+//! entries and keep 30 entries behind them). Every commit acknowledged before the cut is
 //! on every member afterwards, each table checks clean, and the members'
 //! tables are identical (records and index order).
 //!
@@ -85,7 +86,11 @@ fn group() -> Vec<Node> {
     (1..=3)
         .map(|id| {
             let root = PathBuf::from(format!("/m{id}"));
-            let cfg = ClusterConfig::new(id, members.clone(), root.join("raft"));
+            let mut cfg = ClusterConfig::new(id, members.clone(), root.join("raft"));
+            // Snapshots built, and the log behind them dropped, while the
+            // members write and lose power.
+            cfg.snapshot_every = 300;
+            cfg.keep_after_snapshot = 30;
             Node::start(cfg, FaultStorage::new())
         })
         .collect()

@@ -171,10 +171,20 @@ fn is_copied(name: &str) -> bool {
 
 /// Prepares the backup directory: created, empty, not inside the rootpath
 /// and not containing it. Returns its absolute path.
-fn prepare_target(storage: &dyn Storage, root: &Path, to: &Path) -> Result<PathBuf> {
+fn prepare_target(storage: &dyn Storage, root: &Path, to: &Path, inside: bool) -> Result<PathBuf> {
     storage.create_dir_all(to).map_err(|e| Error::io(to, e))?;
     let abs = storage.canonicalize(to).map_err(|e| Error::io(to, e))?;
-    if abs.starts_with(root) || root.starts_with(&abs) {
+    if inside {
+        if root.starts_with(&abs) || abs.starts_with(root.join(WAL_DIR)) || !abs.starts_with(root) {
+            return Err(bad(
+                &abs,
+                format!(
+                    "this copy must go in a directory under the rootpath {}, not its log directory",
+                    root.display()
+                ),
+            ));
+        }
+    } else if abs.starts_with(root) || root.starts_with(&abs) {
         return Err(bad(
             &abs,
             format!(
@@ -303,6 +313,22 @@ impl Database {
         to: impl AsRef<Path>,
         after_files: impl FnOnce(),
     ) -> Result<BackupReport> {
+        self.backup_to(to.as_ref(), false, after_files)
+    }
+
+    /// [`Database::backup`] into a directory under the rootpath (not the
+    /// rootpath itself, nor its log directory): the copy a cluster member
+    /// builds its snapshots from, kept beside its Raft log.
+    pub fn backup_inside(&self, to: impl AsRef<Path>) -> Result<BackupReport> {
+        self.backup_to(to.as_ref(), true, || {})
+    }
+
+    fn backup_to(
+        &self,
+        to: &Path,
+        inside: bool,
+        after_files: impl FnOnce(),
+    ) -> Result<BackupReport> {
         let started = Instant::now();
         let rt = self.runtime().clone();
         let storage: Arc<dyn Storage> = self.storage().clone();
@@ -314,7 +340,7 @@ impl Database {
         };
         // No table is created, dropped or rewritten until the copy is done.
         let _ddl = rt.ddl.write();
-        let to = prepare_target(storage.as_ref(), &root, to.as_ref())?;
+        let to = prepare_target(storage.as_ref(), &root, to, inside)?;
         let feed_seq = self.feed().last_seq();
         let epoch = Some(self.feed().epoch()).filter(|&e| e != 0);
         // 1. One checkpoint under the gate, and the new segment pinned before

@@ -58,6 +58,12 @@ pub fn member_config(config: &Config, db: &Database) -> Result<ClusterConfig, Er
         c.listen = l.clone();
     }
     c.join = config.cluster_join.unwrap_or(false);
+    if let Some(n) = config.cluster_snapshot_every {
+        c.snapshot_every = n;
+    }
+    if let Some(n) = config.cluster_keep_after_snapshot {
+        c.keep_after_snapshot = n;
+    }
     if let Some(path) = &config.cluster_secret_file {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.clone(),
@@ -98,6 +104,7 @@ pub fn status(m: &ClusterMember) -> raiz_client::proto::ClusterStatus {
         leader: s.leader,
         last_log: s.last_log,
         applied: s.applied,
+        snapshot: s.snapshot,
         writable: m.writable().is_ok(),
         members: s
             .members

@@ -145,6 +145,12 @@ pub struct Config {
     /// `[cluster] join`: a member joining a running group waits to be added
     /// (`raiz cluster add`) instead of forming a group.
     pub cluster_join: Option<bool>,
+    /// `[cluster] snapshot_every`: build a snapshot after this many entries
+    /// (0: never).
+    pub cluster_snapshot_every: Option<u64>,
+    /// `[cluster] keep_after_snapshot`: entries a snapshot covers kept in
+    /// the log anyway.
+    pub cluster_keep_after_snapshot: Option<u64>,
     /// `[log] level`: a level or a filter (`info`, `raiz=debug`).
     pub log_level: Option<String>,
     /// `[log] format`: `text` or `json`.
@@ -455,6 +461,20 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Bool,
         "join a running group: wait to be added (raiz cluster add)",
     ),
+    s(
+        "cluster",
+        "snapshot_every",
+        false,
+        int(0, 1 << 40),
+        "build a snapshot after this many log entries (0: never)",
+    ),
+    s(
+        "cluster",
+        "keep_after_snapshot",
+        false,
+        int(0, 1 << 40),
+        "log entries a snapshot covers that are kept anyway",
+    ),
     s("log", "level", false, Kind::LogFilter, "what is logged"),
     s(
         "log",
@@ -760,6 +780,8 @@ impl Config {
                     _ => None,
                 }
             }
+            ("cluster", "snapshot_every") => self.cluster_snapshot_every = num(&v),
+            ("cluster", "keep_after_snapshot") => self.cluster_keep_after_snapshot = num(&v),
             ("log", "level") => self.log_level = text(&v),
             ("log", "format") => self.log_format = text(&v),
             _ => {}
@@ -1077,6 +1099,8 @@ impl Config {
             ("cluster", "secret_file") => p(&self.cluster_secret_file),
             ("cluster", "log_dir") => p(&self.cluster_log_dir),
             ("cluster", "join") => self.cluster_join.map(|b| b.to_string()),
+            ("cluster", "snapshot_every") => n(self.cluster_snapshot_every),
+            ("cluster", "keep_after_snapshot") => n(self.cluster_keep_after_snapshot),
             ("log", "level") => t(&self.log_level),
             ("log", "format") => t(&self.log_format),
             _ => None,
@@ -1168,9 +1192,11 @@ mod tests {
     #[test]
     fn cluster_members_are_checked() {
         let c = Config::parse(
-            "[cluster]\nid = 2\nmembers = [\"1 db1:7071 db1:7070\", \"2 db2:7071 db2:7070\"]\njoin = true\n",
+            "[cluster]\nid = 2\nmembers = [\"1 db1:7071 db1:7070\", \"2 db2:7071 db2:7070\"]\njoin = true\nsnapshot_every = 5000\nkeep_after_snapshot = 100\n",
         )
         .unwrap();
+        assert_eq!(c.cluster_snapshot_every, Some(5000));
+        assert_eq!(c.cluster_keep_after_snapshot, Some(100));
         assert_eq!(c.cluster_id, Some(2));
         assert_eq!(c.cluster_members.as_ref().map(Vec::len), Some(2));
         assert_eq!(c.cluster_join, Some(true));

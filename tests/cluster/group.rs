@@ -49,10 +49,17 @@ pub struct Group {
     pub members: Vec<MemberProc>,
     /// (from, to) → the relay `from` reaches `to` through.
     pub relays: BTreeMap<(u64, u64), Relay>,
+    /// Settings every member is started with.
+    extra: Vec<String>,
 }
 
 impl Group {
     pub fn start(n: u64) -> Group {
+        Group::start_with(n, &[])
+    }
+
+    /// `n` members, each started with the `--set` settings `extra`.
+    pub fn start_with(n: u64, extra: &[&str]) -> Group {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), "cluster-secret\n").unwrap();
         let members: Vec<MemberProc> = (1..=n)
@@ -83,6 +90,10 @@ impl Group {
             dir,
             members,
             relays,
+            extra: extra
+                .iter()
+                .flat_map(|e| ["--set".to_owned(), e.to_string()])
+                .collect(),
         };
         for i in 0..g.members.len() {
             g.spawn(i);
@@ -140,6 +151,7 @@ impl Group {
 
     fn spawn_with(&mut self, i: usize, members: &str, extra: &[&str]) {
         let secret = self.dir.path().join("secret");
+        let extra_all = self.extra.clone();
         let m = &mut self.members[i];
         assert!(m.child.is_none());
         let mut child = Command::new(env!("CARGO_BIN_EXE_raiz"))
@@ -157,6 +169,7 @@ impl Group {
             .arg("--set")
             .arg(format!("cluster.secret_file={}", secret.display()))
             .args(extra)
+            .args(&extra_all)
             .env("RAIZ_LOG", "info,openraft=warn")
             .stdout(Stdio::piped())
             .stderr(
@@ -268,6 +281,11 @@ impl Group {
         for r in self.relays.values() {
             r.heal();
         }
+    }
+
+    /// Member `i`'s log so far.
+    pub fn log_of(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
     }
 
     pub fn logs(&self) -> String {

@@ -30,8 +30,12 @@ fn seeds() -> Vec<u64> {
 }
 
 fn setup(seed: u64) -> (Group, Writers) {
+    setup_with(seed, &[])
+}
+
+fn setup_with(seed: u64, settings: &[&str]) -> (Group, Writers) {
     println!("seed {seed} (RAIZ_CLUSTER_SEED={seed} replays it)");
-    let g = Group::start(3);
+    let g = Group::start_with(3, settings);
     let (l, took) = g.leader(&[], Duration::from_secs(20));
     println!("first leader: member {} after {took:?}", l + 1);
     create_tables(&g.session(l).unwrap());
@@ -85,7 +89,9 @@ fn first_write(
 
 /// Stops the writers, heals, restarts every member, waits for them to
 /// agree, and checks each.
-fn finish(mut g: Group, w: Writers, seed: u64) {
+/// Heals, restarts, and compares every member with the leader; returns
+/// the group for a last look.
+fn finish(mut g: Group, w: Writers, seed: u64) -> Group {
     std::thread::sleep(Duration::from_millis(300));
     let h = w.stop();
     g.heal();
@@ -118,6 +124,7 @@ fn finish(mut g: Group, w: Writers, seed: u64) {
         h.in_doubt.load(std::sync::atomic::Ordering::Relaxed),
         reference.orders.len()
     );
+    g
 }
 
 #[test]
@@ -189,23 +196,44 @@ fn the_leader_cut_off_acknowledges_nothing() {
 fn a_follower_cut_off_catches_up() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     for seed in seeds() {
-        let (g, w) = setup(seed);
+        // Snapshots every 200 entries, 20 kept behind one: a follower cut
+        // off for a few hundred commits is behind the log the group keeps
+        // and catches up by a snapshot.
+        let (g, w) = setup_with(
+            seed,
+            &[
+                "cluster.snapshot_every=200",
+                "cluster.keep_after_snapshot=20",
+            ],
+        );
         std::thread::sleep(Duration::from_millis(300));
         let (l, _) = g.leader(&[], Duration::from_secs(5));
         let f = (l + 1) % 3;
         let before = w.history.acked.load(std::sync::atomic::Ordering::Relaxed);
         g.isolate(f);
-        std::thread::sleep(Duration::from_millis(1500));
-        let during = w.history.acked.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let cut = Instant::now();
+        let during = loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let during = w.history.acked.load(std::sync::atomic::Ordering::Relaxed) - before;
+            if during >= 600 || cut.elapsed() > Duration::from_secs(30) {
+                break during;
+            }
+        };
         println!(
             "follower {} cut off: {during} commits acknowledged meanwhile",
             f + 1
         );
         assert!(
-            during > 0,
+            during >= 600,
             "writes stopped while only a follower was cut off"
         );
-        finish(g, w, seed);
+        let member = finish(g, w, seed);
+        assert!(
+            member.log_of(f).contains("snapshot installed"),
+            "member {} caught up without a snapshot: {}",
+            f + 1,
+            member.logs()
+        );
     }
 }
 

@@ -202,6 +202,9 @@ pub struct ClusterStatus {
     pub last_log: Option<u64>,
     /// The last entry applied to its tables.
     pub applied: Option<u64>,
+    /// The last entry its current snapshot covers (the log before it may be
+    /// dropped).
+    pub snapshot: Option<u64>,
     /// Whether it takes writes now (the leader, caught up with its term,
     /// hearing from a majority).
     pub writable: bool,

@@ -39,7 +39,7 @@ use super::session::SessionInner;
 use super::{Database, Session, Table};
 use crate::error::{Error, Result};
 use crate::feed::{RecordChange, TableChanges};
-use crate::schema::Schema;
+use crate::schema::{Schema, Value};
 use crate::table::TableOptions;
 use crate::txn::commit::commit_with;
 use crate::txn::{Change, LockKey, TableHandle};
@@ -212,6 +212,45 @@ impl Session {
                 changes.push((t.shared.clone(), to_change(c)));
             }
         }
+        let id = self
+            .inner
+            .db
+            .runtime()
+            .next_txn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        commit_with(&changes, id, true, false).map(drop)
+    }
+
+    /// Stores records of `table` as a snapshot of the group holds them, as
+    /// one commit without locks: each `(recno, values, deleted)` becomes that
+    /// record whatever was there (`values` None keeps the record's values; a
+    /// missing record is created, reserving the recnos before it). A member
+    /// installing a snapshot brings its tables to the snapshot's state with
+    /// these (see `raiz_cluster::snapshot`). Never synced, like
+    /// [`Session::apply_replicated`]; the change feed carries it as updates.
+    pub fn put_records(
+        &self,
+        table: &Table,
+        records: &[(u64, Option<Vec<Value>>, bool)],
+    ) -> Result<()> {
+        if self.in_transaction() {
+            return Err(Error::Transaction(
+                "records cannot be put inside a transaction".into(),
+            ));
+        }
+        let changes: Vec<(TableHandle, Change)> = records
+            .iter()
+            .map(|(recno, values, deleted)| {
+                (
+                    table.shared.clone(),
+                    Change::Put {
+                        recno: *recno,
+                        values: values.clone(),
+                        deleted: Some(*deleted),
+                    },
+                )
+            })
+            .collect();
         let id = self
             .inner
             .db
