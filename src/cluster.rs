@@ -170,6 +170,22 @@ pub fn add(connect: &str, member: &str) -> CliResult {
     Ok(())
 }
 
+/// `raiz cluster snapshot`: the member builds a snapshot now.
+pub fn snapshot(connect: &str) -> CliResult {
+    let s = Connection::connect(connect)
+        .and_then(|c| c.session())
+        .map_err(CliError::from)?;
+    let started = std::time::Instant::now();
+    let st = s.cluster_snapshot().map_err(CliError::from)?;
+    println!(
+        "member {}: snapshot of entry {} built in {:.1} s",
+        st.id,
+        st.snapshot.map_or("-".to_owned(), |i| i.to_string()),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// `raiz cluster remove`: member `id` leaves the group.
 pub fn remove(connect: &str, id: u64) -> CliResult {
     let s = Connection::connect(connect)

@@ -505,6 +505,14 @@ enum ClusterAction {
         /// The member's id.
         id: u64,
     },
+    /// Builds a snapshot of a member's database now (any member; an admin
+    /// user); the log before it, but the last keep_after_snapshot entries,
+    /// may then be dropped.
+    Snapshot {
+        /// Connection string of the member.
+        #[arg(long)]
+        connect: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -781,6 +789,7 @@ fn run(cli: Cli, mut config: Config) -> CliResult {
             ClusterAction::Status { connect, json } => cluster::status(&connect, json),
             ClusterAction::Add { connect, member } => cluster::add(&connect, &member),
             ClusterAction::Remove { connect, id } => cluster::remove(&connect, id),
+            ClusterAction::Snapshot { connect } => cluster::snapshot(&connect),
         },
         Command::Cache {
             action,

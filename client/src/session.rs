@@ -835,6 +835,13 @@ impl Session {
         self.cluster_change(Request::ClusterRemoveMember { id })
     }
 
+    /// Has the member this session is on build a snapshot of its database
+    /// now (an admin user); returns the member's state once it is its
+    /// current snapshot (`snapshot` names the last entry it covers).
+    pub fn cluster_snapshot(&self) -> Result<crate::proto::ClusterStatus> {
+        self.cluster_change(Request::ClusterSnapshot)
+    }
+
     fn cluster_change(&self, req: Request) -> Result<crate::proto::ClusterStatus> {
         match &self.kind {
             SessionKind::Embedded(_) => Err(Error::RemoteOnly("changing a cluster's members")),

@@ -41,7 +41,11 @@ pub enum ConnectionString {
     /// A cache node in this process, in front of a server: `raiz+cache://`
     /// with the server's address and `?tables=a,b` (and optionally
     /// `&dir=/path` to keep the copy across restarts, `&stale=SECS`, `&tls=1`
-    /// and `&ca=PATH` for a TLS server).
+    /// and `&ca=PATH` for a TLS server). With a cluster's members
+    /// (`raiz+cache://ana@db1,db2,db3?tables=…`) the node follows the
+    /// leader, or with `&read=any` the first member that answers, and moves
+    /// to another member when that one goes, keeping its copy (see
+    /// `raiz_engine::feed`).
     Cache {
         /// The server.
         server: Box<ConnectionString>,
@@ -199,6 +203,7 @@ impl FromStr for ConnectionString {
             let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
             let (mut tables, mut dir, mut stale_ms, mut tls, mut ca) =
                 (Vec::new(), None, None, false, None);
+            let mut read = None;
             for kv in query.split('&').filter(|kv| !kv.is_empty()) {
                 match kv.split_once('=') {
                     Some(("tables", v)) => {
@@ -220,18 +225,23 @@ impl FromStr for ConnectionString {
                     }
                     Some(("tls", "1" | "true")) => tls = true,
                     Some(("ca", v)) if !v.is_empty() => ca = Some(v.to_owned()),
+                    Some(("read", v @ ("any" | "leader"))) => read = Some(v),
                     _ => return Err(bad(
-                        "unknown parameter (raiz+cache:// takes tables=, dir=, stale=, tls=, ca=)",
+                        "unknown parameter (raiz+cache:// takes tables=, dir=, stale=, tls=, ca=, read=)",
                     )),
                 }
             }
             if tables.is_empty() {
                 return Err(bad("raiz+cache:// needs ?tables=a,b"));
             }
-            let server = match (tls || ca.is_some(), ca) {
-                (true, Some(ca)) => format!("raizs://{rest}?ca={ca}"),
-                (true, None) => format!("raizs://{rest}"),
-                (false, _) => format!("raiz://{rest}"),
+            let mut query: Vec<String> = Vec::new();
+            query.extend(ca.as_ref().map(|ca| format!("ca={ca}")));
+            query.extend(read.map(|r| format!("read={r}")));
+            let scheme = if tls || ca.is_some() { "raizs" } else { "raiz" };
+            let server = if query.is_empty() {
+                format!("{scheme}://{rest}")
+            } else {
+                format!("{scheme}://{rest}?{}", query.join("&"))
             };
             let server: ConnectionString = server.parse().map_err(|_| bad("bad server address"))?;
             return Ok(ConnectionString::Cache {

@@ -164,6 +164,45 @@ pub struct Status {
     pub members: BTreeMap<u64, Member>,
 }
 
+/// Until the group has an epoch: when this member leads (and has applied its
+/// term's first entry), it proposes one (see `raiz_engine::feed`). Two
+/// leaders in a row may both propose; the first committed wins everywhere.
+async fn genesis(raft: Raft<Raiz>, applied: Arc<Applied>, id: u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    while applied.epoch.load(Ordering::SeqCst) == 0 {
+        tick.tick().await;
+        let term = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(id) || m.state != ServerState::Leader {
+                continue;
+            }
+            m.current_term
+        };
+        if applied.ready_term.load(Ordering::SeqCst) != term {
+            continue;
+        }
+        let epoch = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u64(id);
+            h.finish().max(1)
+        };
+        match raft.client_write(Command::Genesis { epoch }).await {
+            Ok(_) => tracing::info!(
+                epoch = format!("{epoch:016x}"),
+                "the group's epoch proposed"
+            ),
+            Err(e) => tracing::debug!(error = %e, "the group's epoch not proposed yet"),
+        }
+    }
+}
+
 impl ClusterMember {
     /// Starts member `config.id` over `db` (see the module docs).
     pub fn start(config: ClusterConfig, db: Database) -> crate::Result<Arc<ClusterMember>> {
@@ -287,6 +326,7 @@ impl ClusterMember {
                     }
                 });
             }
+            tokio::spawn(genesis(raft.clone(), applied.clone(), config.id));
             Ok::<_, crate::Error>((raft, listening))
         })?;
         let member = Arc::new(ClusterMember {

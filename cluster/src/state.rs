@@ -74,6 +74,8 @@ pub struct Applied {
     /// The term whose first entry this member applied as its leader: it takes
     /// writes in that term only.
     pub ready_term: AtomicU64,
+    /// The group's epoch, once its genesis entry is applied here (0 before).
+    pub epoch: AtomicU64,
     /// Engine errors of entries proposed here and refused, by log index.
     refusals: Mutex<BTreeMap<u64, EngineError>>,
 }
@@ -102,6 +104,8 @@ pub struct StateMachine {
     tables: HashMap<String, Table>,
     applied: Option<LogId<u64>>,
     membership: Membership,
+    /// The group's epoch (0 until its genesis entry is applied).
+    epoch: u64,
     shared: Arc<Applied>,
     snapshots: Arc<Snapshots>,
 }
@@ -153,6 +157,14 @@ impl StateMachine {
             }
         }
         let (applied, membership) = position_in(&db, &meta)?;
+        let epoch = epoch_in(&meta)?;
+        // The change feed follows the group's log from the next entry on.
+        db.feed().follow_group(applied.map_or(0, |l| l.index) + 1);
+        if epoch != 0 {
+            db.feed().set_epoch(epoch);
+        }
+        let shared: Arc<Applied> = Arc::default();
+        shared.epoch.store(epoch, Ordering::SeqCst);
         let mut sm = StateMachine {
             id,
             db,
@@ -161,7 +173,8 @@ impl StateMachine {
             tables: HashMap::new(),
             applied,
             membership,
-            shared: Arc::default(),
+            epoch,
+            shared,
             snapshots,
         };
         if let Some(snap) = sm.snapshots.current() {
@@ -199,7 +212,8 @@ impl StateMachine {
         Ok(&self.tables[name])
     }
 
-    /// Record 1 (and 2 for a membership) as of `log_id`.
+    /// Record 1 (and 2 — the membership and the group's epoch — when
+    /// `membership`) as of `log_id`.
     fn position(&self, log_id: LogId<u64>, membership: bool) -> Vec<RecordChange> {
         let mut out = vec![RecordChange::Update {
             recno: 1,
@@ -217,7 +231,7 @@ impl StateMachine {
                 values: vec![
                     Value::Int64(0),
                     Value::Int64(0),
-                    Value::Int64(0),
+                    Value::Int64(self.epoch as i64),
                     Value::Memo(Memo::Data(bytes)),
                 ],
             });
@@ -252,6 +266,7 @@ impl StateMachine {
 
     fn apply_one(&mut self, entry: Entry<Raiz>) -> Result<Outcome, StorageError<u64>> {
         let log_id = entry.log_id;
+        self.db.feed().begin_entry(log_id.index);
         let outcome = match entry.payload {
             EntryPayload::Blank => {
                 self.settle_reservations().map_err(|e| fatal(log_id, e))?;
@@ -288,6 +303,22 @@ impl StateMachine {
                     }
                 }
             }
+            EntryPayload::Normal(Command::Genesis { epoch }) => {
+                // The first one committed names the group; any later one
+                // (proposed by a leader that had not applied the first yet)
+                // changes nothing.
+                let first = self.epoch == 0 && epoch != 0;
+                if first {
+                    self.epoch = epoch;
+                }
+                self.commit_with_position(log_id, &[], first)
+                    .map_err(|e| fatal(log_id, e))?;
+                if first {
+                    self.db.feed().set_epoch(epoch);
+                    self.shared.epoch.store(epoch, Ordering::SeqCst);
+                }
+                Outcome::default()
+            }
             EntryPayload::Normal(Command::Ddl(op)) => match self.apply_ddl(&op) {
                 Ok(()) => {
                     self.commit_with_position(log_id, &[], false)
@@ -319,6 +350,12 @@ impl StateMachine {
             })
             .map_err(engine)?;
         self.membership = meta.last_membership.clone();
+        let epoch = read_epoch(src)?;
+        if self.epoch == 0 && epoch != 0 {
+            self.epoch = epoch;
+            self.db.feed().set_epoch(epoch);
+            self.shared.epoch.store(epoch, Ordering::SeqCst);
+        }
         if let Some(id) = meta.last_log_id {
             self.commit_with_position(id, &[], true).map_err(engine)?;
         }
@@ -421,6 +458,24 @@ fn position_in(db: &Database, meta: &Table) -> crate::Result<(Option<LogId<u64>>
             reason: format!("the stored membership does not decode: {e}"),
         })?;
     Ok((applied, membership))
+}
+
+/// The group's epoch stored in `meta` (0: none yet).
+fn epoch_in(meta: &Table) -> crate::Result<u64> {
+    let r = meta.read(2).map_err(engine)?;
+    Ok(r.values()[2].as_i64().unwrap_or(0) as u64)
+}
+
+/// The group's epoch in a copy of a member's database (0: none yet).
+pub fn read_epoch(db: &Database) -> crate::Result<u64> {
+    if !db.table_exists(META_TABLE).map_err(engine)? {
+        return Ok(0);
+    }
+    let meta = db.session().open_table(META_TABLE).map_err(engine)?;
+    if meta.record_count() < 2 {
+        return Ok(0);
+    }
+    epoch_in(&meta)
 }
 
 /// The entry a copy of a member's database is the state after, and the

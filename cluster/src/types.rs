@@ -18,6 +18,12 @@ pub enum Command {
     },
     /// A change to the set of tables.
     Ddl(Ddl),
+    /// Names the group's history: the epoch its members' change feeds
+    /// carry, drawn by the first leader (see `raiz_engine::feed`).
+    Genesis {
+        /// A random number, never 0.
+        epoch: u64,
+    },
 }
 
 impl fmt::Display for Command {
@@ -28,6 +34,7 @@ impl fmt::Display for Command {
                 write!(f, "commit of {n} changes to {} tables", changes.len())
             }
             Command::Ddl(d) => write!(f, "{d:?}"),
+            Command::Genesis { epoch } => write!(f, "genesis of epoch {epoch:016x}"),
         }
     }
 }

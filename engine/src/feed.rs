@@ -22,10 +22,18 @@
 //!   not be what recovery kept (unlogged tables, delayed durability), so it
 //!   must reload. Numbers go on from the last one recorded either way. A
 //!   rootpath restored from a copy must get a new epoch (remove `raiz.epoch`).
+//! - **A cluster member's feed follows the group's log** ([`Feed::follow_group`]):
+//!   every table but the member's own is in it, its epoch is the group's,
+//!   and the changes applied for the log entry at index I are numbered from
+//!   `I << ENTRY_SHIFT` up, so a change has the same number on every member
+//!   and a node can move from one member to another. A node coming from
+//!   another member resumes at the start of the entry it was in
+//!   ([`Feed::resume_point`]); the changes of that entry it already had come
+//!   again, and applying a record as stored twice changes nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,6 +182,11 @@ impl FeedEntry {
 struct State {
     /// The last number given out.
     last_seq: u64,
+    /// On a cluster member: the number every table is watched after.
+    group_since: u64,
+    /// On a cluster member: the next entry is numbered above this (the
+    /// start of the log entry being applied).
+    base: u64,
     /// Watched tables, with the number they have been watched after (every
     /// change to them numbered above it is in the feed).
     watched: HashMap<String, u64>,
@@ -185,10 +198,16 @@ struct State {
     broken: Option<String>,
 }
 
+/// Bits below a log entry's index in a cluster member's sequence numbers:
+/// room for that many feed entries per log entry.
+pub const ENTRY_SHIFT: u32 = 20;
+
 /// The change feed of a database (see the module docs).
 #[derive(Debug)]
 pub struct Feed {
-    epoch: u64,
+    epoch: AtomicU64,
+    /// Set on a cluster member (see [`Feed::follow_group`]).
+    group: AtomicBool,
     /// The epoch the rootpath had before this open, if it kept it.
     wal: Option<Arc<Wal>>,
     any: AtomicBool,
@@ -317,7 +336,8 @@ impl Feed {
         // followed them before a restart catches up instead of reloading.
         let watched: HashMap<String, u64> = watch.into_iter().map(|t| (t, seq)).collect();
         Ok(Feed {
-            epoch,
+            epoch: AtomicU64::new(epoch),
+            group: AtomicBool::new(false),
             wal,
             any: AtomicBool::new(!watched.is_empty()),
             state: Mutex::new(State {
@@ -333,7 +353,8 @@ impl Feed {
     /// A feed for a database of temporary tables: nothing is ever watched.
     pub(crate) fn none() -> Feed {
         Feed {
-            epoch: 0,
+            epoch: AtomicU64::new(0),
+            group: AtomicBool::new(false),
             wal: None,
             any: AtomicBool::new(false),
             state: Mutex::new(State::default()),
@@ -351,7 +372,7 @@ impl Feed {
         match &self.file {
             Some((storage, path)) => {
                 let watch: Vec<String> = st.watched.keys().cloned().collect();
-                write_mark(&**storage, path, self.epoch, st.last_seq, true, &watch)
+                write_mark(&**storage, path, self.epoch(), st.last_seq, true, &watch)
             }
             None => Ok(()),
         }
@@ -359,7 +380,58 @@ impl Feed {
 
     /// The rootpath's epoch.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Makes this the feed of a cluster member (see the module docs): every
+    /// table but the member's own (`_raiz_*`) is watched from now on, and
+    /// numbers follow the log from entry `next_index` on.
+    pub fn follow_group(&self, next_index: u64) {
+        let mut st = self.state.lock();
+        st.base = next_index << ENTRY_SHIFT;
+        st.group_since = st.last_seq;
+        self.group.store(true, Ordering::Release);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// True on a cluster member (see [`Feed::follow_group`]): numbers only
+    /// increase, with gaps between log entries.
+    pub fn follows_group(&self) -> bool {
+        self.group.load(Ordering::Acquire)
+    }
+
+    /// Sets the group's epoch (a member learns it from the group's log).
+    pub fn set_epoch(&self, epoch: u64) {
+        let old = self.epoch.swap(epoch, Ordering::AcqRel);
+        if old != epoch {
+            tracing::info!(
+                old = format!("{old:016x}"),
+                new = format!("{epoch:016x}"),
+                "the change feed takes the group's epoch"
+            );
+        }
+    }
+
+    /// Numbers the changes that follow after log entry `index` (a cluster
+    /// member, before it applies the entry).
+    pub fn begin_entry(&self, index: u64) {
+        self.state.lock().base = index << ENTRY_SHIFT;
+    }
+
+    /// Where a node at `seq` resumes: on a cluster member, the start of the
+    /// log entry `seq` belongs to (see the module docs); elsewhere `seq`.
+    pub fn resume_point(&self, seq: u64) -> u64 {
+        if self.group.load(Ordering::Acquire) {
+            // Entry I's changes are numbered after I << ENTRY_SHIFT.
+            seq >> ENTRY_SHIFT << ENTRY_SHIFT
+        } else {
+            seq
+        }
+    }
+
+    fn in_feed(&self, st: &State, table: &str) -> bool {
+        st.watched.contains_key(table)
+            || (self.group.load(Ordering::Acquire) && !table.starts_with("_raiz_"))
     }
 
     /// The last sequence number given out (entries up to it may not all be
@@ -374,6 +446,9 @@ impl Feed {
         let mut st = self.state.lock();
         let last = st.last_seq;
         let name = table.to_lowercase();
+        if self.group.load(Ordering::Acquire) {
+            return st.group_since;
+        }
         if let Some(&since) = st.watched.get(&name) {
             return since;
         }
@@ -383,7 +458,7 @@ impl Feed {
         // node reloads after the next restart).
         if let Some((storage, path)) = &self.file {
             let watch: Vec<String> = st.watched.keys().cloned().collect();
-            if let Err(e) = write_mark(&**storage, path, self.epoch, last, false, &watch) {
+            if let Err(e) = write_mark(&**storage, path, self.epoch(), last, false, &watch) {
                 tracing::warn!(error = %e, "could not record the watched tables");
             }
         }
@@ -392,11 +467,13 @@ impl Feed {
 
     /// The number `table` is watched after, if it is.
     pub fn watched_since(&self, table: &str) -> Option<u64> {
-        self.state
-            .lock()
-            .watched
-            .get(&table.to_lowercase())
-            .copied()
+        let st = self.state.lock();
+        if self.in_feed(&st, &table.to_lowercase())
+            && !st.watched.contains_key(&table.to_lowercase())
+        {
+            return Some(st.group_since);
+        }
+        st.watched.get(&table.to_lowercase()).copied()
     }
 
     /// The watched tables.
@@ -418,7 +495,7 @@ impl Feed {
         let mut st = self.state.lock();
         let tables: Vec<TableChanges> = tables
             .into_iter()
-            .filter(|t| st.watched.contains_key(&t.table) && !t.changes.is_empty())
+            .filter(|t| self.in_feed(&st, &t.table) && !t.changes.is_empty())
             .collect();
         if tables.is_empty() {
             return;
@@ -432,7 +509,7 @@ impl Feed {
             return;
         }
         let mut st = self.state.lock();
-        if !st.watched.contains_key(table) {
+        if !self.in_feed(&st, table) {
             return;
         }
         self.push(
@@ -446,7 +523,7 @@ impl Feed {
     }
 
     fn push(&self, st: &mut State, body: FeedBody, lsn: u64) {
-        st.last_seq += 1;
+        st.last_seq = st.last_seq.max(st.base) + 1;
         let entry = FeedEntry {
             seq: st.last_seq,
             body,

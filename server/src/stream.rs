@@ -33,6 +33,10 @@ use crate::limits::Outbox;
 /// than this goes alone).
 const MAX_MESSAGE: usize = 1 << 20;
 
+/// How long a node positioned ahead of this server waits for it to apply
+/// as far (a cluster member behind the one the node came from).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+
 /// How often an idle stream says where it is.
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
 
@@ -140,7 +144,26 @@ impl Stream {
     pub fn subscribe(&self, tables: &[String], after: Option<StreamPos>) -> (u64, Vec<String>) {
         // Watch first: from here on every change to them is in the feed.
         let since: Vec<u64> = tables.iter().map(|t| self.feed.watch(t)).collect();
-        let w = self.window.lock();
+        let mut w = self.window.lock();
+        // On a cluster member, a node resumes at the start of the log entry
+        // it was in (it may come from another member: see `raiz_engine::feed`).
+        let after = after.map(|a| StreamPos {
+            epoch: a.epoch,
+            seq: self.feed.resume_point(a.seq),
+        });
+        // A node coming from a member that had applied more than this one
+        // has: this one applies the same entries shortly.
+        if let Some(a) = after.filter(|a| a.epoch == self.feed.epoch()) {
+            let until = Instant::now() + CATCH_UP_WAIT;
+            while a.seq > w.last && w.broken.is_none() {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                self.grew.wait_for(&mut w, until - now);
+            }
+        }
+        tracing::debug!(after = ?after, floor = w.floor, last = w.last, epoch = self.feed.epoch(), "subscription");
         let usable =
             after.filter(|a| a.epoch == self.feed.epoch() && a.seq >= w.floor && a.seq <= w.last);
         match usable {
@@ -226,8 +249,8 @@ impl Stream {
                 if at < w.floor {
                     return End::Cut(cut_off(at));
                 }
-                // Entries after `at`: the window is contiguous after floor.
-                let skip = (at - w.floor) as usize;
+                // Entries after `at` (every one after floor is there).
+                let skip = w.entries.partition_point(|e| e.seq <= at);
                 let mut bytes = 0;
                 let mut upto = at;
                 let mut entries = Vec::new();
@@ -292,8 +315,15 @@ fn pump(stream: std::sync::Weak<Stream>) {
             Ok(entries) if entries.is_empty() => {}
             Ok(entries) => {
                 for e in entries {
-                    if e.seq != w.last + 1 {
-                        // Numbers are consecutive; a hole would be a bug.
+                    // Numbers are consecutive, except on a cluster member,
+                    // where they follow the group's log (see
+                    // `raiz_engine::feed`) and only increase.
+                    let next = if s.feed.follows_group() {
+                        e.seq > w.last
+                    } else {
+                        e.seq == w.last + 1
+                    };
+                    if !next {
                         tracing::error!(
                             expected = w.last + 1,
                             got = e.seq,

@@ -702,6 +702,14 @@ impl Worker {
                 tracing::info!(user = %self.user.name, id, "cluster member removed");
                 Reply::ClusterStatus(crate::cluster::status(m))
             }
+            Request::ClusterSnapshot => {
+                self.admin("building a cluster snapshot")?;
+                let m = self.cluster()?;
+                let started = std::time::Instant::now();
+                let index = m.snapshot().map_err(engine)?;
+                tracing::info!(user = %self.user.name, index = ?index, secs = started.elapsed().as_secs_f64(), "cluster snapshot built on request");
+                Reply::ClusterStatus(crate::cluster::status(m))
+            }
             Request::ListSubscriptions => {
                 self.admin("listing cache nodes")?;
                 Reply::Subscriptions(self.shared.stream.subscriptions())

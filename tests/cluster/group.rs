@@ -170,7 +170,7 @@ impl Group {
             .arg(format!("cluster.secret_file={}", secret.display()))
             .args(extra)
             .args(&extra_all)
-            .env("RAIZ_LOG", "info,openraft=warn")
+            .env("RAIZ_LOG", "info,openraft=warn,raiz_server::stream=debug")
             .stdout(Stdio::piped())
             .stderr(
                 std::fs::OpenOptions::new()

@@ -15,5 +15,6 @@ mod harness;
 
 mod group;
 mod history;
+mod nodes;
 mod relay;
 mod scenarios;

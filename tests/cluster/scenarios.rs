@@ -13,7 +13,7 @@ use crate::history::{check, contents, create_tables, in_doubt, History, Outcome,
 
 /// One scenario at a time: three members and their writers are what two
 /// cores can run with timings that mean something.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn seeds() -> Vec<u64> {
     if let Some(s) = std::env::var("RAIZ_CLUSTER_SEED")
@@ -461,6 +461,14 @@ fn a_member_added_and_one_removed_with_the_command_line() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // A snapshot on request, on any member.
+    let f_url = format!("raiz://admin@{}", g.members[(l + 1) % 3].client);
+    let out = cli(&["cluster", "snapshot", "--connect", &f_url]);
+    assert!(out.contains("snapshot of entry"), "{out}");
+    let st = g.status((l + 1) % 3).unwrap();
+    assert!(st.snapshot.is_some() && st.snapshot <= st.applied, "{st:?}");
+    let out = cli(&["cluster", "status", "--connect", &f_url]);
+    assert!(out.contains("snapshot"), "{out}");
     let n = g.spawn_joining();
     let new = format!(
         "{} {} {}",

@@ -280,6 +280,8 @@ fn cluster_requests_on_a_plain_server_are_refused_clearly() {
         .cluster_add_member(4, "127.0.0.1:7171", "127.0.0.1:7170")
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    let e = admin.cluster_snapshot().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     // A handle asked for by number: never 0, never one in use.
     let raw = raiz_client::RawSession::connect(
         &server.url("admin").parse().unwrap(),
@@ -312,6 +314,8 @@ fn cluster_requests_on_a_plain_server_are_refused_clearly() {
     // Membership changes are an admin's.
     let ana = server.session("ana");
     let e = ana.cluster_remove_member(2).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let e = ana.cluster_snapshot().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     // A rootpath that was a member's is refused without --cluster.
     let (_, dir) = server.terminate();

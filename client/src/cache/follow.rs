@@ -184,13 +184,21 @@ impl Applier<'_> {
                     "the server's epoch changed ({:016x} → {epoch:016x}): reloading every table",
                     a.epoch
                 )),
-                Some(a) if !reload.is_empty() && a.seq == start => st.event(format!(
+                // The server resumes a node at its position, or (a cluster
+                // member) at the start of the log entry it was in; anything
+                // else means its position is gone.
+                Some(a)
+                    if start > a.seq
+                        || (start < a.seq && reload.len() == node.config.tables.len()) =>
+                {
+                    st.event(format!(
+                        "position {} is no longer in the server's window: reloading every table",
+                        a.seq
+                    ))
+                }
+                Some(_) if !reload.is_empty() => st.event(format!(
                     "caught up from {start}; reloading {}",
                     reload.join(", ")
-                )),
-                Some(a) if a.seq != start => st.event(format!(
-                    "position {} is no longer in the server's window: reloading every table",
-                    a.seq
                 )),
                 Some(_) => {
                     node.counters.catch_ups.fetch_add(1, Ordering::Relaxed);

@@ -176,6 +176,10 @@ pub enum Request {
         /// Its id.
         id: u64,
     },
+    /// Builds a snapshot of the member's database now (admin, on any
+    /// member), after which the log it covers may be dropped. Answered with
+    /// `Reply::ClusterStatus` once it is the member's current snapshot.
+    ClusterSnapshot,
 }
 
 /// A position in a server's change stream.
