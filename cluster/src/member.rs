@@ -239,6 +239,7 @@ impl ClusterMember {
         if let Some((term, last)) = resumed {
             tracing::info!(term, last_log = ?last, "resuming as the leader of the term this member led when it stopped");
         }
+        let log_had_entries = log.last_index().is_some() || log.meta().vote.is_some();
         let store = LogStore::<Raiz>::new(log);
         let snapshots = Snapshots::open(db.storage().clone(), &config.log_dir)?;
         let sm = StateMachine::open(config.id, db.clone(), snapshots)?;
@@ -294,6 +295,20 @@ impl ClusterMember {
             )
             .await
             .map_err(|e| crate::Error::Raft(e.to_string()))?;
+            let r = raft.clone();
+            let _ = applied.elections.set(Box::new(move |on| r.runtime_config().elect(on)));
+            // A member that comes back stands for election only if the
+            // leader has not reached it within two election timeouts: one
+            // that stood at once, its log behind, would win nothing and its
+            // higher term would unseat the leader.
+            if log_had_entries && resumed.is_none() {
+                let quiet = applied.quiet();
+                let grace = config.election.1 * 2;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    drop(quiet);
+                });
+            }
             let listening = tokio::spawn(network::serve(listener, raft.clone(), secret.clone()));
             let initialized = raft
                 .is_initialized()

@@ -68,8 +68,11 @@ const KEPT_REFUSALS: usize = 4096;
 
 type Membership = StoredMembership<u64, Member>;
 
+/// Turns this member's elections off (false) and on again.
+pub type Elections = Box<dyn Fn(bool) + Send + Sync>;
+
 /// What the state machine shares with the member's replicator.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Applied {
     /// The term whose first entry this member applied as its leader: it takes
     /// writes in that term only.
@@ -78,6 +81,51 @@ pub struct Applied {
     pub epoch: AtomicU64,
     /// Engine errors of entries proposed here and refused, by log index.
     refusals: Mutex<BTreeMap<u64, EngineError>>,
+    /// Set once Raft runs: an installation turns elections off meanwhile
+    /// (the leader hears nothing from the member until it ends, and a member
+    /// that stood for election then would only disrupt the group).
+    pub elections: std::sync::OnceLock<Elections>,
+    /// Holders of [`Applied::quiet`].
+    quiet: Mutex<u32>,
+}
+
+impl std::fmt::Debug for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applied")
+            .field("ready_term", &self.ready_term)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Applied {
+    /// Keeps this member from standing for election until every guard is
+    /// dropped.
+    pub fn quiet(self: &Arc<Self>) -> Quiet {
+        let mut n = self.quiet.lock();
+        *n += 1;
+        if *n == 1 {
+            if let Some(e) = self.elections.get() {
+                e(false);
+            }
+        }
+        Quiet(self.clone())
+    }
+}
+
+/// Elections off until dropped (see [`Applied::quiet`]).
+pub struct Quiet(Arc<Applied>);
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        let mut n = self.0.quiet.lock();
+        *n -= 1;
+        if *n == 0 {
+            if let Some(e) = self.0.elections.get() {
+                e(true);
+            }
+        }
+    }
 }
 
 impl Applied {
@@ -619,6 +667,7 @@ impl RaftStateMachine<Raiz> for StateMachine {
                 // Nothing newer than what is applied: kept to send on.
                 return self.snapshots.keep(meta, snapshot.path());
             }
+            let _quiet = self.shared.quiet();
             let (copy, work) = self.snapshots.unpack(&snapshot)?;
             let r = self
                 .snapshots

@@ -388,7 +388,11 @@ impl Feed {
     /// numbers follow the log from entry `next_index` on.
     pub fn follow_group(&self, next_index: u64) {
         let mut st = self.state.lock();
+        // Entries before `next_index` were applied before this open: a
+        // stream started now holds none of them, so its floor must be past
+        // their numbers (a node positioned in one of them reloads).
         st.base = next_index << ENTRY_SHIFT;
+        st.last_seq = st.last_seq.max(st.base);
         st.group_since = st.last_seq;
         self.group.store(true, Ordering::Release);
         self.any.store(true, Ordering::Release);

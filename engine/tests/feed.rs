@@ -390,3 +390,49 @@ fn the_epoch_survives_a_clean_close_and_changes_after_a_crash() {
     assert_ne!(db.feed().epoch(), first, "after a crash: a new epoch");
     assert!(db.feed().last_seq() >= seq, "numbers never go back");
 }
+
+#[test]
+fn a_group_members_feed_numbers_changes_by_log_entry() {
+    let db = mem();
+    create(&db, "t");
+    create(&db, "_raiz_own");
+    let feed = db.feed().clone();
+    // Before: nothing watched, nothing in the feed.
+    let s = db.session();
+    let mut t = s.open_table("t").unwrap();
+    t.append(&row(&mut StdRng::seed_from_u64(1))).unwrap();
+    assert!(feed.take(Duration::ZERO).unwrap().is_empty());
+    // From entry 5 on: every table but the member's own is in it, numbered
+    // after 5 << 20; the floor is past every earlier entry's numbers.
+    let shift = raiz_engine::feed::ENTRY_SHIFT;
+    feed.follow_group(5);
+    assert!(feed.follows_group());
+    assert_eq!(feed.last_seq(), 5 << shift);
+    assert_eq!(feed.watched_since("t"), Some(5 << shift));
+    feed.begin_entry(5);
+    t.append(&row(&mut StdRng::seed_from_u64(2))).unwrap();
+    let mut own = s.open_table("_raiz_own").unwrap();
+    own.append(&row(&mut StdRng::seed_from_u64(3))).unwrap();
+    t.append(&row(&mut StdRng::seed_from_u64(4))).unwrap();
+    // Entry 9 (6 to 8 changed nothing watched).
+    feed.begin_entry(9);
+    t.append(&row(&mut StdRng::seed_from_u64(5))).unwrap();
+    let seqs: Vec<u64> = feed
+        .take(Duration::from_secs(1))
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [(5 << shift) + 1, (5 << shift) + 2, (9 << shift) + 1]);
+    assert_eq!(feed.last_seq(), (9 << shift) + 1);
+    // A node anywhere in entry 5 resumes at its start; one at a boundary
+    // stays there.
+    assert_eq!(feed.resume_point((5 << shift) + 2), 5 << shift);
+    assert_eq!(feed.resume_point(9 << shift), 9 << shift);
+    // The group's epoch replaces the rootpath's.
+    feed.set_epoch(0xfeed);
+    assert_eq!(feed.epoch(), 0xfeed);
+    // Elsewhere a position is kept as it is.
+    let plain = mem();
+    assert_eq!(plain.feed().resume_point((5 << shift) + 2), (5 << shift) + 2);
+}
