@@ -296,7 +296,9 @@ impl ClusterMember {
             .await
             .map_err(|e| crate::Error::Raft(e.to_string()))?;
             let r = raft.clone();
-            let _ = applied.elections.set(Box::new(move |on| r.runtime_config().elect(on)));
+            let _ = applied
+                .elections
+                .set(Box::new(move |on| r.runtime_config().elect(on)));
             // A member that comes back stands for election only if the
             // leader has not reached it within two election timeouts: one
             // that stood at once, its log behind, would win nothing and its

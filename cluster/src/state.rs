@@ -63,6 +63,10 @@ pub fn is_internal(table: &str) -> bool {
 /// How long a drop waits for this member's own handles on the table to go.
 const DROP_WAIT: Duration = Duration::from_secs(30);
 
+/// A snapshot whose chunks stopped coming this long ago is no longer being
+/// received (the leader went, or moved on).
+const RECEIVING_SILENCE_MS: u64 = 2_000;
+
 /// Refusals kept for their proposers to collect.
 const KEPT_REFUSALS: usize = 4096;
 
@@ -87,6 +91,9 @@ pub struct Applied {
     pub elections: std::sync::OnceLock<Elections>,
     /// Holders of [`Applied::quiet`].
     quiet: Mutex<u32>,
+    /// When the last chunk of a snapshot being received was written (ms
+    /// since the Unix epoch).
+    receiving: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Applied {
@@ -653,7 +660,23 @@ impl RaftStateMachine<Raiz> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError<u64>> {
         let f = tokio::task::block_in_place(|| self.snapshots.incoming())
-            .map_err(|e| snapshot_error(None, e))?;
+            .map_err(|e| snapshot_error(None, e))?
+            .note_writes(self.shared.receiving.clone());
+        // The leader sends nothing else while it streams the snapshot: this
+        // member stays out of elections until chunks stop coming (then the
+        // installation keeps it out until it ends).
+        let quiet = self.shared.quiet();
+        let receiving = self.shared.receiving.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let last = receiving.load(Ordering::Relaxed);
+                if snapshot::file::now_ms().saturating_sub(last) > RECEIVING_SILENCE_MS {
+                    break;
+                }
+            }
+            drop(quiet);
+        });
         Ok(Box::new(f))
     }
 

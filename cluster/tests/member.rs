@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use raiz_cluster::{ClusterConfig, Member};
-use raiz_engine::index::{IndexDef, Segment};
 use raiz_engine::{Database, Error, TableOptions, Value};
 
 #[test]
@@ -18,12 +17,9 @@ fn commits_go_through_the_leader_and_reach_every_member() {
     let nodes = group(dir.path(), 3);
     let l = leader(&nodes, &[]);
     let ldb = &nodes[l].db;
-    ldb.create_table("items", &schema(), TableOptions::default())
-        .unwrap();
+    with_index(ldb);
     let s = ldb.session();
     let mut t = s.open_table("items").unwrap();
-    t.create_index(&IndexDef::new("code", vec![Segment::field("CODE")]).unique())
-        .unwrap();
     // Rewrites are not replicated yet: refused on a member.
     let e = t.pack().unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)), "{e}");

@@ -9,12 +9,14 @@
 //! `RAIZ_CLUSTER_SEED` replays one (the seed of the random crash images).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::free_port;
 use raiz_cluster::{ClusterConfig, ClusterMember, Member};
 use raiz_engine::index::{IndexDef, Segment};
 use raiz_engine::storage::{CrashMode, FaultStorage};
@@ -51,23 +53,6 @@ impl Node {
         let config = self.config.clone();
         drop(self);
         Node::start(config, image)
-    }
-}
-
-/// Ports handed out in this process: two members never get the same one.
-static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-/// A free port below the ephemeral range (a member started again must find
-/// its port free; an ephemeral one may meanwhile be a connection's).
-fn free_port() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    loop {
-        let port: u16 = rng.random_range(20_000..32_000);
-        if GIVEN.lock().unwrap().insert(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return format!("127.0.0.1:{port}");
-        }
     }
 }
 

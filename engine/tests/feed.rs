@@ -434,5 +434,8 @@ fn a_group_members_feed_numbers_changes_by_log_entry() {
     assert_eq!(feed.epoch(), 0xfeed);
     // Elsewhere a position is kept as it is.
     let plain = mem();
-    assert_eq!(plain.feed().resume_point((5 << shift) + 2), (5 << shift) + 2);
+    assert_eq!(
+        plain.feed().resume_point((5 << shift) + 2),
+        (5 << shift) + 2
+    );
 }

@@ -12,8 +12,10 @@
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use raiz_engine::storage::{OpenMode, Storage, StorageFile};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
@@ -24,6 +26,15 @@ pub struct SnapshotFile {
     file: Arc<dyn StorageFile>,
     path: PathBuf,
     pos: u64,
+    /// Set to the time (ms since the Unix epoch) of each write, when given.
+    written: Option<Arc<AtomicU64>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl SnapshotFile {
@@ -33,7 +44,16 @@ impl SnapshotFile {
             file: storage.open(path, mode)?,
             path: path.to_path_buf(),
             pos: 0,
+            written: None,
         })
+    }
+
+    /// Records the time of every write in `at` (a member watching a
+    /// snapshot arrive).
+    pub fn note_writes(mut self, at: Arc<AtomicU64>) -> SnapshotFile {
+        at.store(now_ms(), Ordering::Relaxed);
+        self.written = Some(at);
+        self
     }
 
     /// Where it is.
@@ -75,6 +95,9 @@ impl AsyncWrite for SnapshotFile {
         let me = self.get_mut();
         me.file.write_at(me.pos, data)?;
         me.pos += data.len() as u64;
+        if let Some(at) = &me.written {
+            at.store(now_ms(), Ordering::Relaxed);
+        }
         Poll::Ready(Ok(data.len()))
     }
 

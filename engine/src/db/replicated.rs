@@ -212,13 +212,7 @@ impl Session {
                 changes.push((t.shared.clone(), to_change(c)));
             }
         }
-        let id = self
-            .inner
-            .db
-            .runtime()
-            .next_txn
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        commit_with(&changes, id, true, false).map(drop)
+        self.commit_applied(&changes).map(drop)
     }
 
     /// Stores records of `table` as a snapshot of the group holds them, as
@@ -251,13 +245,19 @@ impl Session {
                 )
             })
             .collect();
+        self.commit_applied(&changes).map(drop)
+    }
+
+    /// Commits changes a member applies (not synced: the group's log is the
+    /// durable record; handed to the change feed at once).
+    fn commit_applied(&self, changes: &[(TableHandle, Change)]) -> Result<Vec<u64>> {
         let id = self
             .inner
             .db
             .runtime()
             .next_txn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        commit_with(&changes, id, true, false).map(drop)
+        commit_with(changes, id, true, false)
     }
 
     /// Blanks every recno reserved and not stored at or below the end of
@@ -273,13 +273,7 @@ impl Session {
             .iter()
             .map(|&recno| (table.shared.clone(), Change::Blank { recno }))
             .collect();
-        let id = self
-            .inner
-            .db
-            .runtime()
-            .next_txn
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        commit_with(&changes, id, true, false)?;
+        self.commit_applied(&changes)?;
         Ok(gaps)
     }
 }
