@@ -168,7 +168,8 @@ pub struct Status {
 /// term's first entry), it proposes one (see `raiz_engine::feed`). Two
 /// leaders in a row may both propose; the first committed wins everywhere.
 async fn genesis(raft: Raft<Raiz>, applied: Arc<Applied>, id: u64) {
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // Writes wait for it (see `writable`): look often until it is there.
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     while applied.epoch.load(Ordering::SeqCst) == 0 {
         tick.tick().await;
         let term = {
@@ -623,7 +624,10 @@ impl Replicator for ClusterMember {
                 }
                 _ => self.applied.ready_term.load(Ordering::SeqCst) == m.current_term,
             };
-            if ready {
+            // And the group has its epoch (committed once, by the first
+            // leader, before any write): a change made before it would be
+            // numbered under an epoch cache nodes must throw away.
+            if ready && self.applied.epoch.load(Ordering::SeqCst) != 0 {
                 return Ok(m.current_term);
             }
             return Err(EngineError::NotLeader { leader: None });
