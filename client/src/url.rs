@@ -431,11 +431,24 @@ mod tests {
         assert_eq!(tables, ["sx3", "sx2"]);
         assert_eq!(dir, Some("/var/cache/raiz".into()));
         assert_eq!(stale_ms, Some(2500));
+        // A cluster's members, any of them.
+        let c: ConnectionString = "raiz+cache://ana@db1:7070,db2:7070?tables=a&read=any"
+            .parse()
+            .unwrap();
+        let ConnectionString::Cache { server, .. } = c else {
+            panic!("{c:?}")
+        };
+        assert!(
+            matches!(*server, ConnectionString::Members { read_any: true, ref hosts, .. } if hosts.len() == 2),
+            "{server:?}"
+        );
         for bad in [
             "raiz+cache://db1",
             "raiz+cache://db1?tables=",
             "raiz+cache://db1?tables=a&stale=0",
             "raiz+cache://db1?tables=a&what=1",
+            "raiz+cache://db1,db2?tables=a&read=some",
+            "raiz+cache://db1,?tables=a&read=any",
         ] {
             assert!(bad.parse::<ConnectionString>().is_err(), "{bad}");
         }
