@@ -11,6 +11,7 @@ mod import;
 mod net;
 mod progress;
 mod shell;
+mod sql;
 mod values;
 
 use std::path::PathBuf;
@@ -112,6 +113,28 @@ enum Command {
         /// Seconds of each timed workload (client sessions, cached reads).
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+    },
+    /// Run read-only SQL (joins, aggregates, GROUP BY, ORDER BY) over the
+    /// live tables: embedded on a rootpath, or through a server's SQL
+    /// listener (`raiz serve --sql-listen`).
+    #[command(after_help = "Examples:
+  raiz sql --root /data/erp -c \"SELECT city, count(*) FROM customers GROUP BY city\"
+  raiz sql --connect postgresql://ana@127.0.0.1:5432 --json -c \"SELECT * FROM sx3 WHERE alias = 'SA1'\"
+  raiz sql --root /data/erp < report.sql     # statements each ended by ; at a line's end")]
+    Sql {
+        /// The rootpath (embedded).
+        #[arg(long, conflicts_with = "connect")]
+        root: Option<PathBuf>,
+        /// A server's SQL listener: postgresql://user[:password]@host:port
+        /// (the password from PGPASSWORD or RAIZ_PASSWORD).
+        #[arg(long)]
+        connect: Option<String>,
+        /// The statement; without it, statements are read from standard input.
+        #[arg(short = 'c', long)]
+        command: Option<String>,
+        /// One JSON object per row instead of an aligned table.
+        #[arg(long)]
+        json: bool,
     },
     /// List the tables of a rootpath.
     #[command(after_help = "Example:\n  raiz tables --root /data/erp")]
@@ -230,6 +253,10 @@ enum Command {
         /// address, e.g. 127.0.0.1:9470.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Serve read-only SQL over the PostgreSQL protocol on this address
+        /// (psql, BI tools, PostgreSQL drivers), e.g. 127.0.0.1:5432.
+        #[arg(long)]
+        sql_listen: Option<String>,
         /// Run as one member of the cluster [cluster] describes (id,
         /// members, secret_file): commits are acknowledged once a majority
         /// of the members holds them; only the leader takes writes.
@@ -720,6 +747,29 @@ fn run(cli: Cli, mut config: Config) -> CliResult {
                 secs,
             })
         }
+        Command::Sql {
+            root,
+            connect,
+            command,
+            json,
+        } => {
+            let format = if json {
+                sql::Output::Json
+            } else {
+                sql::Output::Aligned
+            };
+            let source = match connect {
+                Some(url) => sql::Source::connect(&url)?,
+                None => {
+                    let db = open(&config, root)?;
+                    let s =
+                        raiz_sql::SqlSession::open(&db, raiz_sql::everything(), Default::default())
+                            .map_err(|e| CliError::Data(e.to_string()))?;
+                    sql::Source::Embedded(Box::new(s))
+                }
+            };
+            sql::run(source, command, format)
+        }
         Command::Tables { root } => {
             let db = open(&config, root)?;
             for t in db.list_tables()? {
@@ -764,10 +814,12 @@ fn run(cli: Cli, mut config: Config) -> CliResult {
             lock_idle_secs,
             window_mb,
             metrics_listen,
+            sql_listen,
             cluster,
         } => {
             config.cluster = cluster;
             config.metrics_listen = metrics_listen.or(config.metrics_listen);
+            config.sql_listen = sql_listen.or(config.sql_listen);
             config.root = root.or(config.root);
             config.listen = listen.or(config.listen);
             config.unix = unix.or(config.unix);

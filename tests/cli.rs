@@ -408,3 +408,60 @@ fn logs_go_to_standard_error_as_text_or_json() {
     }
     assert!(!raiz(&["--log-format", "xml", "tables", "--root", root]).0);
 }
+
+#[test]
+fn sql_runs_reports_embedded_as_a_table_and_as_json() {
+    use raiz_engine::{Database, Field, FieldType, Schema, TableOptions, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    {
+        let db = Database::open(dir.path()).unwrap();
+        let schema = Schema::new(vec![
+            Field::new("CITY", FieldType::Char(12)),
+            Field::new("SALES", FieldType::Numeric { len: 10, dec: 2 }),
+        ]);
+        db.create_table("shops", &schema, TableOptions::default())
+            .unwrap();
+        let mut t = db.session().open_table("shops").unwrap();
+        for (c, s) in [("RIO", "10.50"), ("RECIFE", "3.25"), ("RIO", "1.00")] {
+            t.append(&[Value::from(c), Value::Numeric(s.parse().unwrap())])
+                .unwrap();
+        }
+    }
+    let q =
+        "SELECT city, count(*) AS n, sum(sales) AS total FROM shops GROUP BY city ORDER BY city";
+    let (ok, out, err) = raiz(&["sql", "--root", root, "-c", q]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "city   | n | total\n-------+---+------\nRECIFE | 1 |  3.25\nRIO    | 2 |  11.5\n(2 rows)\n"
+    );
+    let (ok, out, err) = raiz(&["sql", "--root", root, "--json", "-c", q]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "{\"city\":\"RECIFE\",\"n\":1,\"total\":3.25}\n{\"city\":\"RIO\",\"n\":2,\"total\":11.5}\n"
+    );
+    // Statements from standard input; a write is refused with exit code 3.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raiz"))
+        .args(["sql", "--root", root, "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(*) AS n\n  FROM shops;\nDELETE FROM shops;\nSELECT max(sales) AS m FROM shops;\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"n\":3}\n{\"m\":10.5}\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+}

@@ -111,6 +111,8 @@ pub struct Config {
     pub window_mb: Option<u64>,
     /// Where the server serves `/healthz`, `/readyz` and `/metrics`.
     pub metrics_listen: Option<String>,
+    /// Where the server serves SQL over the PostgreSQL protocol.
+    pub sql_listen: Option<String>,
     /// `[cache] server`: the server a cache node follows.
     pub cache_server: Option<String>,
     /// `[cache] tables`: the tables it caches.
@@ -306,6 +308,13 @@ pub const SETTINGS: &[Setting] = &[
         true,
         Kind::Address,
         "address of /healthz, /readyz and /metrics",
+    ),
+    s(
+        "server",
+        "sql_listen",
+        true,
+        Kind::Address,
+        "address of SQL over the PostgreSQL protocol (psql, BI tools)",
     ),
     s(
         "server",
@@ -731,6 +740,7 @@ impl Config {
                 }
             }
             ("server", "metrics_listen") => self.metrics_listen = text(&v),
+            ("server", "sql_listen") => self.sql_listen = text(&v),
             ("server", "idle_secs") => self.idle_secs = num(&v),
             ("server", "frame_secs") => self.frame_secs = num(&v),
             ("server", "max_frame_mb") => self.max_frame_mb = num(&v),
@@ -1060,6 +1070,7 @@ impl Config {
             ("server", "tls_key") => p(&self.tls_key),
             ("server", "allow_plaintext") => self.allow_plaintext.map(|b| b.to_string()),
             ("server", "metrics_listen") => t(&self.metrics_listen),
+            ("server", "sql_listen") => t(&self.sql_listen),
             ("server", "idle_secs") => n(self.idle_secs),
             ("server", "frame_secs") => n(self.frame_secs),
             ("server", "max_frame_mb") => n(self.max_frame_mb),

@@ -53,6 +53,7 @@ pub mod guide;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+mod pgsql;
 pub mod registry;
 pub mod serve;
 pub mod stream;

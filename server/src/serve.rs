@@ -27,6 +27,8 @@ pub struct ServerHandle {
     pub unix: Option<PathBuf>,
     /// Where it serves /healthz, /readyz and /metrics.
     pub metrics: Option<SocketAddr>,
+    /// Where it serves SQL over the PostgreSQL protocol.
+    pub sql: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
@@ -201,6 +203,22 @@ pub fn start_with(
         }
         None => None,
     };
+    let sql = match &config.sql_listen {
+        Some(addr) => {
+            let listen_error = |source| Error::Listen {
+                address: addr.clone(),
+                source,
+            };
+            let l = std::net::TcpListener::bind(addr).map_err(listen_error)?;
+            l.set_nonblocking(true).map_err(listen_error)?;
+            let local = l.local_addr().map_err(listen_error)?;
+            if tls.is_none() && !local.ip().is_loopback() {
+                tracing::warn!(%local, "serving SQL beyond this machine without TLS: passwords cross the network in clear");
+            }
+            Some((l, local))
+        }
+        None => None,
+    };
     let unix = config.unix.as_deref().map(bind_unix).transpose()?;
     if tcp.is_none() && unix.is_none() {
         return Err(Error::Invalid {
@@ -210,6 +228,7 @@ pub fn start_with(
     }
     let (stop, stop_rx) = watch::channel(false);
     let handle_tcp = tcp.as_ref().map(|(_, a)| *a);
+    let handle_sql = sql.as_ref().map(|(_, a)| *a);
     let unix_path = config.unix.clone();
     let auth = crate::auth::Auth::start(users.clone()).map_err(|source| Error::Listen {
         address: "password-check threads".into(),
@@ -239,7 +258,7 @@ pub fn start_with(
             let r = serve(
                 rt,
                 shared,
-                tcp.map(|(l, _)| l),
+                (tcp.map(|(l, _)| l), sql.map(|(l, _)| l)),
                 unix,
                 (stop_rx, signals),
                 &probe,
@@ -258,6 +277,7 @@ pub fn start_with(
         tcp: handle_tcp,
         unix: unix_path,
         metrics,
+        sql: handle_sql,
         stop,
         thread: Some(thread),
     })
@@ -276,6 +296,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     if let Some(p) = &h.unix {
         println!("raiz serve: listening on {}", p.display());
     }
+    if let Some(a) = h.sql {
+        println!("raiz serve: SQL (PostgreSQL protocol) on {a}");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     h.join()
@@ -284,7 +307,7 @@ pub fn run(config: Config) -> Result<(), Error> {
 fn serve(
     rt: tokio::runtime::Runtime,
     shared: Arc<Shared>,
-    tcp: Option<std::net::TcpListener>,
+    (tcp, sql): (Option<std::net::TcpListener>, Option<std::net::TcpListener>),
     unix: Option<std::os::unix::net::UnixListener>,
     (mut stop, signals): (watch::Receiver<bool>, bool),
     probe: &crate::metrics::ServerProbe,
@@ -292,6 +315,14 @@ fn serve(
 ) -> Result<(), Error> {
     let root = shared.db.root().to_path_buf();
     rt.block_on(async {
+        if let Some(l) = sql {
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    tokio::spawn(crate::pgsql::accept(shared.clone(), l));
+                }
+                Err(e) => tracing::error!(error = %e, "SQL listener"),
+            }
+        }
         if let Some(l) = tcp {
             match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {

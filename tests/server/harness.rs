@@ -26,6 +26,8 @@ pub struct Server {
     pub addr: String,
     /// The health and metrics address, when served (`--metrics-listen`).
     pub metrics: Option<String>,
+    /// The SQL address, when served (`--sql-listen`).
+    pub sql: Option<String>,
     pub dir: tempfile::TempDir,
     pub stderr: PathBuf,
 }
@@ -88,12 +90,21 @@ impl Server {
             .strip_prefix("raiz serve: listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_owned();
+        let mut sql = None;
+        if extra.contains(&"--sql-listen") {
+            while sql.is_none() {
+                sql = next()
+                    .strip_prefix("raiz serve: SQL (PostgreSQL protocol) on ")
+                    .map(str::to_owned);
+            }
+        }
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
         Server {
             child: Some(child),
             addr,
             metrics,
+            sql,
             dir,
             stderr,
         }

@@ -18,4 +18,5 @@ mod order_entry;
 mod readahead;
 mod rights;
 mod security;
+mod sql;
 mod xbase;

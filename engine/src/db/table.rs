@@ -211,6 +211,14 @@ impl Table {
         self.shared.core.read().record_count()
     }
 
+    /// Commits that changed the table since it was opened (by any session).
+    /// A reader that finds the same number before and after its reads saw
+    /// the table as one commit left it: commits change it under the table's
+    /// write lock, the number with them.
+    pub fn commit_count(&self) -> u64 {
+        self.shared.core.read().commits
+    }
+
     /// Logically deleted records.
     pub fn deleted_count(&self) -> u64 {
         self.shared.core.read().deleted_count()
@@ -329,6 +337,21 @@ impl Table {
     /// are skipped. Also returns the record count and whether no record
     /// follows.
     pub fn dump(&self, after: u64, max: usize) -> Result<(Vec<Record>, u64, bool)> {
+        self.batch(after, max, true)
+    }
+
+    /// Committed records after `after` in recno order, at most `max`, under
+    /// one read lock of the table, memos left as references (read them with
+    /// [`Table::read_memo`]); deleted records included. Empty slots (recnos
+    /// reserved by open transactions) are skipped. Also returns whether no
+    /// record follows. A reader that scans a table in batches sees each
+    /// record once, as committed when its batch was read.
+    pub fn scan(&self, after: u64, max: usize) -> Result<(Vec<Record>, bool)> {
+        self.batch(after, max, false)
+            .map(|(records, _, done)| (records, done))
+    }
+
+    fn batch(&self, after: u64, max: usize, memos: bool) -> Result<(Vec<Record>, u64, bool)> {
         let core = self.shared.core.read();
         // What is stored: recnos an ended transaction left unstored come as
         // the blank records the table's next commit stores (and streams).
@@ -341,6 +364,10 @@ impl Table {
                 continue;
             }
             let rec = core.read(recno)?;
+            if !memos {
+                out.push(rec);
+                continue;
+            }
             let deleted = rec.is_deleted();
             let mut values = rec.into_values();
             for (i, f) in core.schema.fields().iter().enumerate() {

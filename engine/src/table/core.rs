@@ -132,6 +132,10 @@ pub(crate) struct TableCore {
     /// During a commit that only appends: per index, the entries its records
     /// take, inserted in key order at the end (see `table::bulk`).
     pub(super) deferred: Option<Vec<super::bulk::Entries>>,
+    /// Commits that changed the table since it was opened: a reader that
+    /// finds it unchanged across its reads saw no commit in between (it
+    /// moves under the table's write lock, with the commit's changes).
+    pub(crate) commits: u64,
 }
 
 impl TableCore {
@@ -353,6 +357,7 @@ impl TableCore {
             env: env.clone(),
             reserved: Default::default(),
             deferred: None,
+            commits: 0,
         };
         // A header read from the older copy may be a generation behind: its
         // counters are rebuilt from the slots as after an unclean close.

@@ -92,6 +92,9 @@ pub(crate) fn commit_with(
         .collect();
     let mut cores: Vec<&mut TableCore> = guards.iter_mut().map(|g| &mut **g).collect();
     let (mut recnos, logged) = apply_locked(&mut cores, &located, txn)?;
+    for core in cores.iter_mut() {
+        core.commits += 1;
+    }
     // Numbered while the tables are still locked (see `crate::feed`).
     let lsn = match &logged {
         Some((_, l)) if feed_waits => *l,
