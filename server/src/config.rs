@@ -17,6 +17,7 @@
 //! tls_key = "/etc/raiz/server.key"
 //! allow_plaintext = false
 //! metrics_listen = "127.0.0.1:9470"   # /healthz, /readyz, /metrics
+//! sql_listen = "0.0.0.0:5432"         # read-only SQL for psql and BI tools
 //! idle_secs = 1800
 //! frame_secs = 30
 //! max_frame_mb = 72
@@ -1199,6 +1200,14 @@ fn clamp_usize(v: Option<u64>, default: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_sql_listener_is_a_setting() {
+        let c = Config::parse("[server]\nsql_listen = \"127.0.0.1:5432\"\n").unwrap();
+        assert_eq!(c.sql_listen.as_deref(), Some("127.0.0.1:5432"));
+        assert!(c.to_toml().contains("sql_listen = \"127.0.0.1:5432\""));
+        assert!(Config::check("[server]\nsql_listen = 5432\n").is_err());
+    }
 
     #[test]
     fn cluster_members_are_checked() {

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -86,6 +87,7 @@ pub(crate) async fn accept(shared: Arc<Shared>, listener: tokio::net::TcpListene
                 state: Mutex::new(None),
                 pending: Mutex::new(HashMap::new()),
                 parser: Arc::new(NoopQueryParser::new()),
+                statements: Arc::new(AtomicU64::new(0)),
             }),
         });
         let tls = shared.tls.clone();
@@ -136,7 +138,12 @@ struct Conn {
     /// Results of parameterless prepared statements, run when described.
     pending: Mutex<HashMap<String, QueryResult>>,
     parser: Arc<NoopQueryParser>,
+    /// Statements run, for the idle release of tables.
+    statements: Arc<AtomicU64>,
 }
+
+/// How long a connection is idle before its session lets its tables go.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Drop for Conn {
     fn drop(&mut self) {
@@ -259,14 +266,33 @@ impl Conn {
         ))
     }
 
-    /// Runs `sql` on a blocking thread.
+    /// Runs `sql` on a blocking thread. Two seconds after the connection's
+    /// last statement its session lets its tables go, so that an idle
+    /// report tool never keeps a drop or `pack` from running.
     async fn run(&self, sql: &str, params: Vec<SqlValue>) -> PgWireResult<QueryResult> {
         let session = self.open()?;
         let text = sql.to_owned();
-        tokio::task::spawn_blocking(move || session.lock().query(&text, &params))
-            .await
-            .map_err(|e| user_error("XX000", format!("the statement failed: {e}")))?
-            .map_err(sql_error)
+        let ran = {
+            let session = session.clone();
+            tokio::task::spawn_blocking(move || session.lock().query(&text, &params))
+                .await
+                .map_err(|e| user_error("XX000", format!("the statement failed: {e}")))?
+                .map_err(sql_error)
+        };
+        let generation = self.statements.fetch_add(1, Ordering::Relaxed) + 1;
+        let statements = self.statements.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE_RELEASE).await;
+            if statements.load(Ordering::Relaxed) == generation {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(mut s) = session.try_lock() {
+                        s.release_tables();
+                    }
+                })
+                .await;
+            }
+        });
+        ran
     }
 }
 

@@ -9,6 +9,14 @@
 //! them. No further database can be attached, and a statement that is not
 //! read-only is refused before it runs.
 //!
+//! Like an ISAM session's open tables, the session keeps a handle on each
+//! table it has a virtual table for (a table whose last handle goes is
+//! closed, and reopening it reads its headers and index pages), so a drop,
+//! `pack`, `rebuild` or `alter` of such a table is refused as in use until
+//! the handles go: [`SqlSession::release_tables`] lets them go (the server
+//! calls it when a connection has been idle for two seconds); the next
+//! statement takes them again.
+//!
 //! # What a query sees
 //!
 //! Each record a query reads is as some commit left it — never a change
@@ -107,7 +115,14 @@ pub struct SqlSession {
     options: Options,
     /// Tables with a virtual table in `public`.
     attached: Vec<String>,
+    /// Statements already prepared once with every table they name attached
+    /// (and found read-only, single): they skip the checks while nothing
+    /// was detached since. Bounded.
+    checked: std::collections::HashSet<String>,
 }
+
+/// Statements remembered as checked (and kept prepared by SQLite's cache).
+const CHECKED: usize = 256;
 
 impl std::fmt::Debug for SqlSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,6 +180,7 @@ impl SqlSession {
             shared,
             options,
             attached: Vec::new(),
+            checked: std::collections::HashSet::new(),
         })
     }
 
@@ -207,6 +223,7 @@ impl SqlSession {
         self.conn.execute_batch(&format!(
             "CREATE VIRTUAL TABLE public.\"{lower}\" USING raiz(\"{lower}\")"
         ))?;
+        self.shared.keep(&lower)?;
         self.attached.push(lower);
         Ok(())
     }
@@ -215,17 +232,34 @@ impl SqlSession {
     /// readable); the next statement naming it creates it again.
     fn detach(&mut self, name: &str) -> Result<()> {
         self.attached.retain(|t| t != name);
+        self.shared.release(name);
+        self.checked.clear();
+        self.conn.flush_prepared_statement_cache();
         self.conn
             .execute_batch(&format!("DROP TABLE IF EXISTS public.\"{name}\""))?;
         Ok(())
     }
 
-    /// Drops virtual tables whose table is gone, redefined or no longer
-    /// readable by the user.
+    /// Lets every table this session keeps open close (see the module's
+    /// documentation); the next statement opens them again.
+    pub fn release_tables(&mut self) {
+        self.shared.release_all();
+    }
+
+    /// Drops virtual tables whose table is no longer readable by the user,
+    /// or was found gone or redefined by the last statement; opens again
+    /// the tables [`SqlSession::release_tables`] let go.
     fn refresh(&mut self) -> Result<()> {
+        for t in &self.attached {
+            if !self.shared.is_kept(t) && self.shared.keep(t).is_err() {
+                // Dropped meanwhile (or redefined: the open works, the
+                // cursor finds the new definition).
+                self.shared.mark_stale(t);
+            }
+        }
         let mut gone = self.shared.take_stale();
         for t in &self.attached {
-            if !(self.shared.access)(t) || !self.db.table_exists(t)? {
+            if !(self.shared.access)(t) {
                 gone.push(t.clone());
             }
         }
@@ -245,7 +279,11 @@ impl SqlSession {
 
     fn prepare_tables(&mut self, sql: &str) -> Result<()> {
         self.refresh()?;
-        if catalog::named(sql) {
+        let catalogs = catalog::named(sql);
+        if !catalogs && self.checked.contains(sql) {
+            return Ok(());
+        }
+        if catalogs {
             let tables = self.tables()?;
             catalog::fill(&self.conn, &self.db, &tables)?;
         }
@@ -265,6 +303,10 @@ impl SqlSession {
                     if !matches!(batch.next(), Ok(None)) {
                         return Err(Error::Sql("one statement at a time, please".into()));
                     }
+                    if self.checked.len() >= CHECKED {
+                        self.checked.clear();
+                    }
+                    self.checked.insert(sql.to_owned());
                     return Ok(());
                 }
                 Err(e) => match missing_table(&e) {
@@ -296,9 +338,9 @@ impl SqlSession {
             let consistent = self.shared.end_statement();
             let (columns, rows) = match run {
                 Ok(r) => r,
-                // A table redefined between prepare and read: once more
-                // with its new definition.
-                Err(Error::Sql(m)) if m.contains("was redefined") && redefined < 3 => {
+                // A table dropped or redefined since its virtual table
+                // was made: once more, with the table as it is now.
+                Err(_) if self.shared.has_stale() && redefined < 3 => {
                     redefined += 1;
                     attempt -= 1;
                     continue;
@@ -324,7 +366,7 @@ impl SqlSession {
     }
 
     fn run(&mut self, sql: &str, params: &[SqlValue]) -> Result<(Vec<Column>, Vec<Vec<SqlValue>>)> {
-        let mut stmt = self.conn.prepare(sql)?;
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let columns = columns(&stmt);
         let expected = stmt.parameter_count();
         if params.len() != expected {

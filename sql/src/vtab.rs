@@ -58,6 +58,11 @@ pub(crate) struct Shared {
     pub access: Access,
     /// Records read from tables since the connection opened.
     pub records_read: AtomicU64,
+    /// A handle on each table with a virtual table: keeps it open between
+    /// statements (a table whose last handle goes is closed, and opening it
+    /// again reads its headers and checks its index pages), as an ISAM
+    /// session's open table does.
+    kept: Mutex<Vec<(String, Table)>>,
     /// The tables the current statement read: a handle (keeping the table
     /// open) and its commit count when the statement first read it.
     reads: Mutex<Vec<(String, Table, u64)>>,
@@ -71,9 +76,37 @@ impl Shared {
             session,
             access,
             records_read: AtomicU64::new(0),
+            kept: Mutex::new(Vec::new()),
             reads: Mutex::new(Vec::new()),
             stale: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps `name` open while its virtual table exists.
+    pub fn keep(&self, name: &str) -> raiz_engine::Result<()> {
+        let t = self.session.open_table(name)?;
+        self.kept.lock().push((name.to_owned(), t));
+        Ok(())
+    }
+
+    /// Lets `name` close (its virtual table is gone).
+    pub fn release(&self, name: &str) {
+        self.kept.lock().retain(|(n, _)| n != name);
+    }
+
+    /// Lets every table close.
+    pub fn release_all(&self) {
+        self.kept.lock().clear();
+    }
+
+    /// Whether `name` is kept open.
+    pub fn is_kept(&self, name: &str) -> bool {
+        self.kept.lock().iter().any(|(n, _)| n == name)
+    }
+
+    /// Notes that `name` must be looked at again before the next statement.
+    pub fn mark_stale(&self, name: &str) {
+        self.stale.lock().push(name.to_owned());
     }
 
     /// Starts a statement: forgets the tables the last one read.
@@ -98,6 +131,11 @@ impl Shared {
     pub fn end_statement(&self) -> bool {
         let reads = std::mem::take(&mut *self.reads.lock());
         reads.iter().all(|(_, t, at)| t.commit_count() == *at)
+    }
+
+    /// Whether a table was found changed under its virtual table.
+    pub fn has_stale(&self) -> bool {
+        !self.stale.lock().is_empty()
     }
 
     /// Tables found changed under their virtual table (taken).
@@ -252,6 +290,7 @@ unsafe impl<'vtab> VTab<'vtab> for RaizTab {
             base: sqlite3_vtab_cursor::default(),
             tab: self,
             table: None,
+            ordered: None,
             source: Source::Done,
             current: None,
             with_deleted: false,
@@ -287,6 +326,9 @@ pub(crate) struct RaizCursor<'vtab> {
     base: sqlite3_vtab_cursor,
     tab: &'vtab RaizTab,
     table: Option<Table>,
+    /// A handle in the order of the index last read through (its position
+    /// among the table's shapes).
+    ordered: Option<(usize, Table)>,
     source: Source,
     current: Option<Record>,
     with_deleted: bool,
@@ -331,15 +373,31 @@ impl RaizCursor<'_> {
 
     fn start(&mut self, plan: &Plan, args: &Values<'_>) -> raiz_engine::Result<()> {
         let tab = self.tab;
-        let t = tab.shared.session.open_table(&tab.name)?;
-        if t.schema().as_ref() != tab.schema.as_ref() {
-            tab.shared.stale.lock().push(tab.name.clone());
-            return Err(raiz_engine::Error::Unsupported(format!(
-                "table {} was redefined while the query was prepared; run it again",
-                tab.name
-            )));
-        }
-        tab.shared.note_read(&tab.name)?;
+        // A cursor is filtered again for every row of an outer loop: its
+        // handles are opened (and the definition checked) once.
+        let t = match self.table.take() {
+            Some(t) => t,
+            None => {
+                let t = match tab.shared.session.open_table(&tab.name) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        // Dropped (or unreadable) since the virtual table was
+                        // made: the session drops it before its next statement.
+                        tab.shared.stale.lock().push(tab.name.clone());
+                        return Err(e);
+                    }
+                };
+                if t.schema().as_ref() != tab.schema.as_ref() {
+                    tab.shared.stale.lock().push(tab.name.clone());
+                    return Err(raiz_engine::Error::Unsupported(format!(
+                        "table {} was redefined while the query was prepared; run it again",
+                        tab.name
+                    )));
+                }
+                tab.shared.note_read(&tab.name)?;
+                t
+            }
+        };
         let arg = |i: usize| args.iter().nth(i);
         self.source = match plan {
             Plan::Scan => Source::Scan {
@@ -412,8 +470,12 @@ impl RaizCursor<'_> {
                         }
                     }
                 }
-                let mut ordered = tab.shared.session.open_table(&tab.name)?;
-                ordered.set_order(Some(&shape.name))?;
+                if self.ordered.as_ref().is_none_or(|(i, _)| i != index) {
+                    let mut o = tab.shared.session.open_table(&tab.name)?;
+                    o.set_order(Some(&shape.name))?;
+                    self.ordered = Some((*index, o));
+                }
+                let (_, ordered) = self.ordered.as_ref().expect("set above");
                 let range = ordered.range(
                     (!lo_open).then_some(lo.as_slice()),
                     (!hi_open).then_some(hi.as_slice()),

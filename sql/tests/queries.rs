@@ -224,6 +224,7 @@ fn sql_cannot_write_attach_or_see_what_it_may_not_read() {
 
 #[test]
 fn tables_created_dropped_and_redefined_are_followed() {
+    use raiz_engine::{Field, FieldType, Schema, Value};
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     load_raiz(&db, &generate(2, 10));
@@ -232,22 +233,39 @@ fn tables_created_dropped_and_redefined_are_followed() {
         sql.query("SELECT count(*) FROM sx3", &[]).unwrap().rows[0][0],
         SqlValue::Integer(93)
     );
+    // The session keeps its tables open, as an ISAM session does, until it
+    // lets them go.
+    assert!(matches!(
+        db.drop_table("sx3"),
+        Err(raiz_engine::Error::TableInUse { .. })
+    ));
+    sql.release_tables();
     db.drop_table("sx3").unwrap();
     assert!(matches!(
         sql.query("SELECT count(*) FROM sx3", &[]),
         Err(Error::NoTable(_))
     ));
-    let schema = raiz_engine::Schema::new(vec![raiz_engine::Field::new(
-        "X",
-        raiz_engine::FieldType::Int64,
-    )]);
-    db.create_table("sx3", &schema, Default::default()).unwrap();
+    let ints = Schema::new(vec![Field::new("X", FieldType::Int64)]);
+    db.create_table("sx3", &ints, Default::default()).unwrap();
     db.session()
         .open_table("sx3")
         .unwrap()
-        .append(&[raiz_engine::Value::Int64(9)])
+        .append(&[Value::Int64(9)])
         .unwrap();
     let r = sql.query("SELECT x FROM sx3", &[]).unwrap();
     assert_eq!(r.rows, vec![vec![SqlValue::Integer(9)]]);
     assert_eq!(r.columns[0].declared.as_deref(), Some("BIGINT"));
+    // Redefined between two statements of a session that knew it.
+    sql.release_tables();
+    db.drop_table("sx3").unwrap();
+    let texts = Schema::new(vec![Field::new("Y", FieldType::Char(3))]);
+    db.create_table("sx3", &texts, Default::default()).unwrap();
+    db.session()
+        .open_table("sx3")
+        .unwrap()
+        .append(&[Value::from("abc")])
+        .unwrap();
+    let r = sql.query("SELECT * FROM sx3", &[]).unwrap();
+    assert_eq!(r.rows, vec![vec![SqlValue::Text("abc".into())]]);
+    assert!(sql.query("SELECT x FROM sx3", &[]).is_err());
 }

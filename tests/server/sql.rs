@@ -280,6 +280,13 @@ fn permissions_sessions_and_cancel() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(cy.query_one("SELECT 1", &[]).unwrap().get::<_, i64>(0), 1);
 
+    // An idle connection lets its tables go: an ISAM client can drop one.
+    std::thread::sleep(Duration::from_secs(3));
+    let ana = server.session("ana");
+    ana.drop_table("orders").unwrap();
+    let e = bo.query("SELECT count(*) FROM orders", &[]).unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42P01"), "{e}");
+
     // Ending a session in the monitor closes its connection.
     let id = admin
         .list_sessions()

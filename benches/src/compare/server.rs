@@ -301,7 +301,8 @@ fn raiz_rows(spec: &Spec, data: &Dataset, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-fn pg_bin() -> Option<PathBuf> {
+/// The newest installed PostgreSQL's binaries, if any.
+pub fn pg_bin() -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -346,11 +347,13 @@ fn pg_output(bin: &Path, tool: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-struct PgServer {
+/// A PostgreSQL server from a fresh `initdb`, stopped when dropped.
+pub struct PgServer {
     bin: PathBuf,
     data: String,
     _dir: tempfile::TempDir,
-    port: u16,
+    /// Its loopback port (user `raiz`, database `postgres`, trust).
+    pub port: u16,
 }
 
 impl Drop for PgServer {
@@ -363,7 +366,8 @@ impl Drop for PgServer {
     }
 }
 
-fn start_pg(bin: PathBuf, cache: usize) -> Result<PgServer> {
+/// Starts a PostgreSQL server with `cache` bytes of shared buffers.
+pub fn start_pg(bin: PathBuf, cache: usize) -> Result<PgServer> {
     let dir = tempfile::tempdir()?;
     if is_root() {
         let ok = Command::new("chown")

@@ -192,7 +192,9 @@ pub fn load_raiz(db: &Database, data: &[(&str, Vec<Vec<Value>>)]) -> Vec<(String
             t.append(r).unwrap();
         }
         session.commit().unwrap();
-        let gone: Vec<u64> = (1..=rows.len() as u64).filter(|r| r.is_multiple_of(13)).collect();
+        let gone: Vec<u64> = (1..=rows.len() as u64)
+            .filter(|r| r.is_multiple_of(13))
+            .collect();
         session.begin().unwrap();
         for &r in &gone {
             t.delete(r).unwrap();
