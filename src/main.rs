@@ -125,7 +125,7 @@ enum Command {
         /// The rootpath (embedded).
         #[arg(long, conflicts_with = "connect")]
         root: Option<PathBuf>,
-        /// A server's SQL listener: postgresql://user[:password]@host:port
+        /// A server's SQL listener: `postgresql://user:password@host:port`
         /// (the password from PGPASSWORD or RAIZ_PASSWORD).
         #[arg(long)]
         connect: Option<String>,

@@ -78,6 +78,16 @@ pub(crate) async fn accept(shared: Arc<Shared>, listener: tokio::net::TcpListene
             },
             _ = stop.changed() => return,
         };
+        // The server's limits hold for SQL connections too: at most
+        // `max_connections` in all, and few still logging in per address.
+        let Some(slot) = shared.limits.connect() else {
+            tracing::warn!(%peer, "at max_connections; SQL connection refused");
+            continue;
+        };
+        let Some(pending) = shared.limits.unauthenticated(&peer.ip().to_string()) else {
+            tracing::warn!(%peer, "too many connections logging in; SQL connection refused");
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let handlers = Arc::new(Handlers {
             conn: Arc::new(Conn {
@@ -85,9 +95,11 @@ pub(crate) async fn accept(shared: Arc<Shared>, listener: tokio::net::TcpListene
                 cancels: cancels.clone(),
                 peer,
                 state: Mutex::new(None),
-                pending: Mutex::new(HashMap::new()),
+                described: Mutex::new(HashMap::new()),
                 parser: Arc::new(NoopQueryParser::new()),
                 statements: Arc::new(AtomicU64::new(0)),
+                _slot: slot,
+                pending: Mutex::new(Some(pending)),
             }),
         });
         let tls = shared.tls.clone();
@@ -136,10 +148,14 @@ struct Conn {
     peer: SocketAddr,
     state: Mutex<Option<Open>>,
     /// Results of parameterless prepared statements, run when described.
-    pending: Mutex<HashMap<String, QueryResult>>,
+    described: Mutex<HashMap<String, QueryResult>>,
     parser: Arc<NoopQueryParser>,
     /// Statements run, for the idle release of tables.
     statements: Arc<AtomicU64>,
+    /// Its place among the server's connections.
+    _slot: crate::limits::ConnSlot,
+    /// Its place among the connections logging in (until it has).
+    pending: Mutex<Option<crate::limits::PendingSlot>>,
 }
 
 /// How long a connection is idle before its session lets its tables go.
@@ -358,6 +374,7 @@ impl StartupHandler for Conn {
                     .map_or(0, |(s, _)| *s);
                 client.set_pid_and_secret_key(open.pid, SecretKey::I32(secret));
                 *self.state.lock() = Some(open);
+                self.pending.lock().take();
                 finish_authentication(client, &Self::server_parameters()).await?;
             }
             _ => {}
@@ -613,7 +630,7 @@ impl ExtendedQueryHandler for Conn {
         // A parameterless statement ran when it was described: its types
         // were taken from that result, which is the one sent.
         let cached = if params.is_empty() {
-            self.pending.lock().remove(sql)
+            self.described.lock().remove(sql)
         } else {
             None
         };
@@ -669,7 +686,7 @@ impl ExtendedQueryHandler for Conn {
         let fields = if nparams == 0 && typed_later {
             let result = self.run(&stmt.statement, Vec::new()).await?;
             let f = fields(&result.columns, Some(&result.rows), &Format::UnifiedBinary);
-            self.pending.lock().insert(stmt.statement.clone(), result);
+            self.described.lock().insert(stmt.statement.clone(), result);
             f
         } else {
             fields(&columns, None, &Format::UnifiedBinary)
@@ -699,7 +716,7 @@ impl ExtendedQueryHandler for Conn {
                 Some(&result.rows),
                 &portal.result_column_format,
             );
-            self.pending.lock().insert(sql.clone(), result);
+            self.described.lock().insert(sql.clone(), result);
             return Ok(DescribePortalResponse::new(f));
         }
         let session = self.open()?;

@@ -325,3 +325,64 @@ fn raiz_sql_reads_through_the_sql_listener() {
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[test]
+fn malformed_and_flooding_clients_leave_the_sql_listener_serving() {
+    use std::io::{Read, Write};
+    let server = Server::start_in(prepared(), &["--sql-listen", "127.0.0.1:0"]);
+    let addr = server.sql.clone().unwrap();
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0], // a 2 GiB startup packet
+        vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], // SSL request, then nothing
+        vec![0, 0, 0, 3],                         // a length below its own size
+        vec![
+            0, 0, 0, 16, 0, 3, 0, 0, b'u', b's', b'e', b'r', 0, 0xff, 0xfe, 0,
+        ], // bad UTF-8 user
+        vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2], // cancel with a wrong key
+    ];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..40 {
+        let n = (x % 300) as usize + 1;
+        junk.push(
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect(),
+        );
+    }
+    for bytes in &junk {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+    }
+    // Connections that never log in: past the per-address limit the
+    // listener refuses more, and it still serves a real client.
+    let idle: Vec<_> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = pg(&server, "ana", PASSWORD).unwrap();
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM customers", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        30
+    );
+    // A password guessed again and again is throttled, not crashed on.
+    for _ in 0..3 {
+        assert!(pg(&server, "ana", "guess").is_err());
+    }
+    assert!(
+        server.log().contains("at max_connections") || server.log().contains("logging in"),
+        "the flood was not refused"
+    );
+}
