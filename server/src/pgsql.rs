@@ -282,6 +282,16 @@ impl Conn {
         ))
     }
 
+    /// Prepares `sql` on a blocking thread: its columns and parameters.
+    async fn describe(&self, sql: &str) -> PgWireResult<(Vec<Column>, usize)> {
+        let session = self.open()?;
+        let text = sql.to_owned();
+        tokio::task::spawn_blocking(move || session.lock().describe(&text))
+            .await
+            .map_err(|e| user_error("XX000", e.to_string()))?
+            .map_err(sql_error)
+    }
+
     /// Runs `sql` on a blocking thread. Two seconds after the connection's
     /// last statement its session lets its tables go, so that an idle
     /// report tool never keeps a drop or `pack` from running.
@@ -394,6 +404,11 @@ impl CancelHandler for Conn {
             }
         }
     }
+}
+
+/// A text with no statement in it (`;` alone, blanks).
+fn empty(sql: &str) -> bool {
+    sql.trim().trim_end_matches(';').trim().is_empty()
 }
 
 /// What a statement that is not a query means here, if it is one of the
@@ -551,7 +566,7 @@ impl SimpleQueryHandler for Conn {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if query.trim().trim_end_matches(';').trim().is_empty() {
+        if empty(query) {
             return Ok(vec![Response::EmptyQuery]);
         }
         if let Some(r) = session_statement(query) {
@@ -618,7 +633,7 @@ impl ExtendedQueryHandler for Conn {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let sql = &portal.statement.statement;
-        if sql.trim().trim_end_matches(';').trim().is_empty() {
+        if empty(sql) {
             return Ok(Response::EmptyQuery);
         }
         if let Some(r) = session_statement(sql) {
@@ -656,23 +671,10 @@ impl ExtendedQueryHandler for Conn {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        if session_statement(&stmt.statement).is_some()
-            || stmt
-                .statement
-                .trim()
-                .trim_end_matches(';')
-                .trim()
-                .is_empty()
-        {
+        if session_statement(&stmt.statement).is_some() || empty(&stmt.statement) {
             return Ok(DescribeStatementResponse::no_data());
         }
-        let session = self.open()?;
-        let text = stmt.statement.clone();
-        let (columns, nparams) =
-            tokio::task::spawn_blocking(move || session.lock().describe(&text))
-                .await
-                .map_err(|e| user_error("XX000", e.to_string()))?
-                .map_err(sql_error)?;
+        let (columns, nparams) = self.describe(&stmt.statement).await?;
         let param_types: Vec<Type> = (0..nparams)
             .map(|i| {
                 stmt.parameter_types
@@ -703,7 +705,7 @@ impl ExtendedQueryHandler for Conn {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let sql = &portal.statement.statement;
-        if session_statement(sql).is_some() || sql.trim().trim_end_matches(';').trim().is_empty() {
+        if session_statement(sql).is_some() || empty(sql) {
             return Ok(DescribePortalResponse::no_data());
         }
         let params = (0..portal.parameter_len())
@@ -719,12 +721,7 @@ impl ExtendedQueryHandler for Conn {
             self.described.lock().insert(sql.clone(), result);
             return Ok(DescribePortalResponse::new(f));
         }
-        let session = self.open()?;
-        let text = sql.clone();
-        let (columns, _) = tokio::task::spawn_blocking(move || session.lock().describe(&text))
-            .await
-            .map_err(|e| user_error("XX000", e.to_string()))?
-            .map_err(sql_error)?;
+        let (columns, _) = self.describe(sql).await?;
         Ok(DescribePortalResponse::new(fields(
             &columns,
             None,
